@@ -1,0 +1,148 @@
+"""Typed, frozen settings: every knob has a type, a default, an environment name and a line of doc.
+
+Settings are read once at start. A value that does not parse, or is out of range, raises
+:class:`ConfigError` naming the environment variable, so a bad deployment fails before it consumes anything.
+
+>>> s = Settings.from_env({"STREAM_CTR_BATCH_SIZE": "64"})
+>>> s.batch_size
+64
+>>> Settings.from_env({"STREAM_CTR_BATCH_SIZE": "many"})
+Traceback (most recent call last):
+...
+stream_ctr.config.ConfigError: STREAM_CTR_BATCH_SIZE: expected int, got 'many'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+__all__ = ["ConfigError", "Settings"]
+
+CORRECTIONS = ("none", "lc", "reweight", "logit")
+FAMILIES = ("lr", "fm", "wd", "deepfm", "dcn")
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or out of range; the message starts with its environment name."""
+
+
+def _knob(default: Any, env: str, doc: str, check=None):
+    return field(default=default, metadata={"env": env, "doc": doc, "check": check})
+
+
+def _positive(v) -> bool:
+    return v > 0
+
+
+def _unit(v) -> bool:
+    return 0.0 <= v <= 1.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- Kafka -----------------------------------------------------------------------------------------------
+    kafka_bootstrap: str = _knob("", "KAFKA_BOOTSTRAP", "host:port of an existing broker; empty = start a local one")
+    topic_prefix: str = _knob("", "STREAM_CTR_TOPIC_PREFIX", "prefix for every topic name (tests isolate by it)")
+    app_id: str = _knob("stream-ctr", "STREAM_CTR_APP_ID", "Faust app id; consumer groups derive from it")
+    events_partitions: int = _knob(4, "STREAM_CTR_EVENTS_PARTITIONS", "partitions of ctr.events", _positive)
+    # --- personalize agent -----------------------------------------------------------------------------------
+    batch_size: int = _knob(256, "STREAM_CTR_BATCH_SIZE", "events per personalize batch", _positive)
+    batch_within_s: float = _knob(0.5, "STREAM_CTR_BATCH_WITHIN_S", "max seconds to wait filling a batch", _positive)
+    ctr_window: int = _knob(100, "STREAM_CTR_CTR_WINDOW", "events in each user's rolling CTR window", _positive)
+    shrinkage: float = _knob(20.0, "STREAM_CTR_SHRINKAGE", "pseudo-events pulling p_u toward p_g", lambda v: v >= 0)
+    head_lr: float = _knob(0.05, "STREAM_CTR_HEAD_LR", "SGD step size of user heads", _positive)
+    head_steps: int = _knob(1, "STREAM_CTR_HEAD_STEPS", "SGD steps per user per batch", _positive)
+    head_l2: float = _knob(0.01, "STREAM_CTR_HEAD_L2", "L2 pull of head weights toward 0 (= the global model)",
+                           lambda v: v >= 0)
+    metrics_window: int = _knob(20000, "STREAM_CTR_METRICS_WINDOW", "predictions in the windowed online metrics",
+                                _positive)
+    web_port: int = _knob(6066, "STREAM_CTR_WEB_PORT", "HTTP port of /metrics, /healthz, /v1/*", _positive)
+    web_host: str = _knob("127.0.0.1", "STREAM_CTR_WEB_HOST", "HTTP bind address")
+    data_dir: str = _knob("", "STREAM_CTR_DATA_DIR", "Faust data dir; empty = a temp dir per process")
+    # --- global model / trainer -------------------------------------------------------------------------------
+    model_family: str = _knob("deepfm", "STREAM_CTR_MODEL_FAMILY", f"global model family, one of {FAMILIES}",
+                              lambda v: v in FAMILIES)
+    features: str = _knob("age,gender,occupation,genres:multi:6", "STREAM_CTR_FEATURES",
+                          "event features the model reads: name[:cat|num|multi[:width]], comma separated")
+    hash_buckets: int = _knob(1 << 15, "STREAM_CTR_HASH_BUCKETS", "hashed feature space size", _positive)
+    embed_dim: int = _knob(8, "STREAM_CTR_EMBED_DIM", "embedding width", _positive)
+    hidden: str = _knob("64,32", "STREAM_CTR_HIDDEN", "MLP widths, comma separated; the last is the head's input")
+    trainer_lr: float = _knob(2e-3, "STREAM_CTR_TRAINER_LR", "Adam step size of the global model", _positive)
+    trainer_batch: int = _knob(256, "STREAM_CTR_TRAINER_BATCH", "global model mini-batch size", _positive)
+    snapshot_every: int = _knob(5000, "STREAM_CTR_SNAPSHOT_EVERY", "publish a snapshot every K samples", _positive)
+    seed: int = _knob(0, "STREAM_CTR_SEED", "seed of model initialisation and shuffles")
+    device: str = _knob("cpu", "STREAM_CTR_DEVICE", "torch device of the global trainer (cpu, cuda)")
+
+    @property
+    def hidden_sizes(self) -> tuple[int, ...]:
+        return tuple(int(h) for h in self.hidden.split(","))
+
+    def topic(self, base: str) -> str:
+        return f"{self.topic_prefix}{base}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read every knob from ``env`` (default ``os.environ``); ``overrides`` win over both."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = f.metadata["env"]
+            if f.name in overrides:
+                raw = overrides[f.name]
+            elif name in env:
+                raw = env[name]
+            else:
+                continue
+            values[f.name] = _parse(name, f.type, raw)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> "Settings":
+        new = dataclasses.replace(self, **changes)
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            check = f.metadata["check"]
+            value = getattr(self, f.name)
+            if check is not None and not check(value):
+                raise ConfigError(f"{f.metadata['env']}: value {value!r} is out of range ({f.metadata['doc']})")
+        try:
+            sizes = self.hidden_sizes
+        except ValueError:
+            raise ConfigError(f"STREAM_CTR_HIDDEN: expected comma-separated ints, got {self.hidden!r}") from None
+        if not sizes or min(sizes) <= 0:
+            raise ConfigError(f"STREAM_CTR_HIDDEN: widths must be positive, got {self.hidden!r}")
+        try:
+            from .features import FeatureSpec
+
+            FeatureSpec.parse(self.features, self.hash_buckets)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"STREAM_CTR_FEATURES: {exc}") from None
+        if self.ctr_window > 65535:
+            raise ConfigError(f"STREAM_CTR_CTR_WINDOW: at most 65535, got {self.ctr_window}")
+        if self.kafka_bootstrap and ":" not in self.kafka_bootstrap:
+            raise ConfigError(f"KAFKA_BOOTSTRAP: expected host:port, got {self.kafka_bootstrap!r}")
+
+    @classmethod
+    def describe(cls) -> str:
+        """One line per knob, for ``stream-ctr config``."""
+        return "\n".join(
+            f"{f.metadata['env']:32} {f.type:6} default={f.default!r:12} {f.metadata['doc']}"
+            for f in dataclasses.fields(cls)
+        )
+
+
+def _parse(name: str, type_name: str, raw: Any) -> Any:
+    kind = {"int": int, "float": float, "str": str}[type_name]
+    if isinstance(raw, kind) and not isinstance(raw, bool):
+        return raw
+    try:
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected {type_name}, got {raw!r}") from None

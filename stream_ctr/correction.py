@@ -1,0 +1,78 @@
+"""Label correction (arXiv 2211.01163) and the alternatives it is compared against. The one owner of this maths.
+
+Before a user's fine-tuning step, the user's labels are changed so that their mean equals the global CTR
+``p_g`` while every positive keeps a higher label than every negative (DESIGN.md)::
+
+    p_u > p_g:  positive -> p_g / p_u     negative -> 0
+    p_u < p_g:  positive -> 1             negative -> (p_g - p_u) / (1 - p_u)
+
+``p_u`` comes from :func:`shrunk_ctr`, so a user with few events is pulled toward ``p_g`` and p_u of 0 or 1
+never reaches the formulas. Methods: ``none`` (labels as they are), ``lc`` (the mapping above), ``reweight``
+(class-prior importance weights ``w+ = p_g/p_u``, ``w- = (1-p_g)/(1-p_u)``), ``logit`` (a training-only logit
+offset ``logit(p_u) - logit(p_g)``).
+
+>>> import numpy as np
+>>> t = correct(np.array([1, 0, 0, 0]), p_u=0.25, p_g=0.5, method="lc")
+>>> t.labels.tolist(), float(t.labels.mean())
+([1.0, 0.3333333432674408, 0.3333333432674408, 0.3333333432674408], 0.5)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["METHODS", "Targets", "correct", "shrunk_ctr"]
+
+METHODS = ("none", "lc", "reweight", "logit")
+
+# Keeps p away from 0 and 1 so that both classes keep distinct labels and logits stay finite.
+_EPS = 1e-4
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What one fine-tuning step trains on: soft labels, per-sample weights and a logit offset."""
+
+    labels: np.ndarray
+    weights: np.ndarray
+    logit_offset: float = 0.0
+
+
+def shrunk_ctr(clicks: float, n: float, p_g: float, a: float) -> float:
+    """``(clicks + a * p_g) / (n + a)``: the user's CTR pulled toward ``p_g`` by ``a`` pseudo-events."""
+    if n + a <= 0:
+        return p_g
+    return (clicks + a * p_g) / (n + a)
+
+
+def _clip(p: float) -> float:
+    return min(max(p, _EPS), 1.0 - _EPS)
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+def correct(labels: np.ndarray, p_u: float, p_g: float, method: str) -> Targets:
+    """Targets for fine-tuning on ``labels`` (0/1) of a user with local CTR ``p_u`` under global CTR ``p_g``."""
+    y = np.asarray(labels, dtype=np.float32)
+    ones = np.ones_like(y)
+    if method == "none":
+        return Targets(y, ones)
+    p_u, p_g = _clip(p_u), _clip(p_g)
+    if method == "lc":
+        if p_u > p_g:
+            return Targets(y * np.float32(p_g / p_u), ones)
+        if p_u < p_g:
+            neg = np.float32((p_g - p_u) / (1.0 - p_u))
+            return Targets(np.where(y > 0.5, np.float32(1.0), neg), ones)
+        return Targets(y, ones)
+    if method == "reweight":
+        w = np.where(y > 0.5, np.float32(p_g / p_u), np.float32((1.0 - p_g) / (1.0 - p_u)))
+        return Targets(y, w.astype(np.float32))
+    if method == "logit":
+        return Targets(y, ones, _logit(p_u) - _logit(p_g))
+    raise ValueError(f"unknown correction method {method!r}; choose from {METHODS}")

@@ -1,0 +1,99 @@
+"""The click event contract (value of ``ctr.events``) and its validation.
+
+An event is JSON: ``event_id``, ``user_id``, ``item_id``, ``ts`` (epoch seconds), ``label`` (0/1) and
+``features`` (a flat map of string or number values). :func:`parse_event` turns raw bytes into an
+:class:`Event` or raises :class:`InvalidEvent` with one of a fixed set of reasons, so that the dead-letter
+counter has bounded label values.
+
+>>> e = parse_event(b'{"event_id":"e1","user_id":"7","item_id":"42","ts":1.0,"label":1,"features":{"g":"F"}}')
+>>> (e.user_id, e.label, e.features["g"])
+('7', 1, 'F')
+>>> parse_event(b'{"event_id":"e1"}')
+Traceback (most recent call last):
+...
+stream_ctr.events.InvalidEvent: missing_field: user_id
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import orjson
+
+__all__ = ["DLQ_REASONS", "Event", "InvalidEvent", "encode_event", "parse_event"]
+
+#: Every reason an event can be dead-lettered for. Closed set: it is a Prometheus label.
+DLQ_REASONS = ("not_json", "not_object", "missing_field", "bad_type", "bad_label", "bad_ts", "key_mismatch")
+
+_ID_FIELDS = ("event_id", "user_id", "item_id")
+
+
+class InvalidEvent(ValueError):
+    """Raised for an event that must go to the dead-letter topic."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        assert reason in DLQ_REASONS, reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    event_id: str
+    user_id: str
+    item_id: str
+    ts: float
+    label: int
+    features: Mapping[str, str | float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "event_id": self.event_id,
+            "user_id": self.user_id,
+            "item_id": self.item_id,
+            "ts": self.ts,
+            "label": self.label,
+            "features": dict(self.features),
+        }
+
+
+def encode_event(event: Event) -> bytes:
+    return orjson.dumps(event.to_dict())
+
+
+def parse_event(raw: bytes, key: bytes | None = None) -> Event:
+    """Validate ``raw`` (and, when given, that the record key is the user id) and return the event."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent("not_json", str(exc)[:120]) from None
+    if not isinstance(obj, dict):
+        raise InvalidEvent("not_object", type(obj).__name__)
+    for name in (*_ID_FIELDS, "ts", "label"):
+        if name not in obj:
+            raise InvalidEvent("missing_field", name)
+    ids = []
+    for name in _ID_FIELDS:
+        value = obj[name]
+        # Integer ids are accepted and normalised to strings: producers in the wild send both.
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+            raise InvalidEvent("bad_type", f"{name} must be a non-empty string or integer")
+        ids.append(str(value))
+    label = obj["label"]
+    if isinstance(label, bool) or label not in (0, 1):
+        raise InvalidEvent("bad_label", f"label must be 0 or 1, got {label!r}")
+    ts = obj["ts"]
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts) or ts < 0:
+        raise InvalidEvent("bad_ts", f"ts must be non-negative epoch seconds, got {ts!r}")
+    features = obj.get("features", {})
+    if not isinstance(features, dict):
+        raise InvalidEvent("bad_type", "features must be an object")
+    for name, value in features.items():
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise InvalidEvent("bad_type", f"feature {name!r} must be a string or number")
+    if key is not None and key.decode("utf-8", "replace") != ids[1]:
+        raise InvalidEvent("key_mismatch", "record key must equal user_id")
+    return Event(ids[0], ids[1], ids[2], float(ts), int(label), features)

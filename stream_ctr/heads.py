@@ -1,0 +1,82 @@
+"""A lightweight per-user head on top of the global model: ``logit = g(x) + b + w . h(x)``.
+
+``g`` is the global model's logit and ``h`` its representation (:mod:`stream_ctr.models`). The head starts at
+zero, so an untrained head *is* the global model, and L2 pulls it back toward zero, i.e. toward the global model.
+It follows river's small online protocol (``learn_one`` / ``predict_proba_one`` and batched ``*_many``), where
+one input ``x`` is the pair ``(g, h)``.
+
+>>> import numpy as np
+>>> head = UserHead(dim=2, lr=0.5)
+>>> x = (0.0, np.array([1.0, 0.0], dtype=np.float32))
+>>> for _ in range(20): head.learn_one(x, 1)
+>>> head.predict_proba_one(x) > 0.8
+True
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from .correction import Targets
+
+__all__ = ["UserHead", "sigmoid"]
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
+
+
+class UserHead:
+    """Bias plus a weight vector over the representation; trained by SGD on (soft) targets."""
+
+    __slots__ = ("b", "w", "lr", "l2", "steps")
+
+    def __init__(self, dim: int, lr: float = 0.05, l2: float = 0.01, steps: int = 1):
+        self.b = 0.0
+        self.w = np.zeros(dim, dtype=np.float32)
+        self.lr, self.l2, self.steps = lr, l2, steps
+
+    # --- batched protocol ----------------------------------------------------------------------------------
+    def logit_many(self, g: np.ndarray, h: np.ndarray) -> np.ndarray:
+        return g + self.b + h @ self.w
+
+    def predict_proba_many(self, g: np.ndarray, h: np.ndarray) -> np.ndarray:
+        return sigmoid(self.logit_many(g, h))
+
+    def learn_many(self, g: np.ndarray, h: np.ndarray, targets: Targets | np.ndarray) -> None:
+        """``steps`` gradient steps of weighted cross-entropy on ``targets`` (labels may be soft)."""
+        if not isinstance(targets, Targets):
+            targets = Targets(np.asarray(targets, dtype=np.float32), np.ones(len(g), dtype=np.float32))
+        y, wts = targets.labels, targets.weights
+        n = max(len(y), 1)
+        for _ in range(self.steps):
+            err = wts * (sigmoid(self.logit_many(g, h) + targets.logit_offset) - y)
+            self.b -= self.lr * (float(err.sum()) / n + self.l2 * self.b)
+            self.w -= self.lr * ((h.T @ err) / n + self.l2 * self.w).astype(np.float32)
+
+    # --- one-at-a-time protocol ----------------------------------------------------------------------------
+    def predict_proba_one(self, x: tuple[float, np.ndarray]) -> float:
+        g, h = x
+        return float(self.predict_proba_many(np.array([g], np.float32), h[None, :])[0])
+
+    def learn_one(self, x: tuple[float, np.ndarray], y: float) -> None:
+        g, h = x
+        self.learn_many(np.array([g], np.float32), h[None, :], np.array([y], np.float32))
+
+    # --- state ---------------------------------------------------------------------------------------------
+    @property
+    def norm(self) -> float:
+        return float(np.sqrt(self.b * self.b + float(self.w @ self.w)))
+
+    def to_bytes(self) -> bytes:
+        return struct.pack("<fH", self.b, len(self.w)) + self.w.astype("<f4").tobytes()
+
+    def load_bytes(self, data: bytes, offset: int = 0) -> int:
+        """Restore weights from ``data`` at ``offset``; returns the offset after them."""
+        b, dim = struct.unpack_from("<fH", data, offset)
+        offset += 6
+        self.b = float(b)
+        self.w = np.frombuffer(data, dtype="<f4", count=dim, offset=offset).astype(np.float32)
+        return offset + 4 * dim

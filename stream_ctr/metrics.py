@@ -1,0 +1,66 @@
+"""Pure metric functions shared by the online recorder and the offline evaluator.
+
+>>> import numpy as np
+>>> y = np.array([0, 1, 0, 1]); p = np.array([0.1, 0.9, 0.2, 0.3])
+>>> auc(y, p), round(logloss(y, p), 4)
+(1.0, 0.4095)
+>>> gauc(np.array(["a", "a", "b", "b"]), y, p)
+1.0
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+__all__ = ["auc", "calibration", "gauc", "logloss", "per_user_auc"]
+
+_EPS = 1e-7
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC by the rank-sum formula (ties get half credit); NaN when one class is missing."""
+    y = np.asarray(labels) > 0.5
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def per_user_auc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(user, auc, impressions)`` for every user having both classes."""
+    users = np.asarray(users)
+    order = np.argsort(users, kind="stable")
+    u_sorted = users[order]
+    bounds = np.flatnonzero(np.r_[True, u_sorted[1:] != u_sorted[:-1], True])
+    out_u, out_auc, out_n = [], [], []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        idx = order[lo:hi]
+        a = auc(labels[idx], scores[idx])
+        if not np.isnan(a):
+            out_u.append(u_sorted[lo])
+            out_auc.append(a)
+            out_n.append(hi - lo)
+    return np.array(out_u), np.array(out_auc, dtype=float), np.array(out_n, dtype=float)
+
+
+def gauc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
+    """Impression-weighted mean of per-user AUC over users having both classes; NaN if there are none."""
+    _, aucs, n = per_user_auc(users, labels, scores)
+    if len(aucs) == 0:
+        return float("nan")
+    return float((aucs * n).sum() / n.sum())
+
+
+def logloss(labels: np.ndarray, probs: np.ndarray) -> float:
+    p = np.clip(np.asarray(probs, dtype=float), _EPS, 1 - _EPS)
+    y = np.asarray(labels, dtype=float)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
+def calibration(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Sum of predictions over sum of clicks (1.0 is calibrated); NaN without clicks."""
+    clicks = float(np.sum(labels))
+    return float(np.sum(probs) / clicks) if clicks > 0 else float("nan")

@@ -1,0 +1,34 @@
+"""The five CTR model families, built by name from a :class:`ModelConfig`.
+
+>>> import torch
+>>> m = build_model(ModelConfig("deepfm", slots=3, buckets=64))
+>>> logit, rep = m(torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3))
+>>> tuple(logit.shape), tuple(rep.shape) == (2, m.rep_dim)
+((2,), True)
+"""
+
+from .base import CTRModel, ModelConfig
+from .dcn import DCNv2
+from .deepfm import DeepFM
+from .fm import FM
+from .lr import LogisticRegression
+from .wide_deep import WideDeep
+
+__all__ = ["CTRModel", "FAMILIES", "ModelConfig", "build_model"]
+
+FAMILIES: dict[str, type[CTRModel]] = {
+    cls.family: cls for cls in (LogisticRegression, FM, WideDeep, DeepFM, DCNv2)
+}
+
+
+def build_model(cfg: ModelConfig, seed: int | None = None) -> CTRModel:
+    """Build an initialised model of ``cfg.family``; ``seed`` makes initialisation reproducible."""
+    if cfg.family not in FAMILIES:
+        raise ValueError(f"unknown model family {cfg.family!r}; choose from {sorted(FAMILIES)}")
+    if seed is None:
+        return FAMILIES[cfg.family](cfg)
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return FAMILIES[cfg.family](cfg)

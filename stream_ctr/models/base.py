@@ -1,0 +1,84 @@
+"""What every CTR model family shares: the hashed embedding, an MLP builder, and the output contract.
+
+A model maps ``(ids, vals)`` of shape ``[n, slots]`` (see :mod:`stream_ctr.features`) to ``(logit, rep)``:
+``logit`` ``[n]`` is the global model's score and ``rep`` ``[n, rep_dim]`` is the representation a per-user head
+reads. Heads never see the raw features, so they stay small and survive a backbone update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["CTRModel", "ModelConfig", "mlp"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    family: str
+    slots: int
+    buckets: int
+    embed_dim: int = 8
+    hidden: tuple[int, ...] = (64, 32)
+    cross_layers: int = 2
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        return cls(**{**d, "hidden": tuple(d["hidden"])})
+
+
+def mlp(n_in: int, hidden: tuple[int, ...]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(n_in, width), nn.ReLU()]
+        n_in = width
+    return nn.Sequential(*layers)
+
+
+class CTRModel(nn.Module):
+    """Base class: owns the embedding tables; subclasses define ``rep_dim`` and ``forward``."""
+
+    family = "base"
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.bias = nn.Parameter(torch.zeros(1))
+        self.linear = nn.Embedding(cfg.buckets, 1)
+        nn.init.zeros_(self.linear.weight)
+
+    @property
+    def rep_dim(self) -> int:
+        raise NotImplementedError
+
+    def first_order(self, ids: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
+        """Per-slot linear terms ``w[id] * val``, shape ``[n, slots]``."""
+        return self.linear(ids).squeeze(-1) * vals
+
+    def forward(self, ids: torch.Tensor, vals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class EmbeddingModel(CTRModel):
+    """A model with a second-order embedding table ``v`` (every family but LR)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.embedding = nn.Embedding(cfg.buckets, cfg.embed_dim)
+        nn.init.normal_(self.embedding.weight, std=0.01)
+
+    def embed(self, ids: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
+        """Value-weighted slot embeddings, shape ``[n, slots, dim]``."""
+        return self.embedding(ids) * vals.unsqueeze(-1)
+
+
+def fm_interaction(v: torch.Tensor) -> torch.Tensor:
+    """The FM pairwise-interaction vector ``0.5 * ((sum v)^2 - sum v^2)``, shape ``[n, dim]``."""
+    return 0.5 * (v.sum(1).pow(2) - v.pow(2).sum(1))

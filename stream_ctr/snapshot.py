@@ -1,0 +1,100 @@
+"""Model snapshots: what the trainer publishes to ``ctr.model`` and every scorer swaps to atomically.
+
+Wire format: ``b"SCTR1"``, a 4-byte header length, an orjson header (version, family, model config, feature
+spec, global CTR, samples seen) and the ``torch.save`` bytes of the state dict.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+import torch
+
+from .features import FeatureSpec, HashingEncoder
+from .models import CTRModel, ModelConfig, build_model
+
+__all__ = ["Snapshot", "SnapshotHolder"]
+
+_MAGIC = b"SCTR1"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: int
+    model_cfg: ModelConfig
+    spec: FeatureSpec
+    global_ctr: float
+    samples: int
+    state_dict: dict = field(repr=False, compare=False)
+
+    @property
+    def family(self) -> str:
+        return self.model_cfg.family
+
+    def to_bytes(self) -> bytes:
+        header = orjson.dumps({
+            "version": self.version, "model": self.model_cfg.to_dict(), "features": self.spec.to_dict(),
+            "global_ctr": self.global_ctr, "samples": self.samples,
+        })
+        buf = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in self.state_dict.items()}, buf)
+        return _MAGIC + struct.pack("<I", len(header)) + header + buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Snapshot":
+        if not data.startswith(_MAGIC):
+            raise ValueError("not a stream-ctr model snapshot")
+        (n,) = struct.unpack_from("<I", data, len(_MAGIC))
+        start = len(_MAGIC) + 4
+        h = orjson.loads(data[start: start + n])
+        weights = torch.load(io.BytesIO(data[start + n:]), weights_only=True)
+        return cls(h["version"], ModelConfig.from_dict(h["model"]), FeatureSpec.from_dict(h["features"]),
+                   float(h["global_ctr"]), int(h["samples"]), weights)
+
+    def build(self) -> "LoadedModel":
+        model = build_model(self.model_cfg)
+        model.load_state_dict(self.state_dict)
+        model.eval()
+        return LoadedModel(self, model, HashingEncoder(self.spec))
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A snapshot ready to score: the model in eval mode and its encoder. Immutable, so swapping is atomic."""
+
+    snapshot: Snapshot
+    model: CTRModel
+    encoder: HashingEncoder
+
+    @property
+    def version(self) -> int:
+        return self.snapshot.version
+
+    @property
+    def rep_dim(self) -> int:
+        return self.model.rep_dim
+
+    @torch.no_grad()
+    def forward(self, events) -> tuple[np.ndarray, np.ndarray]:
+        """Global logits ``[n]`` and representations ``[n, rep_dim]`` for a list of events, as numpy."""
+        ids, vals = self.encoder.encode_events(events)
+        logit, rep = self.model(torch.from_numpy(ids), torch.from_numpy(vals))
+        return logit.numpy().astype(np.float32), rep.numpy().astype(np.float32)
+
+
+class SnapshotHolder:
+    """Holds the current :class:`LoadedModel`; readers take ``.current`` once per batch and keep it."""
+
+    def __init__(self):
+        self.current: LoadedModel | None = None
+
+    def offer(self, snapshot: Snapshot) -> bool:
+        """Swap to ``snapshot`` if it is newer; returns whether it was taken."""
+        if self.current is not None and snapshot.version <= self.current.version:
+            return False
+        self.current = snapshot.build()
+        return True

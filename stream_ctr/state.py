@@ -1,0 +1,83 @@
+"""Per-user state of the personalize agent and its compact binary encoding.
+
+One record per user: rolling CTR counts, one head per fine-tuned arm, the last applied offset (so a
+redelivered event is not learned twice) and the model version the heads are anchored to.
+
+>>> s = UserState.new(window=10, rep_dim=4, arms=("ft", "ft_lc"))
+>>> s.ctr.update(1); s.last_offset = 41
+>>> t = UserState.from_bytes(s.to_bytes())
+>>> (t.ctr.n, t.last_offset, sorted(t.heads), len(s.to_bytes()))
+(1, 41, ['ft', 'ft_lc'], 91)
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from .heads import UserHead
+from .rolling import UserCTR
+
+__all__ = ["UserState"]
+
+_MAGIC = b"U1"
+_HEADER = struct.Struct("<2sqqIHB")  # magic, last_offset, anchor_version, reanchors, window, n_heads
+
+
+@dataclass
+class UserState:
+    ctr: UserCTR
+    heads: dict[str, UserHead]
+    window: int
+    last_offset: int = -1
+    anchor_version: int = -1
+    reanchors: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def new(cls, window: int, rep_dim: int, arms: tuple[str, ...]) -> "UserState":
+        return cls(UserCTR(window), {arm: UserHead(rep_dim) for arm in arms}, window)
+
+    def reanchor(self, version: int, rep_dim: int) -> None:
+        """Move the heads onto model ``version``.
+
+        The trainer fine-tunes one backbone continuously, so version v+1's representation is close to v's and
+        the learned weights stay meaningful: they are kept, not reset. Only a change of width (a different
+        model family or config) forces a fresh head, which is counted.
+        """
+        if version == self.anchor_version:
+            return
+        for arm, head in self.heads.items():
+            if len(head.w) != rep_dim:
+                self.heads[arm] = UserHead(rep_dim, head.lr, head.l2, head.steps)
+        if self.anchor_version >= 0:
+            self.reanchors += 1
+        self.anchor_version = version
+
+    def to_bytes(self) -> bytes:
+        parts = [
+            _HEADER.pack(_MAGIC, self.last_offset, self.anchor_version, self.reanchors, self.window, len(self.heads))
+        ]
+        for arm, head in self.heads.items():
+            name = arm.encode()
+            parts += [bytes([len(name)]), name, head.to_bytes()]
+        ctr = self.ctr.to_bytes()
+        parts += [struct.pack("<H", len(ctr)), ctr]
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "UserState":
+        magic, last_offset, anchor, reanchors, window, n_heads = _HEADER.unpack_from(data)
+        if magic != _MAGIC:
+            raise ValueError(f"not a UserState record (magic {magic!r})")
+        off = _HEADER.size
+        heads = {}
+        for _ in range(n_heads):
+            k = data[off]
+            arm = data[off + 1: off + 1 + k].decode()
+            head = UserHead(0)
+            off = head.load_bytes(data, off + 1 + k)
+            heads[arm] = head
+        (k,) = struct.unpack_from("<H", data, off)
+        ctr = UserCTR.from_bytes(data[off + 2: off + 2 + k], window)
+        return cls(ctr, heads, window, last_offset, anchor, reanchors)

@@ -1,0 +1,86 @@
+"""The global model's trainer: mini-batch torch training on the merged stream, snapshots every K samples.
+
+Kafka-free: the Faust trainer agent feeds it batches of events and publishes what :meth:`maybe_snapshot`
+returns. The global CTR it publishes is the lifetime click share of everything it has trained on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import Settings
+from .features import FeatureSpec, HashingEncoder
+from .models import ModelConfig, build_model
+from .snapshot import Snapshot
+
+__all__ = ["GlobalTrainer", "model_config", "feature_spec"]
+
+
+def feature_spec(settings: Settings) -> FeatureSpec:
+    return FeatureSpec.parse(settings.features, settings.hash_buckets)
+
+
+def model_config(settings: Settings, spec: FeatureSpec, family: str | None = None) -> ModelConfig:
+    return ModelConfig(family or settings.model_family, spec.n_slots, spec.buckets, settings.embed_dim,
+                       settings.hidden_sizes)
+
+
+class GlobalTrainer:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.spec = feature_spec(settings)
+        self.cfg = model_config(settings, self.spec)
+        self.device = torch.device(settings.device)
+        self.model = build_model(self.cfg, seed=settings.seed).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.trainer_lr)
+        self.loss = nn.BCEWithLogitsLoss()
+        self.encoder = HashingEncoder(self.spec)
+        self.samples = 0
+        self.clicks = 0
+        self.version = 0
+        self._since_snapshot = 0
+        self.last_loss = float("nan")
+
+    @property
+    def global_ctr(self) -> float:
+        # Before any data, 0.5 is the least committal prior.
+        return self.clicks / self.samples if self.samples else 0.5
+
+    def learn_many(self, events) -> None:
+        """One optimiser step per ``trainer_batch`` slice of ``events``."""
+        step = self.settings.trainer_batch
+        self.model.train()
+        for lo in range(0, len(events), step):
+            chunk = events[lo: lo + step]
+            ids, vals = self.encoder.encode_events(chunk)
+            y = torch.tensor([e.label for e in chunk], dtype=torch.float32, device=self.device)
+            logit, _ = self.model(torch.from_numpy(ids).to(self.device), torch.from_numpy(vals).to(self.device))
+            loss = self.loss(logit, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.last_loss = float(loss.detach())
+            self.samples += len(chunk)
+            self.clicks += int(y.sum().item())
+            self._since_snapshot += len(chunk)
+
+    def snapshot(self) -> Snapshot:
+        state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        return Snapshot(self.version, self.cfg, self.spec, float(self.global_ctr), self.samples, state)
+
+    def maybe_snapshot(self) -> Snapshot | None:
+        """A new snapshot (version + 1) once ``snapshot_every`` samples have arrived since the last one."""
+        if self._since_snapshot < self.settings.snapshot_every:
+            return None
+        self._since_snapshot = 0
+        self.version += 1
+        return self.snapshot()
+
+    def predict_proba(self, events) -> np.ndarray:
+        self.model.eval()
+        with torch.no_grad():
+            ids, vals = self.encoder.encode_events(events)
+            logit, _ = self.model(torch.from_numpy(ids).to(self.device), torch.from_numpy(vals).to(self.device))
+        return torch.sigmoid(logit).cpu().numpy()
