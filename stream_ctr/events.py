@@ -66,6 +66,8 @@ def encode_event(event: Event) -> bytes:
 
 def parse_event(raw: bytes, key: bytes | None = None) -> Event:
     """Validate ``raw`` (and, when given, that the record key is the user id) and return the event."""
+    if not raw:
+        raise InvalidEvent("not_json", "empty value")
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

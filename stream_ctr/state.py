@@ -54,6 +54,21 @@ class UserState:
             self.reanchors += 1
         self.anchor_version = version
 
+    def summary(self) -> dict:
+        """What an operator sees at ``GET /v1/users/{user_id}``."""
+        return {
+            "events": self.ctr.n,
+            "clicks": self.ctr.clicks,
+            "local_ctr": self.ctr.lifetime_ctr,
+            "window_ctr": self.ctr.window_ctr,
+            "window_events": self.ctr.window_n,
+            "last_applied_offset": self.last_offset,
+            "model_version": self.anchor_version,
+            "reanchors": self.reanchors,
+            "head_norm": {arm: head.norm for arm, head in self.heads.items()},
+            "state_bytes": len(self.to_bytes()),
+        }
+
     def to_bytes(self) -> bytes:
         parts = [
             _HEADER.pack(_MAGIC, self.last_offset, self.anchor_version, self.reanchors, self.window, len(self.heads))

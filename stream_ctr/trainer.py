@@ -48,6 +48,19 @@ class GlobalTrainer:
         # Before any data, 0.5 is the least committal prior.
         return self.clicks / self.samples if self.samples else 0.5
 
+    @property
+    def pending(self) -> int:
+        """Samples trained on since the last snapshot."""
+        return self._since_snapshot
+
+    def resume_from(self, snapshot: Snapshot) -> None:
+        """Continue from a published snapshot (weights, version, counts); the optimiser state starts afresh."""
+        self.model.load_state_dict(snapshot.state_dict)
+        self.version = snapshot.version
+        self.samples = snapshot.samples
+        self.clicks = round(snapshot.global_ctr * snapshot.samples)
+        self._since_snapshot = 0
+
     def learn_many(self, events) -> None:
         """One optimiser step per ``trainer_batch`` slice of ``events``."""
         step = self.settings.trainer_batch
@@ -74,6 +87,10 @@ class GlobalTrainer:
         """A new snapshot (version + 1) once ``snapshot_every`` samples have arrived since the last one."""
         if self._since_snapshot < self.settings.snapshot_every:
             return None
+        return self.next_snapshot()
+
+    def next_snapshot(self) -> Snapshot:
+        """Publish-ready snapshot of the current weights under the next version number."""
         self._since_snapshot = 0
         self.version += 1
         return self.snapshot()

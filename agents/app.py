@@ -1,0 +1,51 @@
+"""The one module that configures Faust apps. Each role is its own app id, hence its own consumer group."""
+
+from __future__ import annotations
+
+import tempfile
+
+import faust
+from faust.serializers import codecs
+
+from stream_ctr.config import ConfigError, Settings
+from stream_ctr.state import UserState
+
+__all__ = ["USER_STATE_CODEC", "create_app"]
+
+USER_STATE_CODEC = "stream_ctr.userstate"
+
+
+class _UserStateCodec(codecs.Codec):
+    """Table values as :meth:`UserState.to_bytes` (a few hundred bytes a user), not JSON."""
+
+    def _dumps(self, obj: UserState) -> bytes:
+        return obj.to_bytes()
+
+    def _loads(self, s: bytes) -> UserState:
+        return UserState.from_bytes(s)
+
+
+codecs.register(USER_STATE_CODEC, _UserStateCodec())
+
+
+def create_app(settings: Settings, role: str, web_port: int | None = None) -> faust.App:
+    if not settings.kafka_bootstrap:
+        raise ConfigError("KAFKA_BOOTSTRAP: required to run an agent (stream-ctr up sets it for you)")
+    return faust.App(
+        f"{settings.app_id}-{role}",
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        autodiscover=False,
+        datadir=settings.data_dir or tempfile.mkdtemp(prefix=f"stream-ctr-{role}-"),
+        topic_partitions=settings.events_partitions,
+        topic_replication_factor=1,
+        # Offsets are committed often: a crash then replays little, and per-user offsets drop the replays.
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        producer_max_request_size=64 * 1024 * 1024,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port if web_port is None else web_port,
+    )

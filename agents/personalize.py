@@ -1,0 +1,138 @@
+"""The personalize worker: per-user test-then-train on ``ctr.events``, dead letters, and the HTTP views.
+
+``build(settings)`` returns the Faust app; ``app.ctr`` holds the pieces tests and views read (the snapshot
+holder, the metrics, the users table).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import SimpleNamespace
+
+import numpy as np
+from prometheus_client import CONTENT_TYPE_LATEST
+
+import topics
+from stream_ctr.config import Settings
+from stream_ctr.events import InvalidEvent, parse_event
+from stream_ctr.learning import ARMS, HeadParams, test_then_train
+from stream_ctr.monitoring import DRIFT_BUCKETS, WorkerMetrics
+from stream_ctr.snapshot import SnapshotHolder
+
+from .app import USER_STATE_CODEC, create_app
+from .snapshots import follow_snapshots
+
+log = logging.getLogger(__name__)
+
+__all__ = ["build"]
+
+
+def build(settings: Settings, follow: bool = True):
+    app = create_app(settings, "personalize")
+    events_topic = app.topic(topics.events(settings).name, key_serializer="raw", value_serializer="raw",
+                             partitions=settings.events_partitions)
+    dlq_topic = app.topic(topics.dead_letters(settings).name, key_serializer="raw", value_serializer="raw")
+    # use_partitioner: changelog records go to the partition of the key, which is the user's events partition
+    # (same key bytes, same murmur2 partitioner), so batches that mix partitions keep tables co-partitioned.
+    users = app.Table("users", key_type=str, partitions=settings.events_partitions, use_partitioner=True)
+    # Faust derives table serializers from the types (json otherwise); its changelog topic and store are built
+    # lazily, so setting them here is what they use: keys as utf-8, values in the compact state codec.
+    users.key_serializer, users.value_serializer = "raw", USER_STATE_CODEC
+    holder = SnapshotHolder()
+    metrics = WorkerMetrics(ARMS, settings.metrics_window)
+    params = HeadParams.from_settings(settings)
+    app.ctr = SimpleNamespace(holder=holder, metrics=metrics, users=users, settings=settings)
+
+    def on_snapshot(snap) -> None:
+        if holder.offer(snap):
+            metrics.swaps.inc()
+            metrics.model_version.set(snap.version)
+            metrics.global_ctr.set(snap.global_ctr)
+            log.info("model v%d swapped in (global CTR %.4f, %d samples)", snap.version, snap.global_ctr,
+                     snap.samples)
+
+    app.ctr.on_snapshot = on_snapshot
+
+    if follow:
+        @app.task
+        async def follow_model() -> None:
+            await follow_snapshots(settings.kafka_bootstrap, topics.model(settings).name, on_snapshot)
+
+    async def dead_letter(event, err: InvalidEvent) -> None:
+        msg = event.message
+        headers = {"reason": err.reason.encode(), "detail": err.detail.encode(), "topic": msg.topic.encode(),
+                   "partition": str(msg.partition).encode(), "offset": str(msg.offset).encode()}
+        await dlq_topic.send(key=event.key, value=event.value or b"", headers=headers)
+        metrics.dead_letters.labels(err.reason).inc()
+        metrics.events.labels("dead_letter").inc()
+
+    @app.agent(events_topic)
+    async def personalize(stream):
+        while holder.current is None:  # nothing can be scored before the first snapshot
+            await asyncio.sleep(0.1)
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            records = []
+            for event in batch:
+                try:
+                    records.append((parse_event(event.value, event.key), event.message.offset))
+                except InvalidEvent as err:
+                    await dead_letter(event, err)
+            model = holder.current  # one model for the whole batch: swaps are atomic per batch
+            with metrics.batch_seconds.time():
+                result = test_then_train(records, model, users, params)
+            if result.applied:
+                metrics.online.record(*result.arrays())
+            metrics.drift.update(result.drift)
+            metrics.events.labels("applied").inc(result.applied)
+            metrics.events.labels("duplicate").inc(result.duplicates)
+
+    @app.page("/metrics")
+    async def metrics_view(web, request):
+        return web.bytes(metrics.render(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/healthz")
+    async def healthz(web, request):
+        if holder.current is None:
+            return web.json({"status": "waiting", "reason": "no model snapshot on ctr.model yet"}, status=503)
+        return web.json({"status": "ok", "model_version": holder.current.version})
+
+    @app.page("/v1/users/{user_id}")
+    @app.table_route(table=users, match_info="user_id")
+    async def user_view(web, request, user_id: str):
+        state = users.get(user_id)
+        if state is None:
+            return web.json({"error": f"unknown user {user_id!r}: no event of this user was applied"}, status=404)
+        return web.json({"user_id": user_id, **state.summary()})
+
+    @app.page("/v1/stats")
+    async def stats_view(web, request):
+        return web.json(stats(app))
+
+    return app
+
+
+def _count(counter, label: str) -> int:
+    return int(counter.labels(label)._value.get())
+
+
+def stats(app) -> dict:
+    """Progress and quality of this worker, for ``stream-ctr demo`` and operators."""
+    m, holder = app.ctr.metrics, app.ctr.holder
+    drift = np.fromiter(m.drift.values(), dtype=float, count=len(m.drift))
+    return {
+        "applied": _count(m.events, "applied"),
+        "duplicates": _count(m.events, "duplicate"),
+        "dead_letters": _count(m.events, "dead_letter"),
+        "users": len(drift),
+        "model_version": holder.current.version if holder.current else None,
+        "global_ctr": holder.current.snapshot.global_ctr if holder.current else None,
+        "window": m.summary("window"),
+        "lifetime": m.summary("lifetime"),
+        "drift": {
+            "buckets": list(DRIFT_BUCKETS),
+            "counts": np.histogram(drift, bins=[0.0, *DRIFT_BUCKETS, np.inf])[0].tolist(),
+            "quantiles": {q: float(np.quantile(drift, float(q))) if len(drift) else None
+                          for q in ("0.1", "0.5", "0.9")},
+        },
+    }

@@ -1,0 +1,191 @@
+"""The Kafka broker behind one interface: a local Apache Kafka (KRaft, single node) or an existing one.
+
+:class:`LocalKafka` resolves the broker jars from Maven Central with the pom beside this file (once; they are
+cached in ``~/.cache/stream-ctr/kafka-<version>``, outside any clone), formats a fresh log dir in a temp
+directory, starts the broker on 127.0.0.1 on free ports, waits until it answers metadata requests, and stops it
+cleanly. :func:`broker_for` picks it or an :class:`ExternalKafka` from ``KAFKA_BOOTSTRAP``: that is the one line
+to change for another broker.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+__all__ = ["ExternalKafka", "LocalKafka", "broker_for", "ensure_jars"]
+
+KAFKA_VERSION = "4.1.1"
+_HERE = Path(__file__).parent
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("STREAM_CTR_CACHE", Path.home() / ".cache" / "stream-ctr"))
+
+
+def ensure_jars(version: str = KAFKA_VERSION) -> Path:
+    """The directory of broker jars, resolving them with Maven on first use."""
+    libs = cache_root() / f"kafka-{version}" / "libs"
+    if (libs / ".complete").exists():
+        return libs
+    if shutil.which("mvn") is None:
+        raise RuntimeError("Maven (mvn) is needed once to fetch the Kafka jars from Maven Central")
+    tmp = libs.with_name(f"libs.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = ["mvn", "-q", "-B", "-f", str(_HERE / "pom.xml"), f"-Dkafka.version={version}",
+           "dependency:copy-dependencies", f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"mvn could not resolve Kafka {version}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    (tmp / ".complete").touch()
+    shutil.rmtree(libs, ignore_errors=True)
+    tmp.rename(libs)
+    return libs
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ExternalKafka:
+    """A broker someone else runs: start and stop do nothing."""
+
+    def __init__(self, bootstrap: str):
+        self.bootstrap = bootstrap
+
+    def start(self, timeout: float = 60.0) -> "ExternalKafka":
+        wait_ready(self.bootstrap, timeout)
+        return self
+
+    def stop(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class LocalKafka:
+    """Apache Kafka in KRaft mode, one process that is both broker and controller, on 127.0.0.1."""
+
+    def __init__(self, version: str = KAFKA_VERSION, heap: str = "512m"):
+        self.version, self.heap = version, heap
+        self.port = self.controller_port = 0
+        self.workdir: Path | None = None
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _write_config(self) -> Path:
+        self.port, self.controller_port = _free_port(), _free_port()
+        cfg = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.workdir / "data"),
+            "num.partitions": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "message.max.bytes": str(64 * 1024 * 1024),
+            "log.cleaner.backoff.ms": "1000",
+        }
+        path = self.workdir / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in cfg.items()))
+        return path
+
+    def start(self, timeout: float = 90.0) -> "LocalKafka":
+        libs = ensure_jars(self.version)
+        self.workdir = Path(tempfile.mkdtemp(prefix="stream-ctr-kafka-"))
+        config = self._write_config()
+        java = ["java", f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={_HERE / 'log4j2.properties'}", "-cp", f"{libs}/*"]
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        fmt = subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+                             capture_output=True, text=True)
+        if fmt.returncode != 0:
+            raise RuntimeError(f"formatting Kafka storage failed: {fmt.stdout}{fmt.stderr}")
+        log = open(self.workdir / "kafka.log", "wb")
+        # A new session: Ctrl-C in a terminal reaches us, and we stop the broker in order.
+        self.proc = subprocess.Popen([*java, "kafka.Kafka", str(config)], stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        try:
+            wait_ready(self.bootstrap, timeout, self.proc)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def log_tail(self, n: int = 40) -> str:
+        if self.workdir is None or not (self.workdir / "kafka.log").exists():
+            return ""
+        return "\n".join((self.workdir / "kafka.log").read_text(errors="replace").splitlines()[-n:])
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def wait_ready(bootstrap: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Block until the broker answers a metadata request (or fail with the reason)."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"Kafka exited with code {proc.returncode} while starting")
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+            try:
+                admin.list_topics()
+                return
+            finally:
+                admin.close()
+        except (KafkaError, OSError) as exc:
+            last = exc
+            time.sleep(0.5)
+    raise TimeoutError(f"Kafka at {bootstrap} not ready after {timeout:.0f}s: {last}")
+
+
+def broker_for(bootstrap: str = "") -> LocalKafka | ExternalKafka:
+    """``KAFKA_BOOTSTRAP`` set: use that broker; empty: start a local one."""
+    return ExternalKafka(bootstrap) if bootstrap else LocalKafka()

@@ -1,0 +1,151 @@
+"""``stream-ctr``: run the service (up, worker, trainer), feed it (replay), show it (demo), study it (evaluate)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .config import ConfigError, Settings
+
+__all__ = ["main"]
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def cmd_config(args) -> int:
+    print(Settings.describe())
+    return 0
+
+
+def _run_faust(app) -> int:
+    from faust import Worker
+
+    Worker(app, loglevel="info").execute_from_commandline()
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from agents import personalize
+
+    return _run_faust(personalize.build(_settings()))
+
+
+def cmd_trainer(args) -> int:
+    from agents import trainer
+
+    return _run_faust(trainer.build(_settings()))
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
+def _wait_for_ctrl_c() -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+def cmd_kafka(args) -> int:
+    from .broker.kafka import LocalKafka
+
+    with LocalKafka() as kafka:
+        print(f"KAFKA_BOOTSTRAP={kafka.bootstrap}  (Ctrl-C stops it)", flush=True)
+        _wait_for_ctrl_c()
+    return 0
+
+
+def cmd_up(args) -> int:
+    from .stack import Stack
+
+    logs = Path(args.logs or tempfile.mkdtemp(prefix="stream-ctr-logs-"))
+    with Stack(_settings(), logs) as stack:
+        s = stack.settings
+        print(f"Kafka      {s.kafka_bootstrap}\nworker     {stack.worker_url}  (/metrics /healthz /v1/stats "
+              f"/v1/users/<id>)\ntrainer    http://{s.web_host}:{s.web_port + 1}/metrics\nlogs       {logs}\n"
+              f"replay:    KAFKA_BOOTSTRAP={s.kafka_bootstrap} stream-ctr replay --dataset ml-100k\n"
+              "Ctrl-C stops everything.", flush=True)
+        _wait_for_ctrl_c()
+    return 0
+
+
+def cmd_replay(args) -> int:
+    import topics
+
+    from .data import load_dataset
+    from .replay import replay
+
+    s = _settings()
+    if not s.kafka_bootstrap:
+        raise ConfigError("KAFKA_BOOTSTRAP: replay needs a broker (stream-ctr up prints it)")
+    events = load_dataset(args.dataset, args.limit, args.seed)
+    t0 = time.monotonic()
+    sent, bad = replay(events, s.kafka_bootstrap, topics.events(s).name, args.rate, args.malformed_every)
+    dt = time.monotonic() - t0
+    print(f"replayed {sent} {args.dataset} events (+{bad} malformed) in {dt:.1f}s ({sent / dt:.0f}/s)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(_settings(), args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stream-ctr", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("config", help="list every setting with its env name and default").set_defaults(func=cmd_config)
+    sub.add_parser("worker", help="run the personalize worker (Faust)").set_defaults(func=cmd_worker)
+    sub.add_parser("trainer", help="run the global trainer (Faust)").set_defaults(func=cmd_trainer)
+    sub.add_parser("kafka", help="run a local Kafka until Ctrl-C").set_defaults(func=cmd_kafka)
+    up = sub.add_parser("up", help="start (or connect to) Kafka, create topics, run worker + trainer")
+    up.add_argument("--logs", help="directory for process logs (default: a temp dir)")
+    up.set_defaults(func=cmd_up)
+    rp = sub.add_parser("replay", help="produce a dataset's clicks to ctr.events")
+    rp.add_argument("--dataset", choices=["ml-100k", "synthetic"], default="ml-100k")
+    rp.add_argument("--rate", type=float, default=0.0, help="events per second (0 = as fast as possible)")
+    rp.add_argument("--limit", type=int, default=None, help="replay only the first N events")
+    rp.add_argument("--seed", type=int, default=0, help="seed of the synthetic generator")
+    rp.add_argument("--malformed-every", type=int, default=0, help="inject a malformed record every N events")
+    rp.set_defaults(func=cmd_replay)
+    dm = sub.add_parser("demo", help="Kafka + worker + trainer, replay ML-100K, print the per-arm report")
+    dm.add_argument("--limit", type=int, default=None)
+    dm.add_argument("--rate", type=float, default=0.0)
+    dm.add_argument("--malformed-every", type=int, default=5000)
+    dm.add_argument("--out", default="reports", help="where demo-report.md and logs go")
+    dm.set_defaults(func=cmd_demo)
+    try:
+        from .evaluate.cli import add_parser as add_evaluate
+    except ImportError:  # the offline evaluator is optional to the service
+        pass
+    else:
+        add_evaluate(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python logs every connection at INFO
+    args = build_parser().parse_args(argv)
+    if args.command in ("up", "demo", "kafka"):
+        # SIGTERM unwinds like Ctrl-C, so every process these commands started is stopped on the way out.
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"stream-ctr: configuration error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

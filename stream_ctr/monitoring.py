@@ -1,0 +1,105 @@
+"""Prometheus metrics of the personalize worker and the trainer. No user id ever becomes a label.
+
+Distributions across users (the local-vs-global CTR drift) are exported as a histogram computed at scrape time
+from one number per user; per-arm quality is exported per ``arm`` and ``scope`` (``window`` | ``lifetime``).
+Each process owns a :class:`~prometheus_client.CollectorRegistry` (not the global one) so tests can build many.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+
+from .events import DLQ_REASONS
+from .online_metrics import OnlineMetrics
+
+__all__ = ["DRIFT_BUCKETS", "TrainerMetrics", "WorkerMetrics"]
+
+#: Upper bounds of |p_u - p_g| buckets.
+DRIFT_BUCKETS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7)
+_SUMMARY_TTL_S = 2.0
+
+
+class _WorkerCollector:
+    """Collects the scrape-time families: drift histogram and per-arm online metrics."""
+
+    def __init__(self, owner: "WorkerMetrics"):
+        self.owner = owner
+
+    def collect(self):
+        drift = np.fromiter(self.owner.drift.values(), dtype=float, count=len(self.owner.drift))
+        counts = [int((drift <= b).sum()) for b in DRIFT_BUCKETS]
+        h = HistogramMetricFamily("stream_ctr_user_ctr_drift",
+                                  "|local CTR - global CTR| across users, as last estimated (one sample per user)")
+        h.add_metric([], [(str(b), c) for b, c in zip(DRIFT_BUCKETS, counts)] + [("+Inf", len(drift))],
+                     float(drift.sum()))
+        yield h
+        yield GaugeMetricFamily("stream_ctr_users", "Users with state on this worker", value=len(drift))
+
+        gauc = GaugeMetricFamily("stream_ctr_arm_gauc", "Online gAUC per arm (test-then-train)",
+                                 labels=["arm", "scope"])
+        loss = GaugeMetricFamily("stream_ctr_arm_logloss", "Online logloss per arm", labels=["arm", "scope"])
+        rows = GaugeMetricFamily("stream_ctr_arm_predictions", "Predictions in the scope", labels=["scope"])
+        for scope in ("window", "lifetime"):
+            summary = self.owner.summary(scope)
+            rows.add_metric([scope], summary["n"])
+            for arm, m in summary["arms"].items():
+                if not np.isnan(m["gauc"]):
+                    gauc.add_metric([arm, scope], m["gauc"])
+                if not np.isnan(m["logloss"]):
+                    loss.add_metric([arm, scope], m["logloss"])
+        yield from (gauc, loss, rows)
+
+
+class WorkerMetrics:
+    def __init__(self, arms, window: int):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events = Counter("stream_ctr_events", "Events consumed by outcome", ["outcome"], registry=r)
+        self.dead_letters = Counter("stream_ctr_dead_letter", "Events sent to the dead-letter topic", ["reason"],
+                                    registry=r)
+        for reason in DLQ_REASONS:
+            self.dead_letters.labels(reason)
+        for outcome in ("applied", "duplicate", "dead_letter"):
+            self.events.labels(outcome)
+        self.global_ctr = Gauge("stream_ctr_global_ctr", "Global CTR p_g of the model in use", registry=r)
+        self.model_version = Gauge("stream_ctr_model_version", "Version of the model snapshot in use", registry=r)
+        self.swaps = Counter("stream_ctr_model_swaps", "Model snapshots swapped in", registry=r)
+        self.batch_seconds = Histogram("stream_ctr_batch_seconds", "Time to test-then-train one batch",
+                                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r)
+        self.online = OnlineMetrics(arms, window)
+        self.drift: dict[str, float] = {}  # user -> |p_u - p_g|; exported only as a histogram
+        self._cache: dict[str, tuple[float, dict]] = {}
+        r.register(_WorkerCollector(self))
+
+    def summary(self, scope: str) -> dict:
+        """Online metrics of ``scope``, recomputed at most every couple of seconds (scrapes and /v1/stats)."""
+        now = time.monotonic()
+        hit = self._cache.get(scope)
+        if hit is None or now - hit[0] > _SUMMARY_TTL_S:
+            hit = (now, self.online.summary(scope))
+            self._cache[scope] = hit
+        return hit[1]
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class TrainerMetrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.samples = Counter("stream_ctr_trainer_samples", "Samples the global model trained on", registry=r)
+        self.skipped = Counter("stream_ctr_trainer_skipped", "Invalid events the trainer skipped", registry=r)
+        self.loss = Gauge("stream_ctr_trainer_loss", "Training logloss of the last mini-batch", registry=r)
+        self.global_ctr = Gauge("stream_ctr_global_ctr", "Global CTR p_g the trainer publishes", registry=r)
+        self.model_version = Gauge("stream_ctr_model_version", "Newest snapshot version published", registry=r)
+        self.snapshot_bytes = Gauge("stream_ctr_snapshot_bytes", "Size of the newest snapshot", registry=r)
+        self.step_seconds = Histogram("stream_ctr_trainer_batch_seconds", "Time to train on one consumed batch",
+                                      buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,120 @@
+"""Running the service as processes: the broker, topics, the personalize worker and the trainer.
+
+Used by ``stream-ctr up``, ``stream-ctr demo`` and the broker-tier tests. Every process it starts, it stops (by
+its PID, in reverse order).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import orjson
+
+import topics
+
+from .broker.admin import ensure_topics
+from .broker.kafka import broker_for
+from .config import Settings
+
+__all__ = ["Stack", "get_json"]
+
+
+def get_json(url: str, timeout: float = 5.0) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, orjson.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, orjson.loads(err.read() or b"{}")
+
+
+class Stack:
+    """Broker (local or ``KAFKA_BOOTSTRAP``) + declared topics + worker and trainer subprocesses."""
+
+    def __init__(self, settings: Settings, log_dir: Path, trainer: bool = True, worker: bool = True):
+        self.settings = settings
+        self.log_dir = Path(log_dir)
+        self.want_trainer, self.want_worker = trainer, worker
+        self.broker = None
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    @property
+    def worker_url(self) -> str:
+        return f"http://{self.settings.web_host}:{self.settings.web_port}"
+
+    def start(self, timeout: float = 120.0) -> "Stack":
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.broker = broker_for(self.settings.kafka_bootstrap).start()
+        self.settings = self.settings.replace(kafka_bootstrap=self.broker.bootstrap)
+        ensure_topics(self.settings.kafka_bootstrap, topics.declared(self.settings))
+        try:
+            if self.want_trainer:
+                self.spawn("trainer")
+            if self.want_worker:
+                self.spawn("worker")
+                self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KAFKA_BOOTSTRAP"] = self.settings.kafka_bootstrap
+        env["STREAM_CTR_TOPIC_PREFIX"] = self.settings.topic_prefix
+        env["STREAM_CTR_APP_ID"] = self.settings.app_id
+        env["STREAM_CTR_WEB_PORT"] = str(self.settings.web_port)
+        env["STREAM_CTR_FEATURES"] = self.settings.features
+        env["STREAM_CTR_EVENTS_PARTITIONS"] = str(self.settings.events_partitions)
+        return env
+
+    def spawn(self, role: str) -> subprocess.Popen:
+        log = open(self.log_dir / f"{role}.log", "wb")
+        proc = subprocess.Popen([sys.executable, "-m", "stream_ctr.cli", role], env=self.env(), stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[role] = proc
+        return proc
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for role, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{role} exited with {proc.returncode}; see {self.log_dir / (role + '.log')}")
+            try:
+                status, _ = get_json(f"{self.worker_url}/healthz", timeout=2)
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"worker not healthy after {timeout:.0f}s; see {self.log_dir / 'worker.log'}")
+
+    def stats(self) -> dict:
+        return get_json(f"{self.worker_url}/v1/stats")[1]
+
+    def stop(self) -> None:
+        for role, proc in reversed(list(self.procs.items())):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        self.procs.clear()
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
