@@ -35,18 +35,24 @@ def build(settings: Settings, follow: bool = True):
     dlq_topic = app.topic(topics.dead_letters(settings).name, key_serializer="raw", value_serializer="raw")
     # use_partitioner: changelog records go to the partition of the key, which is the user's events partition
     # (same key bytes, same murmur2 partitioner), so batches that mix partitions keep tables co-partitioned.
-    users = app.Table("users", key_type=str, partitions=settings.events_partitions, use_partitioner=True)
-    # Faust derives table serializers from the types (json otherwise); its changelog topic and store are built
-    # lazily, so setting them here is what they use: keys as utf-8, values in the compact state codec.
+    # Faust derives a table's serializers from its types (JSON otherwise), so the changelog topic is declared
+    # here: keys as utf-8 (the same bytes as the events' keys), values in the compact state codec.
+    changelog = app.topic(f"{app.conf.id}-users-changelog", key_type=str, key_serializer="raw",
+                          value_serializer=USER_STATE_CODEC, partitions=settings.events_partitions,
+                          compacting=True, deleting=False, acks=False, internal=True)
+    users = app.Table("users", key_type=str, partitions=settings.events_partitions, use_partitioner=True,
+                      changelog_topic=changelog)
     users.key_serializer, users.value_serializer = "raw", USER_STATE_CODEC
     holder = SnapshotHolder()
     metrics = WorkerMetrics(ARMS, settings.metrics_window)
     params = HeadParams.from_settings(settings)
-    app.ctr = SimpleNamespace(holder=holder, metrics=metrics, users=users, settings=settings)
+    # The agent and views reach state through app.ctr.users, so the in-process test tier can give it a dict.
+    app.ctr = SimpleNamespace(holder=holder, metrics=metrics, users=users, settings=settings, dlq_topic=dlq_topic)
 
     def on_snapshot(snap) -> None:
         if holder.offer(snap):
             metrics.swaps.inc()
+            metrics.swap_time.set_to_current_time()
             metrics.model_version.set(snap.version)
             metrics.global_ctr.set(snap.global_ctr)
             log.info("model v%d swapped in (global CTR %.4f, %d samples)", snap.version, snap.global_ctr,
@@ -64,8 +70,7 @@ def build(settings: Settings, follow: bool = True):
         headers = {"reason": err.reason.encode(), "detail": err.detail.encode(), "topic": msg.topic.encode(),
                    "partition": str(msg.partition).encode(), "offset": str(msg.offset).encode()}
         await dlq_topic.send(key=event.key, value=event.value or b"", headers=headers)
-        metrics.dead_letters.labels(err.reason).inc()
-        metrics.events.labels("dead_letter").inc()
+        metrics.dead_lettered(err.reason)
 
     @app.agent(events_topic)
     async def personalize(stream):
@@ -80,12 +85,12 @@ def build(settings: Settings, follow: bool = True):
                     await dead_letter(event, err)
             model = holder.current  # one model for the whole batch: swaps are atomic per batch
             with metrics.batch_seconds.time():
-                result = test_then_train(records, model, users, params)
-            if result.applied:
-                metrics.online.record(*result.arrays())
-            metrics.drift.update(result.drift)
-            metrics.events.labels("applied").inc(result.applied)
-            metrics.events.labels("duplicate").inc(result.duplicates)
+                result = test_then_train(records, model, app.ctr.users, params)
+            metrics.observe(result)
+
+    @app.timer(settings.metrics_refresh_s)
+    async def refresh_metrics() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, metrics.refresh)
 
     @app.page("/metrics")
     async def metrics_view(web, request):
@@ -100,13 +105,15 @@ def build(settings: Settings, follow: bool = True):
     @app.page("/v1/users/{user_id}")
     @app.table_route(table=users, match_info="user_id")
     async def user_view(web, request, user_id: str):
-        state = users.get(user_id)
+        state = app.ctr.users.get(user_id)
         if state is None:
             return web.json({"error": f"unknown user {user_id!r}: no event of this user was applied"}, status=404)
         return web.json({"user_id": user_id, **state.summary()})
 
     @app.page("/v1/stats")
     async def stats_view(web, request):
+        if request.query.get("fresh") == "1":  # the demo's final report: recompute now, off the loop
+            await asyncio.get_running_loop().run_in_executor(None, metrics.refresh)
         return web.json(stats(app))
 
     return app
@@ -116,9 +123,11 @@ def _count(counter, label: str) -> int:
     return int(counter.labels(label)._value.get())
 
 
-def stats(app) -> dict:
+def stats(app, fresh: bool = False) -> dict:
     """Progress and quality of this worker, for ``stream-ctr demo`` and operators."""
     m, holder = app.ctr.metrics, app.ctr.holder
+    if fresh:
+        m.refresh()
     drift = np.fromiter(m.drift.values(), dtype=float, count=len(m.drift))
     return {
         "applied": _count(m.events, "applied"),
@@ -126,6 +135,7 @@ def stats(app) -> dict:
         "dead_letters": _count(m.events, "dead_letter"),
         "users": len(drift),
         "model_version": holder.current.version if holder.current else None,
+        "metrics_refreshed_at": m.refreshed_at,
         "global_ctr": holder.current.snapshot.global_ctr if holder.current else None,
         "window": m.summary("window"),
         "lifetime": m.summary("lifetime"),

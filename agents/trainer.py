@@ -44,6 +44,7 @@ def build(settings: Settings, web_port: int | None = None):
         metrics.model_version.set(snap.version)
         metrics.global_ctr.set(snap.global_ctr)
         metrics.snapshot_bytes.set(len(data))
+        metrics.snapshots.inc()
         log.info("published model v%d (%d samples, global CTR %.4f, %d bytes)", snap.version, snap.samples,
                  snap.global_ctr, len(data))
 

@@ -59,6 +59,8 @@ class Settings:
                            lambda v: v >= 0)
     metrics_window: int = _knob(20000, "STREAM_CTR_METRICS_WINDOW", "predictions in the windowed online metrics",
                                 _positive)
+    metrics_refresh_s: float = _knob(5.0, "STREAM_CTR_METRICS_REFRESH_S", "seconds between gAUC/logloss refreshes",
+                                     _positive)
     web_port: int = _knob(6066, "STREAM_CTR_WEB_PORT", "HTTP port of /metrics, /healthz, /v1/*", _positive)
     web_host: str = _knob("127.0.0.1", "STREAM_CTR_WEB_HOST", "HTTP bind address")
     data_dir: str = _knob("", "STREAM_CTR_DATA_DIR", "Faust data dir; empty = a temp dir per process")

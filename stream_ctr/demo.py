@@ -120,7 +120,7 @@ def run_demo(settings: Settings, args) -> int:
                 break
         seconds = time.monotonic() - t0
         print()
-        final = stack.stats()
+        final = stack.stats(fresh=True)
     report = render_report(final, {"dataset": "ml-100k", "sent": result.get("sent", 0),
                                    "malformed": result.get("bad", 0), "seconds": seconds})
     (out / "demo-report.md").write_text(report)

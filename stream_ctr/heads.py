@@ -53,7 +53,8 @@ class UserHead:
         n = max(len(y), 1)
         for _ in range(self.steps):
             err = wts * (sigmoid(self.logit_many(g, h) + targets.logit_offset) - y)
-            self.b -= self.lr * (float(err.sum()) / n + self.l2 * self.b)
+            # The bias is kept at float32 precision, as it is stored, so a restored head is the same head.
+            self.b = float(np.float32(self.b - self.lr * (float(err.sum()) / n + self.l2 * self.b)))
             self.w -= self.lr * ((h.T @ err) / n + self.l2 * self.w).astype(np.float32)
 
     # --- one-at-a-time protocol ----------------------------------------------------------------------------

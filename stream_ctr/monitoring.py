@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from .events import DLQ_REASONS
@@ -18,9 +18,10 @@ from .online_metrics import OnlineMetrics
 
 __all__ = ["DRIFT_BUCKETS", "TrainerMetrics", "WorkerMetrics"]
 
+disable_created_metrics()  # the *_created series only add noise to every counter and histogram
+
 #: Upper bounds of |p_u - p_g| buckets.
 DRIFT_BUCKETS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7)
-_SUMMARY_TTL_S = 2.0
 
 
 class _WorkerCollector:
@@ -33,7 +34,8 @@ class _WorkerCollector:
         drift = np.fromiter(self.owner.drift.values(), dtype=float, count=len(self.owner.drift))
         counts = [int((drift <= b).sum()) for b in DRIFT_BUCKETS]
         h = HistogramMetricFamily("stream_ctr_user_ctr_drift",
-                                  "|local CTR - global CTR| across users, as last estimated (one sample per user)")
+                                  "|local CTR - global CTR| across users: a point-in-time distribution rebuilt at "
+                                  "every scrape (one sample per user), so rate() over it means nothing")
         h.add_metric([], [(str(b), c) for b, c in zip(DRIFT_BUCKETS, counts)] + [("+Inf", len(drift))],
                      float(drift.sum()))
         yield h
@@ -68,21 +70,40 @@ class WorkerMetrics:
         self.global_ctr = Gauge("stream_ctr_global_ctr", "Global CTR p_g of the model in use", registry=r)
         self.model_version = Gauge("stream_ctr_model_version", "Version of the model snapshot in use", registry=r)
         self.swaps = Counter("stream_ctr_model_swaps", "Model snapshots swapped in", registry=r)
+        self.swap_time = Gauge("stream_ctr_model_swap_timestamp_seconds", "When the model in use was swapped in",
+                               registry=r)
+        for gauge in (self.global_ctr, self.model_version, self.swap_time):
+            gauge.set(float("nan"))  # no model yet: 0 would read as a real CTR or version
         self.batch_seconds = Histogram("stream_ctr_batch_seconds", "Time to test-then-train one batch",
                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r)
         self.online = OnlineMetrics(arms, window)
         self.drift: dict[str, float] = {}  # user -> |p_u - p_g|; exported only as a histogram
-        self._cache: dict[str, tuple[float, dict]] = {}
+        empty = {"n": 0, "arms": {arm: dict.fromkeys(("gauc", "auc", "logloss", "calibration"), float("nan"))
+                                  for arm in self.online.arms}}
+        self._summaries: dict[str, dict] = {"window": empty, "lifetime": {**empty, "lifetime_truncated": 0}}
+        self.refreshed_at = 0.0
         r.register(_WorkerCollector(self))
 
+    def observe(self, result) -> None:
+        """Account for one :class:`~stream_ctr.learning.BatchResult` (predictions, drift, outcome counts)."""
+        if result.applied:
+            self.online.record(*result.arrays())
+        self.drift.update(result.drift)
+        self.events.labels("applied").inc(result.applied)
+        self.events.labels("duplicate").inc(result.duplicates)
+
+    def dead_lettered(self, reason: str) -> None:
+        self.dead_letters.labels(reason).inc()
+        self.events.labels("dead_letter").inc()
+
+    def refresh(self) -> None:
+        """Recompute the per-arm summaries. gAUC over a large scope takes seconds, so the worker calls this off
+        the event loop on a timer; scrapes and ``/v1/stats`` only read the last result."""
+        self._summaries = {scope: self.online.summary(scope) for scope in ("window", "lifetime")}
+        self.refreshed_at = time.time()
+
     def summary(self, scope: str) -> dict:
-        """Online metrics of ``scope``, recomputed at most every couple of seconds (scrapes and /v1/stats)."""
-        now = time.monotonic()
-        hit = self._cache.get(scope)
-        if hit is None or now - hit[0] > _SUMMARY_TTL_S:
-            hit = (now, self.online.summary(scope))
-            self._cache[scope] = hit
-        return hit[1]
+        return self._summaries[scope]
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -98,6 +119,9 @@ class TrainerMetrics:
         self.global_ctr = Gauge("stream_ctr_global_ctr", "Global CTR p_g the trainer publishes", registry=r)
         self.model_version = Gauge("stream_ctr_model_version", "Newest snapshot version published", registry=r)
         self.snapshot_bytes = Gauge("stream_ctr_snapshot_bytes", "Size of the newest snapshot", registry=r)
+        self.snapshots = Counter("stream_ctr_trainer_snapshots", "Snapshots published", registry=r)
+        for gauge in (self.loss, self.global_ctr, self.model_version, self.snapshot_bytes):
+            gauge.set(float("nan"))
         self.step_seconds = Histogram("stream_ctr_trainer_batch_seconds", "Time to train on one consumed batch",
                                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
 

@@ -96,8 +96,8 @@ class Stack:
             time.sleep(0.5)
         raise TimeoutError(f"worker not healthy after {timeout:.0f}s; see {self.log_dir / 'worker.log'}")
 
-    def stats(self) -> dict:
-        return get_json(f"{self.worker_url}/v1/stats")[1]
+    def stats(self, fresh: bool = False) -> dict:
+        return get_json(f"{self.worker_url}/v1/stats" + ("?fresh=1" if fresh else ""), timeout=60)[1]
 
     def stop(self) -> None:
         for role, proc in reversed(list(self.procs.items())):

@@ -10,6 +10,7 @@ to change for another broker.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import shutil
 import signal
@@ -19,6 +20,9 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
 
 __all__ = ["ExternalKafka", "LocalKafka", "broker_for", "ensure_jars"]
 
@@ -165,24 +169,27 @@ class LocalKafka:
 
 def wait_ready(bootstrap: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
     """Block until the broker answers a metadata request (or fail with the reason)."""
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
     deadline = time.monotonic() + timeout
     last: Exception | None = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"Kafka exited with code {proc.returncode} while starting")
-        try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    kafka_log = logging.getLogger("kafka")
+    level = kafka_log.level
+    kafka_log.setLevel(logging.CRITICAL)  # connection refusals are expected until the broker listens
+    try:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"Kafka exited with code {proc.returncode} while starting")
             try:
-                admin.list_topics()
-                return
-            finally:
-                admin.close()
-        except (KafkaError, OSError) as exc:
-            last = exc
-            time.sleep(0.5)
+                admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+                try:
+                    admin.list_topics()
+                    return
+                finally:
+                    admin.close()
+            except (KafkaError, OSError) as exc:
+                last = exc
+                time.sleep(0.5)
+    finally:
+        kafka_log.setLevel(level)
     raise TimeoutError(f"Kafka at {bootstrap} not ready after {timeout:.0f}s: {last}")
 
 

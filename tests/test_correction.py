@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from stream_ctr.correction import METHODS, correct, shrunk_ctr
+
+GRID = [(pu, pg) for pu in (0.02, 0.1, 0.3, 0.5, 0.8, 0.95) for pg in (0.05, 0.3, 0.55, 0.9)]
+
+
+def _labels(n_pos, n_neg):
+    return np.array([1] * n_pos + [0] * n_neg)
+
+
+@pytest.mark.parametrize("n_pos,n_neg,pg", [(1, 9, 0.5), (8, 2, 0.3), (5, 5, 0.5), (1, 1, 0.9), (37, 463, 0.55)])
+def test_corrected_labels_average_to_global_ctr(n_pos, n_neg, pg):
+    y = _labels(n_pos, n_neg)
+    t = correct(y, p_u=y.mean(), p_g=pg, method="lc")
+    assert t.labels.mean() == pytest.approx(pg, abs=1e-6)
+
+
+@pytest.mark.parametrize("pu,pg", GRID)
+def test_positives_stay_above_negatives(pu, pg):
+    y = _labels(3, 7)
+    t = correct(y, pu, pg, "lc")
+    assert t.labels[y == 1].min() > t.labels[y == 0].max()
+    assert ((t.labels >= 0) & (t.labels <= 1)).all()
+
+
+def test_mapping_matches_design():
+    y = _labels(1, 1)
+    hi = correct(y, 0.8, 0.4, "lc").labels  # p_u > p_g: pos -> p_g/p_u, neg -> 0
+    assert hi.tolist() == pytest.approx([0.5, 0.0])
+    lo = correct(y, 0.2, 0.6, "lc").labels  # p_u < p_g: pos -> 1, neg -> (p_g-p_u)/(1-p_u)
+    assert lo.tolist() == pytest.approx([1.0, 0.5])
+    same = correct(y, 0.4, 0.4, "lc").labels
+    assert same.tolist() == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("pu", [0.0, 1.0])
+def test_extreme_local_ctr_keeps_classes_apart(pu):
+    y = _labels(2, 2)
+    t = correct(y, pu, 0.5, "lc")
+    assert np.isfinite(t.labels).all()
+    assert t.labels[y == 1].min() > t.labels[y == 0].max()
+
+
+def test_shrinkage_handles_tiny_n():
+    assert shrunk_ctr(0, 0, 0.3, 20) == pytest.approx(0.3)  # no events: the global prior
+    assert shrunk_ctr(1, 1, 0.3, 20) == pytest.approx((1 + 6) / 21)  # one click is not a CTR of 1
+    assert shrunk_ctr(1, 1, 0.3, 0) == 1.0
+    assert shrunk_ctr(900, 1000, 0.3, 20) == pytest.approx((900 + 6) / 1020)
+    # A single click with shrinkage gives a corrected positive label that is still above the negatives.
+    t = correct(np.array([1, 0]), shrunk_ctr(1, 1, 0.3, 20), 0.3, "lc")
+    assert t.labels[0] > t.labels[1]
+
+
+def test_reweight_balances_priors():
+    y = _labels(8, 2)
+    t = correct(y, 0.8, 0.4, "reweight")
+    assert t.labels.tolist() == y.tolist()
+    weighted_ctr = (t.weights * y).sum() / t.weights.sum()
+    assert weighted_ctr == pytest.approx(0.4, abs=1e-6)
+
+
+def test_logit_offset_sign():
+    assert correct(_labels(1, 1), 0.8, 0.4, "logit").logit_offset > 0
+    assert correct(_labels(1, 1), 0.1, 0.4, "logit").logit_offset < 0
+    assert correct(_labels(1, 1), 0.4, 0.4, "logit").logit_offset == pytest.approx(0.0)
+
+
+def test_none_is_identity_and_unknown_is_refused():
+    y = _labels(2, 3)
+    assert correct(y, 0.9, 0.1, "none").labels.tolist() == y.tolist()
+    assert set(METHODS) == {"none", "lc", "reweight", "logit"}
+    with pytest.raises(ValueError, match="unknown correction"):
+        correct(y, 0.5, 0.5, "bogus")

@@ -1,0 +1,535 @@
+"""The Grafana dashboard and the alert rules, proven against a real Prometheus (no Grafana, no Kafka).
+
+A module fixture runs the core loop in a thread: the global trainer learns synthetic clicks and publishes
+snapshots, the worker hot-swaps them (``Snapshot.build``) and runs :func:`test_then_train`, recording into a
+:class:`WorkerMetrics` / :class:`TrainerMetrics` exactly as ``agents/`` do. Two tiny HTTP servers expose
+``/metrics``; a real ``prometheus`` scrapes them every second with ``docker/prometheus.yml`` (targets rewritten)
+and evaluates ``grafana/alerts.yml``. Then every panel query of ``grafana/dashboards/stream-ctr.json`` must
+return data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.prometheus
+
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD = ROOT / "grafana" / "dashboards" / "stream-ctr.json"
+ALERTS = ROOT / "grafana" / "alerts.yml"
+PROM_CONFIG = ROOT / "docker" / "prometheus.yml"
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+
+#: Grafana's built-in interval variables, as a 1 s scrape makes them meaningful.
+GRAFANA_VARS = {"__rate_interval": "30s", "__interval": "5s", "__range": "5m", "__range_s": "300"}
+_VAR = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
+QUERY_DEADLINE_S = 30.0
+
+
+def _need(binary: str) -> None:
+    if not Path(binary).exists():
+        pytest.skip(f"{binary} not installed (Debian package 'prometheus'); the prometheus tier needs it")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def substitute(expr: str) -> str:
+    def repl(m: re.Match) -> str:
+        name = m.group(1) or m.group(2) or m.group(3)
+        if name not in GRAFANA_VARS:
+            raise AssertionError(f"dashboard variable ${name} has no test substitution: {expr}")
+        return GRAFANA_VARS[name]
+
+    return _VAR.sub(repl, expr)
+
+
+def _all_panels(panels):
+    for p in panels:
+        yield p
+        yield from _all_panels(p.get("panels", []))
+
+
+def dashboard() -> dict:
+    return json.loads(DASHBOARD.read_text())
+
+
+def panel_targets():
+    return [(p["title"], t["refId"], t["expr"]) for p in _all_panels(dashboard()["panels"]) if p["type"] != "row"
+            for t in p.get("targets", [])]
+
+
+# --- the service under test: core loop + metrics, no Kafka ------------------------------------------------------
+
+
+class _Service:
+    """The worker and the trainer of ``agents/``, minus Kafka: same calls, same metric updates."""
+
+    BATCH = 120
+
+    def __init__(self):
+        import numpy as np
+        import torch
+
+        from stream_ctr.config import Settings
+        from stream_ctr.data.synthetic import SyntheticConfig, generate_synthetic
+        from stream_ctr.events import encode_event
+        from stream_ctr.learning import ARMS, HeadParams
+        from stream_ctr.monitoring import TrainerMetrics, WorkerMetrics
+        from stream_ctr.snapshot import SnapshotHolder
+        from stream_ctr.trainer import GlobalTrainer
+
+        torch.set_num_threads(1)
+        self.np = np
+        self.settings = Settings.from_env({}, features="category,segment", snapshot_every=1500, trainer_batch=128,
+                                          metrics_window=2000)
+        self.data = generate_synthetic(SyntheticConfig(users=120, events_per_user=40, seed=11))
+        self.raw = [(e.user_id.encode(), encode_event(e)) for e in self.data.events]
+        self.user_ids = set(self.data.user_prior)
+        self.worker, self.trainer_metrics = WorkerMetrics(ARMS, self.settings.metrics_window), TrainerMetrics()
+        self.trainer = GlobalTrainer(self.settings)
+        self.holder = SnapshotHolder()
+        self.params = HeadParams.from_settings(self.settings)
+        self.states: dict = {}
+        self.lock = threading.Lock()
+        self.offset = 0
+        self.pos = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self._publish(self.trainer.snapshot())  # v0, as the trainer agent does before any sample
+
+    def _publish(self, snap) -> None:
+        from stream_ctr.snapshot import Snapshot
+
+        data = snap.to_bytes()
+        tm = self.trainer_metrics
+        tm.model_version.set(snap.version)
+        tm.global_ctr.set(snap.global_ctr)
+        tm.snapshot_bytes.set(len(data))
+        received = Snapshot.from_bytes(data)  # what a worker reads from ctr.model
+        if self.holder.offer(received):  # builds the LoadedModel (Snapshot.build)
+            self.worker.swaps.inc()
+            self.worker.model_version.set(received.version)
+            self.worker.global_ctr.set(received.global_ctr)
+
+    def step(self) -> None:
+        """One personalize batch and one trainer batch, with a few dead letters and redeliveries mixed in."""
+        from stream_ctr.events import InvalidEvent, parse_event
+        from stream_ctr.learning import test_then_train
+
+        n = len(self.raw)
+        chunk = [self.raw[(self.pos + i) % n] for i in range(self.BATCH)]
+        self.pos = (self.pos + self.BATCH) % n
+        bad = [(b"u0", b"{not json"), (b"u1", b'{"event_id": "x"}'), (b"u2", b"[1]")]
+        w, tm = self.worker, self.trainer_metrics
+        records, events = [], []
+        with self.lock:
+            for key, value in bad + chunk:
+                try:
+                    event = parse_event(value, key)
+                except InvalidEvent as err:
+                    w.dead_lettered(err.reason)
+                    tm.skipped.inc()
+                    continue
+                records.append((event, self.offset))
+                events.append(event)
+                self.offset += 1
+            records += records[:5]  # a redelivery: same offsets again, skipped as duplicates
+            with w.batch_seconds.time():
+                result = test_then_train(records, self.holder.current, self.states, self.params)
+            w.observe(result)
+            w.refresh()
+
+            with tm.step_seconds.time():
+                self.trainer.learn_many(events)
+            tm.samples.inc(len(events))
+            tm.loss.set(self.trainer.last_loss)
+            snap = self.trainer.maybe_snapshot()
+            if snap is not None:
+                self._publish(snap)
+
+    def render_worker(self) -> bytes:
+        with self.lock:  # the agent renders on the event loop that feeds it; here they are two threads
+            return self.worker.render()
+
+    def render_trainer(self) -> bytes:
+        with self.lock:
+            return self.trainer_metrics.render()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(0.1):
+                self.step()
+        except BaseException as exc:  # surfaced by the tests instead of dying silently in a thread
+            self.error = exc
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="stream-ctr-feeder", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+def _serve(render) -> ThreadingHTTPServer:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server API)
+            if self.path.split("?")[0] != "/metrics":
+                self.send_error(404)
+                return
+            body = render()
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server
+
+
+class _Prometheus:
+    def __init__(self, url: str, proc: subprocess.Popen, log: Path):
+        self.url, self.proc, self.log = url, proc, log
+
+    def api(self, path: str, **params) -> dict:
+        url = f"{self.url}{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as err:  # 400/422 carry the PromQL error as JSON
+            return json.loads(err.read())
+
+    def query(self, expr: str) -> dict:
+        return self.api("/api/v1/query", query=expr)
+
+
+def write_config(dest: Path, worker_port: int, trainer_port: int) -> Path:
+    """``docker/prometheus.yml`` with its targets pointed at the local servers and a 1 s scrape."""
+    text = PROM_CONFIG.read_text()
+    for target, port in (("worker:6066", worker_port), ("trainer:6067", trainer_port)):
+        assert target in text, f"{PROM_CONFIG} no longer scrapes {target}"
+        text = text.replace(target, f"127.0.0.1:{port}")
+    text, n = re.subn(r"(scrape_interval|evaluation_interval):\s*\S+", r"\1: 1s", text)
+    assert n == 2, "expected global scrape_interval and evaluation_interval in docker/prometheus.yml"
+    shutil.copy(ALERTS, dest / "alerts.yml")  # rule_files: [alerts.yml], as mounted in docker/compose.yml
+    cfg = dest / "prometheus.yml"
+    cfg.write_text(text)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def service():
+    svc = _Service()
+    for _ in range(25):  # ~3000 events before the first scrape, so every arm has a gAUC
+        svc.step()
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus(service, tmp_path_factory):
+    _need(PROMETHEUS)
+    tmp = tmp_path_factory.mktemp("prometheus")
+    servers = [_serve(service.render_worker), _serve(service.render_trainer)]
+    cfg = write_config(tmp, servers[0].server_address[1], servers[1].server_address[1])
+    port = _free_port()
+    log = tmp / "prometheus.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=out, stderr=subprocess.STDOUT)
+    prom = _Prometheus(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"prometheus exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{prom.url}/-/ready", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"prometheus not ready in 20 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield prom
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for s in servers:
+            s.shutdown()
+            s.server_close()
+
+
+# --- (a) promtool ------------------------------------------------------------------------------------------------
+
+
+def _promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    _need(PROMTOOL)
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+def test_promtool_check_config_and_rules(tmp_path):
+    # The compose layout: prometheus.yml and alerts.yml side by side in /etc/prometheus.
+    shutil.copy(PROM_CONFIG, tmp_path / "prometheus.yml")
+    shutil.copy(ALERTS, tmp_path / "alerts.yml")
+    cfg = _promtool("check", "config", str(tmp_path / "prometheus.yml"))
+    assert cfg.returncode == 0, cfg.stdout + cfg.stderr
+    rules = _promtool("check", "rules", str(ALERTS))
+    assert rules.returncode == 0, rules.stdout + rules.stderr
+
+
+#: promtool unit tests of the alerts that guard the experiment (``promtool test rules``).
+RULE_TESTS = """
+rule_files: [{alerts}]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'stream_ctr_arm_gauc{{job="stream-ctr-worker", instance="w1", arm="global", scope="window"}}'
+        values: '0.70x30'
+      - series: 'stream_ctr_arm_gauc{{job="stream-ctr-worker", instance="w1", arm="ft_lc", scope="window"}}'
+        values: '0.69x5 0.67x25'
+      - series: 'stream_ctr_model_swaps_total{{job="stream-ctr-worker", instance="w1"}}'
+        values: '3x30'
+      - series: 'stream_ctr_events_total{{job="stream-ctr-worker", instance="w1", outcome="applied"}}'
+        values: '0+600x30'
+      - series: 'stream_ctr_events_total{{job="stream-ctr-worker", instance="w1", outcome="dead_letter"}}'
+        values: '0+60x30'
+      - series: 'stream_ctr_dead_letter_total{{job="stream-ctr-worker", instance="w1", reason="not_json"}}'
+        values: '0+60x30'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: StreamCtrLabelCorrectionBelowGlobal
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: StreamCtrLabelCorrectionBelowGlobal
+        exp_alerts:
+          - exp_labels: {{severity: warning, scope: window}}
+            exp_annotations:
+              summary: "gAUC of ft_lc minus global is -0.030 (window)"
+              description: "Per-user heads with label correction rank worse than no fine-tuning for 10m: check head lr/steps/l2."
+      - eval_time: 10m
+        alertname: StreamCtrModelStale
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: StreamCtrModelStale
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: w1}}
+            exp_annotations:
+              summary: "no model snapshot swapped in on w1 for 15m while events flow"
+              description: "The worker applied events but took no new ctr.model snapshot in 15m."
+      - eval_time: 12m
+        alertname: StreamCtrDeadLetterRateHigh
+        exp_alerts:
+          - exp_labels: {{severity: warning}}
+            exp_annotations:
+              summary: "9.091% of events go to ctr.events.dlq"
+              description: "More than 5% of consumed events failed validation over 5m; see the dead-letter panel for the reason."
+  # A worker that keeps swapping (w2), or one restarted 10m ago (w3, counter reset), is not stale.
+  - interval: 1m
+    input_series:
+      - series: 'stream_ctr_model_swaps_total{{job="stream-ctr-worker", instance="w2"}}'
+        values: '0+1x30'
+      - series: 'stream_ctr_events_total{{job="stream-ctr-worker", instance="w2", outcome="applied"}}'
+        values: '0+600x30'
+      - series: 'stream_ctr_model_swaps_total{{job="stream-ctr-worker", instance="w3"}}'
+        values: '9x10 1x20'
+      - series: 'stream_ctr_events_total{{job="stream-ctr-worker", instance="w3", outcome="applied"}}'
+        values: '0+600x10 0+600x20'
+    alert_rule_test:
+      - eval_time: 20m
+        alertname: StreamCtrModelStale
+        exp_alerts: []
+      - eval_time: 30m
+        alertname: StreamCtrModelStale
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: w3}}
+            exp_annotations:
+              summary: "no model snapshot swapped in on w3 for 15m while events flow"
+              description: "The worker applied events but took no new ctr.model snapshot in 15m."
+"""
+
+
+def test_promtool_alert_unit_tests(tmp_path):
+    spec = tmp_path / "alerts_test.yml"
+    spec.write_text(RULE_TESTS.format(alerts=json.dumps(str(ALERTS))))
+    out = _promtool("test", "rules", str(spec))
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+# --- (b) every panel query returns data from the real Prometheus -------------------------------------------------
+
+
+def _has_data(resp: dict) -> bool:
+    if resp.get("status") != "success":
+        return False
+    data = resp["data"]
+    if data["resultType"] == "scalar":
+        values = [data["result"][1]]
+    else:
+        values = [s["value"][1] for s in data["result"]]
+    return any(v not in ("NaN", "+Inf", "-Inf") for v in values)
+
+
+def test_every_panel_query_returns_data(prometheus, service):
+    targets = panel_targets()
+    assert len(targets) >= 15
+    pending = {(title, ref): substitute(expr) for title, ref, expr in targets}
+    last: dict = {}
+    deadline = time.monotonic() + QUERY_DEADLINE_S  # rate() needs two scrapes inside its window
+    while pending and time.monotonic() < deadline:
+        assert service.error is None, f"feeder thread died: {service.error!r}"
+        for key, expr in list(pending.items()):
+            last[key] = prometheus.query(expr)
+            if _has_data(last[key]):
+                del pending[key]
+        if pending:
+            time.sleep(1.0)
+    failures = "\n".join(f"  {title} [{ref}]: {pending[(title, ref)]}\n    -> {json.dumps(last.get((title, ref)))[:300]}"
+                         for title, ref in pending)
+    assert not pending, f"panel queries without data after {QUERY_DEADLINE_S:.0f} s:\n{failures}"
+
+
+def test_panel_values_are_plausible(prometheus):
+    """A few panels checked for meaning, not just presence: the numbers come from the core loop."""
+
+    def scalar(expr: str) -> float:
+        res = prometheus.query(expr)["data"]["result"]
+        assert len(res) == 1, (expr, res)
+        return float(res[0]["value"][1])
+
+    assert scalar('sum(stream_ctr_users{job="stream-ctr-worker"})') == 120
+    assert 0.0 < scalar('avg(stream_ctr_global_ctr{job="stream-ctr-worker"})') < 1.0
+    assert scalar('max(stream_ctr_model_version{job="stream-ctr-trainer"})') >= 1
+    gauc = prometheus.query('stream_ctr_arm_gauc{job="stream-ctr-worker"}')["data"]["result"]
+    assert {(s["metric"]["arm"], s["metric"]["scope"]) for s in gauc} == {
+        (a, s) for a in ("global", "ft", "ft_lc") for s in ("window", "lifetime")}
+    assert all(0.0 <= float(s["value"][1]) <= 1.0 for s in gauc)
+    reasons = prometheus.query('stream_ctr_dead_letter_total{job="stream-ctr-worker"} > 0')["data"]["result"]
+    assert {s["metric"]["reason"] for s in reasons} == {"not_json", "missing_field", "not_object"}
+    p50 = scalar('histogram_quantile(0.5, sum by (le) (stream_ctr_user_ctr_drift_bucket{job="stream-ctr-worker"}))')
+    assert 0.0 <= p50 <= 0.7
+
+
+def test_alert_rules_evaluate_cleanly(prometheus):
+    deadline = time.monotonic() + QUERY_DEADLINE_S
+    while True:
+        groups = prometheus.api("/api/v1/rules")["data"]["groups"]
+        rules = [r for g in groups for r in g["rules"]]
+        if rules and all(r["health"] != "unknown" for r in rules) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(rules) >= 6
+    bad = {r["name"]: (r["health"], r.get("lastError")) for r in rules if r["health"] != "ok"}
+    assert not bad, bad
+    # The healthy test service fires nothing but the informational drift alert (its synthetic users drift a lot).
+    firing = {r["name"] for r in rules if r["state"] == "firing"}
+    assert firing <= {"StreamCtrDriftMedianHigh"}, firing
+
+
+# --- (c) never a user id as a label ------------------------------------------------------------------------------
+
+
+def test_no_user_label_or_value(prometheus, service):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    users = service.user_ids
+    assert users and all(u.startswith("u") for u in users)
+    for body in (service.render_worker(), service.render_trainer()):
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                assert not {"user", "user_id", "uid"} & set(sample.labels), (family.name, sample.labels)
+                assert not users & set(sample.labels.values()), (family.name, sample.labels)
+
+    # And what Prometheus actually stored from the scrapes.
+    resp = prometheus.api("/api/v1/labels", **{"match[]": '{job=~"stream-ctr-.*"}'})
+    assert resp["status"] == "success"
+    names = set(resp["data"])
+    assert {"arm", "scope", "outcome", "reason", "le"} <= names, names
+    assert not {n for n in names if "user" in n.lower()}, names
+    for name in names:
+        values = prometheus.api(f"/api/v1/label/{name}/values", **{"match[]": '{job=~"stream-ctr-.*"}'})["data"]
+        assert not users & set(values), (name, sorted(users & set(values))[:5])
+    # Cardinality does not grow with users: a fixed set of series for 120 users.
+    n_series = len(prometheus.api("/api/v1/series", **{"match[]": '{job="stream-ctr-worker"}'})["data"])
+    assert n_series < 120, n_series
+
+
+# --- (d) the dashboard is a well-formed Grafana dashboard --------------------------------------------------------
+
+
+def test_dashboard_structure():
+    d = dashboard()
+    assert d["uid"] and d["title"] and isinstance(d["schemaVersion"], int) and d["schemaVersion"] >= 36
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    ds = variables["datasource"]
+    assert ds["type"] == "datasource" and ds["query"] == "prometheus"
+
+    panels = list(_all_panels(d["panels"]))
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    assert all(isinstance(i, int) for i in ids)
+    cells: dict[tuple[int, int], str] = {}
+    for p in panels:
+        g = p["gridPos"]
+        assert {"h", "w", "x", "y"} <= set(g) and all(isinstance(g[k], int) for k in "hwxy"), p["title"]
+        assert g["w"] > 0 and g["h"] > 0 and 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']!r} overlaps {cells[(x, y)]!r}"
+                cells[(x, y)] = p["title"]
+        if p["type"] == "row":
+            continue
+        assert p["title"] and p["type"] in {"timeseries", "stat", "bargauge", "heatmap", "gauge", "table"}
+        assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
+        targets = p["targets"]
+        assert targets, p["title"]
+        refs = [t["refId"] for t in targets]
+        assert len(refs) == len(set(refs)) and all(refs), p["title"]
+        for t in targets:
+            assert t["datasource"]["uid"] == "${datasource}", (p["title"], t["refId"])
+            assert t["expr"].strip(), (p["title"], t["refId"])
+            assert "user" not in re.sub(r"stream_ctr_users?\w*", "", t["expr"]), t["expr"]
+
+    exprs = " ".join(e for _, _, e in panel_targets())
+    for required in ("stream_ctr_events_total", "stream_ctr_dead_letter_total", "stream_ctr_global_ctr",
+                     "stream_ctr_model_version", "stream_ctr_arm_gauc", "stream_ctr_arm_logloss",
+                     "stream_ctr_user_ctr_drift_bucket", "stream_ctr_batch_seconds_bucket",
+                     "stream_ctr_trainer_samples_total", "stream_ctr_trainer_loss", "stream_ctr_snapshot_bytes"):
+        assert required in exprs, f"no panel shows {required}"
+    assert "histogram_quantile" in exprs and "group_left" in exprs and 'arm=~"ft|ft_lc"' in exprs
