@@ -101,6 +101,17 @@ def cmd_demo(args) -> int:
     return run_demo(_settings(), args)
 
 
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    lines = run_bench(_settings(), args.families.split(","), args.limit)
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stream-ctr", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -124,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--malformed-every", type=int, default=5000)
     dm.add_argument("--out", default="reports", help="where demo-report.md and logs go")
     dm.set_defaults(func=cmd_demo)
+    bn = sub.add_parser("bench", help="measure trainer, test-then-train, state and snapshot costs in-process")
+    bn.add_argument("--families", default="deepfm,lr,fm,wd,dcn")
+    bn.add_argument("--limit", type=int, default=None, help="use the first N MovieLens events")
+    bn.add_argument("--out", help="also write the markdown here")
+    bn.set_defaults(func=cmd_bench)
     try:
         from .evaluate.cli import add_parser as add_evaluate
     except ImportError:  # the offline evaluator is optional to the service
