@@ -8,6 +8,7 @@ logloss over the same events, and the distribution of |local CTR - global CTR| a
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 import time
@@ -70,7 +71,31 @@ def _progress_line(stats: dict, total: int, rate: float) -> str:
             f"model v{stats['model_version']}  window gAUC {gaucs}")
 
 
+def _port_pair_free(host: str, port: int) -> bool:
+    for p in (port, port + 1):
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, p))
+            except OSError:
+                return False
+    return True
+
+
+def _free_port_pair(host: str) -> int:
+    while True:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        if _port_pair_free(host, port):
+            return port
+
+
 def run_demo(settings: Settings, args) -> int:
+    if not _port_pair_free(settings.web_host, settings.web_port):
+        port = _free_port_pair(settings.web_host)
+        print(f"ports {settings.web_port}/{settings.web_port + 1} are taken; the worker and trainer use "
+              f"{port}/{port + 1}", flush=True)
+        settings = settings.replace(web_port=port)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     events = load_dataset("ml-100k", args.limit)
