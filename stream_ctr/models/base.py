@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-__all__ = ["CTRModel", "ModelConfig", "mlp"]
+__all__ = ["CTRModel", "DeepModel", "EmbeddingModel", "ModelConfig", "mlp"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,20 @@ class EmbeddingModel(CTRModel):
     def embed(self, ids: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
         """Value-weighted slot embeddings, shape ``[n, slots, dim]``."""
         return self.embedding(ids) * vals.unsqueeze(-1)
+
+
+class DeepModel(EmbeddingModel):
+    """An embedding model with an MLP over the flattened slot embeddings; its last hidden layer is the
+    representation and ``out`` maps it to a logit term."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.deep = mlp(cfg.slots * cfg.embed_dim, cfg.hidden)
+        self.out = nn.Linear(cfg.hidden[-1], 1)
+
+    @property
+    def rep_dim(self) -> int:
+        return self.cfg.hidden[-1]
 
 
 def fm_interaction(v: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from .base import EmbeddingModel, mlp
+from .base import DeepModel
 
 
 class CrossLayer(nn.Module):
@@ -18,19 +18,13 @@ class CrossLayer(nn.Module):
         return x0 * self.proj(x) + x
 
 
-class DCNv2(EmbeddingModel):
+class DCNv2(DeepModel):
     family = "dcn"
 
     def __init__(self, cfg):
         super().__init__(cfg)
         width = cfg.slots * cfg.embed_dim
         self.cross = nn.ModuleList(CrossLayer(width) for _ in range(cfg.cross_layers))
-        self.deep = mlp(width, cfg.hidden)
-        self.out = nn.Linear(cfg.hidden[-1], 1)
-
-    @property
-    def rep_dim(self) -> int:
-        return self.cfg.hidden[-1]
 
     def forward(self, ids: torch.Tensor, vals: torch.Tensor):
         x0 = x = self.embed(ids, vals).flatten(1)

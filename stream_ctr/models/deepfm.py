@@ -1,22 +1,12 @@
 """DeepFM (Guo et al. 2017): linear + FM + MLP sharing one embedding table."""
 
 import torch
-from torch import nn
 
-from .base import EmbeddingModel, fm_interaction, mlp
+from .base import DeepModel, fm_interaction
 
 
-class DeepFM(EmbeddingModel):
+class DeepFM(DeepModel):
     family = "deepfm"
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self.deep = mlp(cfg.slots * cfg.embed_dim, cfg.hidden)
-        self.out = nn.Linear(cfg.hidden[-1], 1)
-
-    @property
-    def rep_dim(self) -> int:
-        return self.cfg.hidden[-1]
 
     def forward(self, ids: torch.Tensor, vals: torch.Tensor):
         v = self.embed(ids, vals)
