@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from .config import ConfigError, Settings
+from .evaluate.cli import add_parser as add_evaluate
 
 __all__ = ["main"]
 
@@ -140,12 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--limit", type=int, default=None, help="use the first N MovieLens events")
     bn.add_argument("--out", help="also write the markdown here")
     bn.set_defaults(func=cmd_bench)
-    try:
-        from .evaluate.cli import add_parser as add_evaluate
-    except ImportError:  # the offline evaluator is optional to the service
-        pass
-    else:
-        add_evaluate(sub)
+    add_evaluate(sub)
     return p
 
 

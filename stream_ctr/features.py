@@ -42,30 +42,36 @@ class Field:
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Which event features the models see. ``user_id`` and ``item_id`` always come first."""
+    """Which event features the models see: ``user_id`` (unless ``user_id=False``), ``item_id``, then ``fields``.
+
+    Without the user id the global model cannot memorise each user's click rate, which is the setting of the
+    label-correction paper: a shared cloud model, with each user's prior left to on-device fine-tuning.
+    """
 
     fields: tuple[Field, ...] = ()
     buckets: int = 1 << 15
+    user_id: bool = True
 
     @property
     def n_slots(self) -> int:
-        return 2 + sum(f.width for f in self.fields)
+        return int(self.user_id) + 1 + sum(f.width for f in self.fields)
 
     @classmethod
-    def parse(cls, text: str, buckets: int = 1 << 15) -> "FeatureSpec":
+    def parse(cls, text: str, buckets: int = 1 << 15, user_id: bool = True) -> "FeatureSpec":
         """``"age,gender,genres:multi:6,price:num"`` -> a spec (kind defaults to ``cat``)."""
         fields = []
         for item in filter(None, (t.strip() for t in text.split(","))):
             name, kind, width = (item.split(":") + ["cat", "1"])[:3] if ":" in item else (item, "cat", "1")
             fields.append(Field(name, kind, int(width) if kind == "multi" else 1))
-        return cls(fields=tuple(fields), buckets=buckets)
+        return cls(fields=tuple(fields), buckets=buckets, user_id=user_id)
 
     def to_dict(self) -> dict:
-        return {"buckets": self.buckets, "fields": [asdict(f) for f in self.fields]}
+        return {"buckets": self.buckets, "user_id": self.user_id, "fields": [asdict(f) for f in self.fields]}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "FeatureSpec":
-        return cls(fields=tuple(Field(**f) for f in d["fields"]), buckets=int(d["buckets"]))
+        return cls(fields=tuple(Field(**f) for f in d["fields"]), buckets=int(d["buckets"]),
+                   user_id=bool(d.get("user_id", True)))
 
 
 class HashingEncoder:
@@ -90,10 +96,12 @@ class HashingEncoder:
         ids = np.zeros((len(rows), s), dtype=np.int64)
         vals = np.zeros((len(rows), s), dtype=np.float32)
         for r, (user_id, item_id, feats) in enumerate(rows):
-            ids[r, 0] = self._hash(f"user_id={user_id}")
-            ids[r, 1] = self._hash(f"item_id={item_id}")
-            vals[r, :2] = 1.0
-            col = 2
+            col = 0
+            if self.spec.user_id:
+                ids[r, 0], vals[r, 0] = self._hash(f"user_id={user_id}"), 1.0
+                col = 1
+            ids[r, col], vals[r, col] = self._hash(f"item_id={item_id}"), 1.0
+            col += 1
             for f in self.spec.fields:
                 value = feats.get(f.name)
                 if f.kind == "cat":

@@ -1,0 +1,85 @@
+"""The cloud model: one torch CTR model trained with Adam on every user's cloud part, then frozen.
+
+Training is seeded (initialisation via :func:`stream_ctr.models.build_model`, batch order via a torch generator),
+so one seed gives one cloud model. The number of epochs is chosen by early stopping on the validation split's
+logloss (at most ``max_epochs``, stop after ``patience`` epochs without improvement, keep the best weights): the
+same cloud model then serves every mode, so this choice cannot favour one of them. :func:`infer` returns the
+frozen model's logit ``g`` and representation ``h`` for any events, which is all a per-user head needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..models import CTRModel, ModelConfig, build_model
+from .split import SplitData
+
+__all__ = ["CloudConfig", "infer", "train_cloud"]
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    max_epochs: int = 10
+    patience: int = 1
+    lr: float = 5e-3
+    batch: int = 256
+    embed_dim: int = 8
+    hidden: tuple[int, ...] = (64, 32)
+
+
+def train_cloud(data: SplitData, family: str, cfg: CloudConfig, seed: int) -> tuple[CTRModel, int]:
+    """Train a ``family`` model on ``data``'s cloud part; returns (model in eval mode, epochs kept)."""
+    mcfg = ModelConfig(family, data.spec.n_slots, data.spec.buckets, cfg.embed_dim, tuple(cfg.hidden))
+    model = build_model(mcfg, seed=seed)
+    idx = torch.from_numpy(data.cloud_idx)
+    ids, vals = torch.from_numpy(data.ids), torch.from_numpy(data.vals)
+    y = torch.from_numpy(data.labels)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    loss_fn = nn.BCEWithLogitsLoss()
+    gen = torch.Generator().manual_seed(seed)
+    val = torch.from_numpy(np.concatenate(data.val)) if data.val else idx[:0]
+    best, best_state, bad, best_epoch = float("inf"), None, 0, cfg.max_epochs
+    for epoch in range(1, cfg.max_epochs + 1):
+        model.train()
+        perm = idx[torch.randperm(len(idx), generator=gen)]
+        for lo in range(0, len(perm), cfg.batch):
+            b = perm[lo: lo + cfg.batch]
+            logit, _ = model(ids[b], vals[b])
+            loss = loss_fn(logit, y[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if len(val) == 0:
+            continue
+        model.eval()
+        with torch.no_grad():
+            v = float(loss_fn(model(ids[val], vals[val])[0], y[val]))
+        if v < best - 1e-5:
+            best, bad, best_epoch = v, 0, epoch
+            best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return model, best_epoch
+
+
+@torch.no_grad()
+def infer(model: CTRModel, ids: np.ndarray, vals: np.ndarray, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """``(g, h)`` as float32 numpy arrays: the frozen model's logits ``[n]`` and representations ``[n, rep_dim]``."""
+    model.eval()
+    gs, hs = [], []
+    for lo in range(0, len(ids), batch):
+        g, h = model(torch.from_numpy(ids[lo: lo + batch]), torch.from_numpy(vals[lo: lo + batch]))
+        gs.append(g.numpy())
+        hs.append(h.numpy())
+    if not gs:
+        return np.zeros(0, np.float32), np.zeros((0, model.rep_dim), np.float32)
+    return np.concatenate(gs).astype(np.float32), np.concatenate(hs).astype(np.float32)

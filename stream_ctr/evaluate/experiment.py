@@ -1,0 +1,186 @@
+"""One offline experiment: model families x modes x scopes on one dataset, scored on each user's test part.
+
+For each family the cloud model is trained once (seeded) and frozen; ``cloud`` scores the test part with it, and
+each fine-tuning mode (``ft``, ``ft_lc``, ``ft_reweight``, ``ft_logit`` = correction ``none``, ``lc``,
+``reweight``, ``logit``) is tuned on the validation split and refit per user (:mod:`.tuning`), in each scope.
+The ``full`` scope may run on a seeded random subset of users (``full_max_users``); its ``cloud`` row is scored on
+the same subset, so every comparison stays paired.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..correction import shrunk_ctr
+from ..heads import sigmoid
+from ..metrics import auc, calibration, logloss, per_user_auc
+from ..models import FAMILIES
+from ..bootstrap import UserBootstrap
+from .cloud import CloudConfig, infer, train_cloud
+from .finetune import SCOPES, FullScope, HeadScope
+from .split import Protocol, SplitData, split_events
+from .tuning import FULL_GRID, HEAD_GRID, Grid, tune_and_fit
+
+__all__ = ["EvalConfig", "MODES", "Result", "run_experiment"]
+
+#: Mode -> correction method (``cloud`` is not fine-tuned).
+MODES = {"cloud": None, "ft": "none", "ft_lc": "lc", "ft_reweight": "reweight", "ft_logit": "logit"}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    models: tuple[str, ...] = tuple(FAMILIES)
+    modes: tuple[str, ...] = tuple(MODES)
+    scopes: tuple[str, ...] = ("head",)
+    seed: int = 0
+    cloud: CloudConfig = CloudConfig()
+    protocol: Protocol = Protocol()
+    shrinkage: float = 20.0  # pseudo-events pulling p_u toward p_g (the service's default)
+    n_boot: int = 1000
+    max_users: int | None = None  # evaluate at most this many users (seeded sample); None = all
+    full_max_users: int | None = 200  # the full scope's user sample; None = all evaluated users
+    head_grid: Grid = HEAD_GRID
+    full_grid: Grid = FULL_GRID
+    progress: bool = True
+    # torch threads while the experiment runs: its tensors are tiny (a user's few dozen events), where extra
+    # threads only add synchronisation; on a busy 2-core machine 1 thread was 5-30x faster than 2.
+    threads: int = 1
+
+    def __post_init__(self):
+        bad = [m for m in self.models if m not in FAMILIES]
+        if bad:
+            raise ValueError(f"unknown model(s) {bad}; choose from {sorted(FAMILIES)}")
+        bad = [m for m in self.modes if m not in MODES]
+        if bad:
+            raise ValueError(f"unknown mode(s) {bad}; choose from {list(MODES)}")
+        bad = [s for s in self.scopes if s not in SCOPES]
+        if bad:
+            raise ValueError(f"unknown scope(s) {bad}; choose from {list(SCOPES)}")
+
+
+@dataclass
+class ScopeUsers:
+    """Per-user material for plots: users with both classes in test, their |p_u - p_g| and AUC per mode."""
+
+    users: list[str]
+    drift: np.ndarray
+    auc: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # model -> mode -> per-user AUC
+
+
+@dataclass
+class Result:
+    dataset: str
+    rows: list[dict]
+    meta: dict
+    local_ctr: np.ndarray  # per evaluated user: click share over all of the user's events
+    per_user: dict[str, ScopeUsers]  # scope -> per-user material
+    test_index: dict[str, np.ndarray] = field(default_factory=dict)  # scope -> test events (indexes into events)
+    # (model, scope) -> mode -> predictions on test_index[scope]
+    preds: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
+
+
+def _sample(data: SplitData, n: int | None, seed: int) -> SplitData:
+    if n is None or n >= len(data.evaluated):
+        return data
+    keep = np.random.default_rng(seed).choice(len(data.evaluated), size=n, replace=False)
+    return data.subset(keep)
+
+
+def _drift(data: SplitData, p_g: float, shrinkage: float) -> np.ndarray:
+    out = []
+    for k in range(len(data.evaluated)):
+        y = data.labels[data.ft(k)]
+        out.append(abs(shrunk_ctr(float(y.sum()), len(y), p_g, shrinkage) - p_g))
+    return np.array(out)
+
+
+def run_experiment(events, spec, cfg: EvalConfig, dataset: str = "") -> Result:
+    """Run every (model, scope, mode) of ``cfg`` on ``events``; returns rows and per-user material."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _run(events, spec, cfg, dataset)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(events, spec, cfg: EvalConfig, dataset: str) -> Result:
+    t_start = time.perf_counter()
+    data = _sample(split_events(events, spec, cfg.protocol), cfg.max_users, cfg.seed)
+    p_g = data.global_ctr
+    scoped = {s: (_sample(data, cfg.full_max_users, cfg.seed + 1) if s == "full" else data) for s in cfg.scopes}
+    ft_modes = [m for m in cfg.modes if m != "cloud"]
+    per_user, boots, test_sets = {}, {}, {}
+    for s, d in scoped.items():
+        test_idx = np.concatenate(d.test)
+        users, labels = d.user[test_idx], d.labels[test_idx]
+        u, _, n = per_user_auc(users, labels, np.zeros(len(labels)))  # which users have both classes
+        pos = np.searchsorted(d.evaluated, u)
+        per_user[s] = ScopeUsers([d.user_names[c] for c in u], _drift(d, p_g, cfg.shrinkage)[pos])
+        boots[s] = UserBootstrap(n, cfg.n_boot, cfg.seed)
+        test_sets[s] = (test_idx, users, labels)
+    rows, timings, epochs, all_preds = [], {}, {}, {}
+    bar = tqdm(total=len(cfg.models) * (1 + len(cfg.scopes) * len(ft_modes)), desc=f"evaluate {dataset}",
+               disable=not cfg.progress, leave=False)
+    torch.manual_seed(cfg.seed)
+    for family in cfg.models:
+        bar.set_postfix_str(f"{family} cloud")
+        t0 = time.perf_counter()
+        model, epochs[family] = train_cloud(data, family, cfg.cloud, cfg.seed)
+        g, h = infer(model, data.ids, data.vals)
+        timings[f"{family}/cloud"] = round(time.perf_counter() - t0, 2)
+        bar.update(1)
+        for s, d in scoped.items():
+            test_idx, users, labels = test_sets[s]
+            preds = {"cloud": sigmoid(g[test_idx])}
+            choices = {}
+            runner = HeadScope(g, h) if s == "head" else FullScope(model, data.ids, data.vals)
+            grid = cfg.head_grid if s == "head" else cfg.full_grid
+            for mode in ft_modes:
+                bar.set_postfix_str(f"{family} {s} {mode}")
+                t0 = time.perf_counter()
+                preds[mode], choices[mode] = tune_and_fit(runner, d, MODES[mode], grid, cfg.shrinkage, p_g)
+                timings[f"{family}/{s}/{mode}"] = round(time.perf_counter() - t0, 2)
+                bar.update(1)
+            rows += _score(family, s, preds, choices, users, labels, boots[s], per_user[s])
+            all_preds[(family, s)] = preds
+    bar.close()
+    meta = {
+        "seed": cfg.seed, "global_ctr": p_g, "n_events": int(len(data.labels)),
+        "n_users_evaluated": int(len(data.evaluated)), "skipped_users": int(data.skipped_users),
+        "users_per_scope": {s: int(len(d.evaluated)) for s, d in scoped.items()},
+        "protocol": vars(cfg.protocol) | {}, "cloud": {**vars(cfg.cloud), "hidden": list(cfg.cloud.hidden)},
+        "shrinkage": cfg.shrinkage, "n_boot": cfg.n_boot, "torch_threads": cfg.threads,
+        "grids": {s: vars(cfg.head_grid if s == "head" else cfg.full_grid) for s in cfg.scopes},
+        "cloud_epochs": epochs, "timings_s": timings, "total_s": round(time.perf_counter() - t_start, 1),
+    }
+    local = np.array([data.labels[data.user == c].mean() for c in data.evaluated])
+    return Result(dataset, rows, meta, local, per_user, {s: t[0] for s, t in test_sets.items()}, all_preds)
+
+
+def _score(family, scope, preds, choices, users, labels, boot: UserBootstrap, pu: ScopeUsers) -> list[dict]:
+    per = {m: per_user_auc(users, labels, p)[1] for m, p in preds.items()}
+    pu.auc[family] = per
+    rows = []
+    for mode, p in preds.items():
+        row = {
+            "model": family, "mode": mode, "scope": scope,
+            "gauc": boot.mean(per[mode]), "gauc_ci": list(boot.ci(per[mode])),
+            "auc": auc(labels, p), "logloss": logloss(labels, p), "calibration": calibration(labels, p),
+            "n_users": int(len(per[mode])),
+        }
+        if mode != "cloud":
+            d = per[mode] - per["cloud"]
+            row["vs_cloud"] = {"delta": boot.mean(d), "ci": list(boot.ci(d))}
+            c = choices[mode]
+            row["chosen"] = {"lr": c.lr, "l2": c.l2, "steps": c.steps, "val_gauc": c.val_gauc}
+        if mode == "ft_lc" and "ft" in per:
+            d = per["ft_lc"] - per["ft"]
+            row["vs_ft"] = {"delta": boot.mean(d), "ci": list(boot.ci(d))}
+        rows.append(row)
+    return rows

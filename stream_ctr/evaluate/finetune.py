@@ -1,0 +1,126 @@
+"""Per-user fine-tuning in two scopes, with the same optimiser for both and for every correction method.
+
+* ``head``: the service's own :class:`stream_ctr.heads.UserHead` over the frozen cloud model's ``(g, h)``;
+  its L2 pulls ``b, w`` toward 0, i.e. toward the cloud model.
+* ``full``: a per-user copy of the whole torch model (as it would run on a device), every parameter trained,
+  with an L2 pull ``l2 * (p - p_cloud)`` toward the cloud weights.
+
+The optimiser is the same everywhere: full-batch gradient descent (SGD over the user's whole fine-tune part) on
+the weighted cross-entropy of the :class:`stream_ctr.correction.Targets` (soft labels, weights, training-only
+logit offset) that :func:`stream_ctr.correction.correct` returns, mean over the user's events. ``p_u`` is
+:func:`stream_ctr.correction.shrunk_ctr` of the labels being trained on. No randomness: a user's result depends
+only on its data, the cloud model and ``(lr, l2, steps)``.
+
+A run is a *trajectory*: for one ``(lr, l2)`` the model is scored after each step count in ``checkpoints``, so
+tuning ``steps`` costs no extra training.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..correction import Targets, correct, shrunk_ctr
+from ..heads import UserHead
+from ..models import CTRModel
+from .split import SplitData
+
+__all__ = ["FullScope", "HeadScope", "SCOPES", "trajectory"]
+
+SCOPES = ("head", "full")
+
+
+class HeadScope:
+    """Fine-tunes a :class:`UserHead` on the frozen cloud model's logit ``g`` and representation ``h``."""
+
+    name = "head"
+
+    def __init__(self, g: np.ndarray, h: np.ndarray):
+        self.g, self.h = g.astype(np.float32), h.astype(np.float32)
+
+    def fit_predict(self, tr: np.ndarray, ev: np.ndarray, targets: Targets, lr: float, l2: float,
+                    checkpoints: Sequence[int]) -> list[np.ndarray]:
+        head = UserHead(self.h.shape[1], lr=lr, l2=l2)
+        g_tr, h_tr, g_ev, h_ev = self.g[tr], self.h[tr], self.g[ev], self.h[ev]
+        out, done = [], 0
+        for c in checkpoints:
+            if c > done:
+                head.steps = c - done
+                head.learn_many(g_tr, h_tr, targets)
+                done = c
+            out.append(head.predict_proba_many(g_ev, h_ev))
+        return out
+
+
+class FullScope:
+    """Fine-tunes a per-user copy of every parameter of the cloud model, pulled toward the cloud weights.
+
+    Embedding tables are updated row-wise: a row no training event of the user touches has zero gradient and
+    zero pull (it still equals the cloud weight), so only the touched rows are stepped and restored afterwards.
+    The result is the same as stepping the whole table, at a fraction of the cost.
+    """
+
+    name = "full"
+
+    def __init__(self, model: CTRModel, ids: np.ndarray, vals: np.ndarray):
+        self.work = copy.deepcopy(model).eval()
+        tables = {id(m.weight) for m in self.work.modules() if isinstance(m, torch.nn.Embedding)}
+        self.params = list(self.work.parameters())
+        self.is_table = [id(p) in tables for p in self.params]
+        self.p0 = [p.detach().clone() for p in self.params]
+        self.ids, self.vals = torch.from_numpy(ids), torch.from_numpy(vals)
+        self._touched = torch.zeros(0, dtype=torch.long)
+
+    def _reset(self) -> None:
+        with torch.no_grad():
+            for p, p0, table in zip(self.params, self.p0, self.is_table):
+                if table:
+                    p[self._touched] = p0[self._touched]
+                else:
+                    p.copy_(p0)
+
+    def fit_predict(self, tr: np.ndarray, ev: np.ndarray, targets: Targets, lr: float, l2: float,
+                    checkpoints: Sequence[int]) -> list[np.ndarray]:
+        self._reset()
+        ids_tr, vals_tr = self.ids[torch.from_numpy(tr)], self.vals[torch.from_numpy(tr)]
+        ids_ev, vals_ev = self.ids[torch.from_numpy(ev)], self.vals[torch.from_numpy(ev)]
+        rows = self._touched = torch.unique(ids_tr)
+        y, w = torch.from_numpy(targets.labels), torch.from_numpy(np.asarray(targets.weights, np.float32))
+        offset = float(targets.logit_offset)
+        out, done = [], 0
+        for c in checkpoints:
+            for _ in range(c - done):
+                logit, _ = self.work(ids_tr, vals_tr)
+                loss = (w * F.binary_cross_entropy_with_logits(logit + offset, y, reduction="none")).mean()
+                grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+                with torch.no_grad():
+                    for p, g, p0, table in zip(self.params, grads, self.p0, self.is_table):
+                        if table:
+                            g = torch.zeros_like(p0[rows]) if g is None else g[rows]
+                            p[rows] -= lr * (g + l2 * (p[rows] - p0[rows]))
+                        else:
+                            p.sub_(lr * (l2 * (p - p0) if g is None else g + l2 * (p - p0)))
+            done = max(done, c)
+            with torch.no_grad():
+                out.append(torch.sigmoid(self.work(ids_ev, vals_ev)[0]).numpy())
+        return out
+
+
+def trajectory(scope, data: SplitData, train: Sequence[np.ndarray], evals: Sequence[np.ndarray], method: str,
+               lr: float, l2: float, checkpoints: Sequence[int], shrinkage: float, p_g: float) -> list[np.ndarray]:
+    """Fine-tune every user on ``train[k]`` and score ``evals[k]`` after each checkpoint.
+
+    Returns one array per checkpoint: the predictions for ``np.concatenate(evals)``.
+    """
+    per_ckpt: list[list[np.ndarray]] = [[] for _ in checkpoints]
+    for tr, ev in zip(train, evals):
+        y = data.labels[tr]
+        p_u = shrunk_ctr(float(y.sum()), len(y), p_g, shrinkage)
+        preds = scope.fit_predict(tr, ev, correct(y, p_u, p_g, method), lr, l2, checkpoints)
+        for acc, p in zip(per_ckpt, preds):
+            acc.append(p)
+    return [np.concatenate(acc) if acc else np.zeros(0) for acc in per_ckpt]

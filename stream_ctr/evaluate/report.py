@@ -1,0 +1,80 @@
+"""Writing an experiment out: ``results.json`` (machine-readable) and ``results.md`` (the table).
+
+``results.json`` = ``{"dataset": ..., "rows": [...], "meta": {...}}``; each row has ``model, mode, scope, gauc,
+gauc_ci [lo, hi], auc, logloss, calibration, n_users`` and, for fine-tuned modes, ``vs_cloud`` (paired gAUC
+difference and its CI), ``chosen`` (the validated lr, l2, steps); ``ft_lc`` rows also carry ``vs_ft``.
+
+>>> row = {"model": "lr", "mode": "cloud", "scope": "head", "gauc": 0.7, "gauc_ci": [0.69, 0.71], "auc": 0.75,
+...        "logloss": 0.6, "calibration": 1.0, "n_users": 10}
+>>> markdown_table([row]).splitlines()[2]
+'| lr | head | cloud | 0.7000 [0.6900, 0.7100] |  |  | 0.7500 | 0.6000 | 1.000 | 10 |  |'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+__all__ = ["markdown_table", "write_results"]
+
+
+def _f(x, digits: int = 4) -> str:
+    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _delta(d: dict | None) -> str:
+    if not d:
+        return ""
+    lo, hi = d["ci"]
+    mark = " *" if (lo > 0 or hi < 0) else ""
+    return f"{d['delta']:+.4f} [{lo:+.4f}, {hi:+.4f}]{mark}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """One line per (model, scope, mode); ``*`` marks a paired 95% CI that excludes zero."""
+    head = ("| model | scope | mode | gAUC [95% CI] | Δ vs cloud [95% CI] | Δ ft_lc vs ft [95% CI] | AUC | logloss "
+            "| calibration | users | lr / l2 / steps |")
+    lines = [head, "|" + "|".join(["---"] * 11) + "|"]
+    for r in rows:
+        c = r.get("chosen")
+        chosen = f"{c['lr']:g} / {c['l2']:g} / {c['steps']}" if c else ""
+        lo, hi = r["gauc_ci"]
+        lines.append(f"| {r['model']} | {r['scope']} | {r['mode']} | {_f(r['gauc'])} [{_f(lo)}, {_f(hi)}] "
+                     f"| {_delta(r.get('vs_cloud'))} | {_delta(r.get('vs_ft'))} | {_f(r['auc'])} "
+                     f"| {_f(r['logloss'])} | {_f(r['calibration'], 3)} | {r['n_users']} | {chosen} |")
+    return "\n".join(lines)
+
+
+def _clean(x):
+    """JSON without NaN (``null`` instead), numpy scalars as Python numbers."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def write_results(out: Path, dataset: str, rows: list[dict], meta: dict, command: str = "") -> tuple[Path, Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    js = out / "results.json"
+    js.write_text(json.dumps(_clean({"dataset": dataset, "rows": rows, "meta": {**meta, "command": command}}),
+                             indent=2) + "\n")
+    md = out / "results.md"
+    text = [f"# Offline evaluation: {dataset}", ""]
+    if command:
+        text += ["```", command, "```", ""]
+    text += [f"Global CTR p_g = {meta.get('global_ctr', float('nan')):.4f}; "
+             f"{meta.get('n_users_evaluated')} users evaluated, {meta.get('skipped_users')} skipped "
+             f"(fewer than {meta.get('protocol', {}).get('min_events')} events); seed {meta.get('seed')}; "
+             f"total {meta.get('total_s')} s.", "",
+             "gAUC: impression-weighted mean of per-user test AUC over users with both classes. Δ: paired "
+             "bootstrap over users (95% CI); * = CI excludes 0. lr / l2 / steps: chosen on the validation split.",
+             "", markdown_table(rows), ""]
+    md.write_text("\n".join(text))
+    return js, md
