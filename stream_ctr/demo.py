@@ -41,14 +41,19 @@ def render_report(stats: dict, meta: dict) -> str:
         "",
         "## Per-arm online metrics (test-then-train, every event scored before it is learned)",
         "",
-        "| arm | gAUC | AUC | logloss | calibration | gAUC vs global |",
-        "|---|---|---|---|---|---|",
+        "| arm | gAUC | AUC | logloss | calibration |",
+        "|---|---|---|---|---|",
     ]
-    base = life["arms"]["global"]["gauc"]
     for arm in ARMS:
         m = life["arms"][arm]
         lines.append(f"| {arm} | {_fmt(m['gauc'])} | {_fmt(m['auc'])} | {_fmt(m['logloss'])} | "
-                     f"{_fmt(m['calibration'])} | {m['gauc'] - base:+.4f} |")
+                     f"{_fmt(m['calibration'])} |")
+    lines += ["", "gAUC differences, paired bootstrap over users (95% CI; * = the CI excludes 0):", "",
+              "| comparison | Δ gAUC | 95% CI | users |", "|---|---|---|---|"]
+    for name, d in life.get("paired", {}).items():
+        lo, hi = d["ci"]
+        star = " *" if lo > 0 or hi < 0 else ""
+        lines.append(f"| {name} | {d['delta']:+.4f}{star} | [{lo:+.4f}, {hi:+.4f}] | {d['users']} |")
     d = stats["drift"]
     edges = [0.0, *d["buckets"]]
     lines += ["", f"Predictions scored: {life['n']}.", "",

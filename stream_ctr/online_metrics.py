@@ -11,9 +11,13 @@ import threading
 
 import numpy as np
 
-from .metrics import auc, calibration, gauc, logloss
+from .bootstrap import UserBootstrap
+from .metrics import auc, calibration, logloss, per_user_auc
 
-__all__ = ["OnlineMetrics"]
+__all__ = ["OnlineMetrics", "PAIRS"]
+
+#: Arm comparisons reported with a paired bootstrap CI over users: (arm, baseline).
+PAIRS = (("ft", "global"), ("ft_lc", "global"), ("ft_lc", "ft"))
 
 
 class _Buffer:
@@ -72,12 +76,27 @@ class OnlineMetrics:
             users, labels, preds = (a.copy() if isinstance(a, np.ndarray) else {k: v.copy() for k, v in a.items()}
                                     for a in self._buffers[scope].view())
             dropped = self._buffers[scope].dropped
-        arms = {}
+        arms, per_user = {}, {}
         for arm, p in preds.items():
-            arms[arm] = {"gauc": gauc(users, labels, p), "auc": auc(labels, p),
+            _, per_user[arm], weights = per_user_auc(users, labels, p)
+            g = float((per_user[arm] * weights).sum() / weights.sum()) if len(weights) else float("nan")
+            arms[arm] = {"gauc": g, "auc": auc(labels, p),
                          "logloss": logloss(labels, p) if len(p) else float("nan"),
                          "calibration": calibration(labels, p)}
-        out = {"n": int(len(labels)), "arms": arms}
+        out = {"n": int(len(labels)), "arms": arms, "paired": self._paired(per_user, weights)}
         if scope == "lifetime":
             out["lifetime_truncated"] = dropped
+        return out
+
+    def _paired(self, per_user: dict, weights: np.ndarray) -> dict:
+        """gAUC differences between arms with 95% CIs from a paired bootstrap over users. Every arm scores the
+        same events, so the users with both classes, and their weights, are the same for every arm."""
+        if len(weights) < 2:
+            return {}
+        boot = UserBootstrap(weights, n_boot=500, seed=0)
+        out = {}
+        for arm, base in PAIRS:
+            if arm in per_user and base in per_user:
+                diff = per_user[arm] - per_user[base]
+                out[f"{arm} - {base}"] = {"delta": boot.mean(diff), "ci": list(boot.ci(diff)), "users": len(diff)}
         return out

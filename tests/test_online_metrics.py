@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from stream_ctr.metrics import gauc
+from stream_ctr.online_metrics import OnlineMetrics
+
+ARMS = ("global", "ft", "ft_lc")
+
+
+def _stream(n=4000, users=40, seed=0):
+    rng = np.random.default_rng(seed)
+    u = np.array([f"u{i % users}" for i in range(n)], dtype=object)
+    y = (rng.random(n) < 0.4).astype(np.float32)
+    base = rng.random(n).astype(np.float32)
+    return u, y, {"global": base, "ft": np.clip(base + 0.4 * y * rng.random(n), 0, 1).astype(np.float32),
+                  "ft_lc": base}
+
+
+def test_window_keeps_only_the_newest_rows_and_lifetime_keeps_all():
+    u, y, p = _stream()
+    m = OnlineMetrics(ARMS, window=1000)
+    for lo in range(0, len(y), 300):
+        m.record(u[lo:lo + 300], y[lo:lo + 300], {a: v[lo:lo + 300] for a, v in p.items()})
+    win, life = m.summary("window"), m.summary("lifetime")
+    assert (win["n"], life["n"]) == (1000, len(y))
+    assert win["arms"]["ft"]["gauc"] == pytest.approx(gauc(u[-1000:], y[-1000:], p["ft"][-1000:]))
+    assert life["arms"]["global"]["gauc"] == pytest.approx(gauc(u, y, p["global"]))
+
+
+def test_paired_differences_have_bootstrap_cis():
+    u, y, p = _stream()
+    m = OnlineMetrics(ARMS)
+    m.record(u, y, p)
+    paired = m.summary("lifetime")["paired"]
+    same = paired["ft_lc - global"]
+    assert same["delta"] == 0 and same["ci"] == [0.0, 0.0]
+    better = paired["ft - global"]
+    assert better["ci"][0] > 0 and better["ci"][0] <= better["delta"] <= better["ci"][1]
+    assert paired["ft_lc - ft"]["delta"] == pytest.approx(-better["delta"])
+
+
+def test_lifetime_cap_is_reported():
+    u, y, p = _stream(n=500)
+    m = OnlineMetrics(ARMS, window=100, lifetime_cap=300)
+    m.record(u, y, p)
+    assert m.summary("lifetime")["n"] == 300 and m.summary("lifetime")["lifetime_truncated"] == 200
