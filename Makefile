@@ -34,8 +34,13 @@ test: $(STAMP) kafka-jars prometheus
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not broker and not prometheus"
 
-bench: $(STAMP) kafka-jars
+bench: $(STAMP)
 	$(BIN)/stream-ctr bench
+
+# The offline reproduction on MovieLens-100K, all five families and modes, head scope (about 4 minutes).
+evaluate: $(STAMP)
+	$(BIN)/stream-ctr evaluate --dataset ml-100k --models lr,fm,wd,deepfm,dcn \
+	  --modes cloud,ft,ft_lc,ft_reweight,ft_logit --scope head --seed 0 --out reports/eval-ml100k-head
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache

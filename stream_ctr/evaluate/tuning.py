@@ -2,7 +2,8 @@
 
 For each ``(lr, l2)`` of the grid a :func:`~stream_ctr.evaluate.finetune.trajectory` fine-tunes every user on the
 ``fit`` part and scores the ``val`` part after each step count in ``steps``; the configuration with the best
-validation gAUC wins (ties go to the earliest in grid order: smaller lr, smaller l2, fewer steps). The test part
+validation gAUC wins (ties go to the earliest in grid order: smaller lr, smaller l2, fewer steps); a
+configuration whose fine-tune diverges (non-finite predictions) is disqualified. The test part
 is never looked at. Then every user is fine-tuned once more, on the whole fine-tune part (fit + val), with the
 winner, and the test part is scored.
 
@@ -67,7 +68,8 @@ def tune_and_fit(scope, data: SplitData, method: str, grid: Grid, shrinkage: flo
         for l2 in grid.l2s:
             preds = trajectory(scope, data, data.fit, data.val, method, lr, l2, checkpoints, shrinkage, p_g)
             for steps, p in zip(checkpoints, preds):
-                score = gauc(val_users, val_labels, p)
+                # A diverged fine-tune (non-finite predictions) is disqualified: ranks would hide the NaNs.
+                score = gauc(val_users, val_labels, p) if np.isfinite(p).all() else np.nan
                 score = -np.inf if np.isnan(score) else score
                 table.append({"lr": lr, "l2": l2, "steps": steps, "val_gauc": float(score)})
                 if best is None or score > best.val_gauc:
