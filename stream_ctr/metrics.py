@@ -11,11 +11,20 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 __all__ = ["auc", "calibration", "gauc", "logloss", "per_user_auc"]
 
 _EPS = 1e-7
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their average rank (what the rank-sum AUC needs)."""
+    order = np.argsort(x, kind="mergesort")
+    _, inverse, counts = np.unique(x[order], return_inverse=True, return_counts=True)
+    average = np.cumsum(counts) - (counts - 1) / 2.0
+    ranks = np.empty(len(x), dtype=float)
+    ranks[order] = average[inverse]
+    return ranks
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -25,7 +34,7 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     n_neg = len(y) - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranks = rankdata(scores)
+    ranks = _average_ranks(np.asarray(scores, dtype=float))
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 

@@ -66,6 +66,7 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"  # process logs readable while they run
         env["KAFKA_BOOTSTRAP"] = self.settings.kafka_bootstrap
         env["STREAM_CTR_TOPIC_PREFIX"] = self.settings.topic_prefix
         env["STREAM_CTR_APP_ID"] = self.settings.app_id
