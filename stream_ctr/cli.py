@@ -157,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"stream-ctr: configuration error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # interrupted while starting: everything started so far was stopped on the way out
+        print("stream-ctr: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
