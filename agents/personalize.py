@@ -77,16 +77,26 @@ def build(settings: Settings, follow: bool = True):
         while holder.current is None:  # nothing can be scored before the first snapshot
             await asyncio.sleep(0.1)
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            records = []
+            records, partition_of = [], {}
             for event in batch:
                 try:
-                    records.append((parse_event(event.value, event.key), event.message.offset))
+                    parsed = parse_event(event.value, event.key)
                 except InvalidEvent as err:
                     await dead_letter(event, err)
+                    continue
+                records.append((parsed, event.message.offset))
+                partition_of[parsed.user_id] = event.message.partition
             model = holder.current  # one model for the whole batch: swaps are atomic per batch
             with metrics.batch_seconds.time():
                 result = test_then_train(records, model, app.ctr.users, params)
-            metrics.observe(result)
+            metrics.observe(result, partition_of)
+
+    @app.on_partitions_assigned.connect
+    async def forget_moved_users(sender, assigned, **kwargs) -> None:
+        mine = {tp.partition for tp in assigned if tp.topic == events_topic.get_topic_name()}
+        forgotten = metrics.keep_partitions(mine)
+        if forgotten:
+            log.info("rebalance: %d users moved to other workers", forgotten)
 
     @app.timer(settings.metrics_refresh_s)
     async def refresh_metrics() -> None:

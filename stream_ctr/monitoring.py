@@ -78,19 +78,32 @@ class WorkerMetrics:
                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r)
         self.online = OnlineMetrics(arms, window)
         self.drift: dict[str, float] = {}  # user -> |p_u - p_g|; exported only as a histogram
+        self.partition_of: dict[str, int] = {}  # user -> source partition, to forget users a rebalance moves
         empty = {"n": 0, "arms": {arm: dict.fromkeys(("gauc", "auc", "logloss", "calibration"), float("nan"))
                                   for arm in self.online.arms}}
         self._summaries: dict[str, dict] = {"window": empty, "lifetime": {**empty, "lifetime_truncated": 0}}
         self.refreshed_at = 0.0
         r.register(_WorkerCollector(self))
 
-    def observe(self, result) -> None:
-        """Account for one :class:`~stream_ctr.learning.BatchResult` (predictions, drift, outcome counts)."""
+    def observe(self, result, partition_of: dict[str, int] | None = None) -> None:
+        """Account for one :class:`~stream_ctr.learning.BatchResult` (predictions, drift, outcome counts);
+        ``partition_of`` maps the batch's users to their source partitions."""
         if result.applied:
             self.online.record(*result.arrays())
         self.drift.update(result.drift)
+        if partition_of:
+            self.partition_of.update(partition_of)
         self.events.labels("applied").inc(result.applied)
         self.events.labels("duplicate").inc(result.duplicates)
+
+    def keep_partitions(self, partitions: set[int]) -> int:
+        """After a rebalance: forget the users of partitions this worker no longer owns (their new owner exports
+        them), so user counts summed over workers stay exact. Returns how many were forgotten."""
+        gone = [u for u, p in self.partition_of.items() if p not in partitions]
+        for user in gone:
+            self.drift.pop(user, None)
+            del self.partition_of[user]
+        return len(gone)
 
     def dead_lettered(self, reason: str) -> None:
         self.dead_letters.labels(reason).inc()

@@ -73,6 +73,7 @@ def test_replay_through_real_worker_counts_exactly_and_dead_letters(settings_fac
             assert headers["topic"].decode() == topics.events(settings).name
             assert msg.key == key
 
+        stack.stats(fresh=True)  # gAUC is recomputed on a timer; this recomputes it now
         with urllib.request.urlopen(f"{stack.worker_url}/metrics") as resp:
             text = resp.read().decode()
         assert 'stream_ctr_dead_letter_total{reason="not_json"} 1.0' in text

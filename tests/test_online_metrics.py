@@ -44,3 +44,17 @@ def test_lifetime_cap_is_reported():
     m = OnlineMetrics(ARMS, window=100, lifetime_cap=300)
     m.record(u, y, p)
     assert m.summary("lifetime")["n"] == 300 and m.summary("lifetime")["lifetime_truncated"] == 200
+
+
+def test_worker_metrics_forget_users_a_rebalance_moves_away():
+    from stream_ctr.learning import BatchResult
+    from stream_ctr.monitoring import WorkerMetrics
+
+    m = WorkerMetrics(ARMS, window=100)
+    result = BatchResult(drift={"a": 0.1, "b": 0.3, "c": 0.05})
+    m.observe(result, {"a": 0, "b": 1, "c": 2})
+    assert m.keep_partitions({0, 2}) == 1
+    assert sorted(m.drift) == ["a", "c"]
+    text = m.render().decode()
+    assert "stream_ctr_users 2.0" in text
+    assert 'stream_ctr_user_ctr_drift_count 2.0' in text
