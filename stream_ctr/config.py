@@ -21,7 +21,6 @@ from typing import Any, Mapping
 
 __all__ = ["ConfigError", "Settings"]
 
-CORRECTIONS = ("none", "lc", "reweight", "logit")
 FAMILIES = ("lr", "fm", "wd", "deepfm", "dcn")
 
 

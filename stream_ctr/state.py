@@ -13,7 +13,7 @@ redelivered event is not learned twice) and the model version the heads are anch
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .heads import UserHead
 from .rolling import UserCTR
@@ -32,7 +32,6 @@ class UserState:
     last_offset: int = -1
     anchor_version: int = -1
     reanchors: int = 0
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def new(cls, window: int, rep_dim: int, arms: tuple[str, ...]) -> "UserState":

@@ -137,6 +137,10 @@ class LocalKafka:
                                      start_new_session=True)
         try:
             wait_ready(self.bootstrap, timeout, self.proc)
+        except (RuntimeError, TimeoutError) as exc:
+            tail = self.log_tail()
+            self.stop()
+            raise RuntimeError(f"{exc}\n--- last lines of the broker log ---\n{tail}") from exc
         except BaseException:
             self.stop()
             raise
