@@ -15,7 +15,7 @@ import orjson
 import torch
 
 from .features import FeatureSpec, HashingEncoder
-from .models import CTRModel, ModelConfig, build_model
+from .models import CTRModel, ModelConfig, build_model, infer
 
 __all__ = ["Snapshot", "SnapshotHolder"]
 
@@ -78,12 +78,9 @@ class LoadedModel:
     def rep_dim(self) -> int:
         return self.model.rep_dim
 
-    @torch.no_grad()
     def forward(self, events) -> tuple[np.ndarray, np.ndarray]:
         """Global logits ``[n]`` and representations ``[n, rep_dim]`` for a list of events, as numpy."""
-        ids, vals = self.encoder.encode_events(events)
-        logit, rep = self.model(torch.from_numpy(ids), torch.from_numpy(vals))
-        return logit.numpy().astype(np.float32), rep.numpy().astype(np.float32)
+        return infer(self.model, *self.encoder.encode_events(events))
 
 
 class SnapshotHolder:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from .config import Settings
 from .features import FeatureSpec, HashingEncoder
-from .models import ModelConfig, build_model
+from .models import ModelConfig, build_model, train_step
 from .snapshot import Snapshot
 
 __all__ = ["GlobalTrainer", "model_config", "feature_spec"]
@@ -35,7 +34,6 @@ class GlobalTrainer:
         self.device = torch.device(settings.device)
         self.model = build_model(self.cfg, seed=settings.seed).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.trainer_lr)
-        self.loss = nn.BCEWithLogitsLoss()
         self.encoder = HashingEncoder(self.spec)
         self.samples = 0
         self.clicks = 0
@@ -64,17 +62,12 @@ class GlobalTrainer:
     def learn_many(self, events) -> None:
         """One optimiser step per ``trainer_batch`` slice of ``events``."""
         step = self.settings.trainer_batch
-        self.model.train()
         for lo in range(0, len(events), step):
             chunk = events[lo: lo + step]
             ids, vals = self.encoder.encode_events(chunk)
             y = torch.tensor([e.label for e in chunk], dtype=torch.float32, device=self.device)
-            logit, _ = self.model(torch.from_numpy(ids).to(self.device), torch.from_numpy(vals).to(self.device))
-            loss = self.loss(logit, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.last_loss = float(loss.detach())
+            self.last_loss = train_step(self.model, self.optimizer, torch.from_numpy(ids).to(self.device),
+                                        torch.from_numpy(vals).to(self.device), y)
             self.samples += len(chunk)
             self.clicks += int(y.sum().item())
             self._since_snapshot += len(chunk)

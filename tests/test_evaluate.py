@@ -15,7 +15,8 @@ from stream_ctr.correction import Targets
 from stream_ctr.data import SyntheticConfig, generate_synthetic
 from stream_ctr.bootstrap import UserBootstrap
 from stream_ctr.evaluate.cli import add_parser
-from stream_ctr.evaluate.cloud import CloudConfig, infer, train_cloud
+from stream_ctr.evaluate.cloud import CloudConfig, train_cloud
+from stream_ctr.models import infer
 from stream_ctr.evaluate.experiment import EvalConfig, run_experiment
 from stream_ctr.evaluate.finetune import FullScope, HeadScope, trajectory
 from stream_ctr.evaluate.split import CLOUD, FIT, TEST, VAL, Protocol, split_events

@@ -3,7 +3,7 @@
 Training is seeded (initialisation via :func:`stream_ctr.models.build_model`, batch order via a torch generator),
 so one seed gives one cloud model. The number of epochs is chosen by early stopping on the validation split's
 logloss (at most ``max_epochs``, stop after ``patience`` epochs without improvement, keep the best weights): the
-same cloud model then serves every mode, so this choice cannot favour one of them. :func:`infer` returns the
+same cloud model then serves every mode, so this choice cannot favour one of them. :func:`stream_ctr.models.infer` returns the
 frozen model's logit ``g`` and representation ``h`` for any events, which is all a per-user head needs.
 """
 
@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models import CTRModel, ModelConfig, build_model
+from ..models import CTRModel, ModelConfig, build_model, train_step
 from .split import SplitData
 
-__all__ = ["CloudConfig", "infer", "train_cloud"]
+__all__ = ["CloudConfig", "train_cloud"]
 
 
 @dataclass(frozen=True)
@@ -44,15 +44,10 @@ def train_cloud(data: SplitData, family: str, cfg: CloudConfig, seed: int) -> tu
     val = torch.from_numpy(np.concatenate(data.val)) if data.val else idx[:0]
     best, best_state, bad, best_epoch = float("inf"), None, 0, cfg.max_epochs
     for epoch in range(1, cfg.max_epochs + 1):
-        model.train()
         perm = idx[torch.randperm(len(idx), generator=gen)]
         for lo in range(0, len(perm), cfg.batch):
             b = perm[lo: lo + cfg.batch]
-            logit, _ = model(ids[b], vals[b])
-            loss = loss_fn(logit, y[b])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(model, opt, ids[b], vals[b], y[b])
         if len(val) == 0:
             continue
         model.eval()
@@ -69,17 +64,3 @@ def train_cloud(data: SplitData, family: str, cfg: CloudConfig, seed: int) -> tu
         model.load_state_dict(best_state)
     model.eval()
     return model, best_epoch
-
-
-@torch.no_grad()
-def infer(model: CTRModel, ids: np.ndarray, vals: np.ndarray, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-    """``(g, h)`` as float32 numpy arrays: the frozen model's logits ``[n]`` and representations ``[n, rep_dim]``."""
-    model.eval()
-    gs, hs = [], []
-    for lo in range(0, len(ids), batch):
-        g, h = model(torch.from_numpy(ids[lo: lo + batch]), torch.from_numpy(vals[lo: lo + batch]))
-        gs.append(g.numpy())
-        hs.append(h.numpy())
-    if not gs:
-        return np.zeros(0, np.float32), np.zeros((0, model.rep_dim), np.float32)
-    return np.concatenate(gs).astype(np.float32), np.concatenate(hs).astype(np.float32)

@@ -21,7 +21,8 @@ from ..heads import sigmoid
 from ..metrics import auc, calibration, logloss, per_user_auc
 from ..models import FAMILIES
 from ..bootstrap import UserBootstrap
-from .cloud import CloudConfig, infer, train_cloud
+from ..models import infer
+from .cloud import CloudConfig, train_cloud
 from .finetune import SCOPES, FullScope, HeadScope
 from .split import Protocol, SplitData, split_events
 from .tuning import FULL_GRID, HEAD_GRID, Grid, tune_and_fit

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-__all__ = ["CTRModel", "DeepModel", "EmbeddingModel", "ModelConfig", "mlp"]
+__all__ = ["CTRModel", "DeepModel", "EmbeddingModel", "ModelConfig", "infer", "mlp", "train_step"]
 
 
 @dataclass(frozen=True)
@@ -96,3 +98,31 @@ class DeepModel(EmbeddingModel):
 def fm_interaction(v: torch.Tensor) -> torch.Tensor:
     """The FM pairwise-interaction vector ``0.5 * ((sum v)^2 - sum v^2)``, shape ``[n, dim]``."""
     return 0.5 * (v.sum(1).pow(2) - v.pow(2).sum(1))
+
+
+def train_step(model: CTRModel, optimizer: torch.optim.Optimizer, ids: torch.Tensor, vals: torch.Tensor,
+               labels: torch.Tensor) -> float:
+    """One optimiser step of binary cross-entropy on a mini-batch; returns the batch loss. The global trainer
+    and the offline cloud model both train through this."""
+    model.train()
+    logit, _ = model(ids, vals)
+    loss = F.binary_cross_entropy_with_logits(logit, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def infer(model: CTRModel, ids: np.ndarray, vals: np.ndarray, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """``(g, h)`` as float32 numpy: the model's logits ``[n]`` and representations ``[n, rep_dim]``, in eval mode
+    and in batches of ``batch`` rows."""
+    model.eval()
+    gs, hs = [], []
+    for lo in range(0, len(ids), batch):
+        g, h = model(torch.from_numpy(ids[lo: lo + batch]), torch.from_numpy(vals[lo: lo + batch]))
+        gs.append(g.numpy())
+        hs.append(h.numpy())
+    if not gs:
+        return np.zeros(0, np.float32), np.zeros((0, model.rep_dim), np.float32)
+    return np.concatenate(gs).astype(np.float32), np.concatenate(hs).astype(np.float32)
