@@ -1,7 +1,11 @@
-"""Faust agents of stream-ctr. Thin: they move records between topics and call :mod:`stream_ctr`.
+"""Faust workers of stream-ctr, installed as ``stream_ctr.agents``. Thin: they move records between topics and call
+the Kafka-free library in :mod:`stream_ctr`. One typed object per role, built from small named units:
 
-- :mod:`agents.app`: the one place a Faust app is configured (``create_app``) and the state codec is registered.
-- :mod:`agents.personalize`: per-user test-then-train, dead letters, the HTTP views.
-- :mod:`agents.trainer`: the global model's trainer (its own consumer group).
-- :mod:`agents.snapshots`: reading and following ``ctr.model``.
+- :mod:`.app`: the one place a Faust app is configured (``create_app``) and the user-state codec is registered;
+- :mod:`.personalize`: :class:`~.personalize.PersonalizeWorker`, per-user test-then-train on ``ctr.events``;
+- :mod:`.batch`: :class:`~.batch.PersonalizeStep`, what the worker does with one batch of records;
+- :mod:`.dead_letters`: :class:`~.dead_letters.DeadLetters`, invalid records to ``ctr.events.dlq`` with a reason;
+- :mod:`.snapshots`: reading and following ``ctr.model`` (:class:`~.snapshots.SnapshotFollower`);
+- :mod:`.views`: the HTTP views of both roles;
+- :mod:`.trainer`: :class:`~.trainer.TrainerWorker`, the global model's trainer (its own consumer group).
 """

@@ -9,8 +9,9 @@ from faust.serializers import codecs
 
 from stream_ctr.config import ConfigError, Settings
 from stream_ctr.state import UserState
+from stream_ctr.topics import MAX_RECORD_BYTES
 
-__all__ = ["USER_STATE_CODEC", "create_app"]
+__all__ = ["USER_STATE_CODEC", "create_app", "raw_topic"]
 
 USER_STATE_CODEC = "stream_ctr.userstate"
 
@@ -28,7 +29,7 @@ class _UserStateCodec(codecs.Codec):
 codecs.register(USER_STATE_CODEC, _UserStateCodec())
 
 
-def create_app(settings: Settings, role: str, web_port: int | None = None) -> faust.App:
+def create_app(settings: Settings, role: str, web_port: int) -> faust.App:
     if not settings.kafka_bootstrap:
         raise ConfigError("KAFKA_BOOTSTRAP: required to run an agent (stream-ctr up sets it for you)")
     return faust.App(
@@ -42,10 +43,15 @@ def create_app(settings: Settings, role: str, web_port: int | None = None) -> fa
         # Offsets are committed often: a crash then replays little, and per-user offsets drop the replays.
         broker_commit_every=1000,
         broker_commit_interval=1.0,
-        producer_max_request_size=64 * 1024 * 1024,
+        producer_max_request_size=MAX_RECORD_BYTES,
         consumer_auto_offset_reset="earliest",
         web_enabled=True,
         web_bind=settings.web_host,
         web_host=settings.web_host,
-        web_port=settings.web_port if web_port is None else web_port,
+        web_port=web_port,
     )
+
+
+def raw_topic(app: faust.App, spec, **kwargs) -> faust.TopicT:
+    """A Faust topic for a declared :class:`~stream_ctr.topics.TopicSpec`, keys and values as raw bytes."""
+    return app.topic(spec.name, key_serializer="raw", value_serializer="raw", **kwargs)

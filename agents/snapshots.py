@@ -5,33 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from stream_ctr.snapshot import Snapshot
+from stream_ctr.broker.admin import topic_partitions
+from stream_ctr.monitoring import WorkerMetrics
+from stream_ctr.snapshot import Snapshot, SnapshotHolder
+from stream_ctr.topics import MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["follow_snapshots", "read_latest_snapshot"]
-
-_FETCH_BYTES = 64 * 1024 * 1024
+__all__ = ["SnapshotFollower", "read_latest_snapshot"]
 
 
 async def _assigned_consumer(bootstrap: str, topic: str) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                max_partition_fetch_bytes=_FETCH_BYTES, fetch_max_bytes=_FETCH_BYTES)
+                                max_partition_fetch_bytes=MAX_RECORD_BYTES, fetch_max_bytes=MAX_RECORD_BYTES)
+    parts = await asyncio.get_running_loop().run_in_executor(None, topic_partitions, bootstrap, topic)
     await consumer.start()
-    for _ in range(100):
-        parts = consumer.partitions_for_topic(topic)
-        if parts:
-            break
-        await consumer._client.force_metadata_update()
-        await asyncio.sleep(0.2)
-    else:
-        await consumer.stop()
-        raise RuntimeError(f"topic {topic} does not exist; run `stream-ctr up` or create the declared topics")
-    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    tps = [TopicPartition(topic, p) for p in parts]
     consumer.assign(tps)
     return consumer, tps
 
@@ -56,20 +48,40 @@ async def read_latest_snapshot(bootstrap: str, topic: str) -> Snapshot | None:
         await consumer.stop()
 
 
-async def follow_snapshots(bootstrap: str, topic: str, on_snapshot: Callable[[Snapshot], None]) -> None:
-    """Call ``on_snapshot`` for every snapshot on ``topic``, from the beginning, forever."""
-    consumer, tps = await _assigned_consumer(bootstrap, topic)
-    try:
-        await consumer.seek_to_beginning(*tps)
-        while True:
-            batches = await consumer.getmany(timeout_ms=1000)
-            for records in batches.values():
-                for msg in records:
-                    try:
-                        snap = Snapshot.from_bytes(msg.value)
-                    except Exception:  # a foreign record must not stop scoring
-                        log.exception("skipping unreadable record at %s offset %d", topic, msg.offset)
-                        continue
-                    on_snapshot(snap)
-    finally:
-        await consumer.stop()
+class SnapshotFollower:
+    """Keeps a worker's :class:`SnapshotHolder` on the newest snapshot of ``ctr.model``.
+
+    :meth:`offer` swaps a snapshot in (if newer) and updates the model gauges; :meth:`run` feeds it every record of
+    the topic, from the beginning, forever (a Faust task). Scorers read ``holder.current`` once per batch.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, metrics: WorkerMetrics):
+        self.bootstrap, self.topic, self.metrics = bootstrap, topic, metrics
+        self.holder = SnapshotHolder()
+
+    def offer(self, snap: Snapshot) -> bool:
+        if not self.holder.offer(snap):
+            return False
+        self.metrics.model_swapped(snap)
+        log.info("model v%d swapped in (global CTR %.4f, %d samples)", snap.version, snap.global_ctr, snap.samples)
+        return True
+
+    async def run(self) -> None:
+        consumer, tps = await _assigned_consumer(self.bootstrap, self.topic)
+        try:
+            await consumer.seek_to_beginning(*tps)
+            while True:
+                batches = await consumer.getmany(timeout_ms=1000)
+                for records in batches.values():
+                    for msg in records:
+                        self._receive(msg)
+        finally:
+            await consumer.stop()
+
+    def _receive(self, msg) -> None:
+        try:
+            snap = Snapshot.from_bytes(msg.value)
+        except Exception:  # a foreign record must not stop scoring
+            log.exception("skipping unreadable record at %s offset %d", self.topic, msg.offset)
+            return
+        self.offer(snap)

@@ -33,15 +33,15 @@ def _run_faust(app) -> int:
 
 
 def cmd_worker(args) -> int:
-    from agents import personalize
+    from .agents.personalize import PersonalizeWorker
 
-    return _run_faust(personalize.build(_settings()))
+    return _run_faust(PersonalizeWorker.build(_settings()).app)
 
 
 def cmd_trainer(args) -> int:
-    from agents import trainer
+    from .agents.trainer import TrainerWorker
 
-    return _run_faust(trainer.build(_settings()))
+    return _run_faust(TrainerWorker.build(_settings()).app)
 
 
 def _interrupt(*_) -> None:
@@ -80,8 +80,7 @@ def cmd_up(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    import topics
-
+    from . import topics
     from .data import load_dataset
     from .replay import replay
 

@@ -19,9 +19,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .heads import HeadParams
+
 __all__ = ["ConfigError", "Settings"]
 
-FAMILIES = ("lr", "fm", "wd", "deepfm", "dcn")
+_HEAD = HeadParams()
 
 
 class ConfigError(ValueError):
@@ -36,8 +38,10 @@ def _positive(v) -> bool:
     return v > 0
 
 
-def _unit(v) -> bool:
-    return 0.0 <= v <= 1.0
+def _family(v) -> bool:
+    from .models import FAMILIES  # the registry of model families is their one owner
+
+    return v in FAMILIES
 
 
 @dataclass(frozen=True)
@@ -50,11 +54,13 @@ class Settings:
     # --- personalize agent -----------------------------------------------------------------------------------
     batch_size: int = _knob(256, "STREAM_CTR_BATCH_SIZE", "events per personalize batch", _positive)
     batch_within_s: float = _knob(0.5, "STREAM_CTR_BATCH_WITHIN_S", "max seconds to wait filling a batch", _positive)
-    ctr_window: int = _knob(100, "STREAM_CTR_CTR_WINDOW", "events in each user's rolling CTR window", _positive)
-    shrinkage: float = _knob(20.0, "STREAM_CTR_SHRINKAGE", "pseudo-events pulling p_u toward p_g", lambda v: v >= 0)
-    head_lr: float = _knob(0.05, "STREAM_CTR_HEAD_LR", "SGD step size of user heads", _positive)
-    head_steps: int = _knob(1, "STREAM_CTR_HEAD_STEPS", "SGD steps per user per batch", _positive)
-    head_l2: float = _knob(0.01, "STREAM_CTR_HEAD_L2", "L2 pull of head weights toward 0 (= the global model)",
+    ctr_window: int = _knob(_HEAD.window, "STREAM_CTR_CTR_WINDOW", "events in each user's rolling CTR window",
+                            _positive)
+    shrinkage: float = _knob(_HEAD.shrinkage, "STREAM_CTR_SHRINKAGE", "pseudo-events pulling p_u toward p_g",
+                             lambda v: v >= 0)
+    head_lr: float = _knob(_HEAD.lr, "STREAM_CTR_HEAD_LR", "SGD step size of user heads", _positive)
+    head_steps: int = _knob(_HEAD.steps, "STREAM_CTR_HEAD_STEPS", "SGD steps per user per batch", _positive)
+    head_l2: float = _knob(_HEAD.l2, "STREAM_CTR_HEAD_L2", "L2 pull of head weights toward 0 (= the global model)",
                            lambda v: v >= 0)
     metrics_window: int = _knob(20000, "STREAM_CTR_METRICS_WINDOW", "predictions in the windowed online metrics",
                                 _positive)
@@ -64,8 +70,9 @@ class Settings:
     web_host: str = _knob("127.0.0.1", "STREAM_CTR_WEB_HOST", "HTTP bind address")
     data_dir: str = _knob("", "STREAM_CTR_DATA_DIR", "Faust data dir; empty = a temp dir per process")
     # --- global model / trainer -------------------------------------------------------------------------------
-    model_family: str = _knob("deepfm", "STREAM_CTR_MODEL_FAMILY", f"global model family, one of {FAMILIES}",
-                              lambda v: v in FAMILIES)
+    model_family: str = _knob("deepfm", "STREAM_CTR_MODEL_FAMILY",
+                              "global model family, a key of stream_ctr.models.FAMILIES",
+                              _family)
     features: str = _knob("age,gender,occupation,genres:multi:6", "STREAM_CTR_FEATURES",
                           "event features the model reads: name[:cat|num|multi[:width]], comma separated")
     hash_buckets: int = _knob(1 << 15, "STREAM_CTR_HASH_BUCKETS", "hashed feature space size", _positive)
@@ -101,6 +108,14 @@ class Settings:
         settings = cls(**values)
         settings.validate()
         return settings
+
+    def to_env(self) -> dict[str, str]:
+        """Every knob as its environment variable: what a child process needs to see these settings.
+
+        >>> Settings(batch_size=64).to_env()["STREAM_CTR_BATCH_SIZE"]
+        '64'
+        """
+        return {f.metadata["env"]: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def replace(self, **changes: Any) -> "Settings":
         new = dataclasses.replace(self, **changes)

@@ -1,7 +1,8 @@
 """Label correction (arXiv 2211.01163) and the alternatives it is compared against. The one owner of this maths.
 
 Before a user's fine-tuning step, the user's labels are changed so that their mean equals the global CTR
-``p_g`` while every positive keeps a higher label than every negative (DESIGN.md)::
+``p_g`` while every positive keeps a higher label than every negative (docs/ARCHITECTURE.md, section "Label
+correction maths")::
 
     p_u > p_g:  positive -> p_g / p_u     negative -> 0
     p_u < p_g:  positive -> 1             negative -> (p_g - p_u) / (1 - p_u)

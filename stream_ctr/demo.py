@@ -8,15 +8,17 @@ logloss over the same events, and the distribution of |local CTR - global CTR| a
 
 from __future__ import annotations
 
-import socket
 import sys
 import threading
 import time
 from pathlib import Path
 
+from . import topics
+from .arms import ARMS
 from .config import Settings
 from .data import load_dataset
-from .learning import ARMS
+from .net import free_port_pair, port_free
+from .replay import replay
 from .stack import Stack
 
 __all__ = ["render_report", "run_demo"]
@@ -76,31 +78,61 @@ def _progress_line(stats: dict, total: int, rate: float) -> str:
             f"model v{stats['model_version']}  window gAUC {gaucs}")
 
 
-def _port_pair_free(host: str, port: int) -> bool:
-    for p in (port, port + 1):
-        with socket.socket() as sock:
-            try:
-                sock.bind((host, p))
-            except OSError:
-                return False
-    return True
+def _ports(settings: Settings) -> Settings:
+    """The configured worker/trainer ports, or a free pair when they are taken (say, by another demo)."""
+    if port_free(settings.web_host, settings.web_port) and port_free(settings.web_host, settings.web_port + 1):
+        return settings
+    port = free_port_pair(settings.web_host)
+    print(f"ports {settings.web_port}/{settings.web_port + 1} are taken; the worker and trainer use "
+          f"{port}/{port + 1}", flush=True)
+    return settings.replace(web_port=port)
 
 
-def _free_port_pair(host: str) -> int:
+class _Producer(threading.Thread):
+    """Replays the events in the background; the demo's main loop watches the worker meanwhile."""
+
+    def __init__(self, events, settings: Settings, rate: float, malformed_every: int):
+        super().__init__(daemon=True, name="demo-replay")
+        self.events, self.settings, self.rate, self.malformed_every = events, settings, rate, malformed_every
+        self.sent = self.bad = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.sent, self.bad = replay(self.events, self.settings.kafka_bootstrap,
+                                         topics.events(self.settings).name, self.rate, self.malformed_every)
+        except BaseException as exc:  # reported by the main loop
+            self.error = exc
+
+
+def _watch(stack: Stack, producer: _Producer, total: int, logs: Path) -> None:
+    """Print progress until every record is applied or dead-lettered; fail fast if a process or the replay dies."""
+    tty = sys.stdout.isatty()
+    last_done, last_t, last_print = 0, time.monotonic(), 0.0
     while True:
-        with socket.socket() as sock:
-            sock.bind((host, 0))
-            port = sock.getsockname()[1]
-        if _port_pair_free(host, port):
-            return port
+        time.sleep(1.0)
+        stats = stack.stats()
+        done = stats["applied"] + stats["dead_letters"]
+        now = time.monotonic()
+        rate = (done - last_done) / (now - last_t)
+        last_done, last_t = done, now
+        if tty:
+            print("\r" + _progress_line(stats, total, rate), end="", flush=True)
+        elif now - last_print >= 10:
+            print(_progress_line(stats, total, rate), flush=True)
+            last_print = now
+        for role, proc in stack.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{role} died (exit {proc.returncode}); see {logs}/{role}.log")
+        if producer.error is not None:
+            raise RuntimeError(f"replay failed: {producer.error!r}")
+        if not producer.is_alive() and done >= total:
+            print()
+            return
 
 
 def run_demo(settings: Settings, args) -> int:
-    if not _port_pair_free(settings.web_host, settings.web_port):
-        port = _free_port_pair(settings.web_host)
-        print(f"ports {settings.web_port}/{settings.web_port + 1} are taken; the worker and trainer use "
-              f"{port}/{port + 1}", flush=True)
-        settings = settings.replace(web_port=port)
+    settings = _ports(settings)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     events = load_dataset("ml-100k", args.limit)
@@ -112,47 +144,14 @@ def run_demo(settings: Settings, args) -> int:
         s = stack.settings
         print(f"Kafka {s.kafka_bootstrap}; worker {stack.worker_url}/metrics; trainer :{s.web_port + 1}/metrics",
               flush=True)
-        from .replay import replay
-        import topics
-
-        result: dict = {}
-
-        def produce() -> None:
-            try:
-                result["sent"], result["bad"] = replay(events, s.kafka_bootstrap, topics.events(s).name, args.rate,
-                                                       args.malformed_every)
-            except BaseException as exc:  # reported by the main loop
-                result["error"] = exc
-
+        producer = _Producer(events, s, args.rate, args.malformed_every)
         t0 = time.monotonic()
-        producer = threading.Thread(target=produce, daemon=True)
         producer.start()
-        tty = sys.stdout.isatty()
-        last_done, last_t, last_print = 0, t0, 0.0
-        while True:
-            time.sleep(1.0)
-            stats = stack.stats()
-            done = stats["applied"] + stats["dead_letters"]
-            now = time.monotonic()
-            rate = (done - last_done) / (now - last_t)
-            last_done, last_t = done, now
-            if tty:
-                print("\r" + _progress_line(stats, total, rate), end="", flush=True)
-            elif now - last_print >= 10:
-                print(_progress_line(stats, total, rate), flush=True)
-                last_print = now
-            for role, proc in stack.procs.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{role} died (exit {proc.returncode}); see {out}/logs/{role}.log")
-            if "error" in result:
-                raise RuntimeError(f"replay failed: {result['error']!r}")
-            if not producer.is_alive() and done >= total:
-                break
+        _watch(stack, producer, total, out / "logs")
         seconds = time.monotonic() - t0
-        print()
         final = stack.stats(fresh=True)
-    report = render_report(final, {"dataset": "ml-100k", "sent": result.get("sent", 0),
-                                   "malformed": result.get("bad", 0), "seconds": seconds})
+    report = render_report(final, {"dataset": "ml-100k", "sent": producer.sent, "malformed": producer.bad,
+                                   "seconds": seconds})
     (out / "demo-report.md").write_text(report)
     print(report)
     print(f"report saved to {out / 'demo-report.md'}")

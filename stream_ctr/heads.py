@@ -16,12 +16,32 @@ True
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 
 from .correction import Targets
 
-__all__ = ["UserHead", "sigmoid"]
+__all__ = ["HeadParams", "UserHead", "sigmoid"]
+
+
+@dataclass(frozen=True)
+class HeadParams:
+    """How per-user heads learn. The one owner of these defaults: settings, heads and the evaluator read them.
+
+    ``window`` events feed the rolling local CTR, which is shrunk toward the global CTR by ``shrinkage``
+    pseudo-events; each batch takes ``steps`` SGD steps of size ``lr`` with an L2 pull ``l2`` toward zero.
+    """
+
+    window: int = 100
+    shrinkage: float = 20.0
+    lr: float = 0.05
+    l2: float = 0.01
+    steps: int = 1
+
+    @classmethod
+    def from_settings(cls, s) -> "HeadParams":
+        return cls(s.ctr_window, s.shrinkage, s.head_lr, s.head_l2, s.head_steps)
 
 
 def sigmoid(z):
@@ -33,7 +53,7 @@ class UserHead:
 
     __slots__ = ("b", "w", "lr", "l2", "steps")
 
-    def __init__(self, dim: int, lr: float = 0.05, l2: float = 0.01, steps: int = 1):
+    def __init__(self, dim: int, lr: float = HeadParams.lr, l2: float = HeadParams.l2, steps: int = HeadParams.steps):
         self.b = 0.0
         self.w = np.zeros(dim, dtype=np.float32)
         self.lr, self.l2, self.steps = lr, l2, steps

@@ -5,8 +5,8 @@ For a batch of events it (1) scores every event with every arm's model, as they 
 user's labels for the fine-tuned arms and takes a head step. Events at or below a user's last applied offset
 are skipped, so a redelivered batch is not learned twice.
 
-Arms: ``global`` (the snapshot alone), ``ft`` (a head fine-tuned on raw labels) and ``ft_lc`` (a head
-fine-tuned on label-corrected targets).
+The arms (:mod:`stream_ctr.arms`): ``global`` (the snapshot alone), ``ft`` (a head fine-tuned on raw labels)
+and ``ft_lc`` (a head fine-tuned on label-corrected targets).
 """
 
 from __future__ import annotations
@@ -17,30 +17,14 @@ from typing import MutableMapping, Sequence
 
 import numpy as np
 
+from .arms import ARMS, FINE_TUNED
 from .correction import correct
 from .events import Event
-from .heads import sigmoid
+from .heads import HeadParams, sigmoid
 from .snapshot import LoadedModel
 from .state import UserState
 
-__all__ = ["ARMS", "HeadParams", "BatchResult", "test_then_train"]
-
-#: Fine-tuned arm -> correction method. ``global`` has no head.
-FINE_TUNED = {"ft": "none", "ft_lc": "lc"}
-ARMS = ("global", *FINE_TUNED)
-
-
-@dataclass(frozen=True)
-class HeadParams:
-    window: int = 100
-    shrinkage: float = 20.0
-    lr: float = 0.05
-    l2: float = 0.01
-    steps: int = 1
-
-    @classmethod
-    def from_settings(cls, s) -> "HeadParams":
-        return cls(s.ctr_window, s.shrinkage, s.head_lr, s.head_l2, s.head_steps)
+__all__ = ["BatchResult", "test_then_train"]
 
 
 @dataclass

@@ -70,9 +70,7 @@ class WorkerMetrics:
         self.global_ctr = Gauge("stream_ctr_global_ctr", "Global CTR p_g of the model in use", registry=r)
         self.model_version = Gauge("stream_ctr_model_version", "Version of the model snapshot in use", registry=r)
         self.swaps = Counter("stream_ctr_model_swaps", "Model snapshots swapped in", registry=r)
-        self.swap_time = Gauge("stream_ctr_model_swap_timestamp_seconds", "When the model in use was swapped in",
-                               registry=r)
-        for gauge in (self.global_ctr, self.model_version, self.swap_time):
+        for gauge in (self.global_ctr, self.model_version):
             gauge.set(float("nan"))  # no model yet: 0 would read as a real CTR or version
         self.batch_seconds = Histogram("stream_ctr_batch_seconds", "Time to test-then-train one batch",
                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r)
@@ -84,6 +82,16 @@ class WorkerMetrics:
         self._summaries: dict[str, dict] = {"window": empty, "lifetime": {**empty, "lifetime_truncated": 0}}
         self.refreshed_at = 0.0
         r.register(_WorkerCollector(self))
+
+    def count(self, outcome: str) -> int:
+        """Events consumed with ``outcome`` (``applied``, ``duplicate``, ``dead_letter``) so far."""
+        return int(self.registry.get_sample_value("stream_ctr_events_total", {"outcome": outcome}) or 0)
+
+    def model_swapped(self, snapshot) -> None:
+        """A newer :class:`~stream_ctr.snapshot.Snapshot` is in use."""
+        self.swaps.inc()
+        self.model_version.set(snapshot.version)
+        self.global_ctr.set(snapshot.global_ctr)
 
     def observe(self, result, partition_of: dict[str, int] | None = None) -> None:
         """Account for one :class:`~stream_ctr.learning.BatchResult` (predictions, drift, outcome counts);
@@ -137,6 +145,13 @@ class TrainerMetrics:
             gauge.set(float("nan"))
         self.step_seconds = Histogram("stream_ctr_trainer_batch_seconds", "Time to train on one consumed batch",
                                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
+
+    def published(self, snapshot, size: int) -> None:
+        """The trainer published ``snapshot`` (``size`` bytes) to ``ctr.model``."""
+        self.model_version.set(snapshot.version)
+        self.global_ctr.set(snapshot.global_ctr)
+        self.snapshot_bytes.set(size)
+        self.snapshots.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -11,13 +11,11 @@ import threading
 
 import numpy as np
 
+from .arms import PAIRS
 from .bootstrap import UserBootstrap
 from .metrics import auc, calibration, logloss, per_user_auc
 
-__all__ = ["OnlineMetrics", "PAIRS"]
-
-#: Arm comparisons reported with a paired bootstrap CI over users: (arm, baseline).
-PAIRS = (("ft", "global"), ("ft_lc", "global"), ("ft_lc", "ft"))
+__all__ = ["OnlineMetrics"]
 
 
 class _Buffer:

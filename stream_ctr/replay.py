@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable
+from typing import Iterable
 
 from kafka import KafkaProducer
 
@@ -33,7 +33,6 @@ def replay(
     topic: str,
     rate: float = 0.0,
     malformed_every: int = 0,
-    on_progress: Callable[[int], None] | None = None,
 ) -> tuple[int, int]:
     """Send ``events`` in order at ``rate`` events/s (0 = as fast as the broker takes them).
 
@@ -55,8 +54,6 @@ def replay(
                 ahead = sent / rate - (time.monotonic() - start)
                 if ahead > 0:
                     time.sleep(ahead)
-            if on_progress is not None and sent % 1000 == 0:
-                on_progress(sent)
         prod.flush()
     finally:
         prod.close()

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import orjson
 
-import topics
-
+from . import topics
 from .broker.admin import ensure_topics
 from .broker.kafka import broker_for
 from .config import Settings
@@ -65,15 +64,8 @@ class Stack:
         return self
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["PYTHONUNBUFFERED"] = "1"  # process logs readable while they run
-        env["KAFKA_BOOTSTRAP"] = self.settings.kafka_bootstrap
-        env["STREAM_CTR_TOPIC_PREFIX"] = self.settings.topic_prefix
-        env["STREAM_CTR_APP_ID"] = self.settings.app_id
-        env["STREAM_CTR_WEB_PORT"] = str(self.settings.web_port)
-        env["STREAM_CTR_FEATURES"] = self.settings.features
-        env["STREAM_CTR_EVENTS_PARTITIONS"] = str(self.settings.events_partitions)
-        return env
+        """The children see exactly this stack's settings (every knob), plus unbuffered logs."""
+        return {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
 
     def spawn(self, role: str) -> subprocess.Popen:
         log = open(self.log_dir / f"{role}.log", "wb")

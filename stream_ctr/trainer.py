@@ -11,7 +11,8 @@ import torch
 
 from .config import Settings
 from .features import FeatureSpec, HashingEncoder
-from .models import ModelConfig, build_model, train_step
+from .heads import sigmoid
+from .models import ModelConfig, build_model, infer, train_step
 from .snapshot import Snapshot
 
 __all__ = ["GlobalTrainer", "model_config", "feature_spec"]
@@ -89,8 +90,6 @@ class GlobalTrainer:
         return self.snapshot()
 
     def predict_proba(self, events) -> np.ndarray:
-        self.model.eval()
-        with torch.no_grad():
-            ids, vals = self.encoder.encode_events(events)
-            logit, _ = self.model(torch.from_numpy(ids).to(self.device), torch.from_numpy(vals).to(self.device))
-        return torch.sigmoid(logit).cpu().numpy()
+        """Click probabilities of the current weights for ``events`` (what a snapshot taken now would score)."""
+        g, _ = infer(self.model, *self.encoder.encode_events(events))
+        return sigmoid(g)

@@ -1,24 +1,28 @@
-"""Shared fixtures. Broker-tier tests get one real Kafka per session (or ``KAFKA_BOOTSTRAP``) and isolate by
-unique topic prefixes, app ids and ports."""
+"""Shared fixtures, one place for the whole suite (laid out like the package: ``stream_ctr/``, ``agents/``,
+``topics/``, ``grafana/``).
+
+- ``kafka``: one real broker per test run (or ``KAFKA_BOOTSTRAP``); broker-tier tests isolate by unique topic
+  prefixes, app ids and ports from ``settings_factory``;
+- ``make_events``: the synthetic click factory (known per-user taste and prior);
+- ``make_snapshot``: a global-model snapshot, untrained or trained on given events.
+"""
 
 from __future__ import annotations
 
 import itertools
 import os
-import socket
 import uuid
 
 import pytest
 
 from stream_ctr.config import Settings
+from stream_ctr.data import SyntheticConfig, generate_synthetic
+from stream_ctr.net import free_port_pair
 
 _counter = itertools.count()
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+#: Settings of the Kafka-free tiers: the synthetic generator's two features and a small hash space.
+OFFLINE = {"features": "category,segment", "hash_buckets": 2048}
 
 
 @pytest.fixture(scope="session")
@@ -30,24 +34,41 @@ def kafka():
     broker.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def settings_factory(kafka):
     """``settings_factory(**overrides)``: settings on the session broker with a fresh topic prefix, app id and
     two free ports (worker, worker + 1 for the trainer)."""
 
     def make(**overrides) -> Settings:
         tag = f"t{next(_counter)}-{uuid.uuid4().hex[:6]}"
-        port = free_port()
-        while True:
-            try:
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port + 1))
-                break
-            except OSError:
-                port = free_port()
         base = dict(kafka_bootstrap=kafka.bootstrap, topic_prefix=f"{tag}.", app_id=f"stream-ctr-{tag}",
-                    web_port=port, features="category,segment", snapshot_every=1000, batch_size=128,
+                    web_port=free_port_pair(), features="category,segment", snapshot_every=1000, batch_size=128,
                     batch_within_s=0.2)
         return Settings.from_env({}, **{**base, **overrides})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def make_events():
+    """``make_events(users=, events_per_user=, seed=, **cfg)``: the synthetic generator's data (events in time
+    order, true probabilities, per-user priors)."""
+
+    def make(**cfg):
+        return generate_synthetic(SyntheticConfig(**cfg))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def make_snapshot():
+    """``make_snapshot(settings=None, train_on=())``: a snapshot of the global trainer, trained on ``train_on``."""
+    from stream_ctr.trainer import GlobalTrainer
+
+    def make(settings: Settings | None = None, train_on=()):
+        trainer = GlobalTrainer(settings or Settings.from_env({}, **OFFLINE))
+        if train_on:
+            trainer.learn_many(list(train_on))
+        return trainer.snapshot()
 
     return make

@@ -3,6 +3,8 @@
 Agents, the replay producer, the admin that creates topics and the tests all read these declarations; nothing
 else spells a topic name.
 
+Installed as ``stream_ctr.topics`` (the folder keeps its top-level place in the repository).
+
 >>> from stream_ctr.config import Settings
 >>> [t.name for t in declared(Settings(topic_prefix="t1."))]
 ['t1.ctr.events', 't1.ctr.events.dlq', 't1.ctr.model']
@@ -12,10 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["TopicSpec", "declared", "events", "dead_letters", "model"]
+__all__ = ["MAX_RECORD_BYTES", "TopicSpec", "declared", "events", "dead_letters", "model"]
 
-#: Largest record the model topic accepts: a snapshot of the default DeepFM is ~1.2 MB.
-MODEL_MAX_BYTES = 64 * 1024 * 1024
+#: Largest record stream-ctr writes or reads (a model snapshot; the default DeepFM is ~1.2 MB). The broker, the
+#: model topic, producers and snapshot consumers all take this one value.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ def model(settings) -> TopicSpec:
     """Global model snapshots (:class:`stream_ctr.snapshot.Snapshot`), key ``global``; compacted, so the newest
     snapshot is always there for a starting scorer."""
     return TopicSpec(settings.topic("ctr.model"), "model name", "Snapshot bytes", 1, compacted=True,
-                     config={"max.message.bytes": MODEL_MAX_BYTES})
+                     config={"max.message.bytes": MAX_RECORD_BYTES})
 
 
 def declared(settings) -> list[TopicSpec]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-__all__ = ["ensure_topics"]
+__all__ = ["ensure_topics", "topic_partitions"]
 
 
 def ensure_topics(bootstrap: str, specs) -> list[str]:
@@ -22,5 +24,23 @@ def ensure_topics(bootstrap: str, specs) -> list[str]:
             except TopicAlreadyExistsError:
                 pass  # another process won the race; the declaration is the same
         return [t.name for t in new]
+    finally:
+        admin.close()
+
+
+def topic_partitions(bootstrap: str, topic: str, timeout: float = 20.0) -> list[int]:
+    """The partition ids of ``topic``, waiting up to ``timeout`` seconds for it to exist."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if topic in set(admin.list_topics()):
+                (desc,) = admin.describe_topics([topic])
+                parts = sorted(p["partition_index"] for p in desc["partitions"])
+                if parts:
+                    return parts
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topic {topic} does not exist; run `stream-ctr up` or create the declared topics")
+            time.sleep(0.2)
     finally:
         admin.close()

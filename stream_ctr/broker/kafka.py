@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,6 +22,9 @@ from pathlib import Path
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
+
+from ..net import free_port
+from ..topics import MAX_RECORD_BYTES
 
 __all__ = ["ExternalKafka", "LocalKafka", "broker_for", "ensure_jars"]
 
@@ -52,12 +54,6 @@ def ensure_jars(version: str = KAFKA_VERSION) -> Path:
     shutil.rmtree(libs, ignore_errors=True)
     tmp.rename(libs)
     return libs
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ExternalKafka:
@@ -94,7 +90,7 @@ class LocalKafka:
         return f"127.0.0.1:{self.port}"
 
     def _write_config(self) -> Path:
-        self.port, self.controller_port = _free_port(), _free_port()
+        self.port, self.controller_port = free_port(), free_port()
         cfg = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -113,7 +109,7 @@ class LocalKafka:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
-            "message.max.bytes": str(64 * 1024 * 1024),
+            "message.max.bytes": str(MAX_RECORD_BYTES),
             "log.cleaner.backoff.ms": "1000",
         }
         path = self.workdir / "server.properties"

@@ -17,11 +17,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..correction import shrunk_ctr
-from ..heads import sigmoid
+from ..heads import HeadParams, sigmoid
 from ..metrics import auc, calibration, logloss, per_user_auc
-from ..models import FAMILIES
 from ..bootstrap import UserBootstrap
-from ..models import infer
+from ..models import FAMILIES, infer
 from .cloud import CloudConfig, train_cloud
 from .finetune import SCOPES, FullScope, HeadScope
 from .split import Protocol, SplitData, split_events
@@ -41,7 +40,7 @@ class EvalConfig:
     seed: int = 0
     cloud: CloudConfig = CloudConfig()
     protocol: Protocol = Protocol()
-    shrinkage: float = 20.0  # pseudo-events pulling p_u toward p_g (the service's default)
+    shrinkage: float = HeadParams.shrinkage  # pseudo-events pulling p_u toward p_g (the service's default)
     n_boot: int = 1000
     max_users: int | None = None  # evaluate at most this many users (seeded sample); None = all
     full_max_users: int | None = 200  # the full scope's user sample; None = all evaluated users
@@ -80,9 +79,6 @@ class Result:
     meta: dict
     local_ctr: np.ndarray  # per evaluated user: click share over all of the user's events
     per_user: dict[str, ScopeUsers]  # scope -> per-user material
-    test_index: dict[str, np.ndarray] = field(default_factory=dict)  # scope -> test events (indexes into events)
-    # (model, scope) -> mode -> predictions on test_index[scope]
-    preds: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 def _sample(data: SplitData, n: int | None, seed: int) -> SplitData:
@@ -125,7 +121,7 @@ def _run(events, spec, cfg: EvalConfig, dataset: str) -> Result:
         per_user[s] = ScopeUsers([d.user_names[c] for c in u], _drift(d, p_g, cfg.shrinkage)[pos])
         boots[s] = UserBootstrap(n, cfg.n_boot, cfg.seed)
         test_sets[s] = (test_idx, users, labels)
-    rows, timings, epochs, all_preds = [], {}, {}, {}
+    rows, timings, epochs = [], {}, {}
     bar = tqdm(total=len(cfg.models) * (1 + len(cfg.scopes) * len(ft_modes)), desc=f"evaluate {dataset}",
                disable=not cfg.progress, leave=False)
     torch.manual_seed(cfg.seed)
@@ -149,7 +145,6 @@ def _run(events, spec, cfg: EvalConfig, dataset: str) -> Result:
                 timings[f"{family}/{s}/{mode}"] = round(time.perf_counter() - t0, 2)
                 bar.update(1)
             rows += _score(family, s, preds, choices, users, labels, boots[s], per_user[s])
-            all_preds[(family, s)] = preds
     bar.close()
     meta = {
         "seed": cfg.seed, "global_ctr": p_g, "n_events": int(len(data.labels)),
@@ -161,7 +156,7 @@ def _run(events, spec, cfg: EvalConfig, dataset: str) -> Result:
         "cloud_epochs": epochs, "timings_s": timings, "total_s": round(time.perf_counter() - t_start, 1),
     }
     local = np.array([data.labels[data.user == c].mean() for c in data.evaluated])
-    return Result(dataset, rows, meta, local, per_user, {s: t[0] for s, t in test_sets.items()}, all_preds)
+    return Result(dataset, rows, meta, local, per_user)
 
 
 def _score(family, scope, preds, choices, users, labels, boot: UserBootstrap, pu: ScopeUsers) -> list[dict]:

@@ -13,7 +13,7 @@ winner, and the test part is scored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,7 +46,6 @@ class Choice:
     l2: float
     steps: int
     val_gauc: float
-    table: list[dict] = field(default_factory=list)  # every configuration tried with its validation gAUC
 
 
 def _users(data: SplitData, parts) -> np.ndarray:
@@ -63,7 +62,6 @@ def tune_and_fit(scope, data: SplitData, method: str, grid: Grid, shrinkage: flo
     val_labels = np.concatenate([data.labels[v] for v in data.val])
     checkpoints = sorted(grid.steps)
     best: Choice | None = None
-    table = []
     for lr in grid.lrs:
         for l2 in grid.l2s:
             preds = trajectory(scope, data, data.fit, data.val, method, lr, l2, checkpoints, shrinkage, p_g)
@@ -71,11 +69,9 @@ def tune_and_fit(scope, data: SplitData, method: str, grid: Grid, shrinkage: flo
                 # A diverged fine-tune (non-finite predictions) is disqualified: ranks would hide the NaNs.
                 score = gauc(val_users, val_labels, p) if np.isfinite(p).all() else np.nan
                 score = -np.inf if np.isnan(score) else score
-                table.append({"lr": lr, "l2": l2, "steps": steps, "val_gauc": float(score)})
                 if best is None or score > best.val_gauc:
                     best = Choice(lr, l2, steps, float(score))
     assert best is not None
-    best.table = table
     ft_parts = [data.ft(k) for k in range(len(data.evaluated))]
     (test_pred,) = trajectory(scope, data, ft_parts, data.test, method, best.lr, best.l2, [best.steps],
                               shrinkage, p_g)

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 
+from stream_ctr.arms import ARMS
 from stream_ctr.metrics import gauc
 from stream_ctr.online_metrics import OnlineMetrics
-
-ARMS = ("global", "ft", "ft_lc")
 
 
 def _stream(n=4000, users=40, seed=0):

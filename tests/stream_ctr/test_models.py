@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from stream_ctr.config import Settings
-from stream_ctr.data import SyntheticConfig, generate_synthetic
 from stream_ctr.metrics import auc
 from stream_ctr.models import FAMILIES, ModelConfig, build_model
 from stream_ctr.snapshot import Snapshot
@@ -37,10 +36,10 @@ def test_seeded_build_is_deterministic(family):
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
-def test_snapshot_roundtrip_scores_identically(family):
+def test_snapshot_roundtrip_scores_identically(family, make_events):
     settings = Settings.from_env({}, model_family=family, features="category,segment", hash_buckets=512)
     trainer = GlobalTrainer(settings)
-    events = generate_synthetic(SyntheticConfig(users=20, events_per_user=20)).events
+    events = make_events(users=20, events_per_user=20).events
     trainer.learn_many(events)
     snap = Snapshot.from_bytes(trainer.snapshot().to_bytes())
     assert snap.family == family and snap.samples == len(events)
@@ -51,9 +50,9 @@ def test_snapshot_roundtrip_scores_identically(family):
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
-def test_every_family_learns_synthetic_clicks(family):
+def test_every_family_learns_synthetic_clicks(family, make_events):
     # Strong per-user priors: what every family can learn from user ids alone.
-    data = generate_synthetic(SyntheticConfig(users=150, events_per_user=60, drift=1.5, seed=1))
+    data = make_events(users=150, events_per_user=60, drift=1.5, seed=1)
     settings = Settings.from_env({}, model_family=family, features="category,segment", hash_buckets=4096,
                                  trainer_lr=0.01)
     trainer = GlobalTrainer(settings)

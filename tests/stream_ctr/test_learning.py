@@ -1,20 +1,16 @@
 import numpy as np
 import pytest
 
-from stream_ctr.config import Settings
-from stream_ctr.data import SyntheticConfig, generate_synthetic
 from stream_ctr import learning
-from stream_ctr.learning import ARMS, HeadParams
+from stream_ctr.arms import ARMS
+from stream_ctr.heads import HeadParams
 from stream_ctr.state import UserState
-from stream_ctr.trainer import GlobalTrainer
 
 
 @pytest.fixture(scope="module")
-def model_and_events():
-    data = generate_synthetic(SyntheticConfig(users=40, events_per_user=50, seed=2))
-    trainer = GlobalTrainer(Settings.from_env({}, features="category,segment", hash_buckets=2048))
-    trainer.learn_many(data.events[:1000])
-    return trainer.snapshot().build(), data.events
+def model_and_events(make_events, make_snapshot):
+    events = make_events(users=40, events_per_user=50, seed=2).events
+    return make_snapshot(train_on=events[:1000]).build(), events
 
 
 def test_scores_before_learning_and_counts_exactly(model_and_events):

@@ -1,11 +1,10 @@
-"""The Grafana dashboard and the alert rules, proven against a real Prometheus (no Grafana, no Kafka).
+"""The Grafana dashboard and the alert rules, proven against a real Prometheus scraping the real service.
 
-A module fixture runs the core loop in a thread: the global trainer learns synthetic clicks and publishes
-snapshots, the worker hot-swaps them (``Snapshot.build``) and runs :func:`test_then_train`, recording into a
-:class:`WorkerMetrics` / :class:`TrainerMetrics` exactly as ``agents/`` do. Two tiny HTTP servers expose
-``/metrics``; a real ``prometheus`` scrapes them every second with ``docker/prometheus.yml`` (targets rewritten)
-and evaluates ``grafana/alerts.yml``. Then every panel query of ``grafana/dashboards/stream-ctr.json`` must
-return data.
+A module fixture starts the service as ``stream-ctr up`` does (:class:`~stream_ctr.stack.Stack`: the session's
+Kafka, the personalize worker and the trainer as processes) and keeps synthetic clicks, with malformed records
+mixed in, flowing into ``ctr.events``. A real ``prometheus`` scrapes both processes every second with
+``docker/prometheus.yml`` (targets rewritten) and evaluates ``grafana/alerts.yml``. Then every panel query of
+``grafana/dashboards/stream-ctr.json`` must return data.
 """
 
 from __future__ import annotations
@@ -13,21 +12,27 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.prometheus
+from stream_ctr import topics
+from stream_ctr.arms import ARMS
+from stream_ctr.events import InvalidEvent, parse_event
+from stream_ctr.net import free_port
+from stream_ctr.replay import MALFORMED_SAMPLES, replay
+from stream_ctr.stack import Stack
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.prometheus, pytest.mark.broker]
+
+ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "grafana" / "dashboards" / "stream-ctr.json"
 ALERTS = ROOT / "grafana" / "alerts.yml"
 PROM_CONFIG = ROOT / "docker" / "prometheus.yml"
@@ -37,18 +42,13 @@ PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 #: Grafana's built-in interval variables, as a 1 s scrape makes them meaningful.
 GRAFANA_VARS = {"__rate_interval": "30s", "__interval": "5s", "__range": "5m", "__range_s": "300"}
 _VAR = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
-QUERY_DEADLINE_S = 30.0
+QUERY_DEADLINE_S = 45.0
+USERS = 120
 
 
 def _need(binary: str) -> None:
     if not Path(binary).exists():
         pytest.skip(f"{binary} not installed (Debian package 'prometheus'); the prometheus tier needs it")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def substitute(expr: str) -> str:
@@ -76,142 +76,53 @@ def panel_targets():
             for t in p.get("targets", [])]
 
 
-# --- the service under test: core loop + metrics, no Kafka ------------------------------------------------------
+# --- the service under test: the real worker and trainer processes on the session broker --------------------------
 
 
-class _Service:
-    """The worker and the trainer of ``agents/``, minus Kafka: same calls, same metric updates."""
+class _Feeder(threading.Thread):
+    """Replays the synthetic clicks (plus one of each malformed sample per pass) at a steady rate until stopped."""
 
-    BATCH = 120
-
-    def __init__(self):
-        import numpy as np
-        import torch
-
-        from stream_ctr.config import Settings
-        from stream_ctr.data.synthetic import SyntheticConfig, generate_synthetic
-        from stream_ctr.events import encode_event
-        from stream_ctr.learning import ARMS, HeadParams
-        from stream_ctr.monitoring import TrainerMetrics, WorkerMetrics
-        from stream_ctr.snapshot import SnapshotHolder
-        from stream_ctr.trainer import GlobalTrainer
-
-        torch.set_num_threads(1)
-        self.np = np
-        self.settings = Settings.from_env({}, features="category,segment", snapshot_every=1500, trainer_batch=128,
-                                          metrics_window=2000)
-        self.data = generate_synthetic(SyntheticConfig(users=120, events_per_user=40, seed=11))
-        self.raw = [(e.user_id.encode(), encode_event(e)) for e in self.data.events]
-        self.user_ids = set(self.data.user_prior)
-        self.worker, self.trainer_metrics = WorkerMetrics(ARMS, self.settings.metrics_window), TrainerMetrics()
-        self.trainer = GlobalTrainer(self.settings)
-        self.holder = SnapshotHolder()
-        self.params = HeadParams.from_settings(self.settings)
-        self.states: dict = {}
-        self.lock = threading.Lock()
-        self.offset = 0
-        self.pos = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    def __init__(self, events, settings, rate: float = 300.0):
+        super().__init__(daemon=True, name="dashboards-feeder")
+        self.events, self.settings, self.rate = events, settings, rate
+        self.stopped = threading.Event()
         self.error: BaseException | None = None
-        self._publish(self.trainer.snapshot())  # v0, as the trainer agent does before any sample
 
-    def _publish(self, snap) -> None:
-        from stream_ctr.snapshot import Snapshot
-
-        data = snap.to_bytes()
-        tm = self.trainer_metrics
-        tm.model_version.set(snap.version)
-        tm.global_ctr.set(snap.global_ctr)
-        tm.snapshot_bytes.set(len(data))
-        received = Snapshot.from_bytes(data)  # what a worker reads from ctr.model
-        if self.holder.offer(received):  # builds the LoadedModel (Snapshot.build)
-            self.worker.swaps.inc()
-            self.worker.model_version.set(received.version)
-            self.worker.global_ctr.set(received.global_ctr)
-
-    def step(self) -> None:
-        """One personalize batch and one trainer batch, with a few dead letters and redeliveries mixed in."""
-        from stream_ctr.events import InvalidEvent, parse_event
-        from stream_ctr.learning import test_then_train
-
-        n = len(self.raw)
-        chunk = [self.raw[(self.pos + i) % n] for i in range(self.BATCH)]
-        self.pos = (self.pos + self.BATCH) % n
-        bad = [(b"u0", b"{not json"), (b"u1", b'{"event_id": "x"}'), (b"u2", b"[1]")]
-        w, tm = self.worker, self.trainer_metrics
-        records, events = [], []
-        with self.lock:
-            for key, value in bad + chunk:
-                try:
-                    event = parse_event(value, key)
-                except InvalidEvent as err:
-                    w.dead_lettered(err.reason)
-                    tm.skipped.inc()
-                    continue
-                records.append((event, self.offset))
-                events.append(event)
-                self.offset += 1
-            records += records[:5]  # a redelivery: same offsets again, skipped as duplicates
-            with w.batch_seconds.time():
-                result = test_then_train(records, self.holder.current, self.states, self.params)
-            w.observe(result)
-            w.refresh()
-
-            with tm.step_seconds.time():
-                self.trainer.learn_many(events)
-            tm.samples.inc(len(events))
-            tm.loss.set(self.trainer.last_loss)
-            snap = self.trainer.maybe_snapshot()
-            if snap is not None:
-                self._publish(snap)
-
-    def render_worker(self) -> bytes:
-        with self.lock:  # the agent renders on the event loop that feeds it; here they are two threads
-            return self.worker.render()
-
-    def render_trainer(self) -> bytes:
-        with self.lock:
-            return self.trainer_metrics.render()
-
-    def _run(self) -> None:
+    def run(self) -> None:
+        chunk = 600
         try:
-            while not self._stop.wait(0.1):
-                self.step()
+            while not self.stopped.is_set():
+                for lo in range(0, len(self.events), chunk):
+                    if self.stopped.is_set():
+                        return
+                    replay(self.events[lo: lo + chunk], self.settings.kafka_bootstrap,
+                           topics.events(self.settings).name, self.rate, malformed_every=chunk // 6)
         except BaseException as exc:  # surfaced by the tests instead of dying silently in a thread
             self.error = exc
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="stream-ctr-feeder", daemon=True)
-        self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+@dataclass
+class _Service:
+    port: int  # the worker's; the trainer's is port + 1
+    feeder: _Feeder
+    user_ids: set[str]
 
 
-def _serve(render) -> ThreadingHTTPServer:
-    from prometheus_client import CONTENT_TYPE_LATEST
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server API)
-            if self.path.split("?")[0] != "/metrics":
-                self.send_error(404)
-                return
-            body = render()
-            self.send_response(200)
-            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
-    return server
+@pytest.fixture(scope="module")
+def service(settings_factory, make_events, tmp_path_factory):
+    _need(PROMETHEUS)
+    data = make_events(users=USERS, events_per_user=40, seed=11)
+    settings = settings_factory(snapshot_every=1500, metrics_window=2000, metrics_refresh_s=1.0)
+    with Stack(settings, tmp_path_factory.mktemp("stack-logs")) as stack:
+        feeder = _Feeder(data.events, stack.settings)
+        feeder.start()
+        deadline = time.monotonic() + 120
+        while stack.stats()["applied"] < 3000:  # every arm has a gAUC before the first scrape
+            assert feeder.error is None and time.monotonic() < deadline, feeder.error or stack.stats()
+            time.sleep(0.5)
+        yield _Service(stack.settings.web_port, feeder, {e.user_id for e in data.events})
+        feeder.stopped.set()
+        feeder.join(timeout=30)
 
 
 class _Prometheus:
@@ -245,22 +156,10 @@ def write_config(dest: Path, worker_port: int, trainer_port: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def service():
-    svc = _Service()
-    for _ in range(25):  # ~3000 events before the first scrape, so every arm has a gAUC
-        svc.step()
-    svc.start()
-    yield svc
-    svc.stop()
-
-
-@pytest.fixture(scope="module")
 def prometheus(service, tmp_path_factory):
-    _need(PROMETHEUS)
     tmp = tmp_path_factory.mktemp("prometheus")
-    servers = [_serve(service.render_worker), _serve(service.render_trainer)]
-    cfg = write_config(tmp, servers[0].server_address[1], servers[1].server_address[1])
-    port = _free_port()
+    cfg = write_config(tmp, service.port, service.port + 1)
+    port = free_port()
     log = tmp / "prometheus.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -290,9 +189,6 @@ def prometheus(service, tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        for s in servers:
-            s.shutdown()
-            s.server_close()
 
 
 # --- (a) promtool ------------------------------------------------------------------------------------------------
@@ -413,7 +309,7 @@ def test_every_panel_query_returns_data(prometheus, service):
     last: dict = {}
     deadline = time.monotonic() + QUERY_DEADLINE_S  # rate() needs two scrapes inside its window
     while pending and time.monotonic() < deadline:
-        assert service.error is None, f"feeder thread died: {service.error!r}"
+        assert service.feeder.error is None, f"feeder thread died: {service.feeder.error!r}"
         for key, expr in list(pending.items()):
             last[key] = prometheus.query(expr)
             if _has_data(last[key]):
@@ -433,15 +329,20 @@ def test_panel_values_are_plausible(prometheus):
         assert len(res) == 1, (expr, res)
         return float(res[0]["value"][1])
 
-    assert scalar('sum(stream_ctr_users{job="stream-ctr-worker"})') == 120
+    assert scalar('sum(stream_ctr_users{job="stream-ctr-worker"})') == USERS
     assert 0.0 < scalar('avg(stream_ctr_global_ctr{job="stream-ctr-worker"})') < 1.0
     assert scalar('max(stream_ctr_model_version{job="stream-ctr-trainer"})') >= 1
     gauc = prometheus.query('stream_ctr_arm_gauc{job="stream-ctr-worker"}')["data"]["result"]
     assert {(s["metric"]["arm"], s["metric"]["scope"]) for s in gauc} == {
-        (a, s) for a in ("global", "ft", "ft_lc") for s in ("window", "lifetime")}
+        (a, s) for a in ARMS for s in ("window", "lifetime")}
     assert all(0.0 <= float(s["value"][1]) <= 1.0 for s in gauc)
     reasons = prometheus.query('stream_ctr_dead_letter_total{job="stream-ctr-worker"} > 0')["data"]["result"]
-    assert {s["metric"]["reason"] for s in reasons} == {"not_json", "missing_field", "not_object"}
+    injected = set()
+    for key, value in MALFORMED_SAMPLES:
+        with pytest.raises(InvalidEvent) as err:
+            parse_event(value, key)
+        injected.add(err.value.reason)
+    assert {s["metric"]["reason"] for s in reasons} == injected
     p50 = scalar('histogram_quantile(0.5, sum by (le) (stream_ctr_user_ctr_drift_bucket{job="stream-ctr-worker"}))')
     assert 0.0 <= p50 <= 0.7
 
@@ -469,8 +370,11 @@ def test_no_user_label_or_value(prometheus, service):
     from prometheus_client.parser import text_string_to_metric_families
 
     users = service.user_ids
-    assert users and all(u.startswith("u") for u in users)
-    for body in (service.render_worker(), service.render_trainer()):
+    assert len(users) == USERS
+    port = service.port
+    for url in (f"http://127.0.0.1:{port}/metrics", f"http://127.0.0.1:{port + 1}/metrics"):
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            body = resp.read()
         for family in text_string_to_metric_families(body.decode()):
             for sample in family.samples:
                 assert not {"user", "user_id", "uid"} & set(sample.labels), (family.name, sample.labels)

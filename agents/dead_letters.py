@@ -1,0 +1,27 @@
+"""The dead-letter path: a record that fails validation goes to ``ctr.events.dlq`` untouched, with why and where.
+
+The value and key are the original raw bytes; headers carry ``reason`` (a closed set,
+:data:`stream_ctr.events.DLQ_REASONS`), ``detail`` and the source ``topic``, ``partition`` and ``offset``, so an
+operator can find and replay it. Every dead letter is counted by reason.
+"""
+
+from __future__ import annotations
+
+from stream_ctr.events import InvalidEvent
+from stream_ctr.monitoring import WorkerMetrics
+
+__all__ = ["DeadLetters"]
+
+
+class DeadLetters:
+    def __init__(self, topic, metrics: WorkerMetrics):
+        self.topic = topic  # a Faust topic (anything with an async ``send(key=, value=, headers=)``)
+        self.metrics = metrics
+
+    async def send(self, event, err: InvalidEvent) -> None:
+        """Dead-letter one Faust ``event`` (its message and raw bytes) for ``err``."""
+        msg = event.message
+        headers = {"reason": err.reason.encode(), "detail": err.detail.encode(), "topic": msg.topic.encode(),
+                   "partition": str(msg.partition).encode(), "offset": str(msg.offset).encode()}
+        await self.topic.send(key=event.key, value=event.value or b"", headers=headers)
+        self.metrics.dead_lettered(err.reason)
