@@ -46,8 +46,8 @@ def create_app(settings: Settings, role: str, web_port: int) -> faust.App:
         producer_max_request_size=MAX_RECORD_BYTES,
         consumer_auto_offset_reset="earliest",
         web_enabled=True,
-        web_bind=settings.web_host,
-        web_host=settings.web_host,
+        web_bind=settings.web_bind,
+        web_host=settings.advertised_host,  # canonical URL: where other workers forward a user's requests
         web_port=web_port,
     )
 

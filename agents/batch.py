@@ -1,14 +1,19 @@
-"""One batch of the personalize worker: validate, dead-letter the bad records, test-then-train the good ones.
+"""One batch of the personalize worker: validate, dead-letter the bad records, attribute the events that answer a
+scoring request to its arm, and test-then-train the good ones.
 
 :class:`PersonalizeStep` is the unit the agent calls per batch. It scores the whole batch with one model snapshot
-(so a swap never lands mid-batch) and writes each user's state once per batch (one changelog record a user).
+(so a swap never lands mid-batch) and writes each user's state once per batch (one changelog record a user; a
+second one only the first time a user is counted among an experiment arm's users).
 """
 
 from __future__ import annotations
 
+import time
 from typing import MutableMapping, Sequence
 
-from stream_ctr.events import InvalidEvent, parse_event
+from stream_ctr.ab.assignment import Experiment
+from stream_ctr.ab.attribution import ArmResults, PendingExposures
+from stream_ctr.events import Event, InvalidEvent, parse_event
 from stream_ctr.heads import HeadParams
 from stream_ctr.learning import BatchResult, test_then_train
 from stream_ctr.monitoring import WorkerMetrics
@@ -22,12 +27,14 @@ __all__ = ["PersonalizeStep"]
 
 class PersonalizeStep:
     def __init__(self, users: MutableMapping[str, UserState], holder: SnapshotHolder, metrics: WorkerMetrics,
-                 dead_letters: DeadLetters, params: HeadParams):
+                 dead_letters: DeadLetters, params: HeadParams, experiment: Experiment, pending: PendingExposures,
+                 results: ArmResults):
         self.users = users  # the Faust table in a worker; any mapping in the in-process tests
         self.holder = holder
         self.metrics = metrics
         self.dead_letters = dead_letters
         self.params = params
+        self.experiment, self.pending, self.results = experiment, pending, results
 
     async def __call__(self, batch: Sequence) -> BatchResult:
         """Process Faust ``batch`` (events with ``.key``, ``.value``, ``.message``) in offset order."""
@@ -44,4 +51,32 @@ class PersonalizeStep:
         with self.metrics.batch_seconds.time():
             result = test_then_train(records, model, self.users, self.params)
         self.metrics.observe(result, partition_of)
+        self._count_new_users(self._attribute(result.events))
         return result
+
+    def _attribute(self, events: list[Event]) -> dict[str, str]:
+        """Record the applied events (never a skipped redelivery) that answer a pending scoring request; returns
+        user -> arm of those in the experiment."""
+        exposed, now = {}, time.time()
+        for event in events:
+            if event.request_id is None:
+                continue
+            match = self.pending.match(event.request_id, event.item_id, now)
+            if isinstance(match, str):
+                self.results.unattributed[match] += 1
+                continue
+            served, score = match
+            if served.in_experiment:
+                self.results.impression(served.arm, event.user_id, event.label, score)
+                exposed[event.user_id] = served.arm
+        return exposed
+
+    def _count_new_users(self, exposed: dict[str, str]) -> None:
+        """Count each user once among its arm's users (for the sample-ratio check), remembered in its state."""
+        key = self.experiment.key
+        for user, arm in exposed.items():
+            state = self.users.get(user)
+            if state is not None and state.experiment_key != key:
+                state.experiment_key = key
+                self.users[user] = state
+                self.results.new_user(arm)

@@ -1,8 +1,9 @@
 """The personalize worker: per-user test-then-train on ``ctr.events``, as one typed object.
 
 :meth:`PersonalizeWorker.build` wires the units: what the worker consumes (``events``), what it keeps (``table``
-of :class:`~stream_ctr.state.UserState`, the snapshot ``follower``, ``metrics``), what it does per batch
-(``step``), where bad records go (``dead_letters``) and what it serves (:mod:`.views`).
+of :class:`~stream_ctr.state.UserState`, the snapshot ``follower``, ``metrics``, the ``experiment`` it runs with
+its ``pending`` exposures and per-arm ``results``), what it does per batch (``step``), where bad records go
+(``dead_letters``), what it serves (:mod:`.views`, ``scoring``) and where exposures go (``exposures``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import faust
 import numpy as np
 
 from stream_ctr import topics
+from stream_ctr.ab.assignment import Experiment
+from stream_ctr.ab.attribution import ArmResults, PendingExposures
 from stream_ctr.arms import ARMS
 from stream_ctr.config import Settings
 from stream_ctr.heads import HeadParams
@@ -25,6 +28,7 @@ from . import views
 from .app import USER_STATE_CODEC, create_app, raw_topic
 from .batch import PersonalizeStep
 from .dead_letters import DeadLetters
+from .serving import ScoringView
 from .snapshots import SnapshotFollower
 
 log = logging.getLogger(__name__)
@@ -57,8 +61,15 @@ class PersonalizeWorker:
         self.metrics = WorkerMetrics(ARMS, settings.metrics_window)
         self.follower = SnapshotFollower(settings.kafka_bootstrap, topics.model(settings).name, self.metrics)
         self.dead_letters = DeadLetters(raw_topic(self.app, topics.dead_letters(settings)), self.metrics)
+        self.experiment = Experiment.configured(settings.experiment_file)
+        self.pending = PendingExposures(settings.pending_exposures, settings.attribution_window_s)
+        self.results = ArmResults(self.experiment, settings.metrics_window)
+        self.metrics.track_experiment(self.results)
+        self.exposures = raw_topic(self.app, topics.exposures(settings))
         self.step = PersonalizeStep(self.table if users is None else users, self.follower.holder, self.metrics,
-                                    self.dead_letters, HeadParams.from_settings(settings))
+                                    self.dead_letters, HeadParams.from_settings(settings), self.experiment,
+                                    self.pending, self.results)
+        self.scoring = ScoringView(self)
 
     @property
     def users(self) -> MutableMapping[str, UserState]:
@@ -98,6 +109,7 @@ class PersonalizeWorker:
     async def refresh_metrics(self) -> None:
         """Recompute the per-arm online metrics off the event loop (gAUC over a large scope takes seconds)."""
         await asyncio.get_running_loop().run_in_executor(None, self.metrics.refresh)
+        self.results.refresh()
 
     def stats(self) -> dict:
         """Progress and quality of this worker, for ``stream-ctr demo`` and operators (``GET /v1/stats``)."""

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_ctr.broker.admin import topic_partitions
 from stream_ctr.monitoring import WorkerMetrics
-from stream_ctr.snapshot import Snapshot, SnapshotHolder
+from stream_ctr.snapshot import LoadedModel, Snapshot, SnapshotHolder
 from stream_ctr.topics import MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
@@ -60,28 +60,39 @@ class SnapshotFollower:
         self.holder = SnapshotHolder()
 
     def offer(self, snap: Snapshot) -> bool:
-        if not self.holder.offer(snap):
-            return False
-        self.metrics.model_swapped(snap)
-        log.info("model v%d swapped in (global CTR %.4f, %d samples)", snap.version, snap.global_ctr, snap.samples)
-        return True
+        """Swap ``snap`` in now (building it here); tests and the first snapshot use this."""
+        return self._swapped(snap) if self.holder.offer(snap) else False
 
     async def run(self) -> None:
         consumer, tps = await _assigned_consumer(self.bootstrap, self.topic)
+        loop = asyncio.get_running_loop()
         try:
             await consumer.seek_to_beginning(*tps)
             while True:
                 batches = await consumer.getmany(timeout_ms=1000)
-                for records in batches.values():
-                    for msg in records:
-                        self._receive(msg)
+                records = [msg for batch in batches.values() for msg in batch]
+                if records:  # only the newest of a burst is worth building
+                    loaded = await loop.run_in_executor(None, self._load, records)
+                    if loaded is not None and self.holder.swap(loaded):
+                        self._swapped(loaded.snapshot)
         finally:
             await consumer.stop()
 
-    def _receive(self, msg) -> None:
-        try:
-            snap = Snapshot.from_bytes(msg.value)
-        except Exception:  # a foreign record must not stop scoring
-            log.exception("skipping unreadable record at %s offset %d", self.topic, msg.offset)
-            return
-        self.offer(snap)
+    def _load(self, records) -> LoadedModel | None:
+        """Decode and build the newest readable snapshot among ``records``, off the event loop (a few ms of
+        torch work that would otherwise stall scoring requests and batches)."""
+        newest = None
+        for msg in records:
+            try:
+                snap = Snapshot.from_bytes(msg.value)
+            except Exception:  # a foreign record must not stop scoring
+                log.exception("skipping unreadable record at %s offset %d", self.topic, msg.offset)
+                continue
+            if newest is None or snap.version > newest.version:
+                newest = snap
+        return newest.build() if newest is not None and self.holder.is_newer(newest.version) else None
+
+    def _swapped(self, snap: Snapshot) -> bool:
+        self.metrics.model_swapped(snap)
+        log.info("model v%d swapped in (global CTR %.4f, %d samples)", snap.version, snap.global_ctr, snap.samples)
+        return True

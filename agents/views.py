@@ -1,7 +1,8 @@
 """The HTTP views of both roles, on each Faust app's web server. One small function per view.
 
-Worker: ``/metrics`` (Prometheus), ``/healthz``, ``/v1/users/{user_id}`` (routed to the worker that owns the
-user's partition) and ``/v1/stats``. Trainer: ``/metrics`` and ``/healthz``.
+Worker: ``/metrics`` (Prometheus), ``/healthz``, ``POST /v1/score`` (:mod:`.serving`), ``/v1/users/{user_id}``
+(both routed to the worker that owns the user's partition), ``/v1/experiments``, ``/v1/stats`` and
+``/openapi.json``. Trainer: ``/metrics`` and ``/healthz``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST
+
+from stream_ctr.serving import openapi
 
 if TYPE_CHECKING:
     from .personalize import PersonalizeWorker
@@ -44,6 +48,21 @@ def register_worker_views(worker: "PersonalizeWorker") -> None:
         if state is None:
             return _error(web, 404, f"unknown user {user_id!r}: no event of this user was applied")
         return web.json({"user_id": user_id, **state.summary()})
+
+    @app.page("/v1/score")
+    class ScoreView(View):
+        async def post(self, request):
+            return await worker.scoring.handle(self, request)
+
+    @app.page("/v1/experiments")
+    async def experiments_view(web, request):
+        exp = worker.experiment
+        return web.json({"experiments": [{**exp.to_dict(), "allocation": [list(a) for a in exp.allocation],
+                                          "results_on_this_worker": worker.results.summary()}]})
+
+    @app.page("/openapi.json")
+    async def openapi_view(web, request):
+        return web.json(openapi())
 
     @app.page("/v1/stats")
     async def stats_view(web, request):

@@ -10,6 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .ab.assignment import ExperimentError
 from .config import ConfigError, Settings
 from .evaluate.cli import add_parser as add_evaluate
 
@@ -33,9 +34,17 @@ def _run_faust(app) -> int:
 
 
 def cmd_worker(args) -> int:
+    from . import topics
+    from .ab.registry import register
     from .agents.personalize import PersonalizeWorker
 
-    return _run_faust(PersonalizeWorker.build(_settings()).app)
+    import torch
+
+    settings = _settings()
+    torch.set_num_threads(settings.worker_threads)
+    worker = PersonalizeWorker.build(settings)
+    register(settings.kafka_bootstrap, topics.experiments(settings).name, worker.experiment)
+    return _run_faust(worker.app)
 
 
 def cmd_trainer(args) -> int:
@@ -72,7 +81,7 @@ def cmd_up(args) -> int:
     with Stack(_settings(), logs) as stack:
         s = stack.settings
         print(f"Kafka      {s.kafka_bootstrap}\nworker     {stack.worker_url}  (/metrics /healthz /v1/stats "
-              f"/v1/users/<id>)\ntrainer    http://{s.web_host}:{s.web_port + 1}/metrics\nlogs       {logs}\n"
+              f"/v1/users/<id>)\ntrainer    http://{s.advertised_host}:{s.web_port + 1}/metrics\nlogs       {logs}\n"
               f"replay:    KAFKA_BOOTSTRAP={s.kafka_bootstrap} stream-ctr replay --dataset ml-100k\n"
               "Ctrl-C stops everything.", flush=True)
         _wait_for_ctrl_c()
@@ -95,6 +104,37 @@ def cmd_replay(args) -> int:
     return 0
 
 
+def cmd_simulate(args) -> int:
+    from .ab.closed_loop import render_closed_loop, run_closed_loop
+    from .data.synthetic import SyntheticConfig
+    from .simulate import SimConfig
+
+    s = _settings()
+    if not s.kafka_bootstrap:
+        raise ConfigError("KAFKA_BOOTSTRAP: simulate sends its users' events to ctr.events (stream-ctr up prints it)")
+    sim = SimConfig(requests=args.requests, candidates=args.candidates, k=args.k, seed=args.seed,
+                    start_ts=time.time())
+    world = SyntheticConfig(users=args.users, items=args.items, drift=args.drift, seed=args.seed)
+    t0 = time.monotonic()
+    loop = run_closed_loop(s, sim, world, args.url)
+    print(render_closed_loop(loop))
+    print(f"{args.requests} requests in {time.monotonic() - t0:.1f}s")
+    return 0
+
+
+def cmd_ab_report(args) -> int:
+    from .ab.report import read_results, render_markdown
+
+    s = _settings()
+    if not s.kafka_bootstrap:
+        raise ConfigError("KAFKA_BOOTSTRAP: the report reads ctr.exposures and ctr.events")
+    from .ab.assignment import Experiment
+
+    experiment = Experiment.configured(args.experiment or s.experiment_file)
+    print(render_markdown(read_results(s, experiment), f"A/B experiment {experiment.name!r}"))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -104,7 +144,12 @@ def cmd_demo(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import run_bench
 
-    lines = run_bench(_settings(), args.families.split(","), args.limit)
+    from .bench import run_serving_bench
+
+    settings = _settings()
+    lines = run_bench(settings, args.families.split(","), args.limit)
+    if args.serving:
+        lines += run_serving_bench(settings, args.serving_requests)
     text = "\n".join(lines)
     print(text)
     if args.out:
@@ -134,14 +179,40 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--rate", type=float, default=0.0)
     dm.add_argument("--malformed-every", type=int, default=5000)
     dm.add_argument("--out", default="reports", help="where demo-report.md and logs go")
+    dm.add_argument("--sim-requests", type=int, default=10000,
+                    help="scoring requests of the closed-loop A/B phase (0 skips it)")
+    dm.add_argument("--sim-seed", type=int, default=0, help="seed of the simulated users' world")
     dm.set_defaults(func=cmd_demo)
     bn = sub.add_parser("bench", help="measure trainer, test-then-train, state and snapshot costs in-process")
     bn.add_argument("--families", default="deepfm,lr,fm,wd,dcn")
     bn.add_argument("--limit", type=int, default=None, help="use the first N MovieLens events")
     bn.add_argument("--out", help="also write the markdown here")
+    bn.add_argument("--serving", action="store_true", help="also measure the scoring API on a real worker")
+    bn.add_argument("--serving-requests", type=_positive_int, default=2000)
     bn.set_defaults(func=cmd_bench)
+    sm = sub.add_parser("simulate", help="closed loop: synthetic users request rankings and click on what they see")
+    sm.add_argument("--url", help="a worker's base URL (default: STREAM_CTR_WEB_HOST/PORT)")
+    sm.add_argument("--requests", type=_positive_int, default=5000)
+    sm.add_argument("--users", type=_positive_int, default=300)
+    sm.add_argument("--items", type=_positive_int, default=400)
+    sm.add_argument("--candidates", type=_positive_int, default=50, help="candidates ranked per request")
+    sm.add_argument("--k", type=_positive_int, default=5, help="top k shown to the user")
+    sm.add_argument("--drift", type=float, default=2.0, help="spread of the users' click priors (logit std)")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.set_defaults(func=cmd_simulate)
+    ab = sub.add_parser("ab", help="online experiment tools").add_subparsers(dest="ab_command", required=True)
+    rep = ab.add_parser("report", help="per-arm results with CIs and the sample-ratio check, from the topics")
+    rep.add_argument("--experiment", help="experiment file (default: STREAM_CTR_EXPERIMENT or the default one)")
+    rep.set_defaults(func=cmd_ab_report)
     add_evaluate(sub)
     return p
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as err:
         print(f"stream-ctr: configuration error: {err}", file=sys.stderr)
+        return 2
+    except ExperimentError as err:
+        print(f"stream-ctr: experiment error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # interrupted while starting: everything started so far was stopped on the way out
         print("stream-ctr: interrupted", file=sys.stderr)

@@ -66,8 +66,23 @@ class Settings:
                                 _positive)
     metrics_refresh_s: float = _knob(5.0, "STREAM_CTR_METRICS_REFRESH_S", "seconds between gAUC/logloss refreshes",
                                      _positive)
-    web_port: int = _knob(6066, "STREAM_CTR_WEB_PORT", "HTTP port of /metrics, /healthz, /v1/*", _positive)
-    web_host: str = _knob("127.0.0.1", "STREAM_CTR_WEB_HOST", "HTTP bind address")
+    web_port: int = _knob(6066, "STREAM_CTR_WEB_PORT", "HTTP port of /metrics, /healthz, /v1/*",
+                          lambda v: 0 < v < 65535)
+    web_bind: str = _knob("127.0.0.1", "STREAM_CTR_WEB_BIND", "address the HTTP server binds (0.0.0.0 = all)")
+    web_host: str = _knob("", "STREAM_CTR_WEB_HOST",
+                          "host other workers and clients reach this worker at; empty = the bind address")
+    # --- serving and the A/B experiment ------------------------------------------------------------------------
+    experiment_file: str = _knob("", "STREAM_CTR_EXPERIMENT",
+                                 "experiment definition (JSON: name, salt, arms, coverage); empty = the default")
+    attribution_window_s: float = _knob(1800.0, "STREAM_CTR_ATTRIBUTION_WINDOW_S",
+                                        "seconds after a scoring request during which its events are attributed",
+                                        _positive)
+    pending_exposures: int = _knob(100_000, "STREAM_CTR_PENDING_EXPOSURES",
+                                   "scoring requests kept for attribution per worker (oldest dropped first)",
+                                   _positive)
+    worker_threads: int = _knob(1, "STREAM_CTR_WORKER_THREADS",
+                                "torch threads of a personalize worker (its batches and scoring requests are small: "
+                                "one thread avoids contention with the trainer and the broker)", _positive)
     data_dir: str = _knob("", "STREAM_CTR_DATA_DIR", "Faust data dir; empty = a temp dir per process")
     # --- global model / trainer -------------------------------------------------------------------------------
     model_family: str = _knob("deepfm", "STREAM_CTR_MODEL_FAMILY",
@@ -87,6 +102,15 @@ class Settings:
     @property
     def hidden_sizes(self) -> tuple[int, ...]:
         return tuple(int(h) for h in self.hidden.split(","))
+
+    @property
+    def advertised_host(self) -> str:
+        """The host in this worker's URL for other workers (Faust's routing) and for clients."""
+        return self.web_host or ("127.0.0.1" if self.web_bind in ("0.0.0.0", "") else self.web_bind)
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.advertised_host}:{self.web_port}"
 
     def topic(self, base: str) -> str:
         return f"{self.topic_prefix}{base}"

@@ -1,7 +1,8 @@
 """The click event contract (value of ``ctr.events``) and its validation.
 
 An event is JSON: ``event_id``, ``user_id``, ``item_id``, ``ts`` (epoch seconds), ``label`` (0/1) and
-``features`` (a flat map of string or number values). :func:`parse_event` turns raw bytes into an
+``features`` (a flat map of string or number values), and optionally ``request_id``: the scoring request
+(``POST /v1/score``) whose ranking showed this item, which attributes the event to that exposure. :func:`parse_event` turns raw bytes into an
 :class:`Event` or raises :class:`InvalidEvent` with one of a fixed set of reasons, so that the dead-letter
 counter has bounded label values.
 
@@ -48,9 +49,10 @@ class Event:
     ts: float
     label: int
     features: Mapping[str, str | float] = field(default_factory=dict)
+    request_id: str | None = None
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "event_id": self.event_id,
             "user_id": self.user_id,
             "item_id": self.item_id,
@@ -58,6 +60,9 @@ class Event:
             "label": self.label,
             "features": dict(self.features),
         }
+        if self.request_id is not None:
+            d["request_id"] = self.request_id
+        return d
 
 
 def encode_event(event: Event) -> bytes:
@@ -96,6 +101,9 @@ def parse_event(raw: bytes, key: bytes | None = None) -> Event:
     for name, value in features.items():
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise InvalidEvent("bad_type", f"feature {name!r} must be a string or number")
+    request_id = obj.get("request_id")
+    if request_id is not None and (not isinstance(request_id, str) or request_id == ""):
+        raise InvalidEvent("bad_type", "request_id must be a non-empty string")
     if key is not None and key.decode("utf-8", "replace") != ids[1]:
         raise InvalidEvent("key_mismatch", "record key must equal user_id")
-    return Event(ids[0], ids[1], ids[2], float(ts), int(label), features)
+    return Event(ids[0], ids[1], ids[2], float(ts), int(label), features, request_id)

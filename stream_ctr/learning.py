@@ -30,6 +30,7 @@ __all__ = ["BatchResult", "test_then_train"]
 @dataclass
 class BatchResult:
     users: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)  # the applied events, aligned with ``users``
     labels: list[np.ndarray] = field(default_factory=list)
     preds: dict[str, list[np.ndarray]] = field(default_factory=lambda: {arm: [] for arm in ARMS})
     duplicates: int = 0
@@ -84,6 +85,7 @@ def test_then_train(
 
         # Test: every arm scores the user's events before learning from them.
         result.users.extend([uid] * len(idx))
+        result.events.extend(fresh[i] for i in idx)
         result.labels.append(y)
         result.preds["global"].append(sigmoid(g))
         for arm in FINE_TUNED:

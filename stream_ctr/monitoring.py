@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from .events import DLQ_REASONS
 from .online_metrics import OnlineMetrics
@@ -56,6 +56,44 @@ class _WorkerCollector:
         yield from (gauc, loss, rows)
 
 
+class _ExperimentCollector:
+    """Per-arm results of the online experiment (:class:`~stream_ctr.ab.attribution.ArmResults`), read at scrape
+    time from its running totals. Labels: ``arm`` and the closed set of unattributed ``reason``s."""
+
+    _COUNTERS = (("requests", "Scoring requests served per arm (users inside coverage)"),
+                 ("impressions", "Events attributed to a served ranking, per arm"),
+                 ("clicks", "Clicks attributed to a served ranking, per arm"),
+                 ("users", "Users counted once per arm (the sample-ratio check's units)"))
+    _GAUGES = (("logloss", "Logloss of the served scores on attributed events, per arm"),
+               ("calibration", "Sum of served scores over attributed clicks (1 = calibrated), per arm"),
+               ("gauc", "Windowed gAUC of the served scores on attributed events, per arm"))
+
+    def __init__(self, results):
+        self.results = results
+
+    def collect(self):
+        summary = self.results.summary()
+        for name, doc in self._COUNTERS:
+            c = CounterMetricFamily(f"stream_ctr_ab_{name}", doc, labels=["arm"])
+            for arm, m in summary["arms"].items():
+                c.add_metric([arm], m[name])
+            yield c
+        for name, doc in self._GAUGES:
+            g = GaugeMetricFamily(f"stream_ctr_ab_{name}", doc, labels=["arm"])
+            for arm, m in summary["arms"].items():
+                if m[name] is not None:
+                    g.add_metric([arm], m[name])
+            yield g
+        un = CounterMetricFamily("stream_ctr_ab_unattributed", "Events naming a request that could not be "
+                                 "attributed, by reason", labels=["reason"])
+        for reason, n in summary["unattributed"].items():
+            un.add_metric([reason], n)
+        yield un
+        yield GaugeMetricFamily("stream_ctr_ab_srm_p_value", "Sample-ratio-mismatch chi-square p-value of the "
+                                "users per arm against the configured weights (alarm below 0.001)",
+                                value=summary["srm"]["p_value"])
+
+
 class WorkerMetrics:
     def __init__(self, arms, window: int):
         self.registry = CollectorRegistry()
@@ -82,6 +120,10 @@ class WorkerMetrics:
         self._summaries: dict[str, dict] = {"window": empty, "lifetime": {**empty, "lifetime_truncated": 0}}
         self.refreshed_at = 0.0
         r.register(_WorkerCollector(self))
+
+    def track_experiment(self, results) -> None:
+        """Export the per-arm results of the worker's experiment."""
+        self.registry.register(_ExperimentCollector(results))
 
     def count(self, outcome: str) -> int:
         """Events consumed with ``outcome`` (``applied``, ``duplicate``, ``dead_letter``) so far."""

@@ -82,16 +82,27 @@ class LoadedModel:
         """Global logits ``[n]`` and representations ``[n, rep_dim]`` for a list of events, as numpy."""
         return infer(self.model, *self.encoder.encode_events(events))
 
+    def forward_rows(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`forward` for ``(user_id, item_id, features)`` rows (scoring candidates, not events)."""
+        return infer(self.model, *self.encoder.encode(rows))
+
 
 class SnapshotHolder:
-    """Holds the current :class:`LoadedModel`; readers take ``.current`` once per batch and keep it."""
+    """Holds the current :class:`LoadedModel`; readers take ``.current`` once per batch (or request) and keep it."""
 
     def __init__(self):
         self.current: LoadedModel | None = None
 
-    def offer(self, snapshot: Snapshot) -> bool:
-        """Swap to ``snapshot`` if it is newer; returns whether it was taken."""
-        if self.current is not None and snapshot.version <= self.current.version:
+    def is_newer(self, version: int) -> bool:
+        return self.current is None or version > self.current.version
+
+    def swap(self, loaded: LoadedModel) -> bool:
+        """Make ``loaded`` current if it is newer; returns whether it was taken. A reference assignment: atomic."""
+        if not self.is_newer(loaded.version):
             return False
-        self.current = snapshot.build()
+        self.current = loaded
         return True
+
+    def offer(self, snapshot: Snapshot) -> bool:
+        """Build ``snapshot`` and swap to it if it is newer."""
+        return self.is_newer(snapshot.version) and self.swap(snapshot.build())

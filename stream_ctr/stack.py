@@ -26,11 +26,16 @@ __all__ = ["Stack", "get_json"]
 
 
 def get_json(url: str, timeout: float = 5.0) -> tuple[int, dict]:
+    """``(status, body as JSON)``; a body that is not JSON comes back as ``{"error": text}``."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, orjson.loads(resp.read())
+            status, body = resp.status, resp.read()
     except urllib.error.HTTPError as err:
-        return err.code, orjson.loads(err.read() or b"{}")
+        status, body = err.code, err.read()
+    try:
+        return status, orjson.loads(body or b"{}")
+    except orjson.JSONDecodeError:
+        return status, {"error": body[:500].decode(errors="replace")}
 
 
 class Stack:
@@ -45,7 +50,7 @@ class Stack:
 
     @property
     def worker_url(self) -> str:
-        return f"http://{self.settings.web_host}:{self.settings.web_port}"
+        return self.settings.web_url
 
     def start(self, timeout: float = 120.0) -> "Stack":
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -63,31 +68,38 @@ class Stack:
             raise
         return self
 
-    def env(self) -> dict[str, str]:
-        """The children see exactly this stack's settings (every knob), plus unbuffered logs."""
-        return {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
+    def env(self, **overrides) -> dict[str, str]:
+        """The children see exactly this stack's settings (every knob, ``overrides`` applied), unbuffered logs."""
+        settings = self.settings.replace(**overrides) if overrides else self.settings
+        return {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
 
-    def spawn(self, role: str) -> subprocess.Popen:
-        log = open(self.log_dir / f"{role}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "stream_ctr.cli", role], env=self.env(), stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs[role] = proc
+    def spawn(self, role: str, name: str | None = None, **overrides) -> subprocess.Popen:
+        """Start ``stream-ctr <role>`` as process ``name`` (default: the role), with settings ``overrides``
+        (e.g. another ``web_port`` for a second worker)."""
+        name = name or role
+        log = open(self.log_dir / f"{name}.log", "wb")
+        proc = subprocess.Popen([sys.executable, "-m", "stream_ctr.cli", role], env=self.env(**overrides),
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
         return proc
 
-    def wait_healthy(self, timeout: float) -> None:
+    def wait_healthy(self, timeout: float, url: str | None = None) -> None:
+        """Until the worker at ``url`` (default: this stack's) answers ``/healthz`` with 200; fails fast if any
+        process of the stack exits."""
+        url = url or self.worker_url
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for role, proc in self.procs.items():
+            for name, proc in self.procs.items():
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{role} exited with {proc.returncode}; see {self.log_dir / (role + '.log')}")
+                    raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.log_dir / (name + '.log')}")
             try:
-                status, _ = get_json(f"{self.worker_url}/healthz", timeout=2)
+                status, _ = get_json(f"{url}/healthz", timeout=2)
                 if status == 200:
                     return
             except OSError:
                 pass
             time.sleep(0.5)
-        raise TimeoutError(f"worker not healthy after {timeout:.0f}s; see {self.log_dir / 'worker.log'}")
+        raise TimeoutError(f"worker at {url} not healthy after {timeout:.0f}s; see the logs in {self.log_dir}")
 
     def stats(self, fresh: bool = False) -> dict:
         return get_json(f"{self.worker_url}/v1/stats" + ("?fresh=1" if fresh else ""), timeout=60)[1]

@@ -1,13 +1,15 @@
 """Per-user state of the personalize agent and its compact binary encoding.
 
 One record per user: rolling CTR counts, one head per fine-tuned arm, the last applied offset (so a
-redelivered event is not learned twice) and the model version the heads are anchored to.
+redelivered event is not learned twice), the model version the heads are anchored to, and ``experiment_key``,
+which experiment (:meth:`stream_ctr.ab.assignment.Experiment.key`) already counted this user among its arm's
+users (so the sample-ratio check counts each user once, with no set of users in memory).
 
 >>> s = UserState.new(window=10, rep_dim=4, arms=("ft", "ft_lc"))
 >>> s.ctr.update(1); s.last_offset = 41
 >>> t = UserState.from_bytes(s.to_bytes())
 >>> (t.ctr.n, t.last_offset, sorted(t.heads), len(s.to_bytes()))
-(1, 41, ['ft', 'ft_lc'], 91)
+(1, 41, ['ft', 'ft_lc'], 95)
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from .rolling import UserCTR
 
 __all__ = ["UserState"]
 
-_MAGIC = b"U1"
-_HEADER = struct.Struct("<2sqqIHB")  # magic, last_offset, anchor_version, reanchors, window, n_heads
+_MAGIC = b"U2"
+_HEADER = struct.Struct("<2sqqIHBI")  # magic, last_offset, anchor_version, reanchors, window, n_heads, experiment
+_HEADER_U1 = struct.Struct("<2sqqIHB")  # before experiment_key: read as experiment_key 0
 
 
 @dataclass
@@ -32,6 +35,7 @@ class UserState:
     last_offset: int = -1
     anchor_version: int = -1
     reanchors: int = 0
+    experiment_key: int = 0
 
     @classmethod
     def new(cls, window: int, rep_dim: int, arms: tuple[str, ...]) -> "UserState":
@@ -70,7 +74,8 @@ class UserState:
 
     def to_bytes(self) -> bytes:
         parts = [
-            _HEADER.pack(_MAGIC, self.last_offset, self.anchor_version, self.reanchors, self.window, len(self.heads))
+            _HEADER.pack(_MAGIC, self.last_offset, self.anchor_version, self.reanchors, self.window, len(self.heads),
+                         self.experiment_key)
         ]
         for arm, head in self.heads.items():
             name = arm.encode()
@@ -81,10 +86,14 @@ class UserState:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "UserState":
-        magic, last_offset, anchor, reanchors, window, n_heads = _HEADER.unpack_from(data)
-        if magic != _MAGIC:
-            raise ValueError(f"not a UserState record (magic {magic!r})")
-        off = _HEADER.size
+        if data[:2] == b"U1":
+            (_, last_offset, anchor, reanchors, window, n_heads), exp = _HEADER_U1.unpack_from(data), 0
+            off = _HEADER_U1.size
+        elif data[:2] == _MAGIC:
+            _, last_offset, anchor, reanchors, window, n_heads, exp = _HEADER.unpack_from(data)
+            off = _HEADER.size
+        else:
+            raise ValueError(f"not a UserState record (magic {data[:2]!r})")
         heads = {}
         for _ in range(n_heads):
             k = data[off]
@@ -94,4 +103,4 @@ class UserState:
             heads[arm] = head
         (k,) = struct.unpack_from("<H", data, off)
         ctr = UserCTR.from_bytes(data[off + 2: off + 2 + k], window)
-        return cls(ctr, heads, window, last_offset, anchor, reanchors)
+        return cls(ctr, heads, window, last_offset, anchor, reanchors, exp)

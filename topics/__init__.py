@@ -1,20 +1,26 @@
 """Every Kafka topic of stream-ctr, declared once: name, key, record type, partitions, compaction.
 
 Agents, the replay producer, the admin that creates topics and the tests all read these declarations; nothing
-else spells a topic name.
+else spells a topic name. The JSON records that other languages produce or consume have JSON Schema files beside
+this module (``schemas/``, :func:`schema`): ``event`` for ``ctr.events`` and ``exposure`` for ``ctr.exposures``.
 
 Installed as ``stream_ctr.topics`` (the folder keeps its top-level place in the repository).
 
 >>> from stream_ctr.config import Settings
 >>> [t.name for t in declared(Settings(topic_prefix="t1."))]
-['t1.ctr.events', 't1.ctr.events.dlq', 't1.ctr.model']
+['t1.ctr.events', 't1.ctr.events.dlq', 't1.ctr.model', 't1.ctr.exposures', 't1.ctr.experiments']
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
-__all__ = ["MAX_RECORD_BYTES", "TopicSpec", "declared", "events", "dead_letters", "model"]
+__all__ = ["MAX_RECORD_BYTES", "TopicSpec", "dead_letters", "declared", "events", "experiments", "exposures", "model",
+           "schema"]
+
+_SCHEMAS = Path(__file__).parent / "schemas"
 
 #: Largest record stream-ctr writes or reads (a model snapshot; the default DeepFM is ~1.2 MB). The broker, the
 #: model topic, producers and snapshot consumers all take this one value.
@@ -53,5 +59,22 @@ def model(settings) -> TopicSpec:
                      config={"max.message.bytes": MAX_RECORD_BYTES})
 
 
+def exposures(settings) -> TopicSpec:
+    """What ``POST /v1/score`` served, one JSON record per request (schema ``exposure``), keyed by user id like
+    ``ctr.events``, so a user's exposures and events share a partition number."""
+    return TopicSpec(settings.topic("ctr.exposures"), "user_id (utf-8)", "Exposure JSON", settings.events_partitions)
+
+
+def experiments(settings) -> TopicSpec:
+    """The experiment definitions workers have run, key = experiment name; compacted, so a starting worker reads
+    what ran before and refuses a change of weights under the same salt."""
+    return TopicSpec(settings.topic("ctr.experiments"), "experiment name", "Experiment JSON", 1, compacted=True)
+
+
 def declared(settings) -> list[TopicSpec]:
-    return [events(settings), dead_letters(settings), model(settings)]
+    return [events(settings), dead_letters(settings), model(settings), exposures(settings), experiments(settings)]
+
+
+def schema(name: str) -> dict:
+    """The published JSON Schema of a record: ``event`` or ``exposure``."""
+    return json.loads((_SCHEMAS / f"{name}.schema.json").read_text())

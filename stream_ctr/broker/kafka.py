@@ -123,7 +123,8 @@ class LocalKafka:
         java = ["java", f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={_HERE / 'log4j2.properties'}", "-cp", f"{libs}/*"]
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        fmt = subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+        # --cluster-id=ID, not "-t ID": a random id may start with "-" and would be read as an option.
+        fmt = subprocess.run([*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)],
                              capture_output=True, text=True)
         if fmt.returncode != 0:
             raise RuntimeError(f"formatting Kafka storage failed: {fmt.stdout}{fmt.stderr}")

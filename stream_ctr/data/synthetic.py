@@ -6,18 +6,33 @@ Each user has a preference vector ``u`` and a prior logit ``b``; each item a vec
 
 ``drift`` is the spread (std) of the prior logits: 0 gives every user the same CTR, 2 gives heavy clickers
 near 0.8 and browsers near 0.05, the regime where naive fine-tuning learns the prior instead of the taste.
-``ground_truth`` keeps each user's true click probability per event, so tests can assert what is better.
+
+The latent world is a :class:`SyntheticWorld`, so that it can be asked directly: :func:`generate_synthetic`
+draws a fixed log from it (``true_prob`` keeps each event's true click probability, so tests can assert what is
+better), and the closed-loop simulation (:mod:`stream_ctr.simulate`) lets its users click on what a ranking
+shows them. A world and a log built from the same config share one random stream, in a fixed draw order, so a
+seed gives the same events as it always has (offline evaluation tables depend on it).
+
+>>> world = SyntheticWorld.from_config(SyntheticConfig(users=3, items=5, seed=1))
+>>> world.user_ids, world.item_ids[-1]
+(('u0', 'u1', 'u2'), 'i4')
+>>> p = world.prob(2, [0, 4])
+>>> p.shape, bool(((0 < p) & (p < 1)).all())
+((2,), True)
+>>> world.features(2, 4)["segment"]
+'s2'
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from ..events import Event
 
-__all__ = ["SyntheticConfig", "SyntheticData", "generate_synthetic"]
+__all__ = ["SyntheticConfig", "SyntheticData", "SyntheticWorld", "generate_synthetic"]
 
 
 @dataclass(frozen=True)
@@ -40,25 +55,63 @@ class SyntheticData:
     user_prior: dict[str, float]  # user -> mean true CTR
 
 
+@dataclass(frozen=True, eq=False)
+class SyntheticWorld:
+    """The latent truth: user vectors ``u`` (users x dim), item vectors ``v`` (items x dim), each item's
+    category index, each user's prior logit ``b`` and the ``taste`` weight of the preference term."""
+
+    u: np.ndarray
+    v: np.ndarray
+    category: np.ndarray
+    b: np.ndarray
+    taste: float
+
+    @classmethod
+    def from_config(cls, cfg: SyntheticConfig, rng: np.random.Generator | None = None) -> SyntheticWorld:
+        """Draw a world; ``rng`` defaults to ``default_rng(cfg.seed)``. :func:`generate_synthetic` passes its
+        own generator and keeps drawing the log from it, so the draw order below must not change."""
+        rng = np.random.default_rng(cfg.seed) if rng is None else rng
+        u = rng.normal(size=(cfg.users, cfg.dim)) / np.sqrt(cfg.dim)
+        v = rng.normal(size=(cfg.items, cfg.dim))
+        category = np.argmax(v @ rng.normal(size=(cfg.dim, cfg.categories)), axis=1)
+        base = np.log(cfg.base_ctr / (1 - cfg.base_ctr))
+        b = base + cfg.drift * rng.normal(size=cfg.users)
+        return cls(u, v, category, b, cfg.taste)
+
+    @cached_property
+    def user_ids(self) -> tuple[str, ...]:
+        return tuple(f"u{n}" for n in range(len(self.u)))
+
+    @cached_property
+    def item_ids(self) -> tuple[str, ...]:
+        return tuple(f"i{n}" for n in range(len(self.v)))
+
+    def prob(self, user_index: int, item_indices) -> np.ndarray:
+        """True click probabilities of one user for the given items (any integer sequence or array)."""
+        items = np.asarray(item_indices, dtype=np.int64)
+        return 1 / (1 + np.exp(-(self.b[user_index] + self.taste * self.v[items] @ self.u[user_index])))
+
+    def features(self, user_index: int, item_index: int) -> dict[str, str]:
+        """The features an event of this user on this item carries (what the models see)."""
+        return {"category": f"c{self.category[item_index]}", "segment": f"s{user_index % 7}"}
+
+
 def generate_synthetic(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticData:
     rng = np.random.default_rng(cfg.seed)
-    u = rng.normal(size=(cfg.users, cfg.dim)) / np.sqrt(cfg.dim)
-    v = rng.normal(size=(cfg.items, cfg.dim))
-    category = np.argmax(v @ rng.normal(size=(cfg.dim, cfg.categories)), axis=1)
-    base = np.log(cfg.base_ctr / (1 - cfg.base_ctr))
-    b = base + cfg.drift * rng.normal(size=cfg.users)
+    world = SyntheticWorld.from_config(cfg, rng)
     rows = []
     for user in range(cfg.users):
         items = rng.choice(cfg.items, size=cfg.events_per_user, replace=False)
-        p = 1 / (1 + np.exp(-(b[user] + cfg.taste * v[items] @ u[user])))
+        p = world.prob(user, items)
         clicks = rng.random(cfg.events_per_user) < p
         ts = np.sort(rng.uniform(0, 86400 * 30, size=cfg.events_per_user))
         rows += [(t, user, int(i), int(c), float(q)) for t, i, c, q in zip(ts, items, clicks, p)]
     rows.sort()
     events, probs, prior = [], [], {}
     for n, (t, user, item, click, q) in enumerate(rows):
-        features = {"category": f"c{category[item]}", "segment": f"s{user % 7}"}
-        events.append(Event(f"syn-{cfg.seed}-{n}", f"u{user}", f"i{item}", float(t), click, features))
+        user_id = world.user_ids[user]
+        features = world.features(user, item)
+        events.append(Event(f"syn-{cfg.seed}-{n}", user_id, world.item_ids[item], float(t), click, features))
         probs.append(q)
-        prior.setdefault(f"u{user}", []).append(q)
+        prior.setdefault(user_id, []).append(q)
     return SyntheticData(events, np.array(probs), {k: float(np.mean(q)) for k, q in prior.items()})

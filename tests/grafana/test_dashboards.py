@@ -9,6 +9,7 @@ mixed in, flowing into ``ctr.events``. A real ``prometheus`` scrapes both proces
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -24,10 +25,13 @@ from pathlib import Path
 import pytest
 
 from stream_ctr import topics
+from stream_ctr.ab.closed_loop import run_closed_loop
 from stream_ctr.arms import ARMS
+from stream_ctr.data.synthetic import SyntheticConfig
 from stream_ctr.events import InvalidEvent, parse_event
 from stream_ctr.net import free_port
 from stream_ctr.replay import MALFORMED_SAMPLES, replay
+from stream_ctr.simulate import SimConfig
 from stream_ctr.stack import Stack
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.broker]
@@ -80,31 +84,51 @@ def panel_targets():
 
 
 class _Feeder(threading.Thread):
-    """Replays the synthetic clicks (plus one of each malformed sample per pass) at a steady rate until stopped."""
+    """Calls ``step()`` (one chunk of traffic) until stopped; an error is kept for the tests to report."""
 
-    def __init__(self, events, settings, rate: float = 300.0):
-        super().__init__(daemon=True, name="dashboards-feeder")
-        self.events, self.settings, self.rate = events, settings, rate
+    def __init__(self, name: str, step):
+        super().__init__(daemon=True, name=name)
+        self.step = step
         self.stopped = threading.Event()
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        chunk = 600
         try:
             while not self.stopped.is_set():
-                for lo in range(0, len(self.events), chunk):
-                    if self.stopped.is_set():
-                        return
-                    replay(self.events[lo: lo + chunk], self.settings.kafka_bootstrap,
-                           topics.events(self.settings).name, self.rate, malformed_every=chunk // 6)
+                self.step()
         except BaseException as exc:  # surfaced by the tests instead of dying silently in a thread
             self.error = exc
+
+
+def _replay_chunks(events, settings, chunk: int = 600, rate: float = 300.0):
+    """Replays ``events`` in chunks at a steady rate, one of each malformed sample per chunk."""
+    position = itertools.cycle(range(0, len(events), chunk))
+
+    def step():
+        lo = next(position)
+        replay(events[lo: lo + chunk], settings.kafka_bootstrap, topics.events(settings).name, rate,
+               malformed_every=chunk // len(MALFORMED_SAMPLES))
+
+    return step
+
+
+def _closed_loop_chunks(settings):
+    """Simulated users of the same ids request rankings and click: the experiment panels' traffic."""
+    seeds = itertools.count()
+    world = SyntheticConfig(users=USERS, items=100, seed=11)
+
+    def step():
+        sim = SimConfig(requests=50, candidates=20, k=4, seed=next(seeds), start_ts=time.time())
+        run_closed_loop(settings, sim, world)
+        time.sleep(0.2)
+
+    return step
 
 
 @dataclass
 class _Service:
     port: int  # the worker's; the trainer's is port + 1
-    feeder: _Feeder
+    feeders: list[_Feeder]
     user_ids: set[str]
 
 
@@ -114,15 +138,20 @@ def service(settings_factory, make_events, tmp_path_factory):
     data = make_events(users=USERS, events_per_user=40, seed=11)
     settings = settings_factory(snapshot_every=1500, metrics_window=2000, metrics_refresh_s=1.0)
     with Stack(settings, tmp_path_factory.mktemp("stack-logs")) as stack:
-        feeder = _Feeder(data.events, stack.settings)
-        feeder.start()
+        feeders = [_Feeder("replay", _replay_chunks(data.events, stack.settings)),
+                   _Feeder("closed-loop", _closed_loop_chunks(stack.settings))]
+        for feeder in feeders:
+            feeder.start()
         deadline = time.monotonic() + 120
         while stack.stats()["applied"] < 3000:  # every arm has a gAUC before the first scrape
-            assert feeder.error is None and time.monotonic() < deadline, feeder.error or stack.stats()
+            errors = [f.error for f in feeders if f.error]
+            assert not errors and time.monotonic() < deadline, errors or stack.stats()
             time.sleep(0.5)
-        yield _Service(stack.settings.web_port, feeder, {e.user_id for e in data.events})
-        feeder.stopped.set()
-        feeder.join(timeout=30)
+        yield _Service(stack.settings.web_port, feeders, {e.user_id for e in data.events})
+        for feeder in feeders:
+            feeder.stopped.set()
+        for feeder in feeders:
+            feeder.join(timeout=30)
 
 
 class _Prometheus:
@@ -256,6 +285,24 @@ tests:
             exp_annotations:
               summary: "9.091% of events go to ctr.events.dlq"
               description: "More than 5% of consumed events failed validation over 5m; see the dead-letter panel for the reason."
+  # The experiment's split breaks on w1 after 5m (p drops below 0.001); w2 stays healthy.
+  - interval: 1m
+    input_series:
+      - series: 'stream_ctr_ab_srm_p_value{{job="stream-ctr-worker", instance="w1"}}'
+        values: '0.4x5 0.0002x20'
+      - series: 'stream_ctr_ab_srm_p_value{{job="stream-ctr-worker", instance="w2"}}'
+        values: '0.6x25'
+    alert_rule_test:
+      - eval_time: 10m
+        alertname: StreamCtrSampleRatioMismatch
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: StreamCtrSampleRatioMismatch
+        exp_alerts:
+          - exp_labels: {{severity: critical, instance: w1}}
+            exp_annotations:
+              summary: "sample-ratio mismatch on w1 (p = 0.0002)"
+              description: "Users per arm deviate from the experiment's weights; stop reading the A/B results."
   # A worker that keeps swapping (w2), or one restarted 10m ago (w3, counter reset), is not stale.
   - interval: 1m
     input_series:
@@ -309,7 +356,8 @@ def test_every_panel_query_returns_data(prometheus, service):
     last: dict = {}
     deadline = time.monotonic() + QUERY_DEADLINE_S  # rate() needs two scrapes inside its window
     while pending and time.monotonic() < deadline:
-        assert service.feeder.error is None, f"feeder thread died: {service.feeder.error!r}"
+        errors = [f.error for f in service.feeders if f.error]
+        assert not errors, f"a feeder thread died: {errors!r}"
         for key, expr in list(pending.items()):
             last[key] = prometheus.query(expr)
             if _has_data(last[key]):
@@ -343,6 +391,9 @@ def test_panel_values_are_plausible(prometheus):
             parse_event(value, key)
         injected.add(err.value.reason)
     assert {s["metric"]["reason"] for s in reasons} == injected
+    served = prometheus.query('sum by (arm) (stream_ctr_ab_requests_total{job="stream-ctr-worker"})')["data"]["result"]
+    assert {s["metric"]["arm"] for s in served} == set(ARMS) and all(float(s["value"][1]) > 0 for s in served)
+    assert 0.0 <= scalar('min(stream_ctr_ab_srm_p_value{job="stream-ctr-worker"})') <= 1.0
     p50 = scalar('histogram_quantile(0.5, sum by (le) (stream_ctr_user_ctr_drift_bucket{job="stream-ctr-worker"}))')
     assert 0.0 <= p50 <= 0.7
 
@@ -428,7 +479,7 @@ def test_dashboard_structure():
         for t in targets:
             assert t["datasource"]["uid"] == "${datasource}", (p["title"], t["refId"])
             assert t["expr"].strip(), (p["title"], t["refId"])
-            assert "user" not in re.sub(r"stream_ctr_users?\w*", "", t["expr"]), t["expr"]
+            assert "user" not in re.sub(r"stream_ctr_\w+", "", t["expr"]), t["expr"]  # no user label, ever
 
     exprs = " ".join(e for _, _, e in panel_targets())
     for required in ("stream_ctr_events_total", "stream_ctr_dead_letter_total", "stream_ctr_global_ctr",

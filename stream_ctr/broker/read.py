@@ -1,0 +1,34 @@
+"""Reading a whole topic from the beginning to its current end (for reports, not for serving)."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from kafka import KafkaConsumer, TopicPartition
+
+from .admin import topic_partitions
+from ..topics import MAX_RECORD_BYTES
+
+__all__ = ["read_topic"]
+
+
+def read_topic(bootstrap: str, topic: str) -> Iterator:
+    """Every record of ``topic`` up to the end offsets at the time of the call (kafka-python messages)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             max_partition_fetch_bytes=MAX_RECORD_BYTES, fetch_max_bytes=MAX_RECORD_BYTES)
+    try:
+        tps = [TopicPartition(topic, p) for p in topic_partitions(bootstrap, topic)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        pending = {tp for tp in tps if ends[tp] > 0}
+        while pending:
+            for tp, records in consumer.poll(timeout_ms=1000).items():
+                for msg in records:
+                    if msg.offset < ends[tp]:
+                        yield msg
+                if consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+            pending = {tp for tp in pending if consumer.position(tp) < ends[tp]}
+    finally:
+        consumer.close()
