@@ -34,8 +34,8 @@ test: $(STAMP) kafka-jars prometheus
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not broker and not prometheus"
 
-bench: $(STAMP)
-	$(BIN)/stream-ctr bench
+bench: $(STAMP) kafka-jars
+	$(BIN)/stream-ctr bench --serving
 
 # The offline reproduction on MovieLens-100K, all five families and modes, head scope (about 4 minutes).
 evaluate: $(STAMP)
