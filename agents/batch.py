@@ -13,7 +13,7 @@ from typing import MutableMapping, Sequence
 
 from stream_ctr.ab.assignment import Experiment
 from stream_ctr.ab.attribution import ArmResults, PendingExposures
-from stream_ctr.events import Event, InvalidEvent, parse_event
+from stream_ctr.events import Event, InvalidEvent, parse_record
 from stream_ctr.heads import HeadParams
 from stream_ctr.learning import BatchResult, test_then_train
 from stream_ctr.monitoring import WorkerMetrics
@@ -28,20 +28,21 @@ __all__ = ["PersonalizeStep"]
 class PersonalizeStep:
     def __init__(self, users: MutableMapping[str, UserState], holder: SnapshotHolder, metrics: WorkerMetrics,
                  dead_letters: DeadLetters, params: HeadParams, experiment: Experiment, pending: PendingExposures,
-                 results: ArmResults):
+                 results: ArmResults, partitions: int):
         self.users = users  # the Faust table in a worker; any mapping in the in-process tests
         self.holder = holder
         self.metrics = metrics
         self.dead_letters = dead_letters
         self.params = params
         self.experiment, self.pending, self.results = experiment, pending, results
+        self.partitions = partitions  # of ctr.events: a user's events must be on the user's partition
 
     async def __call__(self, batch: Sequence) -> BatchResult:
         """Process Faust ``batch`` (events with ``.key``, ``.value``, ``.message``) in offset order."""
         records, partition_of = [], {}
         for event in batch:
             try:
-                parsed = parse_event(event.value, event.key)
+                parsed = parse_record(event.value, event.key, event.message.partition, self.partitions)
             except InvalidEvent as err:
                 await self.dead_letters.send(event, err)
                 continue

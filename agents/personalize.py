@@ -68,7 +68,7 @@ class PersonalizeWorker:
         self.exposures = raw_topic(self.app, topics.exposures(settings))
         self.step = PersonalizeStep(self.table if users is None else users, self.follower.holder, self.metrics,
                                     self.dead_letters, HeadParams.from_settings(settings), self.experiment,
-                                    self.pending, self.results)
+                                    self.pending, self.results, settings.events_partitions)
         self.scoring = ScoringView(self)
 
     @property

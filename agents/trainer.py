@@ -10,7 +10,7 @@ import time
 
 from stream_ctr import topics
 from stream_ctr.config import Settings
-from stream_ctr.events import InvalidEvent, parse_event
+from stream_ctr.events import InvalidEvent, parse_record
 from stream_ctr.monitoring import TrainerMetrics
 from stream_ctr.snapshot import Snapshot
 from stream_ctr.trainer import GlobalTrainer
@@ -77,7 +77,8 @@ class TrainerWorker:
         events = []
         for record in batch:
             try:
-                events.append(parse_event(record.value, record.key))
+                events.append(parse_record(record.value, record.key, record.message.partition,
+                                           self.settings.events_partitions))
             except InvalidEvent:
                 self.metrics.skipped.inc()  # the personalize worker owns dead-lettering
         if not events:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from .ab.assignment import ExperimentError
+from .broker.kafka import BrokerUnreachable
 from .config import ConfigError, Settings
 from .evaluate.cli import add_parser as add_evaluate
 
@@ -22,8 +23,19 @@ def _settings() -> Settings:
 
 
 def cmd_config(args) -> int:
-    print(Settings.describe())
+    print(_settings().describe())
     return 0
+
+
+def _broker_settings(why: str) -> Settings:
+    """The settings of a command that talks to an existing broker: KAFKA_BOOTSTRAP set and answering."""
+    from .broker.kafka import require_broker
+
+    s = _settings()
+    if not s.kafka_bootstrap:
+        raise ConfigError(f"KAFKA_BOOTSTRAP: {why} (stream-ctr up prints it)")
+    require_broker(s.kafka_bootstrap)
+    return s
 
 
 def _run_faust(app) -> int:
@@ -40,7 +52,7 @@ def cmd_worker(args) -> int:
 
     import torch
 
-    settings = _settings()
+    settings = _broker_settings("the worker consumes ctr.events")
     torch.set_num_threads(settings.worker_threads)
     worker = PersonalizeWorker.build(settings)
     register(settings.kafka_bootstrap, topics.experiments(settings).name, worker.experiment)
@@ -50,7 +62,7 @@ def cmd_worker(args) -> int:
 def cmd_trainer(args) -> int:
     from .agents.trainer import TrainerWorker
 
-    return _run_faust(TrainerWorker.build(_settings()).app)
+    return _run_faust(TrainerWorker.build(_broker_settings("the trainer consumes ctr.events")).app)
 
 
 def _interrupt(*_) -> None:
@@ -93,9 +105,7 @@ def cmd_replay(args) -> int:
     from .data import load_dataset
     from .replay import replay
 
-    s = _settings()
-    if not s.kafka_bootstrap:
-        raise ConfigError("KAFKA_BOOTSTRAP: replay needs a broker (stream-ctr up prints it)")
+    s = _broker_settings("replay needs a broker")
     events = load_dataset(args.dataset, args.limit, args.seed)
     t0 = time.monotonic()
     sent, bad = replay(events, s.kafka_bootstrap, topics.events(s).name, args.rate, args.malformed_every)
@@ -109,9 +119,7 @@ def cmd_simulate(args) -> int:
     from .data.synthetic import SyntheticConfig
     from .simulate import SimConfig
 
-    s = _settings()
-    if not s.kafka_bootstrap:
-        raise ConfigError("KAFKA_BOOTSTRAP: simulate sends its users' events to ctr.events (stream-ctr up prints it)")
+    s = _broker_settings("simulate sends its users' events to ctr.events")
     sim = SimConfig(requests=args.requests, candidates=args.candidates, k=args.k, seed=args.seed,
                     start_ts=time.time())
     world = SyntheticConfig(users=args.users, items=args.items, drift=args.drift, seed=args.seed)
@@ -125,9 +133,7 @@ def cmd_simulate(args) -> int:
 def cmd_ab_report(args) -> int:
     from .ab.report import read_results, render_markdown
 
-    s = _settings()
-    if not s.kafka_bootstrap:
-        raise ConfigError("KAFKA_BOOTSTRAP: the report reads ctr.exposures and ctr.events")
+    s = _broker_settings("the report reads ctr.exposures and ctr.events")
     from .ab.assignment import Experiment
 
     experiment = Experiment.configured(args.experiment or s.experiment_file)
@@ -169,23 +175,24 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
     rp = sub.add_parser("replay", help="produce a dataset's clicks to ctr.events")
     rp.add_argument("--dataset", choices=["ml-100k", "synthetic"], default="ml-100k")
-    rp.add_argument("--rate", type=float, default=0.0, help="events per second (0 = as fast as possible)")
-    rp.add_argument("--limit", type=int, default=None, help="replay only the first N events")
+    rp.add_argument("--rate", type=_non_negative, default=0.0, help="events per second (0 = as fast as possible)")
+    rp.add_argument("--limit", type=_positive_int, default=None, help="replay only the first N events")
     rp.add_argument("--seed", type=int, default=0, help="seed of the synthetic generator")
-    rp.add_argument("--malformed-every", type=int, default=0, help="inject a malformed record every N events")
+    rp.add_argument("--malformed-every", type=_non_negative_int, default=0,
+                    help="inject a malformed record every N events (0 = none)")
     rp.set_defaults(func=cmd_replay)
     dm = sub.add_parser("demo", help="Kafka + worker + trainer, replay ML-100K, print the per-arm report")
-    dm.add_argument("--limit", type=int, default=None)
-    dm.add_argument("--rate", type=float, default=0.0)
-    dm.add_argument("--malformed-every", type=int, default=5000)
+    dm.add_argument("--limit", type=_positive_int, default=None)
+    dm.add_argument("--rate", type=_non_negative, default=0.0)
+    dm.add_argument("--malformed-every", type=_non_negative_int, default=5000)
     dm.add_argument("--out", default="reports", help="where demo-report.md and logs go")
-    dm.add_argument("--sim-requests", type=int, default=10000,
+    dm.add_argument("--sim-requests", type=_non_negative_int, default=10000,
                     help="scoring requests of the closed-loop A/B phase (0 skips it)")
     dm.add_argument("--sim-seed", type=int, default=0, help="seed of the simulated users' world")
     dm.set_defaults(func=cmd_demo)
     bn = sub.add_parser("bench", help="measure trainer, test-then-train, state and snapshot costs in-process")
     bn.add_argument("--families", default="deepfm,lr,fm,wd,dcn")
-    bn.add_argument("--limit", type=int, default=None, help="use the first N MovieLens events")
+    bn.add_argument("--limit", type=_positive_int, default=None, help="use the first N MovieLens events")
     bn.add_argument("--out", help="also write the markdown here")
     bn.add_argument("--serving", action="store_true", help="also measure the scoring API on a real worker")
     bn.add_argument("--serving-requests", type=_positive_int, default=2000)
@@ -208,11 +215,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def _number(kind, lowest, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not value >= lowest:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_int = _number(int, 1, "a positive integer")
+_non_negative_int = _number(int, 0, "an integer >= 0")
+_non_negative = _number(float, 0.0, "a number >= 0")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ExperimentError as err:
         print(f"stream-ctr: experiment error: {err}", file=sys.stderr)
+        return 2
+    except BrokerUnreachable as err:
+        print(f"stream-ctr: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # interrupted while starting: everything started so far was stopped on the way out
         print("stream-ctr: interrupted", file=sys.stderr)

@@ -169,13 +169,15 @@ class Settings:
         if self.kafka_bootstrap and ":" not in self.kafka_bootstrap:
             raise ConfigError(f"KAFKA_BOOTSTRAP: expected host:port, got {self.kafka_bootstrap!r}")
 
-    @classmethod
-    def describe(cls) -> str:
-        """One line per knob, for ``stream-ctr config``."""
-        return "\n".join(
-            f"{f.metadata['env']:32} {f.type:6} default={f.default!r:12} {f.metadata['doc']}"
-            for f in dataclasses.fields(cls)
-        )
+    def describe(self) -> str:
+        """One line per knob with its effective value (and the default where it differs), for
+        ``stream-ctr config``."""
+        lines = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            default = "" if value == f.default else f"  (default {f.default!r})"
+            lines.append(f"{f.metadata['env']:32} = {value!r}{default}\n{'':35}{f.metadata['doc']}")
+        return "\n".join(lines)
 
 
 def _parse(name: str, type_name: str, raw: Any) -> Any:

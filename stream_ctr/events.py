@@ -18,15 +18,24 @@ stream_ctr.events.InvalidEvent: missing_field: user_id
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Mapping
 
 import orjson
+from kafka.partitioner.default import murmur2
 
-__all__ = ["DLQ_REASONS", "Event", "InvalidEvent", "encode_event", "parse_event"]
+__all__ = ["DLQ_REASONS", "MAX_FUTURE_S", "MAX_ID_CHARS", "Event", "InvalidEvent", "encode_event", "parse_event",
+           "parse_record", "partition_of"]
 
 #: Every reason an event can be dead-lettered for. Closed set: it is a Prometheus label.
-DLQ_REASONS = ("not_json", "not_object", "missing_field", "bad_type", "bad_label", "bad_ts", "key_mismatch")
+DLQ_REASONS = ("not_json", "not_object", "missing_field", "bad_type", "too_long", "bad_label", "bad_ts",
+               "missing_key", "key_mismatch", "wrong_partition")
+
+#: Longest id (event, user, item, request) accepted, in characters.
+MAX_ID_CHARS = 256
+#: How far in the future an event's ``ts`` may be (clock skew between producers), in seconds.
+MAX_FUTURE_S = 86400.0
 
 _ID_FIELDS = ("event_id", "user_id", "item_id")
 
@@ -69,8 +78,28 @@ def encode_event(event: Event) -> bytes:
     return orjson.dumps(event.to_dict())
 
 
-def parse_event(raw: bytes, key: bytes | None = None) -> Event:
-    """Validate ``raw`` (and, when given, that the record key is the user id) and return the event."""
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, in Java and in kafka-python) gives ``key``."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def parse_record(raw: bytes, key: bytes | None, partition: int, partitions: int) -> Event:
+    """Validate a record of ``ctr.events``: the value (:func:`parse_event`), a key equal to the user id, and the
+    partition of that key. A user's events must all be on one partition: per-user offsets are compared within it,
+    so an event of the user on another partition would otherwise be skipped as a redelivery."""
+    if key is None:
+        raise InvalidEvent("missing_key", "the record key must be the user id; it is null")
+    event = parse_event(raw, key)
+    expected = partition_of(key, partitions)
+    if partition != expected:
+        raise InvalidEvent("wrong_partition", f"user {event.user_id[:64]!r} belongs on partition {expected}, "
+                                              f"not {partition} (produce with the default partitioner)")
+    return event
+
+
+def parse_event(raw: bytes, key: bytes | None = None, now: float | None = None) -> Event:
+    """Validate ``raw`` (and, when given, that the record key is the user id) and return the event. ``ts`` may be
+    at most :data:`MAX_FUTURE_S` ahead of ``now`` (default: the clock)."""
     if not raw:
         raise InvalidEvent("not_json", "empty value")
     try:
@@ -88,13 +117,15 @@ def parse_event(raw: bytes, key: bytes | None = None) -> Event:
         # Integer ids are accepted and normalised to strings: producers in the wild send both.
         if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
             raise InvalidEvent("bad_type", f"{name} must be a non-empty string or integer")
-        ids.append(str(value))
+        ids.append(_checked_id(name, str(value)))
     label = obj["label"]
     if isinstance(label, bool) or label not in (0, 1):
         raise InvalidEvent("bad_label", f"label must be 0 or 1, got {label!r}")
     ts = obj["ts"]
     if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts) or ts < 0:
         raise InvalidEvent("bad_ts", f"ts must be non-negative epoch seconds, got {ts!r}")
+    if ts > (time.time() if now is None else now) + MAX_FUTURE_S:
+        raise InvalidEvent("bad_ts", f"ts {ts!r} is more than {MAX_FUTURE_S:.0f}s in the future")
     features = obj.get("features", {})
     if not isinstance(features, dict):
         raise InvalidEvent("bad_type", "features must be an object")
@@ -104,6 +135,14 @@ def parse_event(raw: bytes, key: bytes | None = None) -> Event:
     request_id = obj.get("request_id")
     if request_id is not None and (not isinstance(request_id, str) or request_id == ""):
         raise InvalidEvent("bad_type", "request_id must be a non-empty string")
+    if request_id is not None:
+        _checked_id("request_id", request_id)
     if key is not None and key.decode("utf-8", "replace") != ids[1]:
         raise InvalidEvent("key_mismatch", "record key must equal user_id")
     return Event(ids[0], ids[1], ids[2], float(ts), int(label), features, request_id)
+
+
+def _checked_id(name: str, value: str) -> str:
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidEvent("too_long", f"{name} has {len(value)} characters; at most {MAX_ID_CHARS}")
+    return value

@@ -12,13 +12,15 @@ from .events import Event, encode_event
 __all__ = ["MALFORMED_SAMPLES", "replay"]
 
 #: One example of each kind of bad record, for demos and tests of the dead-letter path.
-MALFORMED_SAMPLES: tuple[tuple[bytes, bytes], ...] = (
+MALFORMED_SAMPLES: tuple[tuple[bytes | None, bytes], ...] = (
     (b"u-bad", b"{not json"),
     (b"u-bad", b"[1, 2, 3]"),
     (b"u-bad", b'{"event_id": "x1", "item_id": "i", "ts": 1, "label": 1}'),
     (b"u-bad", b'{"event_id": "x2", "user_id": "u-bad", "item_id": "i", "ts": 1, "label": 3}'),
-    (b"u-bad", b'{"event_id": "x3", "user_id": "u-bad", "item_id": "i", "ts": -5, "label": 0}'),
+    (b"u-bad", b'{"event_id": "x3", "user_id": "u-bad", "item_id": "i", "ts": 1e15, "label": 0}'),
     (b"someone-else", b'{"event_id": "x4", "user_id": "u-bad", "item_id": "i", "ts": 1, "label": 0}'),
+    (None, b'{"event_id": "x5", "user_id": "u-bad", "item_id": "i", "ts": 1, "label": 0}'),
+    (b"u-bad", b'{"event_id": "x6", "user_id": "u-bad", "item_id": "' + b"i" * 300 + b'", "ts": 1, "label": 0}'),
 )
 
 

@@ -46,7 +46,7 @@ class SimConfig:
     k: int = 5
     seed: int = 0
     start_ts: float = 0.0
-    seconds_per_event: float = 1.0
+    seconds_per_event: float = 0.001
 
     def __post_init__(self):
         for name in ("requests", "candidates", "k"):

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -26,7 +27,12 @@ from kafka.errors import KafkaError
 from ..net import free_port
 from ..topics import MAX_RECORD_BYTES
 
-__all__ = ["ExternalKafka", "LocalKafka", "broker_for", "ensure_jars"]
+__all__ = ["BrokerUnreachable", "ExternalKafka", "LocalKafka", "broker_for", "ensure_jars", "require_broker",
+           "wait_ready"]
+
+
+class BrokerUnreachable(TimeoutError):
+    """No broker answered at the bootstrap address in time; the message says where and why."""
 
 KAFKA_VERSION = "4.1.1"
 _HERE = Path(__file__).parent
@@ -179,6 +185,10 @@ def wait_ready(bootstrap: str, timeout: float, proc: subprocess.Popen | None = N
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"Kafka exited with code {proc.returncode} while starting")
+            if not _listening(bootstrap):  # cheap: kafka-python retries a closed port for half a minute
+                last = ConnectionRefusedError(f"nothing listens at {bootstrap}")
+                time.sleep(0.5)
+                continue
             try:
                 admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
                 try:
@@ -191,7 +201,25 @@ def wait_ready(bootstrap: str, timeout: float, proc: subprocess.Popen | None = N
                 time.sleep(0.5)
     finally:
         kafka_log.setLevel(level)
-    raise TimeoutError(f"Kafka at {bootstrap} not ready after {timeout:.0f}s: {last}")
+    raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap} within {timeout:.0f}s ({last or 'no answer'}); "
+                            "is KAFKA_BOOTSTRAP right and the broker up?")
+
+
+def _listening(bootstrap: str) -> bool:
+    """Whether any ``host:port`` of ``bootstrap`` accepts a TCP connection."""
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=1.0).close()
+            return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def require_broker(bootstrap: str, timeout: float = 5.0) -> None:
+    """Fail fast, in one line, when the configured broker does not answer (commands call this first)."""
+    wait_ready(bootstrap, timeout)
 
 
 def broker_for(bootstrap: str = "") -> LocalKafka | ExternalKafka:

@@ -10,7 +10,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from stream_ctr import topics
-from stream_ctr.events import InvalidEvent, parse_event
+from stream_ctr.events import InvalidEvent, parse_record, partition_of
 from stream_ctr.replay import MALFORMED_SAMPLES, replay
 from stream_ctr.stack import Stack, get_json
 
@@ -54,20 +54,21 @@ def test_replay_through_real_worker_counts_exactly_and_dead_letters(settings_fac
     events = make_events(users=60, events_per_user=50, seed=7).events  # 3000
     first, second = events[:2400], events[2400:]
     with Stack(settings, tmp_path / "logs") as stack:
-        sent, bad = replay(first, stack.settings.kafka_bootstrap, topics.events(settings).name, malformed_every=400)
-        assert (sent, bad) == (2400, 6)
-        stats = _wait_for(stack, 2400, 6)
-        assert stats["applied"] == 2400 and stats["dead_letters"] == 6
+        sent, bad = replay(first, stack.settings.kafka_bootstrap, topics.events(settings).name, malformed_every=300)
+        assert (sent, bad) == (2400, len(MALFORMED_SAMPLES))
+        stats = _wait_for(stack, 2400, bad)
+        assert stats["applied"] == 2400 and stats["dead_letters"] == bad
 
         # Every malformed record is on the dead-letter topic, raw bytes intact, with its reason.
         # Order across source partitions is not defined (the bad records have different keys), so match by value.
-        dlq = {m.value: m for m in _dead_letters(stack.settings, 6)}
+        dlq = {m.value: m for m in _dead_letters(stack.settings, bad)}
         assert sorted(dlq) == sorted(v for _, v in MALFORMED_SAMPLES)
         for key, value in MALFORMED_SAMPLES:
             msg = dlq[value]
             headers = dict(msg.headers)
             with pytest.raises(InvalidEvent) as err:
-                parse_event(value, key)
+                parse_record(value, key, partition_of(key, settings.events_partitions) if key else 0,
+                             settings.events_partitions)
             assert headers["reason"].decode() == err.value.reason
             assert headers["topic"].decode() == topics.events(settings).name
             assert msg.key == key

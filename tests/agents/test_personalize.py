@@ -11,7 +11,7 @@ import pytest
 
 from stream_ctr.agents.personalize import PersonalizeWorker
 from stream_ctr.config import Settings
-from stream_ctr.events import encode_event
+from stream_ctr.events import encode_event, partition_of
 
 
 class _RecordingTopic:
@@ -39,8 +39,9 @@ def _drive(worker: PersonalizeWorker, records, expect: int) -> None:
     async def run():
         agent = worker.app.agents["personalize"]
         async with agent.test_context() as ctx:
-            for key, value in records:
-                await ctx.put(value, key=key, partition=0, wait=False)
+            for key, value in records:  # on the key's partition, as Kafka's default partitioner puts it
+                partition = partition_of(key, worker.settings.events_partitions) if key else 0
+                await ctx.put(value, key=key, partition=partition, wait=False)
             for _ in range(200):
                 s = worker.stats()
                 if s["applied"] + s["dead_letters"] >= expect:
@@ -67,13 +68,15 @@ def test_agent_applies_events_and_keeps_exact_counts(worker, make_events):
 def test_agent_dead_letters_bad_records_and_keeps_going(worker, make_events):
     good = make_events(users=2, events_per_user=3, seed=5).events
     bad_label = orjson.dumps({"event_id": "1", "user_id": "u-y", "item_id": "i", "ts": 1, "label": 5})
-    records = [(b"u-x", b"{not json"), *[(e.user_id.encode(), encode_event(e)) for e in good], (b"u-y", bad_label)]
+    null_key = encode_event(good[0])
+    records = [(b"u-x", b"{not json"), *[(e.user_id.encode(), encode_event(e)) for e in good], (b"u-y", bad_label),
+               (None, null_key)]
     _drive(worker, records, len(records))
     stats = worker.stats()
-    assert (stats["applied"], stats["dead_letters"]) == (len(good), 2)
+    assert (stats["applied"], stats["dead_letters"]) == (len(good), 3)
     dlq = worker.dead_letters.topic.sent
-    assert [r["headers"]["reason"] for r in dlq] == [b"not_json", b"bad_label"]
-    assert [r["value"] for r in dlq] == [b"{not json", bad_label]  # the raw bytes, untouched
+    assert [r["headers"]["reason"] for r in dlq] == [b"not_json", b"bad_label", b"missing_key"]
+    assert [r["value"] for r in dlq] == [b"{not json", bad_label, null_key]  # the raw bytes, untouched
     assert dlq[0]["key"] == b"u-x"
     text = worker.metrics.render().decode()
     assert 'stream_ctr_dead_letter_total{reason="not_json"} 1.0' in text

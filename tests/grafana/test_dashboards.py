@@ -28,7 +28,7 @@ from stream_ctr import topics
 from stream_ctr.ab.closed_loop import run_closed_loop
 from stream_ctr.arms import ARMS
 from stream_ctr.data.synthetic import SyntheticConfig
-from stream_ctr.events import InvalidEvent, parse_event
+from stream_ctr.events import InvalidEvent, parse_record, partition_of
 from stream_ctr.net import free_port
 from stream_ctr.replay import MALFORMED_SAMPLES, replay
 from stream_ctr.simulate import SimConfig
@@ -388,7 +388,7 @@ def test_panel_values_are_plausible(prometheus):
     injected = set()
     for key, value in MALFORMED_SAMPLES:
         with pytest.raises(InvalidEvent) as err:
-            parse_event(value, key)
+            parse_record(value, key, partition_of(key, 4) if key else 0, 4)
         injected.add(err.value.reason)
     assert {s["metric"]["reason"] for s in reasons} == injected
     served = prometheus.query('sum by (arm) (stream_ctr_ab_requests_total{job="stream-ctr-worker"})')["data"]["result"]

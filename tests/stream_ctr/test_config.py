@@ -11,6 +11,10 @@ from stream_ctr.config import ConfigError, Settings
     ({"STREAM_CTR_FEATURES": "age:blob"}, "STREAM_CTR_FEATURES"),
     ({"KAFKA_BOOTSTRAP": "localhost"}, "KAFKA_BOOTSTRAP"),
     ({"STREAM_CTR_CTR_WINDOW": "100000"}, "STREAM_CTR_CTR_WINDOW"),
+    ({"STREAM_CTR_WEB_PORT": "70000"}, "STREAM_CTR_WEB_PORT"),
+    ({"STREAM_CTR_WEB_PORT": "0"}, "STREAM_CTR_WEB_PORT"),
+    ({"STREAM_CTR_ATTRIBUTION_WINDOW_S": "-1"}, "STREAM_CTR_ATTRIBUTION_WINDOW_S"),
+    ({"STREAM_CTR_WORKER_THREADS": "0"}, "STREAM_CTR_WORKER_THREADS"),
 ])
 def test_bad_config_fails_naming_the_key(env, key):
     with pytest.raises(ConfigError, match=key):
@@ -21,7 +25,9 @@ def test_env_and_overrides():
     s = Settings.from_env({"STREAM_CTR_BATCH_SIZE": "32", "KAFKA_BOOTSTRAP": "127.0.0.1:9092"}, head_steps=3)
     assert (s.batch_size, s.kafka_bootstrap, s.head_steps) == (32, "127.0.0.1:9092", 3)
     assert s.topic("ctr.events") == "ctr.events"
-    assert "STREAM_CTR_HEAD_L2" in Settings.describe()
+    text = s.describe()
+    assert "STREAM_CTR_BATCH_SIZE            = 32  (default 256)" in text  # the effective value, then the default
+    assert "STREAM_CTR_HEAD_L2" in text
 
 
 def test_cli_reports_config_errors_without_traceback(capsys, monkeypatch):
@@ -30,3 +36,30 @@ def test_cli_reports_config_errors_without_traceback(capsys, monkeypatch):
     monkeypatch.setenv("STREAM_CTR_BATCH_SIZE", "-3")
     assert main(["replay", "--limit", "1"]) == 2
     assert "STREAM_CTR_BATCH_SIZE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["replay", "--limit", "-1"], "positive integer"),
+    (["replay", "--rate", "-5"], "number >= 0"),
+    (["replay", "--malformed-every", "x"], "integer >= 0"),
+    (["simulate", "--requests", "0"], "positive integer"),
+])
+def test_out_of_range_arguments_are_refused(capsys, argv, needle):
+    from stream_ctr.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_an_unreachable_broker_is_one_line_within_seconds(capsys, monkeypatch):
+    import time
+
+    from stream_ctr.cli import main
+    from stream_ctr.net import free_port
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")  # nothing listens there
+    t0 = time.monotonic()
+    assert main(["replay", "--limit", "10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert time.monotonic() - t0 < 10 and len(err.splitlines()) == 1 and "cannot reach Kafka at 127.0.0.1" in err

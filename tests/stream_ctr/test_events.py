@@ -1,7 +1,10 @@
 import orjson
 import pytest
 
-from stream_ctr.events import DLQ_REASONS, Event, InvalidEvent, encode_event, parse_event
+import time
+
+from stream_ctr.events import (DLQ_REASONS, MAX_ID_CHARS, Event, InvalidEvent, encode_event, parse_event,
+                               parse_record, partition_of)
 from stream_ctr.replay import MALFORMED_SAMPLES
 
 GOOD = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "ts": 10, "label": 0, "features": {"g": "F", "x": 1.5}}
@@ -26,6 +29,11 @@ def _bad(**changes):
     (_bad(label=True), "bad_label"),
     (_bad(ts=-1), "bad_ts"),
     (_bad(ts="yesterday"), "bad_ts"),
+    (_bad(ts=1e15), "bad_ts"),
+    (_bad(ts=time.time() + 3 * 86400), "bad_ts"),
+    (_bad(user_id="u" * (MAX_ID_CHARS + 1)), "too_long"),
+    (_bad(item_id="x" * 1_000_000), "too_long"),
+    (_bad(request_id="r" * (MAX_ID_CHARS + 1)), "too_long"),
 ])
 def test_each_invalid_event_has_its_reason(raw, reason):
     with pytest.raises(InvalidEvent) as err:
@@ -49,7 +57,26 @@ def test_replay_malformed_samples_cover_distinct_reasons():
     reasons = set()
     for key, value in MALFORMED_SAMPLES:
         with pytest.raises(InvalidEvent) as err:
-            parse_event(value, key)
+            parse_record(value, key, partition_of(key, 4) if key else 0, 4)
         reasons.add(err.value.reason)
     assert len(reasons) == len(MALFORMED_SAMPLES)
     assert reasons <= set(DLQ_REASONS)
+
+
+def test_a_kafka_record_needs_the_user_id_as_key_and_the_keys_partition():
+    raw = orjson.dumps({**GOOD, "user_id": 7})
+    home = partition_of(b"7", 4)
+    assert parse_record(raw, b"7", home, 4).user_id == "7"
+    for key, partition, reason in ((None, home, "missing_key"), (b"8", partition_of(b"8", 4), "key_mismatch"),
+                                   (b"7", (home + 1) % 4, "wrong_partition")):
+        with pytest.raises(InvalidEvent) as err:
+            parse_record(raw, key, partition, 4)
+        assert err.value.reason == reason, (key, partition)
+
+
+def test_partition_of_matches_the_producers_default_partitioner():
+    from aiokafka.partitioner import DefaultPartitioner  # what Faust (aiokafka) producers use
+
+    for n in range(200):
+        key = f"user-{n}".encode()
+        assert partition_of(key, 8) == DefaultPartitioner()(key, list(range(8)), list(range(8)))
