@@ -25,15 +25,20 @@ from typing import Mapping
 import orjson
 from kafka.partitioner.default import murmur2
 
-__all__ = ["DLQ_REASONS", "MAX_FUTURE_S", "MAX_ID_CHARS", "Event", "InvalidEvent", "encode_event", "parse_event",
+__all__ = ["DLQ_REASONS", "FIELDS", "MAX_FUTURE_S", "MAX_ID_CHARS", "Event", "InvalidEvent", "encode_event", "parse_event",
            "parse_record", "partition_of"]
 
 #: Every reason an event can be dead-lettered for. Closed set: it is a Prometheus label.
-DLQ_REASONS = ("not_json", "not_object", "missing_field", "bad_type", "too_long", "bad_label", "bad_ts",
-               "missing_key", "key_mismatch", "wrong_partition")
+DLQ_REASONS = ("not_json", "not_object", "missing_field", "unknown_field", "bad_type", "too_long", "bad_label",
+               "bad_ts", "missing_key", "key_mismatch", "wrong_partition")
 
 #: Longest id (event, user, item, request) accepted, in characters.
 MAX_ID_CHARS = 256
+#: Longest feature value, and most features, an event may carry.
+MAX_FEATURE_CHARS = 1024
+MAX_FEATURES = 256
+#: Every field an event may have: anything else is a producer bug, dead-lettered rather than silently ignored.
+FIELDS = frozenset({"event_id", "user_id", "item_id", "ts", "label", "features", "request_id"})
 #: How far in the future an event's ``ts`` may be (clock skew between producers), in seconds.
 MAX_FUTURE_S = 86400.0
 
@@ -111,6 +116,9 @@ def parse_event(raw: bytes, key: bytes | None = None, now: float | None = None) 
     for name in (*_ID_FIELDS, "ts", "label"):
         if name not in obj:
             raise InvalidEvent("missing_field", name)
+    unknown = obj.keys() - FIELDS
+    if unknown:
+        raise InvalidEvent("unknown_field", ", ".join(sorted(str(k)[:64] for k in unknown)[:5]))
     ids = []
     for name in _ID_FIELDS:
         value = obj[name]
@@ -129,9 +137,15 @@ def parse_event(raw: bytes, key: bytes | None = None, now: float | None = None) 
     features = obj.get("features", {})
     if not isinstance(features, dict):
         raise InvalidEvent("bad_type", "features must be an object")
+    if len(features) > MAX_FEATURES:
+        raise InvalidEvent("too_long", f"{len(features)} features; at most {MAX_FEATURES}")
     for name, value in features.items():
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise InvalidEvent("bad_type", f"feature {name!r} must be a string or number")
+            raise InvalidEvent("bad_type", f"feature {name[:64]!r} must be a string or number")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidEvent("bad_type", f"feature {name[:64]!r} must be finite")
+        if isinstance(value, str) and len(value) > MAX_FEATURE_CHARS or len(name) > MAX_FEATURE_CHARS:
+            raise InvalidEvent("too_long", f"feature {name[:64]!r}: at most {MAX_FEATURE_CHARS} characters")
     request_id = obj.get("request_id")
     if request_id is not None and (not isinstance(request_id, str) or request_id == ""):
         raise InvalidEvent("bad_type", "request_id must be a non-empty string")

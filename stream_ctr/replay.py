@@ -8,6 +8,7 @@ from typing import Iterable
 from kafka import KafkaProducer
 
 from .events import Event, encode_event
+from .topics import MAX_RECORD_BYTES
 
 __all__ = ["MALFORMED_SAMPLES", "replay"]
 
@@ -25,8 +26,10 @@ MALFORMED_SAMPLES: tuple[tuple[bytes | None, bytes], ...] = (
 
 
 def producer(bootstrap: str) -> KafkaProducer:
+    """Acknowledged by all in-sync replicas, in order (one request in flight), records up to the topics' limit."""
     return KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024, acks="all",
-                         compression_type=None, max_in_flight_requests_per_connection=1)
+                         compression_type=None, max_in_flight_requests_per_connection=1,
+                         max_request_size=MAX_RECORD_BYTES)
 
 
 def replay(

@@ -34,6 +34,9 @@ def _bad(**changes):
     (_bad(user_id="u" * (MAX_ID_CHARS + 1)), "too_long"),
     (_bad(item_id="x" * 1_000_000), "too_long"),
     (_bad(request_id="r" * (MAX_ID_CHARS + 1)), "too_long"),
+    (_bad(colour="red"), "unknown_field"),
+    (_bad(features={"g": "x" * 2000}), "too_long"),
+    (_bad(features={f"f{i}": 1 for i in range(300)}), "too_long"),
 ])
 def test_each_invalid_event_has_its_reason(raw, reason):
     with pytest.raises(InvalidEvent) as err:

@@ -1,0 +1,129 @@
+"""Fault tier: the worker under hostile input at volume, on the real broker.
+
+10,000 malformed records generated with hypothesis (non-JSON, invalid UTF-8, valid JSON that is not an object,
+missing and unknown fields, wrong types, labels other than 0/1, negative and far-future timestamps, NaN and
+infinity, long and 1 MB strings, empty values, null keys, keys that are not the user id) are interleaved with
+10,000 valid events: every bad record must reach the dead-letter topic with a reason, every good one must be
+applied exactly once, and the worker must stay up and keep answering its HTTP API.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections import Counter
+
+import orjson
+import pytest
+from hypothesis import strategies as st
+from hypothesis.errors import NonInteractiveExampleWarning
+from kafka import KafkaConsumer
+
+from stream_ctr import topics
+from stream_ctr.events import DLQ_REASONS, FIELDS, InvalidEvent, encode_event, parse_record, partition_of
+from stream_ctr.replay import producer
+from stream_ctr.stack import Stack, get_json
+
+pytestmark = [pytest.mark.broker, pytest.mark.faults]
+
+BAD_COUNT = 10_000
+BASE = {"event_id": "e", "user_id": "u-bad", "item_id": "i", "ts": 1.0, "label": 0, "features": {"segment": "s1"}}
+REQUIRED = ("event_id", "user_id", "item_id", "ts", "label")
+junk = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False),
+                 st.text(max_size=8), st.lists(st.integers(0, 9), max_size=2), st.dictionaries(st.text(max_size=3),
+                                                                                           st.integers(0, 9), max_size=2))
+
+
+def _event(**changes) -> dict:
+    return {k: v for k, v in {**BASE, **changes}.items() if v is not ...}
+
+
+def _malformed():
+    """(key, value) pairs that are invalid by construction, one category per branch."""
+    as_record = st.builds(lambda d: (b"u-bad", orjson.dumps(d)), st.one_of(
+        st.sampled_from(REQUIRED).map(lambda f: _event(**{f: ...})),                       # missing field
+        st.text(min_size=1, max_size=12).filter(lambda k: k not in FIELDS).map(
+            lambda k: {**BASE, k: 1}),                                                        # unknown field
+        st.tuples(st.sampled_from(("event_id", "item_id")), junk.filter(
+            lambda v: not isinstance(v, (str, int)) or isinstance(v, bool) or v == "")).map(
+            lambda fv: _event(**{fv[0]: fv[1]})),                                             # wrong id type
+        junk.filter(lambda v: v not in (0, 1) or isinstance(v, bool)).map(lambda v: _event(label=v)),  # label
+        st.one_of(st.floats(max_value=-1e-9, allow_nan=False, allow_infinity=False),
+                  st.floats(min_value=time.time() + 3 * 86400, max_value=1e300),
+                  st.text(max_size=5)).map(lambda ts: _event(ts=ts)),                        # bad ts
+        st.text(min_size=257, max_size=5000).map(lambda s: _event(item_id=s)),               # long string
+        st.sampled_from(("event_id", "item_id")).map(lambda f: _event(**{f: ""})),           # empty value
+        junk.filter(lambda v: not isinstance(v, dict)).map(lambda v: _event(features=v)),    # features type
+    ))
+    raw = st.one_of(
+        st.binary(max_size=200).map(lambda b: (b"u-bad", b"\xff" + b)),                      # invalid UTF-8
+        st.text(max_size=50).map(lambda t: (b"u-bad", b"{" + t.encode())),                   # not JSON
+        junk.filter(lambda v: not isinstance(v, dict)).map(lambda v: (b"u-bad", orjson.dumps(v))),  # not object
+        st.sampled_from(("NaN", "Infinity", "-Infinity")).map(
+            lambda x: (b"u-bad", orjson.dumps(BASE).replace(b'"ts":1.0', f'"ts":{x}'.encode()))),
+        st.just((None, orjson.dumps(BASE))),                                                  # null key
+        st.text(min_size=1, max_size=10).filter(lambda k: k != "u-bad").map(
+            lambda k: (k.encode(), orjson.dumps(BASE))),                                     # key mismatch
+    )
+    return st.one_of(as_record, raw)
+
+
+@pytest.fixture(scope="module")
+def bad_records():
+    strategy = _malformed()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonInteractiveExampleWarning)
+        records = [strategy.example() for _ in range(BAD_COUNT - 10)]
+    records += [(b"u-bad", orjson.dumps(_event(user_id="u" * 1_000_000)))] * 5  # 1 MB strings
+    records += [(b"u-bad", orjson.dumps(_event(features={"blob": "x" * 1_000_000})))] * 5
+    for key, value in records:  # invalid by construction; the parser agrees
+        with pytest.raises(InvalidEvent):
+            parse_record(value, key, partition_of(key, 4) if key else 0, 4)
+    return records
+
+
+def test_hostile_input_is_dead_lettered_and_good_events_applied_exactly_once(settings_factory, make_events,
+                                                                              bad_records, tmp_path):
+    settings = settings_factory()
+    good = make_events(users=50, events_per_user=200, seed=13).events  # 10,000
+    with Stack(settings, tmp_path / "logs") as stack:
+        prod, topic = producer(stack.settings.kafka_bootstrap), topics.events(stack.settings).name
+        for event, (key, value) in zip(good, bad_records):
+            prod.send(topic, key=event.user_id.encode(), value=encode_event(event))
+            prod.send(topic, key=key, value=value)
+        prod.flush()
+        prod.close()
+        deadline = time.monotonic() + 300
+        while (s := stack.stats())["applied"] + s["dead_letters"] < 2 * BAD_COUNT:
+            assert stack.procs["worker"].poll() is None, "the worker died"
+            assert time.monotonic() < deadline, s
+            time.sleep(0.5)
+        assert (s["applied"], s["dead_letters"], s["duplicates"]) == (len(good), BAD_COUNT, 0)
+
+        truth = Counter(e.user_id for e in good)
+        for user, n in truth.items():
+            status, body = get_json(f"{stack.worker_url}/v1/users/{user}")
+            assert status == 200 and body["events"] == n, (user, body)
+        reasons = _dead_letter_reasons(stack.settings, BAD_COUNT)
+        assert sum(reasons.values()) == BAD_COUNT and set(reasons) <= set(DLQ_REASONS), reasons
+        assert len(reasons) >= 10, reasons  # the generator reached (almost) every reason
+
+        for path in ("/v1/users/" + "x" * 5000, "/nothing", "/v1/users/", "/v1/users/%ff%fe"):
+            status, body = get_json(stack.worker_url + path)
+            assert 400 <= status < 500, (path[:40], status, body)
+        assert stack.procs["worker"].poll() is None
+
+
+def _dead_letter_reasons(settings, expect: int) -> Counter:
+    consumer = KafkaConsumer(topics.dead_letters(settings).name, bootstrap_servers=settings.kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=10000, group_id=None,
+                             fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=64 * 1024 * 1024)
+    reasons: Counter = Counter()
+    try:
+        for msg in consumer:
+            reasons[dict(msg.headers)["reason"].decode()] += 1
+            if sum(reasons.values()) >= expect:
+                break
+    finally:
+        consumer.close()
+    return reasons
