@@ -13,7 +13,7 @@ import numpy as np
 
 from .arms import PAIRS
 from .bootstrap import UserBootstrap
-from .metrics import auc, calibration, logloss, per_user_auc
+from .metrics import auc, calibration, logloss, per_user_auc, user_key
 
 __all__ = ["OnlineMetrics"]
 
@@ -57,13 +57,12 @@ class _Buffer:
 class OnlineMetrics:
     def __init__(self, arms, window: int = 20000, lifetime_cap: int = 5_000_000):
         self.arms = tuple(arms)
-        self._ids: dict[str, int] = {}
         self._lock = threading.Lock()
         self._buffers = {"window": _Buffer(self.arms, window, ring=True),
                          "lifetime": _Buffer(self.arms, lifetime_cap, ring=False)}
 
     def record(self, users, labels: np.ndarray, preds: dict[str, np.ndarray]) -> None:
-        uid = np.fromiter((self._ids.setdefault(u, len(self._ids)) for u in users), dtype=np.int64, count=len(users))
+        uid = np.fromiter((user_key(u) for u in users), dtype=np.int64, count=len(users))
         with self._lock:
             for buf in self._buffers.values():
                 buf.add(uid, labels, preds)

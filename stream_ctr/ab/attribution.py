@@ -18,14 +18,13 @@ gAUC: memory is bounded by the window, whatever the number of users or events.
 from __future__ import annotations
 
 import math
-import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
 
-from ..metrics import per_user_auc
+from ..metrics import per_user_auc, user_key
 from .assignment import Experiment
 from .stats import srm_test
 
@@ -78,11 +77,6 @@ class PendingExposures:
             if now - oldest.ts <= 2 * self.window_s:  # a grace period, so "expired" is reported, not "unknown"
                 return
             self._served.popitem(last=False)
-
-
-def user_key(user_id: str) -> int:
-    """A stable integer for a user id (groups rows per user for gAUC without a table of ids)."""
-    return zlib.crc32(user_id.encode())
 
 
 class _ArmWindow:
