@@ -58,14 +58,19 @@ def test_a_request_to_either_worker_gets_the_owners_answer(two_workers):
     clients = [ScoringClient(u) for u in urls]
     before = [sum(a["requests"] for a in _results(u)["arms"].values()) for u in urls]
     users = [f"u{n}" for n in range(40)]
+    sent = 0
     for user in users:
-        a, b = (c.score(_request(user, f"route-{user}-{i}")) for i, c in enumerate(clients))
+        for attempt in range(3):  # a new snapshot may land between the two requests: then ask both again
+            a, b = (c.score(_request(user, f"route-{user}-{attempt}-{i}")) for i, c in enumerate(clients))
+            sent += 2
+            if a["model_version"] == b["model_version"]:
+                break
         assert {**a, "request_id": None} == {**b, "request_id": None}, user  # same arm, scores and version
         assert a["arm"] == Experiment.default().assign(user).arm
     after = [sum(a["requests"] for a in _results(u)["arms"].values()) for u in urls]
     served = [x - y for x, y in zip(after, before)]
-    # Each request was scored once, by the owner: both workers own users, and together they served all 80.
-    assert sum(served) == 2 * len(users) and min(served) > 0, served
+    # Each request was scored once, by the owner: both workers own users, and together they served them all.
+    assert sum(served) == sent and min(served) > 0, served
 
 
 def test_bad_requests_over_http_are_4xx_with_a_message(two_workers):
