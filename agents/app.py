@@ -11,6 +11,8 @@ from stream_ctr.config import ConfigError, Settings
 from stream_ctr.state import UserState
 from stream_ctr.topics import MAX_RECORD_BYTES
 
+from . import faust_fixes
+
 __all__ = ["USER_STATE_CODEC", "create_app", "raw_topic"]
 
 USER_STATE_CODEC = "stream_ctr.userstate"
@@ -27,6 +29,7 @@ class _UserStateCodec(codecs.Codec):
 
 
 codecs.register(USER_STATE_CODEC, _UserStateCodec())
+faust_fixes.apply()  # every app of this package commits only what its changelog writes made durable
 
 
 def create_app(settings: Settings, role: str, web_port: int) -> faust.App:
@@ -43,6 +46,10 @@ def create_app(settings: Settings, role: str, web_port: int) -> faust.App:
         # Offsets are committed often: a crash then replays little, and per-user offsets drop the replays.
         broker_commit_every=1000,
         broker_commit_interval=1.0,
+        # A killed member is noticed after the session timeout; until then its partitions wait (Faust: 60 s).
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_s,
+        producer_acks=-1,  # every record, changelog writes included, acknowledged by all in-sync replicas
         producer_max_request_size=MAX_RECORD_BYTES,
         consumer_auto_offset_reset="earliest",
         web_enabled=True,

@@ -40,7 +40,8 @@ def _users_table(app: faust.App, settings: Settings) -> faust.Table:
     # use_partitioner: changelog records go to the partition of the key, which is the user's events partition
     # (same key bytes, same murmur2 partitioner), so batches that mix partitions keep tables co-partitioned.
     # Faust derives a table's serializers from its types (JSON otherwise), so the changelog topic is declared
-    # here: keys as utf-8 (the same bytes as the events' keys), values in the compact state codec.
+    # here: keys as utf-8 (the same bytes as the events' keys), values in the compact state codec. acks=False is
+    # Faust's own setting for changelogs: no consumer offsets are tracked for them (producer acks are "all").
     changelog = app.topic(f"{app.conf.id}-users-changelog", key_type=str, key_serializer="raw",
                           value_serializer=USER_STATE_CODEC, partitions=settings.events_partitions,
                           compacting=True, deleting=False, acks=False, internal=True)

@@ -80,6 +80,10 @@ class Settings:
     pending_exposures: int = _knob(100_000, "STREAM_CTR_PENDING_EXPOSURES",
                                    "scoring requests kept for attribution per worker (oldest dropped first)",
                                    _positive)
+    session_timeout_s: float = _knob(6.0, "STREAM_CTR_SESSION_TIMEOUT_S",
+                                     "consumer group session timeout: how soon a killed worker's partitions move "
+                                     "(the broker's minimum is 6)", lambda v: v >= 6)
+    heartbeat_s: float = _knob(1.0, "STREAM_CTR_HEARTBEAT_S", "consumer group heartbeat interval", _positive)
     worker_threads: int = _knob(1, "STREAM_CTR_WORKER_THREADS",
                                 "torch threads of a personalize worker (its batches and scoring requests are small: "
                                 "one thread avoids contention with the trainer and the broker)", _positive)
@@ -166,6 +170,9 @@ class Settings:
             raise ConfigError(f"STREAM_CTR_FEATURES: {exc}") from None
         if self.ctr_window > 65535:
             raise ConfigError(f"STREAM_CTR_CTR_WINDOW: at most 65535, got {self.ctr_window}")
+        if self.heartbeat_s * 3 > self.session_timeout_s:
+            raise ConfigError(f"STREAM_CTR_HEARTBEAT_S: {self.heartbeat_s} must be at most a third of "
+                              f"STREAM_CTR_SESSION_TIMEOUT_S ({self.session_timeout_s})")
         if self.kafka_bootstrap and ":" not in self.kafka_bootstrap:
             raise ConfigError(f"KAFKA_BOOTSTRAP: expected host:port, got {self.kafka_bootstrap!r}")
 

@@ -21,7 +21,7 @@ from kafka import KafkaConsumer
 
 from stream_ctr import topics
 from stream_ctr.events import DLQ_REASONS, FIELDS, InvalidEvent, encode_event, parse_record, partition_of
-from stream_ctr.replay import producer
+from stream_ctr.replay import producer, replay
 from stream_ctr.stack import Stack, get_json
 
 pytestmark = [pytest.mark.broker, pytest.mark.faults]
@@ -127,3 +127,76 @@ def _dead_letter_reasons(settings, expect: int) -> Counter:
     finally:
         consumer.close()
     return reasons
+
+
+def _truth_from_topic(settings) -> dict[str, tuple]:
+    """Per user (events, clicks, highest offset, window events, window clicks) of the records on ``ctr.events``:
+    the state of any run that applied each event exactly once, however often it was killed."""
+    from stream_ctr.broker.read import read_topic
+
+    labels: dict[str, list[int]] = {}
+    last: dict[str, int] = {}
+    for msg in read_topic(settings.kafka_bootstrap, topics.events(settings).name):
+        event = parse_record(msg.value, msg.key, msg.partition, settings.events_partitions)
+        labels.setdefault(event.user_id, []).append(event.label)
+        last[event.user_id] = max(last.get(event.user_id, -1), msg.offset)
+    window = settings.ctr_window
+    return {u: (len(y), sum(y), last[u], min(len(y), window), sum(y[-window:])) for u, y in labels.items()}
+
+
+def test_kill_9_five_times_during_a_replay_loses_nothing_and_counts_nothing_twice(settings_factory, make_events,
+                                                                                  tmp_path):
+    import random
+    import signal
+    import threading
+
+    settings = settings_factory()
+    events = make_events(users=40, events_per_user=180, seed=21).events  # 7,200, at 100/s: ~72 s of stream
+    rng = random.Random(5)
+    with Stack(settings, tmp_path / "logs") as stack:
+        feeder = threading.Thread(target=replay, args=(events, stack.settings.kafka_bootstrap,
+                                                       topics.events(stack.settings).name, 100.0), daemon=True)
+        feeder.start()
+        recoveries = []
+        for kill in range(5):
+            time.sleep(rng.uniform(0.5, 3.0))
+            assert feeder.is_alive(), "the replay ended before every kill happened: events must still arrive"
+            stack.procs["worker"].send_signal(signal.SIGKILL)
+            stack.procs["worker"].wait()
+            started = time.monotonic()
+            stack.spawn("worker", f"worker-after-kill-{kill}")
+            stack.procs["worker"] = stack.procs.pop(f"worker-after-kill-{kill}")
+            recoveries.append(_seconds_until_consuming(stack, started))
+        feeder.join()
+        assert max(recoveries) < 15, recoveries  # consuming again within 15 s of each restart
+        truth = _truth_from_topic(stack.settings)
+        assert sum(t[0] for t in truth.values()) == len(events)
+        deadline = time.monotonic() + 120
+        while (wrong := _wrong_users(stack, truth)) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not wrong, f"{len(wrong)} users differ from the exactly-once result, e.g. {wrong[:3]}"
+
+
+def _seconds_until_consuming(stack: Stack, started: float, timeout: float = 60.0) -> float:
+    while time.monotonic() - started < timeout:
+        try:
+            if get_json(f"{stack.worker_url}/v1/stats", timeout=2)[1].get("applied", 0) > 0:
+                return time.monotonic() - started
+        except OSError:
+            pass  # not listening yet
+        time.sleep(0.2)
+    raise AssertionError(f"the restarted worker consumed nothing in {timeout:.0f}s")
+
+
+def _wrong_users(stack: Stack, truth: dict) -> list:
+    wrong = []
+    for user, expected in truth.items():
+        status, body = get_json(f"{stack.worker_url}/v1/users/{user}")
+        if status != 200:
+            wrong.append((user, status, expected))
+            continue
+        window_clicks = round(body["window_ctr"] * body["window_events"]) if body["window_events"] else 0
+        got = (body["events"], body["clicks"], body["last_applied_offset"], body["window_events"], window_clicks)
+        if got != expected:
+            wrong.append((user, got, expected))
+    return wrong
