@@ -122,22 +122,26 @@ class LocalKafka:
         path.write_text("".join(f"{k}={v}\n" for k, v in cfg.items()))
         return path
 
+    def _java(self) -> list[str]:
+        return ["java", f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={_HERE / 'log4j2.properties'}", "-cp", f"{ensure_jars(self.version)}/*"]
+
     def start(self, timeout: float = 90.0) -> "LocalKafka":
-        libs = ensure_jars(self.version)
         self.workdir = Path(tempfile.mkdtemp(prefix="stream-ctr-kafka-"))
         config = self._write_config()
-        java = ["java", f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
-                f"-Dlog4j2.configurationFile={_HERE / 'log4j2.properties'}", "-cp", f"{libs}/*"]
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         # --cluster-id=ID, not "-t ID": a random id may start with "-" and would be read as an option.
-        fmt = subprocess.run([*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)],
-                             capture_output=True, text=True)
+        fmt = subprocess.run([*self._java(), "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
+                              "-c", str(config)], capture_output=True, text=True)
         if fmt.returncode != 0:
             raise RuntimeError(f"formatting Kafka storage failed: {fmt.stdout}{fmt.stderr}")
-        log = open(self.workdir / "kafka.log", "wb")
+        return self._launch(timeout)
+
+    def _launch(self, timeout: float) -> "LocalKafka":
+        log = open(self.workdir / "kafka.log", "ab")
         # A new session: Ctrl-C in a terminal reaches us, and we stop the broker in order.
-        self.proc = subprocess.Popen([*java, "kafka.Kafka", str(config)], stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen([*self._java(), "kafka.Kafka", str(self.workdir / "server.properties")],
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_ready(self.bootstrap, timeout, self.proc)
         except (RuntimeError, TimeoutError) as exc:

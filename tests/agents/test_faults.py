@@ -200,3 +200,35 @@ def _wrong_users(stack: Stack, truth: dict) -> list:
         if got != expected:
             wrong.append((user, got, expected))
     return wrong
+
+
+def test_two_workers_one_killed_its_partitions_move_and_come_back_exactly(settings_factory, make_events, tmp_path):
+    import signal
+    import threading
+
+    from stream_ctr.net import free_port_pair
+
+    settings = settings_factory()
+    events = make_events(users=40, events_per_user=120, seed=22).events  # 4,800 at 100/s: ~48 s of stream
+    with Stack(settings, tmp_path / "logs") as stack:
+        second = stack.settings.replace(web_port=free_port_pair())
+        stack.spawn("worker", "worker2", web_port=second.web_port)
+        stack.wait_healthy(120, second.web_url)
+        feeder = threading.Thread(target=replay, args=(events, stack.settings.kafka_bootstrap,
+                                                       topics.events(stack.settings).name, 100.0), daemon=True)
+        feeder.start()
+        time.sleep(8)
+        stack.procs["worker2"].send_signal(signal.SIGKILL)  # its partitions move to the first worker
+        stack.procs["worker2"].wait()
+        time.sleep(12)
+        assert feeder.is_alive()
+        stack.spawn("worker", "worker2", web_port=second.web_port)  # back: a rebalance moves them again
+        stack.wait_healthy(120, second.web_url)
+        feeder.join()
+        truth = _truth_from_topic(stack.settings)
+        deadline = time.monotonic() + 120
+        while (wrong := _wrong_users(stack, truth)) and time.monotonic() < deadline:
+            time.sleep(1)  # /v1/users routes each user to its owner, whichever worker that is now
+        assert not wrong, f"{len(wrong)} users differ from the exactly-once result, e.g. {wrong[:3]}"
+        owners = {url: get_json(f"{url}/v1/stats")[1]["users"] for url in (stack.worker_url, second.web_url)}
+        assert all(owners.values()), owners  # both own users again after the second rebalance
