@@ -70,10 +70,8 @@ def render_closed_loop(loop: ClosedLoop) -> str:
              f"Δ uplift vs {CONTROL} [95% CI] |", "|---|---|---|---|---|"]
     for arm, m in sorted(expected_ctr_intervals(loop).items()):
         e, u, c, d = m["expected"], m["uplift"], m["captured"], m.get("vs_control")
-        star = " *" if d and (d.ci[0] > 0 or d.ci[1] < 0) else ""
-        d_s = f"{d.delta:+.4f}{star} [{d.ci[0]:+.4f}, {d.ci[1]:+.4f}]" if d else "—"
         lines.append(f"| {arm} | {e.value:.4f} [{e.ci[0]:.4f}, {e.ci[1]:.4f}] | {u.value:+.4f} [{u.ci[0]:+.4f}, "
-                     f"{u.ci[1]:+.4f}] | {c.value:.1%} | {d_s} |")
+                     f"{u.ci[1]:+.4f}] | {c.value:.1%} | {d or '—'} |")
     lines += ["", "Expected CTR = mean true click probability of the shown items (less noisy than clicks); uplift = "
                   "expected CTR minus the random floor of the same requests (what the ranking added); the oracle "
                   "ranks the same candidates by true probability. CIs: delta method over users (the randomisation "

@@ -75,8 +75,9 @@ def collect(exposures: Iterable[Mapping], events: Iterable[tuple[Mapping, float]
 def analyse(arms: Mapping[str, ArmData], weights: Mapping[str, float]) -> dict:
     """Per-arm CTR with CI, difference to the control with CI, logloss, calibration, gAUC, and the SRM test."""
     out = {}
+    per_user = {arm: np.array(list(d.users.values()), dtype=float).reshape(-1, 3) for arm, d in arms.items()}
     for arm, data in arms.items():
-        t = np.array(list(data.users.values()), dtype=float).reshape(-1, 3)
+        t = per_user[arm]
         y, p = np.array(data.clicks, dtype=float), np.array(data.scores, dtype=float)
         ctr = ratio_estimate(t[:, 1], t[:, 0]) if len(t) else None
         out[arm] = {"users": len(data.requested), "impressions": int(t[:, 0].sum()), "clicks": int(t[:, 1].sum()),
@@ -84,10 +85,9 @@ def analyse(arms: Mapping[str, ArmData], weights: Mapping[str, float]) -> dict:
                     "calibration": calibration(y, p) if len(y) else None,
                     "gauc": gauc(np.array(data.row_users, dtype=object), y, p) if len(y) else None}
     control = CONTROL if CONTROL in arms else next(iter(arms), None)
-    for arm, data in arms.items():
+    for arm in arms:
         if arm != control and out[arm]["ctr"] and out[control]["ctr"]:
-            a = np.array(list(data.users.values()), dtype=float)
-            b = np.array(list(arms[control].users.values()), dtype=float)
+            a, b = per_user[arm], per_user[control]
             out[arm]["vs_control"] = ratio_difference(a[:, 1], a[:, 0], b[:, 1], b[:, 0])
     srm = srm_test({arm: out.get(arm, {"users": 0})["users"] for arm in weights}, weights)
     return {"control": control, "arms": out, "srm": srm}
@@ -104,10 +104,8 @@ def render_markdown(result: dict, title: str = "A/B experiment") -> str:
         ctr = m["ctr"]
         ctr_s = f"{ctr.value:.4f} [{ctr.ci[0]:.4f}, {ctr.ci[1]:.4f}]" if ctr else "n/a"
         d = m.get("vs_control")
-        star = " *" if d and (d.ci[0] > 0 or d.ci[1] < 0) else ""
-        d_s = f"{d.delta:+.4f}{star} [{d.ci[0]:+.4f}, {d.ci[1]:+.4f}]" if d else "—"
         lift = f"{d.lift:+.1%}" if d else "—"
-        lines.append(f"| {arm} | {m['users']} | {m['impressions']} | {m['clicks']} | {ctr_s} | {d_s} | {lift} | "
+        lines.append(f"| {arm} | {m['users']} | {m['impressions']} | {m['clicks']} | {ctr_s} | {d or '—'} | {lift} | "
                      f"{_f(m['logloss'])} | {_f(m['calibration'])} | {_f(m['gauc'])} |")
     srm = result["srm"]
     verdict = "**SRM alarm**: the split does not match the weights" if srm.alarm else "no sample-ratio mismatch"
@@ -122,7 +120,7 @@ def read_results(settings, experiment) -> dict:
 
     from .. import topics
     from ..broker.read import read_topic
-    from ..events import InvalidEvent, parse_event
+    from ..events import InvalidEvent, parse_record
 
     def exposures():
         for msg in read_topic(settings.kafka_bootstrap, topics.exposures(settings).name):
@@ -133,7 +131,8 @@ def read_results(settings, experiment) -> dict:
     def events():
         for msg in read_topic(settings.kafka_bootstrap, topics.events(settings).name):
             try:
-                event = parse_event(msg.value, msg.key)
+                # The worker's rule: an event it dead-letters (null key, off its partition, ...) is not counted.
+                event = parse_record(msg.value, msg.key, msg.partition, settings.events_partitions)
             except InvalidEvent:
                 continue
             if event.request_id is not None:

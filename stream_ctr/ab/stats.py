@@ -67,6 +67,11 @@ class Difference:
     a: Ratio
     b: Ratio
 
+    def __str__(self) -> str:
+        """``+0.0131 * [+0.0020, +0.0242]`` (``*``: the CI excludes 0), as the reports print it."""
+        star = " *" if self.ci[0] > 0 or self.ci[1] < 0 else ""
+        return f"{self.delta:+.4f}{star} [{self.ci[0]:+.4f}, {self.ci[1]:+.4f}]"
+
 
 @dataclass(frozen=True)
 class SRM:
