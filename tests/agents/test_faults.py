@@ -9,14 +9,16 @@ applied exactly once, and the worker must stay up and keep answering its HTTP AP
 
 from __future__ import annotations
 
+import itertools
+import random
 import time
-import warnings
 from collections import Counter
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from hypothesis.errors import NonInteractiveExampleWarning
 from kafka import KafkaConsumer
 
 from stream_ctr import topics
@@ -38,42 +40,57 @@ def _event(**changes) -> dict:
     return {k: v for k, v in {**BASE, **changes}.items() if v is not ...}
 
 
-def _malformed():
-    """(key, value) pairs that are invalid by construction, one category per branch."""
-    as_record = st.builds(lambda d: (b"u-bad", orjson.dumps(d)), st.one_of(
-        st.sampled_from(REQUIRED).map(lambda f: _event(**{f: ...})),                       # missing field
-        st.text(min_size=1, max_size=12).filter(lambda k: k not in FIELDS).map(
-            lambda k: {**BASE, k: 1}),                                                        # unknown field
-        st.tuples(st.sampled_from(("event_id", "item_id")), junk.filter(
+def _malformed() -> list:
+    """Strategies for (key, value) pairs that are invalid by construction, one category each."""
+    def record(strategy):
+        return strategy.map(lambda d: (b"u-bad", orjson.dumps(d)))
+
+    return [
+        record(st.sampled_from(REQUIRED).map(lambda f: _event(**{f: ...}))),                # missing field
+        record(st.text(min_size=1, max_size=12).filter(lambda k: k not in FIELDS).map(
+            lambda k: {**BASE, k: 1})),                                                     # unknown field
+        record(st.tuples(st.sampled_from(("event_id", "item_id")), junk.filter(
             lambda v: not isinstance(v, (str, int)) or isinstance(v, bool) or v == "")).map(
-            lambda fv: _event(**{fv[0]: fv[1]})),                                             # wrong id type
-        junk.filter(lambda v: v not in (0, 1) or isinstance(v, bool)).map(lambda v: _event(label=v)),  # label
-        st.one_of(st.floats(max_value=-1e-9, allow_nan=False, allow_infinity=False),
-                  st.floats(min_value=time.time() + 3 * 86400, max_value=1e300),
-                  st.text(max_size=5)).map(lambda ts: _event(ts=ts)),                        # bad ts
-        st.text(min_size=257, max_size=5000).map(lambda s: _event(item_id=s)),               # long string
-        st.sampled_from(("event_id", "item_id")).map(lambda f: _event(**{f: ""})),           # empty value
-        junk.filter(lambda v: not isinstance(v, dict)).map(lambda v: _event(features=v)),    # features type
-    ))
-    raw = st.one_of(
-        st.binary(max_size=200).map(lambda b: (b"u-bad", b"\xff" + b)),                      # invalid UTF-8
-        st.text(max_size=50).map(lambda t: (b"u-bad", b"{" + t.encode())),                   # not JSON
+            lambda fv: _event(**{fv[0]: fv[1]}))),                                          # wrong id type
+        record(junk.filter(lambda v: v not in (0, 1) or isinstance(v, bool)).map(lambda v: _event(label=v))),
+        record(st.one_of(st.floats(max_value=-1e-9, allow_nan=False, allow_infinity=False),
+                         st.floats(min_value=time.time() + 3 * 86400, max_value=1e300),
+                         st.text(max_size=5)).map(lambda ts: _event(ts=ts))),               # bad ts
+        record(st.text(min_size=257, max_size=5000).map(lambda s: _event(item_id=s))),     # long string
+        record(st.sampled_from(("event_id", "item_id")).map(lambda f: _event(**{f: ""}))),  # empty value
+        record(junk.filter(lambda v: not isinstance(v, dict)).map(lambda v: _event(features=v))),
+        st.binary(max_size=200).map(lambda b: (b"u-bad", b"\xff" + b)),                    # invalid UTF-8
+        st.text(max_size=50).map(lambda t: (b"u-bad", b"{" + t.encode())),                 # not JSON
         junk.filter(lambda v: not isinstance(v, dict)).map(lambda v: (b"u-bad", orjson.dumps(v))),  # not object
         st.sampled_from(("NaN", "Infinity", "-Infinity")).map(
             lambda x: (b"u-bad", orjson.dumps(BASE).replace(b'"ts":1.0', f'"ts":{x}'.encode()))),
-        st.just((None, orjson.dumps(BASE))),                                                  # null key
+        st.just((None, orjson.dumps(BASE))),                                                # null key
         st.text(min_size=1, max_size=10).filter(lambda k: k != "u-bad").map(
-            lambda k: (k.encode(), orjson.dumps(BASE))),                                     # key mismatch
-    )
-    return st.one_of(as_record, raw)
+            lambda k: (k.encode(), orjson.dumps(BASE))),                                   # key mismatch
+    ]
+
+
+def _draw(strategy, n: int) -> list:
+    """``n`` examples of ``strategy``: hypothesis's own generation, seeded so every run sends the same records
+    (``strategy.example()`` is not meant for this: under CI's derandomised profile it repeats a handful)."""
+    seen: list = []
+
+    @hypothesis_settings(max_examples=n, derandomize=True, database=None, phases=[Phase.generate], deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def collect(example):
+        seen.append(example)
+
+    collect()
+    return list(itertools.islice(itertools.cycle(seen), n))  # a small space (null key) repeats
 
 
 @pytest.fixture(scope="module")
 def bad_records():
-    strategy = _malformed()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NonInteractiveExampleWarning)
-        records = [strategy.example() for _ in range(BAD_COUNT - 10)]
+    categories = _malformed()
+    per, extra = divmod(BAD_COUNT - 10, len(categories))
+    records = [r for i, strategy in enumerate(categories) for r in _draw(strategy, per + (i < extra))]
+    random.Random(0).shuffle(records)
     records += [(b"u-bad", orjson.dumps(_event(user_id="u" * 1_000_000)))] * 5  # 1 MB strings
     records += [(b"u-bad", orjson.dumps(_event(features={"blob": "x" * 1_000_000})))] * 5
     for key, value in records:  # invalid by construction; the parser agrees
@@ -106,7 +123,8 @@ def test_hostile_input_is_dead_lettered_and_good_events_applied_exactly_once(set
             assert status == 200 and body["events"] == n, (user, body)
         reasons = _dead_letter_reasons(stack.settings, BAD_COUNT)
         assert sum(reasons.values()) == BAD_COUNT and set(reasons) <= set(DLQ_REASONS), reasons
-        assert len(reasons) >= 10, reasons  # the generator reached (almost) every reason
+        # every reason but wrong_partition, which needs a producer that partitions by another hash than Kafka's
+        assert set(DLQ_REASONS) - set(reasons) == {"wrong_partition"}, reasons
 
         for path in ("/v1/users/" + "x" * 5000, "/nothing", "/v1/users/", "/v1/users/%ff%fe"):
             status, body = get_json(stack.worker_url + path)
@@ -146,7 +164,6 @@ def _truth_from_topic(settings) -> dict[str, tuple]:
 
 def test_kill_9_five_times_during_a_replay_loses_nothing_and_counts_nothing_twice(settings_factory, make_events,
                                                                                   tmp_path):
-    import random
     import signal
     import threading
 
