@@ -42,7 +42,7 @@ def create_app(settings: Settings, role: str, web_port: int) -> faust.App:
         autodiscover=False,
         datadir=settings.data_dir or tempfile.mkdtemp(prefix=f"stream-ctr-{role}-"),
         topic_partitions=settings.events_partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,  # changelogs: min.insync is the broker's default
         # Offsets are committed often: a crash then replays little, and per-user offsets drop the replays.
         broker_commit_every=1000,
         broker_commit_interval=1.0,

@@ -51,6 +51,13 @@ class Settings:
     topic_prefix: str = _knob("", "STREAM_CTR_TOPIC_PREFIX", "prefix for every topic name (tests isolate by it)")
     app_id: str = _knob("stream-ctr", "STREAM_CTR_APP_ID", "Faust app id; consumer groups derive from it")
     events_partitions: int = _knob(4, "STREAM_CTR_EVENTS_PARTITIONS", "partitions of ctr.events", _positive)
+    replication_factor: int = _knob(1, "STREAM_CTR_REPLICATION_FACTOR",
+                                    "replicas of every topic stream-ctr creates, Faust's changelogs included "
+                                    "(1 on a single local broker; 3 in production)", _positive)
+    min_insync_replicas: int = _knob(1, "STREAM_CTR_MIN_INSYNC_REPLICAS",
+                                     "replicas that must have a write before acks=all succeeds (2 of 3 in "
+                                     "production: one broker may fail without losing an acknowledged write)",
+                                     _positive)
     # --- personalize agent -----------------------------------------------------------------------------------
     batch_size: int = _knob(256, "STREAM_CTR_BATCH_SIZE", "events per personalize batch", _positive)
     batch_within_s: float = _knob(0.5, "STREAM_CTR_BATCH_WITHIN_S", "max seconds to wait filling a batch", _positive)
@@ -67,7 +74,7 @@ class Settings:
     metrics_refresh_s: float = _knob(5.0, "STREAM_CTR_METRICS_REFRESH_S", "seconds between gAUC/logloss refreshes",
                                      _positive)
     web_port: int = _knob(6066, "STREAM_CTR_WEB_PORT", "HTTP port of /metrics, /healthz, /v1/*",
-                          lambda v: 0 < v < 65535)
+                          lambda v: 0 < v <= 65535)
     web_bind: str = _knob("127.0.0.1", "STREAM_CTR_WEB_BIND", "address the HTTP server binds (0.0.0.0 = all)")
     web_host: str = _knob("", "STREAM_CTR_WEB_HOST",
                           "host other workers and clients reach this worker at; empty = the bind address")
@@ -173,6 +180,9 @@ class Settings:
         if self.heartbeat_s * 3 > self.session_timeout_s:
             raise ConfigError(f"STREAM_CTR_HEARTBEAT_S: {self.heartbeat_s} must be at most a third of "
                               f"STREAM_CTR_SESSION_TIMEOUT_S ({self.session_timeout_s})")
+        if self.min_insync_replicas > self.replication_factor:
+            raise ConfigError(f"STREAM_CTR_MIN_INSYNC_REPLICAS: {self.min_insync_replicas} exceeds "
+                              f"STREAM_CTR_REPLICATION_FACTOR ({self.replication_factor}): no write could succeed")
         if self.kafka_bootstrap and ":" not in self.kafka_bootstrap:
             raise ConfigError(f"KAFKA_BOOTSTRAP: expected host:port, got {self.kafka_bootstrap!r}")
 

@@ -14,7 +14,7 @@ Installed as ``stream_ctr.topics`` (the folder keeps its top-level place in the 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 __all__ = ["MAX_RECORD_BYTES", "TopicSpec", "dead_letters", "declared", "events", "experiments", "exposures", "model",
@@ -35,9 +35,12 @@ class TopicSpec:
     partitions: int
     compacted: bool = False
     config: dict = field(default_factory=dict)
+    replicas: int = 1
+    min_insync: int = 1
 
     def kafka_config(self) -> dict[str, str]:
-        cfg = {"cleanup.policy": "compact" if self.compacted else "delete", **self.config}
+        cfg = {"cleanup.policy": "compact" if self.compacted else "delete", "min.insync.replicas": self.min_insync,
+               **self.config}
         return {k: str(v) for k, v in cfg.items()}
 
 
@@ -72,7 +75,11 @@ def experiments(settings) -> TopicSpec:
 
 
 def declared(settings) -> list[TopicSpec]:
-    return [events(settings), dead_letters(settings), model(settings), exposures(settings), experiments(settings)]
+    """Every topic, with the deployment's durability: ``replication_factor`` replicas, of which
+    ``min_insync_replicas`` must have each acknowledged write."""
+    return [replace(spec, replicas=settings.replication_factor, min_insync=settings.min_insync_replicas)
+            for spec in (events(settings), dead_letters(settings), model(settings), exposures(settings),
+                         experiments(settings))]
 
 
 def schema(name: str) -> dict:

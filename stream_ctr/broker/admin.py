@@ -16,7 +16,7 @@ def ensure_topics(bootstrap: str, specs) -> list[str]:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
     try:
         existing = set(admin.list_topics())
-        new = [NewTopic(s.name, s.partitions, 1, topic_configs=s.kafka_config())
+        new = [NewTopic(s.name, s.partitions, s.replicas, topic_configs=s.kafka_config())
                for s in specs if s.name not in existing]
         if new:
             try:

@@ -15,6 +15,7 @@ from stream_ctr.config import ConfigError, Settings
     ({"STREAM_CTR_WEB_PORT": "0"}, "STREAM_CTR_WEB_PORT"),
     ({"STREAM_CTR_ATTRIBUTION_WINDOW_S": "-1"}, "STREAM_CTR_ATTRIBUTION_WINDOW_S"),
     ({"STREAM_CTR_WORKER_THREADS": "0"}, "STREAM_CTR_WORKER_THREADS"),
+    ({"STREAM_CTR_REPLICATION_FACTOR": "0"}, "STREAM_CTR_REPLICATION_FACTOR"),
 ])
 def test_bad_config_fails_naming_the_key(env, key):
     with pytest.raises(ConfigError, match=key):

@@ -31,3 +31,11 @@ def test_declared_topics_are_created_as_declared(settings_factory):
         admin.close()
     assert configs["cleanup.policy"]["value"] == "compact"
     assert int(configs["max.message.bytes"]["value"]) == topics.MAX_RECORD_BYTES
+    assert configs["min.insync.replicas"]["value"] == "1"
+
+
+def test_durability_is_the_deployments():
+    specs = topics.declared(Settings(replication_factor=3, min_insync_replicas=2))
+    assert {(s.replicas, s.kafka_config()["min.insync.replicas"]) for s in specs} == {(3, "2")}
+    with pytest.raises(ValueError, match="STREAM_CTR_MIN_INSYNC_REPLICAS"):
+        Settings.from_env({"STREAM_CTR_MIN_INSYNC_REPLICAS": "2"})  # more than the one replica
