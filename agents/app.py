@@ -38,7 +38,7 @@ def create_app(settings: Settings, role: str, web_port: int) -> faust.App:
     return faust.App(
         f"{settings.app_id}-{role}",
         broker=f"kafka://{settings.kafka_bootstrap}",
-        store="memory://",
+        store=f"{settings.store}://",
         autodiscover=False,
         datadir=settings.data_dir or tempfile.mkdtemp(prefix=f"stream-ctr-{role}-"),
         topic_partitions=settings.events_partitions,

@@ -17,7 +17,13 @@ events (up to a third of a user's history in our fault runs) and could stop comm
    are cleared from the queues while the read offset has moved past them, and commits of that partition stop.
    Fix: seek while the stream partitions are still paused, resume flow control, then resume the partitions.
 
-Both patches rewrite one method each at import time from the installed source, and refuse to start (an
+3. **RocksDB writes need an event** (``faust/stores/rocksdb.py``, ``Store._set``): the RocksDB store files a write
+   under the partition of the event being processed, and asserts there is one. The worker writes each user's
+   state once per batch (``take_events``), outside any single event, and its table uses the partitioner (a user's
+   state belongs to the user's partition, not to the last event's). Fix: for a table with ``use_partitioner``,
+   the write goes to the partition Kafka's default partitioner gives the key, where its changelog record goes.
+
+The first two patches rewrite one method each at import time from the installed source, and refuse to start (an
 ``AssertionError`` naming the method) if that source is not the one they were written against: a newer Faust
 must be checked, not silently half-patched. :func:`apply` is idempotent.
 """
@@ -39,6 +45,7 @@ def apply() -> None:
     if not _applied:
         _flush_waits_for_every_write()
         _seek_before_resume()
+        _rocksdb_writes_by_key_partition()
         _applied = True
 
 
@@ -81,3 +88,22 @@ def _seek_before_resume() -> None:
     namespace = dict(vars(recovery))
     exec(compile(source, f"{recovery.__file__} (stream-ctr: seek before resume)", "exec"), namespace)
     recovery.Recovery.on_recovery_completed = namespace["on_recovery_completed"]
+
+
+def _rocksdb_writes_by_key_partition() -> None:
+    from faust.stores import rocksdb
+
+    from stream_ctr.events import partition_of
+
+    write = rocksdb.Store._set
+    assert "current_event()" in inspect.getsource(write), \
+        "faust rocksdb Store._set is not the version agents/faust_fixes.py patches"
+
+    def _set(self, key: bytes, value) -> None:
+        if not self.table.use_partitioner:
+            return write(self, key, value)
+        partition = partition_of(key, self.table.partitions)
+        self._key_index[key] = partition
+        self._db_for_partition(partition).put(key, value)
+
+    rocksdb.Store._set = _set

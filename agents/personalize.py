@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import MutableMapping
 
 import faust
@@ -19,6 +20,7 @@ from stream_ctr import topics
 from stream_ctr.ab.assignment import Experiment
 from stream_ctr.ab.attribution import ArmResults, PendingExposures
 from stream_ctr.arms import ARMS
+from stream_ctr.broker.lag import StallDetector, group_lag
 from stream_ctr.config import Settings
 from stream_ctr.heads import HeadParams
 from stream_ctr.monitoring import DRIFT_BUCKETS, WorkerMetrics
@@ -71,6 +73,8 @@ class PersonalizeWorker:
                                     self.dead_letters, HeadParams.from_settings(settings), self.experiment,
                                     self.pending, self.results, settings.events_partitions)
         self.scoring = ScoringView(self)
+        self.stalls = StallDetector(settings.stall_after_s)
+        self.partitions: dict[str, dict] = {}  # owned partition -> lag and stalled, as of the last lag check
 
     @property
     def users(self) -> MutableMapping[str, UserState]:
@@ -99,6 +103,7 @@ class PersonalizeWorker:
 
         app.on_partitions_assigned.connect(self._forget_moved_users)
         app.timer(self.settings.metrics_refresh_s, name="refresh_metrics")(self.refresh_metrics)
+        app.timer(min(10.0, self.settings.stall_after_s / 3), name="check_lag")(self.check_lag)
         views.register_worker_views(self)
 
     async def _forget_moved_users(self, sender, assigned, **kwargs) -> None:
@@ -112,6 +117,24 @@ class PersonalizeWorker:
         await asyncio.get_running_loop().run_in_executor(None, self.metrics.refresh)
         self.results.refresh()
 
+    async def check_lag(self) -> None:
+        """Read the owned partitions' lag from the broker (not from Faust's consumer) and report stalled ones."""
+        topic = self.events.get_topic_name()
+        owned = sorted(tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic)
+        try:
+            lags = await asyncio.get_running_loop().run_in_executor(
+                None, group_lag, self.settings.kafka_bootstrap, self.app.conf.id, topic, owned)
+        except Exception as exc:  # the broker is away: no reading this time, the next one will tell
+            log.warning("lag check failed: %s", exc)
+            return
+        stalled = self.stalls.update(lags, time.monotonic())
+        if stalled:
+            log.error("partitions %s of %s: events waiting, no committed progress for %.0fs", sorted(stalled),
+                      topic, self.settings.stall_after_s)
+        self.metrics.lag_read(lags, stalled)
+        self.partitions = {str(p): {"lag": end - committed, "stalled": p in stalled}
+                           for p, (committed, end) in lags.items()}
+
     def stats(self) -> dict:
         """Progress and quality of this worker, for ``stream-ctr demo`` and operators (``GET /v1/stats``)."""
         m, current = self.metrics, self.follower.holder.current
@@ -122,6 +145,7 @@ class PersonalizeWorker:
             "dead_letters": m.count("dead_letter"),
             "users": len(drift),
             "model_version": current.version if current else None,
+            "partitions": self.partitions,
             "metrics_refreshed_at": m.refreshed_at,
             "global_ctr": current.snapshot.global_ctr if current else None,
             "window": m.summary("window"),

@@ -1,6 +1,11 @@
-"""The global trainer as one typed object: its own consumer group on ``ctr.events``, mini-batch torch training,
-snapshots to ``ctr.model`` every K samples (and when the stream goes quiet, so the newest weights are never held
-back). On start it resumes from the newest snapshot on ``ctr.model`` or publishes v0, so scorers can start."""
+"""The global trainer as one typed object: mini-batch torch training on all of ``ctr.events``, snapshots to
+``ctr.model`` every K samples (and when the stream goes quiet, so the newest weights are never held back).
+
+Its position in the stream is the newest snapshot's, not a consumer group's: each snapshot carries the next offset
+per partition its weights have trained up to, and a starting trainer resumes from those weights *at* those
+offsets (or publishes v0 and starts at the beginning). Killed at any point, it neither skips samples the published
+weights never saw nor trains a sample twice into them. The consumer is a plain aiokafka one with every partition
+assigned (one trainer, one global model); Faust runs the producer, the timer and the HTTP views."""
 
 from __future__ import annotations
 
@@ -8,11 +13,14 @@ import asyncio
 import logging
 import time
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from stream_ctr import topics
 from stream_ctr.config import Settings
 from stream_ctr.events import InvalidEvent, parse_record
 from stream_ctr.monitoring import TrainerMetrics
 from stream_ctr.snapshot import Snapshot
+from stream_ctr.topics import MAX_RECORD_BYTES
 from stream_ctr.trainer import GlobalTrainer
 
 from . import views
@@ -34,7 +42,6 @@ class TrainerWorker:
     def __init__(self, settings: Settings, web_port: int | None = None):
         self.settings = settings
         self.app = create_app(settings, "trainer", settings.web_port + 1 if web_port is None else web_port)
-        self.events = raw_topic(self.app, topics.events(settings), partitions=settings.events_partitions)
         self.model_topic = raw_topic(self.app, topics.model(settings))
         self.trainer = GlobalTrainer(settings)
         self.metrics = TrainerMetrics()
@@ -45,14 +52,7 @@ class TrainerWorker:
     def build(cls, settings: Settings, web_port: int | None = None) -> "TrainerWorker":
         worker = cls(settings, web_port)
         app = worker.app
-        app.task(worker.resume)
-
-        @app.agent(worker.events, name="train")
-        async def train(stream):
-            await worker.ready.wait()
-            async for batch in stream.take_events(settings.trainer_batch * 4, within=1.0):
-                await worker.train_batch(batch)
-
+        app.task(worker.run)
         app.timer(1.0, name="publish_when_quiet")(worker.publish_when_quiet)
         views.register_trainer_views(worker)
         return worker
@@ -73,18 +73,45 @@ class TrainerWorker:
             await self.publish(self.trainer.snapshot())  # v0: scorers can start before the first K samples
         self.ready.set()
 
-    async def train_batch(self, batch) -> None:
-        events = []
-        for record in batch:
+    async def run(self) -> None:
+        """Resume, then train on every partition of ``ctr.events`` from the resumed snapshot's offsets."""
+        await self.resume()
+        topic = topics.events(self.settings).name
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    max_partition_fetch_bytes=MAX_RECORD_BYTES, fetch_max_bytes=MAX_RECORD_BYTES)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(self.settings.events_partitions)]
+            consumer.assign(tps)
+            for tp in tps:
+                if tp.partition in self.trainer.offsets:
+                    consumer.seek(tp, self.trainer.offsets[tp.partition])
+                else:
+                    await consumer.seek_to_beginning(tp)
+            while True:
+                fetched = await consumer.getmany(timeout_ms=1000, max_records=self.settings.trainer_batch * 4)
+                if fetched:
+                    await self.train_batch([r for records in fetched.values() for r in records])
+        finally:
+            await consumer.stop()
+
+    async def train_batch(self, records) -> None:
+        """Learn the valid events of ``records`` (aiokafka records, any partitions) and advance past all of them."""
+        events, positions = [], {}
+        for record in records:
+            positions[record.partition] = record.offset + 1
             try:
-                events.append(parse_record(record.value, record.key, record.message.partition,
+                events.append(parse_record(record.value, record.key, record.partition,
                                            self.settings.events_partitions))
             except InvalidEvent:
                 self.metrics.skipped.inc()  # the personalize worker owns dead-lettering
+        if events:
+            with self.metrics.step_seconds.time():
+                self.trainer.learn_many(events)
+        self.trainer.advance(positions)
         if not events:
             return
-        with self.metrics.step_seconds.time():
-            self.trainer.learn_many(events)
         self.last_event = time.monotonic()
         self.metrics.samples.inc(len(events))
         self.metrics.loss.set(self.trainer.last_loss)

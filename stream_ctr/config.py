@@ -91,10 +91,18 @@ class Settings:
                                      "consumer group session timeout: how soon a killed worker's partitions move "
                                      "(the broker's minimum is 6)", lambda v: v >= 6)
     heartbeat_s: float = _knob(1.0, "STREAM_CTR_HEARTBEAT_S", "consumer group heartbeat interval", _positive)
+    stall_after_s: float = _knob(60.0, "STREAM_CTR_STALL_AFTER_S",
+                                 "seconds a partition with events waiting may go without committed progress "
+                                 "before it is reported stalled (metric stream_ctr_partitions_stalled)", _positive)
     worker_threads: int = _knob(1, "STREAM_CTR_WORKER_THREADS",
                                 "torch threads of a personalize worker (its batches and scoring requests are small: "
                                 "one thread avoids contention with the trainer and the broker)", _positive)
-    data_dir: str = _knob("", "STREAM_CTR_DATA_DIR", "Faust data dir; empty = a temp dir per process")
+    store: str = _knob("memory", "STREAM_CTR_STORE",
+                       "where the users table lives: memory (all users in RAM, rebuilt from the changelog at start) "
+                       "or rocksdb (on disk under STREAM_CTR_DATA_DIR; a restart replays only the changelog's tail)",
+                       lambda v: v in ("memory", "rocksdb"))
+    data_dir: str = _knob("", "STREAM_CTR_DATA_DIR", "Faust data dir (the RocksDB files); empty = a temp dir per "
+                          "process, so a restart recovers everything from the changelog")
     # --- global model / trainer -------------------------------------------------------------------------------
     model_family: str = _knob("deepfm", "STREAM_CTR_MODEL_FAMILY",
                               "global model family, a key of stream_ctr.models.FAMILIES",

@@ -112,6 +112,11 @@ class WorkerMetrics:
             gauge.set(float("nan"))  # no model yet: 0 would read as a real CTR or version
         self.batch_seconds = Histogram("stream_ctr_batch_seconds", "Time to test-then-train one batch",
                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r)
+        self.lag = Gauge("stream_ctr_consumer_lag_events", "Events on ctr.events not yet committed by the group, per "
+                         "partition this worker owns (end offset - committed offset)", ["partition"], registry=r)
+        self.stalled = Gauge("stream_ctr_partitions_stalled", "Owned partitions with events waiting and no committed "
+                             "progress for STREAM_CTR_STALL_AFTER_S", registry=r)
+        self._lag_partitions: set[int] = set()
         self.online = OnlineMetrics(arms, window)
         self.drift: dict[str, float] = {}  # user -> |p_u - p_g|; exported only as a histogram
         self.partition_of: dict[str, int] = {}  # user -> source partition, to forget users a rebalance moves
@@ -154,6 +159,16 @@ class WorkerMetrics:
             self.drift.pop(user, None)
             del self.partition_of[user]
         return len(gone)
+
+    def lag_read(self, lags: dict[int, tuple[int, int]], stalled: set[int]) -> None:
+        """A reading of the owned partitions' ``{partition: (committed, end)}`` and which of them are stalled;
+        partitions no longer owned leave the lag gauge."""
+        for partition in self._lag_partitions - set(lags):
+            self.lag.remove(str(partition))
+        self._lag_partitions = set(lags)
+        for partition, (committed, end) in lags.items():
+            self.lag.labels(str(partition)).set(max(end - committed, 0))
+        self.stalled.set(len(stalled))
 
     def dead_lettered(self, reason: str) -> None:
         self.dead_letters.labels(reason).inc()

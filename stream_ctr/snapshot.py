@@ -1,7 +1,8 @@
 """Model snapshots: what the trainer publishes to ``ctr.model`` and every scorer swaps to atomically.
 
 Wire format: ``b"SCTR1"``, a 4-byte header length, an orjson header (version, family, model config, feature
-spec, global CTR, samples seen) and the ``torch.save`` bytes of the state dict.
+spec, global CTR, samples seen, the ``ctr.events`` position per partition the weights have trained up to) and the
+``torch.save`` bytes of the state dict.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Snapshot:
     global_ctr: float
     samples: int
     state_dict: dict = field(repr=False, compare=False)
+    #: Next offset to train on, per partition of ``ctr.events``: a resuming trainer starts exactly here.
+    offsets: dict[int, int] = field(default_factory=dict)
 
     @property
     def family(self) -> str:
@@ -39,6 +42,7 @@ class Snapshot:
         header = orjson.dumps({
             "version": self.version, "model": self.model_cfg.to_dict(), "features": self.spec.to_dict(),
             "global_ctr": self.global_ctr, "samples": self.samples,
+            "offsets": {str(p): o for p, o in self.offsets.items()},
         })
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in self.state_dict.items()}, buf)
@@ -53,7 +57,8 @@ class Snapshot:
         h = orjson.loads(data[start: start + n])
         weights = torch.load(io.BytesIO(data[start + n:]), weights_only=True)
         return cls(h["version"], ModelConfig.from_dict(h["model"]), FeatureSpec.from_dict(h["features"]),
-                   float(h["global_ctr"]), int(h["samples"]), weights)
+                   float(h["global_ctr"]), int(h["samples"]), weights,
+                   {int(p): int(o) for p, o in h.get("offsets", {}).items()})
 
     def build(self) -> "LoadedModel":
         model = build_model(self.model_cfg)

@@ -75,13 +75,21 @@ class Stack:
 
     def spawn(self, role: str, name: str | None = None, **overrides) -> subprocess.Popen:
         """Start ``stream-ctr <role>`` as process ``name`` (default: the role), with settings ``overrides``
-        (e.g. another ``web_port`` for a second worker)."""
+        (e.g. another ``web_port`` for a second worker). A restart under the same name appends to its log."""
         name = name or role
-        log = open(self.log_dir / f"{name}.log", "wb")
+        log = open(self.log_dir / f"{name}.log", "ab")
+        if not self.settings.data_dir and "data_dir" not in overrides:  # a volume per process, kept over restarts
+            overrides["data_dir"] = str(self.log_dir / f"{name}.data")
         proc = subprocess.Popen([sys.executable, "-m", "stream_ctr.cli", role], env=self.env(**overrides),
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         return proc
+
+    def kill(self, name: str) -> None:
+        """SIGKILL process ``name`` and reap it: a crash, with no chance to flush or commit anything."""
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
     def wait_healthy(self, timeout: float, url: str | None = None) -> None:
         """Until the worker at ``url`` (default: this stack's) answers ``/healthz`` with 200; fails fast if any

@@ -41,6 +41,8 @@ class GlobalTrainer:
         self.version = 0
         self._since_snapshot = 0
         self.last_loss = float("nan")
+        #: Next offset per partition of ``ctr.events`` (what the weights have seen); published in snapshots.
+        self.offsets: dict[int, int] = {}
 
     @property
     def global_ctr(self) -> float:
@@ -53,8 +55,10 @@ class GlobalTrainer:
         return self._since_snapshot
 
     def resume_from(self, snapshot: Snapshot) -> None:
-        """Continue from a published snapshot (weights, version, counts); the optimiser state starts afresh."""
+        """Continue from a published snapshot (weights, version, counts, stream position); the optimiser state
+        starts afresh."""
         self.model.load_state_dict(snapshot.state_dict)
+        self.offsets = dict(snapshot.offsets)
         self.version = snapshot.version
         self.samples = snapshot.samples
         self.clicks = round(snapshot.global_ctr * snapshot.samples)
@@ -73,9 +77,15 @@ class GlobalTrainer:
             self.clicks += int(y.sum().item())
             self._since_snapshot += len(chunk)
 
+    def advance(self, positions) -> None:
+        """Record that the records before ``positions`` (partition -> next offset) have been learned or skipped."""
+        for partition, offset in positions.items():
+            self.offsets[partition] = max(offset, self.offsets.get(partition, 0))
+
     def snapshot(self) -> Snapshot:
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        return Snapshot(self.version, self.cfg, self.spec, float(self.global_ctr), self.samples, state)
+        return Snapshot(self.version, self.cfg, self.spec, float(self.global_ctr), self.samples, state,
+                        dict(self.offsets))
 
     def maybe_snapshot(self) -> Snapshot | None:
         """A new snapshot (version + 1) once ``snapshot_every`` samples have arrived since the last one."""

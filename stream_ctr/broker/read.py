@@ -9,7 +9,7 @@ from kafka import KafkaConsumer, TopicPartition
 from .admin import topic_partitions
 from ..topics import MAX_RECORD_BYTES
 
-__all__ = ["read_topic"]
+__all__ = ["end_offsets", "read_topic"]
 
 
 def read_topic(bootstrap: str, topic: str) -> Iterator:
@@ -30,5 +30,15 @@ def read_topic(bootstrap: str, topic: str) -> Iterator:
                 if consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)
             pending = {tp for tp in pending if consumer.position(tp) < ends[tp]}
+    finally:
+        consumer.close()
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The next offset to be written, per partition of ``topic`` that has had records."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in topic_partitions(bootstrap, topic)]
+        return {tp.partition: end for tp, end in consumer.end_offsets(tps).items() if end > 0}
     finally:
         consumer.close()

@@ -325,6 +325,24 @@ tests:
             exp_annotations:
               summary: "no model snapshot swapped in on w3 for 15m while events flow"
               description: "The worker applied events but took no new ctr.model snapshot in 15m."
+  # w1's partition stalls at 5m for good; w2 blips for one minute (shorter than the 2m hold).
+  - interval: 1m
+    input_series:
+      - series: 'stream_ctr_partitions_stalled{{job="stream-ctr-worker", instance="w1"}}'
+        values: '0x5 1x20'
+      - series: 'stream_ctr_partitions_stalled{{job="stream-ctr-worker", instance="w2"}}'
+        values: '0x5 1 0x19'
+    alert_rule_test:
+      - eval_time: 6m
+        alertname: StreamCtrPartitionStalled
+        exp_alerts: []
+      - eval_time: 10m
+        alertname: StreamCtrPartitionStalled
+        exp_alerts:
+          - exp_labels: {{severity: critical, instance: w1}}
+            exp_annotations:
+              summary: "1 partition(s) of ctr.events stalled on w1"
+              description: "Events are waiting and the worker's committed offset has not moved: its users get no updates. Restart the worker."
 """
 
 
