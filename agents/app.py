@@ -32,6 +32,19 @@ codecs.register(USER_STATE_CODEC, _UserStateCodec())
 faust_fixes.apply()  # every app of this package commits only what its changelog writes made durable
 
 
+def _idempotent_producer() -> None:
+    """Faust turns on aiokafka's idempotent producer only inside transactions; every app of this package sends
+    with it (changelogs, dead letters, exposures, snapshots): a retried send after a lost acknowledgement is
+    written once, not twice. Kafka brokers support it since 0.11."""
+    from faust.transport.drivers import aiokafka as driver
+
+    extra = driver.Producer._settings_extra
+    driver.Producer._settings_extra = lambda self: {**extra(self), "acks": "all", "enable_idempotence": True}
+
+
+_idempotent_producer()
+
+
 def create_app(settings: Settings, role: str, web_port: int) -> faust.App:
     if not settings.kafka_bootstrap:
         raise ConfigError("KAFKA_BOOTSTRAP: required to run an agent (stream-ctr up sets it for you)")

@@ -61,7 +61,7 @@ class PersonalizeWorker:
         self.app = create_app(settings, "personalize", settings.web_port)
         self.events = raw_topic(self.app, topics.events(settings), partitions=settings.events_partitions)
         self.table = _users_table(self.app, settings)
-        self.metrics = WorkerMetrics(ARMS, settings.metrics_window)
+        self.metrics = WorkerMetrics(ARMS, settings.metrics_window, settings.user_idle_s, settings.active_users_max)
         self.follower = SnapshotFollower(settings.kafka_bootstrap, topics.model(settings).name, self.metrics)
         self.dead_letters = DeadLetters(raw_topic(self.app, topics.dead_letters(settings)), self.metrics)
         self.experiment = Experiment.configured(settings.experiment_file)
@@ -116,6 +116,7 @@ class PersonalizeWorker:
         """Recompute the per-arm online metrics off the event loop (gAUC over a large scope takes seconds)."""
         await asyncio.get_running_loop().run_in_executor(None, self.metrics.refresh)
         self.results.refresh()
+        self.metrics.active.evict(time.monotonic())  # users who went idle while no batch came (on the loop)
 
     async def check_lag(self) -> None:
         """Read the owned partitions' lag from the broker (not from Faust's consumer) and report stalled ones."""
@@ -138,7 +139,7 @@ class PersonalizeWorker:
     def stats(self) -> dict:
         """Progress and quality of this worker, for ``stream-ctr demo`` and operators (``GET /v1/stats``)."""
         m, current = self.metrics, self.follower.holder.current
-        drift = np.fromiter(m.drift.values(), dtype=float, count=len(m.drift))
+        drift = m.active.drifts()
         return {
             "applied": m.count("applied"),
             "duplicates": m.count("duplicate"),

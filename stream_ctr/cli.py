@@ -148,14 +148,14 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench
-
-    from .bench import run_serving_bench
+    from .bench import run_bench, run_serving_bench, run_state_bench
 
     settings = _settings()
-    lines = run_bench(settings, args.families.split(","), args.limit)
+    lines = [] if args.no_inprocess else run_bench(settings, args.families.split(","), args.limit)
     if args.serving:
         lines += run_serving_bench(settings, args.serving_requests)
+    if args.state:
+        lines += run_state_bench(settings, args.users, args.stores.split(","))[0]
     text = "\n".join(lines)
     print(text)
     if args.out:
@@ -196,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--out", help="also write the markdown here")
     bn.add_argument("--serving", action="store_true", help="also measure the scoring API on a real worker")
     bn.add_argument("--serving-requests", type=_positive_int, default=2000)
+    bn.add_argument("--state", action="store_true",
+                    help="also measure state and memory per user and recovery time on a real worker")
+    bn.add_argument("--users", type=_positive_int, default=100_000, help="distinct users of --state")
+    bn.add_argument("--stores", type=_stores, default="memory,rocksdb", help="table stores of --state")
+    bn.add_argument("--no-inprocess", action="store_true", help="skip the in-process measurements")
     bn.set_defaults(func=cmd_bench)
     sm = sub.add_parser("simulate", help="closed loop: synthetic users request rankings and click on what they see")
     sm.add_argument("--url", help="a worker's base URL (default: STREAM_CTR_WEB_HOST/PORT)")
@@ -231,6 +236,13 @@ def _number(kind, lowest, what: str):
 _positive_int = _number(int, 1, "a positive integer")
 _non_negative_int = _number(int, 0, "an integer >= 0")
 _non_negative = _number(float, 0.0, "a number >= 0")
+
+
+def _stores(text: str) -> str:
+    stores = text.split(",")
+    if not stores or not set(stores) <= {"memory", "rocksdb"}:
+        raise argparse.ArgumentTypeError(f"expected memory, rocksdb or both (comma separated), got {text!r}")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

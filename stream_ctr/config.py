@@ -91,6 +91,11 @@ class Settings:
                                      "consumer group session timeout: how soon a killed worker's partitions move "
                                      "(the broker's minimum is 6)", lambda v: v >= 6)
     heartbeat_s: float = _knob(1.0, "STREAM_CTR_HEARTBEAT_S", "consumer group heartbeat interval", _positive)
+    user_idle_s: float = _knob(3600.0, "STREAM_CTR_USER_IDLE_S",
+                               "seconds without an event after which a user leaves the worker's in-memory working "
+                               "set (drift histogram, user count); the user's state stays in the table", _positive)
+    active_users_max: int = _knob(250_000, "STREAM_CTR_ACTIVE_USERS_MAX",
+                                  "most users in that working set (least recently active leave first)", _positive)
     stall_after_s: float = _knob(60.0, "STREAM_CTR_STALL_AFTER_S",
                                  "seconds a partition with events waiting may go without committed progress "
                                  "before it is reported stalled (metric stream_ctr_partitions_stalled)", _positive)

@@ -13,6 +13,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from .active_users import ActiveUsers
 from .events import DLQ_REASONS
 from .online_metrics import OnlineMetrics
 
@@ -31,15 +32,16 @@ class _WorkerCollector:
         self.owner = owner
 
     def collect(self):
-        drift = np.fromiter(self.owner.drift.values(), dtype=float, count=len(self.owner.drift))
+        drift = self.owner.active.drifts()
         counts = [int((drift <= b).sum()) for b in DRIFT_BUCKETS]
         h = HistogramMetricFamily("stream_ctr_user_ctr_drift",
-                                  "|local CTR - global CTR| across users: a point-in-time distribution rebuilt at "
-                                  "every scrape (one sample per user), so rate() over it means nothing")
+                                  "|local CTR - global CTR| across active users: a point-in-time distribution "
+                                  "rebuilt at every scrape (one sample per user), so rate() over it means nothing")
         h.add_metric([], [(str(b), c) for b, c in zip(DRIFT_BUCKETS, counts)] + [("+Inf", len(drift))],
                      float(drift.sum()))
         yield h
-        yield GaugeMetricFamily("stream_ctr_users", "Users with state on this worker", value=len(drift))
+        yield GaugeMetricFamily("stream_ctr_users", "Users active on this worker within STREAM_CTR_USER_IDLE_S "
+                                "(at most STREAM_CTR_ACTIVE_USERS_MAX)", value=len(drift))
 
         gauc = GaugeMetricFamily("stream_ctr_arm_gauc", "Online gAUC per arm (test-then-train)",
                                  labels=["arm", "scope"])
@@ -95,7 +97,7 @@ class _ExperimentCollector:
 
 
 class WorkerMetrics:
-    def __init__(self, arms, window: int):
+    def __init__(self, arms, window: int, idle_s: float = 3600.0, active_max: int = 250_000):
         self.registry = CollectorRegistry()
         r = self.registry
         self.events = Counter("stream_ctr_events", "Events consumed by outcome", ["outcome"], registry=r)
@@ -118,8 +120,7 @@ class WorkerMetrics:
                              "progress for STREAM_CTR_STALL_AFTER_S", registry=r)
         self._lag_partitions: set[int] = set()
         self.online = OnlineMetrics(arms, window)
-        self.drift: dict[str, float] = {}  # user -> |p_u - p_g|; exported only as a histogram
-        self.partition_of: dict[str, int] = {}  # user -> source partition, to forget users a rebalance moves
+        self.active = ActiveUsers(idle_s, active_max)  # per-user |p_u - p_g|, exported only as a histogram
         empty = {"n": 0, "arms": {arm: dict.fromkeys(("gauc", "auc", "logloss", "calibration"), float("nan"))
                                   for arm in self.online.arms}}
         self._summaries: dict[str, dict] = {"window": empty, "lifetime": {**empty, "lifetime_truncated": 0}}
@@ -145,20 +146,13 @@ class WorkerMetrics:
         ``partition_of`` maps the batch's users to their source partitions."""
         if result.applied:
             self.online.record(*result.arrays())
-        self.drift.update(result.drift)
-        if partition_of:
-            self.partition_of.update(partition_of)
+        self.active.touch(result.drift, partition_of or {}, time.monotonic())
         self.events.labels("applied").inc(result.applied)
         self.events.labels("duplicate").inc(result.duplicates)
 
     def keep_partitions(self, partitions: set[int]) -> int:
-        """After a rebalance: forget the users of partitions this worker no longer owns (their new owner exports
-        them), so user counts summed over workers stay exact. Returns how many were forgotten."""
-        gone = [u for u, p in self.partition_of.items() if p not in partitions]
-        for user in gone:
-            self.drift.pop(user, None)
-            del self.partition_of[user]
-        return len(gone)
+        """After a rebalance: forget the users of partitions this worker no longer owns."""
+        return self.active.keep_partitions(partitions)
 
     def lag_read(self, lags: dict[int, tuple[int, int]], stalled: set[int]) -> None:
         """A reading of the owned partitions' ``{partition: (committed, end)}`` and which of them are stalled;

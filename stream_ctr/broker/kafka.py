@@ -153,6 +153,17 @@ class LocalKafka:
             raise
         return self
 
+    def kill(self) -> None:
+        """SIGKILL the broker, keeping its log dir (a crash: unflushed page cache aside, the data stays)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self, timeout: float = 90.0) -> "LocalKafka":
+        """Start the broker again on the same log dir and ports, after :meth:`kill` (log recovery included)."""
+        assert self.workdir is not None and (self.proc is None or self.proc.poll() is not None), "not stopped"
+        return self._launch(timeout)
+
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -282,3 +282,41 @@ def test_trainer_killed_mid_stream_resumes_at_its_snapshot_and_trains_each_sampl
             time.sleep(1)  # the trainer publishes once the stream has been quiet for a few seconds
         assert latest.samples == len(events)
         assert round(latest.global_ctr * latest.samples) == sum(e.label for e in events)
+
+
+def test_broker_killed_and_restarted_mid_stream_worker_and_trainer_resume_exactly(settings_factory, make_events,
+                                                                                   tmp_path):
+    """SIGKILL the broker (its own, not the session's) while events arrive, restart it on the same log dir 10 s
+    later: the worker and the trainer carry on by themselves and the result is exact."""
+    import asyncio
+    import threading
+
+    from stream_ctr.agents.snapshots import read_latest_snapshot
+    from stream_ctr.broker.kafka import LocalKafka
+    from stream_ctr.broker.read import end_offsets
+
+    events = make_events(users=40, events_per_user=100, seed=24).events  # 4,000 at 100/s: ~40 s of stream
+    with LocalKafka() as broker:
+        settings = settings_factory(kafka_bootstrap=broker.bootstrap, snapshot_every=500)
+        with Stack(settings, tmp_path / "logs") as stack:
+            feeder = threading.Thread(target=replay, args=(events, broker.bootstrap,
+                                                           topics.events(settings).name, 100.0), daemon=True)
+            feeder.start()
+            time.sleep(10)
+            broker.kill()
+            time.sleep(10)
+            broker.restart()
+            feeder.join()
+            assert all(p.poll() is None for p in stack.procs.values()), "a process died with the broker"
+            truth = _truth_from_topic(settings)
+            assert sum(t[0] for t in truth.values()) == len(events)
+            deadline = time.monotonic() + 120
+            while (wrong := _wrong_users(stack, truth)) and time.monotonic() < deadline:
+                time.sleep(1)
+            assert not wrong, f"{len(wrong)} users differ from the exactly-once result, e.g. {wrong[:3]}"
+            ends = end_offsets(broker.bootstrap, topics.events(settings).name)
+            model_topic = topics.model(settings).name
+            while (latest := asyncio.run(read_latest_snapshot(broker.bootstrap, model_topic))).offsets != ends:
+                assert time.monotonic() < deadline, (latest.version, latest.offsets, ends)
+                time.sleep(1)
+            assert latest.samples == len(events)

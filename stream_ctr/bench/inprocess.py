@@ -1,0 +1,68 @@
+"""The hot paths measured in-process on MovieLens-100K, printed as numbers and ratios.
+
+- global trainer: samples/s of mini-batch training (per model family);
+- test-then-train: events/s through :func:`~stream_ctr.learning.test_then_train` at several batch sizes, and the
+  share of that time spent in the global model's forward pass;
+- per-user state: bytes per user in the binary codec against the same state as JSON;
+- snapshots: bytes and encode + decode time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+
+from ..config import Settings
+from ..data import load_dataset
+from ..learning import HeadParams, test_then_train
+from ..snapshot import Snapshot
+from ..trainer import GlobalTrainer
+from .timing import timed
+
+__all__ = ["run_bench"]
+
+
+def run_bench(settings: Settings, families: list[str], limit: int) -> list[str]:
+    events = load_dataset("ml-100k", limit)
+    half = len(events) // 2
+    train, stream = events[:half], events[half:]
+    lines = [f"# stream-ctr bench: {len(events)} MovieLens-100K events, torch on {settings.device}", ""]
+
+    lines += ["## Global trainer (one pass, batch %d)" % settings.trainer_batch, "", "| family | samples/s |",
+              "|---|---|"]
+    trainers = {}
+    for family in families:
+        trainer = GlobalTrainer(settings.replace(model_family=family))
+        dt = timed(lambda: trainer.learn_many(train))
+        trainers[family] = trainer
+        lines.append(f"| {family} | {len(train) / dt:,.0f} |")
+
+    model = trainers[families[0]].snapshot().build()
+    params = HeadParams.from_settings(settings)
+    lines += ["", f"## Test-then-train ({families[0]}, 3 arms, {len(stream)} events)", "",
+              "| batch | events/s | forward share |", "|---|---|---|"]
+    rates = {}
+    for batch in (16, 64, 256, 1024):
+        states: dict = {}
+        def run():
+            for lo in range(0, len(stream), batch):
+                test_then_train([(e, lo + i) for i, e in enumerate(stream[lo: lo + batch])], model, states, params)
+        dt = timed(run)
+        fwd = timed(lambda: [model.forward(stream[lo: lo + batch]) for lo in range(0, len(stream), batch)])
+        rates[batch] = len(stream) / dt
+        lines.append(f"| {batch} | {rates[batch]:,.0f} | {fwd / dt:.0%} |")
+    lines.append(f"\nBatch 256 vs batch 16: {rates[256] / rates[16]:.1f}x events/s.")
+
+    sizes = [len(s.to_bytes()) for s in states.values()]
+    as_json = [len(orjson.dumps({**s.summary(), "heads": {a: [h.b, h.w.tolist()] for a, h in s.heads.items()},
+                                 "window": s.ctr.window_labels})) for s in states.values()]
+    lines += ["", "## Per-user state", "",
+              f"{len(sizes)} users: binary codec {np.mean(sizes):.0f} bytes/user (max {max(sizes)}), "
+              f"JSON of the same state {np.mean(as_json):.0f} bytes/user: {np.mean(as_json) / np.mean(sizes):.1f}x "
+              "smaller."]
+
+    snap = trainers[families[0]].snapshot()
+    data = snap.to_bytes()
+    dt = timed(lambda: Snapshot.from_bytes(snap.to_bytes()).build(), repeat=3)
+    lines += ["", "## Snapshot", "", f"{families[0]}: {len(data) / 1e6:.2f} MB, encode + decode + build {dt * 1e3:.0f} ms."]
+    return lines
