@@ -76,9 +76,11 @@ def _measure(settings: Settings, users: int, store: str) -> dict:
     settings = settings.replace(store=store, features="category,segment", web_port=free_port_pair(settings.web_bind),
                                 topic_prefix=f"{tag}.", app_id=tag, batch_size=1024)
     logs = Path(tempfile.mkdtemp(prefix="stream-ctr-bench-state-"))
-    with Stack(settings, logs, trainer=False) as stack:
+    with Stack(settings, logs, trainer=False, worker=False) as stack:
         s = stack.settings
-        _publish_v0(s)
+        _publish_v0(s)  # before the worker starts: it is healthy once it has a model
+        stack.spawn("worker")
+        stack.wait_healthy(120)
         rss_before = _rss(stack.procs["worker"].pid)
         t0 = time.monotonic()
         replay(_events(users), s.kafka_bootstrap, topics.events(s).name)
