@@ -148,7 +148,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench, run_serving_bench, run_state_bench
+    from .bench import run_bench, run_quality_bench, run_serving_bench, run_state_bench
 
     settings = _settings()
     lines = [] if args.no_inprocess else run_bench(settings, args.families.split(","), args.limit)
@@ -156,6 +156,10 @@ def cmd_bench(args) -> int:
         lines += run_serving_bench(settings, args.serving_requests)
     if args.state:
         lines += run_state_bench(settings, args.users, args.stores.split(","))[0]
+    if args.quality:
+        cadences = [int(c) for c in args.cadences.split(",")]
+        for dataset in args.datasets.split(","):
+            lines += run_quality_bench(settings, dataset, args.limit, cadences)[0]
     text = "\n".join(lines)
     print(text)
     if args.out:
@@ -200,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also measure state and memory per user and recovery time on a real worker")
     bn.add_argument("--users", type=_positive_int, default=100_000, help="distinct users of --state")
     bn.add_argument("--stores", type=_stores, default="memory,rocksdb", help="table stores of --state")
+    bn.add_argument("--quality", action="store_true",
+                    help="also measure progressive prediction quality per arm against River baselines")
+    bn.add_argument("--datasets", type=_datasets, default="ml-100k,synthetic", help="datasets of --quality")
+    bn.add_argument("--cadences", type=_cadences, default="5000,1000,200",
+                    help="snapshot cadences (samples) of --quality, comma separated")
     bn.add_argument("--no-inprocess", action="store_true", help="skip the in-process measurements")
     bn.set_defaults(func=cmd_bench)
     sm = sub.add_parser("simulate", help="closed loop: synthetic users request rankings and click on what they see")
@@ -236,6 +245,18 @@ def _number(kind, lowest, what: str):
 _positive_int = _number(int, 1, "a positive integer")
 _non_negative_int = _number(int, 0, "an integer >= 0")
 _non_negative = _number(float, 0.0, "a number >= 0")
+
+
+def _datasets(text: str) -> str:
+    if not text or not set(text.split(",")) <= {"ml-100k", "synthetic"}:
+        raise argparse.ArgumentTypeError(f"expected ml-100k, synthetic or both (comma separated), got {text!r}")
+    return text
+
+
+def _cadences(text: str) -> str:
+    for part in text.split(","):
+        _positive_int(part)
+    return text
 
 
 def _stores(text: str) -> str:

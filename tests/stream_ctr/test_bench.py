@@ -13,3 +13,30 @@ def test_state_bench_measures_memory_state_and_recovery_on_a_real_worker(setting
     assert 100 < r["state_bytes_per_user"] < 2000  # one event a user: counts, window bits, three small heads
     assert 0 < r["recovery_s"] < 60
     assert any(line.startswith("| memory |") for line in lines)
+
+
+def test_quality_bench_scores_every_event_before_learning_it(make_events):
+    from stream_ctr.bench.quality import _one_hot, _service_progressive
+    from stream_ctr.config import Settings
+    from stream_ctr.trainer import GlobalTrainer
+
+    events = make_events(users=20, events_per_user=40, seed=3).events
+    settings = Settings(features="category,segment", batch_size=64, snapshot_every=200)
+    preds = _service_progressive(settings, events)
+    assert {len(p) for p in preds.values()} == {len(events)}
+    # The first batch is scored by the untrained v0 model, in the input order (the step groups it by user).
+    v0 = GlobalTrainer(settings).predict_proba(events[:64])
+    assert abs(preds["global"][:64] - v0).max() < 1e-6
+    assert abs(preds["global"][-64:] - v0[:1]).max() > 1e-3  # later batches: a trained snapshot
+    x = _one_hot(events[0], crosses=True)
+    assert f"user={events[0].user_id}" in x and f"item={events[0].item_id}" in x
+
+
+def test_quality_bench_reports_every_arm_and_both_baselines():
+    from stream_ctr.bench import run_quality_bench
+    from stream_ctr.config import Settings
+
+    lines, rows = run_quality_bench(Settings(features="category,segment"), "synthetic", limit=3000, cadences=[500])
+    assert len(rows) == 5 and sum(name.startswith("river") for name in rows) == 2
+    assert all(0.4 < r["auc"] < 1 and 0 < r["logloss"] < 1 for r in rows.values())
+    assert len(lines) == 4 + 5 + 1

@@ -1,0 +1,108 @@
+"""Progressive (test-then-train) prediction quality of the service, beside plain online learners on the same events.
+
+The service's path runs in-process and deterministically: events in time order, in batches of ``batch_size``;
+each batch is scored by every arm with the model snapshot in use (:func:`~stream_ctr.learning.test_then_train`,
+the worker's own step, which then fine-tunes the heads), then the global trainer learns the batch
+(:class:`~stream_ctr.trainer.GlobalTrainer`) and a new snapshot is swapped in every ``snapshot_every`` samples.
+That is the worker and the trainer of a deployment without the race between them, so a change can be judged by
+these numbers.
+
+The baselines are River ``LogisticRegression`` (SGD, step 0.05) over one-hot features: item id and every event
+feature (multi-valued ones split), and the same with the user id and user x feature-value crosses. Every event
+is scored before it is learned, by every learner.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..arms import ARMS
+from ..config import Settings
+from ..data import load_dataset
+from ..heads import HeadParams
+from ..learning import test_then_train
+from ..metrics import auc, calibration, gauc, logloss
+from ..trainer import GlobalTrainer
+
+__all__ = ["run_quality_bench"]
+
+
+def run_quality_bench(settings: Settings, dataset: str, limit: int | None = None,
+                      cadences=(5000, 1000, 200)) -> tuple[list[str], dict]:
+    """Markdown lines and ``{learner: {auc, logloss, calibration, gauc, eps}}`` on ``dataset``."""
+    import river.linear_model  # noqa: F401  (imported before the clock starts)
+
+    events = load_dataset(dataset, limit)
+    users = np.array([e.user_id for e in events], dtype=object)
+    labels = np.array([e.label for e in events], dtype=np.float32)
+    rows: dict[str, dict] = {}
+    for crosses in (False, True):
+        name = "river LR, one-hot" + (" + user crosses" if crosses else "")
+        t0 = time.perf_counter()
+        preds = _river_progressive(events, crosses)
+        rows[name] = _quality(users, labels, preds) | {"eps": len(events) / (time.perf_counter() - t0)}
+    for every in cadences:
+        t0 = time.perf_counter()
+        preds = _service_progressive(settings.replace(snapshot_every=every), events)
+        eps = len(events) / (time.perf_counter() - t0)
+        for arm in ARMS:
+            rows[f"service {arm}, snapshot every {every:,}"] = _quality(users, labels, preds[arm]) | {"eps": eps}
+    lines = ["", f"## Progressive quality on {dataset} ({len(events):,} events in time order, each scored before "
+             f"it is learned; model {settings.model_family})", "",
+             "| learner | AUC | logloss | calibration | gAUC | events/s |", "|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['auc']:.4f} | {r['logloss']:.4f} | {r['calibration']:.3f} | "
+                     f"{r['gauc']:.4f} | {r['eps']:,.0f} |")
+    return lines, rows
+
+
+def _quality(users: np.ndarray, labels: np.ndarray, preds: np.ndarray) -> dict:
+    return {"auc": auc(labels, preds), "logloss": logloss(labels, preds), "calibration": calibration(labels, preds),
+            "gauc": gauc(users, labels, preds)}
+
+
+def _service_progressive(settings: Settings, events) -> dict[str, np.ndarray]:
+    """Every arm's probability for every event, scored before the worker and the trainer learn it."""
+    trainer = GlobalTrainer(settings)
+    model = trainer.snapshot().build()
+    states: dict = {}
+    params = HeadParams.from_settings(settings)
+    preds: dict[str, list[np.ndarray]] = {arm: [] for arm in ARMS}
+    step = settings.batch_size
+    for lo in range(0, len(events), step):
+        batch = events[lo: lo + step]
+        result = test_then_train([(e, lo + i) for i, e in enumerate(batch)], model, states, params)
+        order = {id(e): i for i, e in enumerate(result.events)}  # the step groups a batch by user
+        _, _, arm_preds = result.arrays()
+        back = np.array([order[id(e)] for e in batch])
+        for arm in ARMS:
+            preds[arm].append(arm_preds[arm][back])
+        trainer.learn_many(batch)
+        snap = trainer.maybe_snapshot()
+        if snap is not None:
+            model = snap.build()
+    return {arm: np.concatenate(p) for arm, p in preds.items()}
+
+
+def _one_hot(event, crosses: bool) -> dict[str, float]:
+    x = {f"item={event.item_id}": 1.0}
+    values = [f"{k}={v}" for k, raw in event.features.items() for v in str(raw).split("|") if v]
+    x.update(dict.fromkeys(values, 1.0))
+    if crosses:
+        x[f"user={event.user_id}"] = 1.0
+        x.update({f"user={event.user_id}&{v}": 1.0 for v in values})
+    return x
+
+
+def _river_progressive(events, crosses: bool) -> np.ndarray:
+    from river import linear_model, optim
+
+    model = linear_model.LogisticRegression(optimizer=optim.SGD(0.05))
+    out = np.empty(len(events), dtype=np.float32)
+    for i, event in enumerate(events):
+        x = _one_hot(event, crosses)
+        out[i] = model.predict_proba_one(x).get(True, 0.5)
+        model.learn_one(x, bool(event.label))
+    return out
