@@ -117,7 +117,11 @@ class Settings:
     hash_buckets: int = _knob(1 << 15, "STREAM_CTR_HASH_BUCKETS", "hashed feature space size", _positive)
     embed_dim: int = _knob(8, "STREAM_CTR_EMBED_DIM", "embedding width", _positive)
     hidden: str = _knob("64,32", "STREAM_CTR_HIDDEN", "MLP widths, comma separated; the last is the head's input")
-    trainer_lr: float = _knob(2e-3, "STREAM_CTR_TRAINER_LR", "Adam step size of the global model", _positive)
+    trainer_optimizer: str = _knob("adam", "STREAM_CTR_TRAINER_OPTIMIZER",
+                                   "optimiser of the global model: adam, or adagrad (per-coordinate steps that "
+                                   "shrink with each embedding row's own gradient history)",
+                                   lambda v: v in ("adam", "adagrad"))
+    trainer_lr: float = _knob(2e-3, "STREAM_CTR_TRAINER_LR", "step size of the global model's optimiser", _positive)
     trainer_batch: int = _knob(256, "STREAM_CTR_TRAINER_BATCH", "global model mini-batch size", _positive)
     snapshot_every: int = _knob(5000, "STREAM_CTR_SNAPSHOT_EVERY", "publish a snapshot every K samples", _positive)
     seed: int = _knob(0, "STREAM_CTR_SEED", "seed of model initialisation and shuffles")

@@ -34,7 +34,8 @@ class GlobalTrainer:
         self.cfg = model_config(settings, self.spec)
         self.device = torch.device(settings.device)
         self.model = build_model(self.cfg, seed=settings.seed).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.trainer_lr)
+        optimizer = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}[settings.trainer_optimizer]
+        self.optimizer = optimizer(self.model.parameters(), lr=settings.trainer_lr)
         self.encoder = HashingEncoder(self.spec)
         self.samples = 0
         self.clicks = 0

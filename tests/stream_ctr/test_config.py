@@ -16,6 +16,8 @@ from stream_ctr.config import ConfigError, Settings
     ({"STREAM_CTR_ATTRIBUTION_WINDOW_S": "-1"}, "STREAM_CTR_ATTRIBUTION_WINDOW_S"),
     ({"STREAM_CTR_WORKER_THREADS": "0"}, "STREAM_CTR_WORKER_THREADS"),
     ({"STREAM_CTR_REPLICATION_FACTOR": "0"}, "STREAM_CTR_REPLICATION_FACTOR"),
+    ({"STREAM_CTR_TRAINER_OPTIMIZER": "sgd"}, "STREAM_CTR_TRAINER_OPTIMIZER"),
+    ({"STREAM_CTR_STORE": "redis"}, "STREAM_CTR_STORE"),
 ])
 def test_bad_config_fails_naming_the_key(env, key):
     with pytest.raises(ConfigError, match=key):

@@ -63,3 +63,16 @@ def test_every_family_learns_synthetic_clicks(family, make_events):
         trainer.learn_many(train)
     score = auc(y, trainer.predict_proba(test))
     assert score > 0.65 and score > untrained + 0.1, f"{family}: AUC {untrained:.3f} -> {score:.3f}"
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adagrad"])
+def test_the_trainer_learns_with_either_optimiser(optimizer, make_events):
+    data = make_events(users=150, events_per_user=60, drift=1.5, seed=1)
+    settings = Settings.from_env({}, features="category,segment", hash_buckets=4096, trainer_optimizer=optimizer,
+                                 trainer_lr=0.01 if optimizer == "adam" else 0.05)
+    trainer = GlobalTrainer(settings)
+    assert type(trainer.optimizer).__name__.lower() == optimizer
+    train, test = data.events[:7000], data.events[7000:]
+    y = np.array([e.label for e in test])
+    trainer.learn_many(train)
+    assert auc(y, trainer.predict_proba(test)) > 0.65
