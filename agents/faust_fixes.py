@@ -134,4 +134,3 @@ def _rocksdb_writes_by_key_partition() -> None:
         self._db_for_partition(partition).put(key, value)
 
     rocksdb.Store._set = _set
-

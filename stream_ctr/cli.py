@@ -155,11 +155,10 @@ def cmd_bench(args) -> int:
     if args.serving:
         lines += run_serving_bench(settings, args.serving_requests)
     if args.state:
-        lines += run_state_bench(settings, args.users, args.stores.split(","))[0]
+        lines += run_state_bench(settings, args.users, args.stores)[0]
     if args.quality:
-        cadences = [int(c) for c in args.cadences.split(",")]
-        for dataset in args.datasets.split(","):
-            lines += run_quality_bench(settings, dataset, args.limit, cadences)[0]
+        for dataset in args.datasets:
+            lines += run_quality_bench(settings, dataset, args.limit, args.cadences)[0]
     text = "\n".join(lines)
     print(text)
     if args.out:
@@ -247,23 +246,23 @@ _non_negative_int = _number(int, 0, "an integer >= 0")
 _non_negative = _number(float, 0.0, "a number >= 0")
 
 
-def _datasets(text: str) -> str:
-    if not text or not set(text.split(",")) <= {"ml-100k", "synthetic"}:
-        raise argparse.ArgumentTypeError(f"expected ml-100k, synthetic or both (comma separated), got {text!r}")
-    return text
+def _choices(*allowed: str):
+    """A comma-separated list of ``allowed`` values, as a list."""
+    def parse(text: str) -> list[str]:
+        values = text.split(",")
+        if not set(values) <= set(allowed):
+            raise argparse.ArgumentTypeError(f"expected some of {', '.join(allowed)} (comma separated), got {text!r}")
+        return values
+
+    return parse
 
 
-def _cadences(text: str) -> str:
-    for part in text.split(","):
-        _positive_int(part)
-    return text
+def _cadences(text: str) -> list[int]:
+    return [_positive_int(part) for part in text.split(",")]
 
 
-def _stores(text: str) -> str:
-    stores = text.split(",")
-    if not stores or not set(stores) <= {"memory", "rocksdb"}:
-        raise argparse.ArgumentTypeError(f"expected memory, rocksdb or both (comma separated), got {text!r}")
-    return text
+_datasets = _choices("ml-100k", "synthetic")
+_stores = _choices("memory", "rocksdb")
 
 
 def main(argv: list[str] | None = None) -> int:

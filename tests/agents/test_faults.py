@@ -252,11 +252,7 @@ def test_trainer_killed_mid_stream_resumes_at_its_snapshot_and_trains_each_sampl
     """The published weights' lineage has seen every event exactly once: a snapshot's ``samples`` and
     ``offsets`` after three kills equal the topic's. (Before snapshots carried offsets, the trainer's consumer
     group committed past its last snapshot and a kill lost those samples for good.)"""
-    import asyncio
     import threading
-
-    from stream_ctr.agents.snapshots import read_latest_snapshot
-    from stream_ctr.broker.read import end_offsets
 
     settings = settings_factory(snapshot_every=700)
     events = make_events(users=30, events_per_user=150, seed=23).events  # 4,500 at 150/s: ~30 s of stream
@@ -274,12 +270,7 @@ def test_trainer_killed_mid_stream_resumes_at_its_snapshot_and_trains_each_sampl
             stack.spawn("trainer")
             stack.wait_healthy(120, trainer_url)
         feeder.join()
-        ends = end_offsets(stack.settings.kafka_bootstrap, topics.events(stack.settings).name)
-        model_topic = topics.model(stack.settings).name
-        deadline = time.monotonic() + 120
-        while (latest := asyncio.run(read_latest_snapshot(stack.settings.kafka_bootstrap, model_topic))).offsets != ends:
-            assert time.monotonic() < deadline, (latest.version, latest.offsets, ends)
-            time.sleep(1)  # the trainer publishes once the stream has been quiet for a few seconds
+        latest = _snapshot_at_the_end(stack.settings)
         assert latest.samples == len(events)
         assert round(latest.global_ctr * latest.samples) == sum(e.label for e in events)
 
@@ -288,12 +279,9 @@ def test_broker_killed_and_restarted_mid_stream_worker_and_trainer_resume_exactl
                                                                                    tmp_path):
     """SIGKILL the broker (its own, not the session's) while events arrive, restart it on the same log dir 10 s
     later: the worker and the trainer carry on by themselves and the result is exact."""
-    import asyncio
     import threading
 
-    from stream_ctr.agents.snapshots import read_latest_snapshot
     from stream_ctr.broker.kafka import LocalKafka
-    from stream_ctr.broker.read import end_offsets
 
     events = make_events(users=40, events_per_user=100, seed=24).events  # 4,000 at 100/s: ~40 s of stream
     with LocalKafka() as broker:
@@ -314,9 +302,21 @@ def test_broker_killed_and_restarted_mid_stream_worker_and_trainer_resume_exactl
             while (wrong := _wrong_users(stack, truth)) and time.monotonic() < deadline:
                 time.sleep(1)
             assert not wrong, f"{len(wrong)} users differ from the exactly-once result, e.g. {wrong[:3]}"
-            ends = end_offsets(broker.bootstrap, topics.events(settings).name)
-            model_topic = topics.model(settings).name
-            while (latest := asyncio.run(read_latest_snapshot(broker.bootstrap, model_topic))).offsets != ends:
-                assert time.monotonic() < deadline, (latest.version, latest.offsets, ends)
-                time.sleep(1)
-            assert latest.samples == len(events)
+            assert _snapshot_at_the_end(settings).samples == len(events)
+
+
+def _snapshot_at_the_end(settings, timeout: float = 120.0):
+    """The trainer's newest snapshot once it covers every record of ``ctr.events`` (the trainer publishes when the
+    stream has been quiet for a few seconds)."""
+    import asyncio
+
+    from stream_ctr.agents.snapshots import read_latest_snapshot
+    from stream_ctr.broker.read import end_offsets
+
+    ends = end_offsets(settings.kafka_bootstrap, topics.events(settings).name)
+    deadline = time.monotonic() + timeout
+    while (latest := asyncio.run(read_latest_snapshot(settings.kafka_bootstrap,
+                                                      topics.model(settings).name))).offsets != ends:
+        assert time.monotonic() < deadline, (latest.version, latest.offsets, ends)
+        time.sleep(1)
+    return latest
