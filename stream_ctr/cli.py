@@ -158,7 +158,7 @@ def cmd_bench(args) -> int:
         lines += run_state_bench(settings, args.users, args.stores)[0]
     if args.quality:
         for dataset in args.datasets:
-            lines += run_quality_bench(settings, dataset, args.limit, args.cadences)[0]
+            lines += run_quality_bench(settings, dataset, args.limit, args.cadences, args.quality_families)[0]
     text = "\n".join(lines)
     print(text)
     if args.out:
@@ -206,8 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--quality", action="store_true",
                     help="also measure progressive prediction quality per arm against River baselines")
     bn.add_argument("--datasets", type=_datasets, default="ml-100k,synthetic", help="datasets of --quality")
-    bn.add_argument("--cadences", type=_cadences, default="5000,1000,200",
-                    help="snapshot cadences (samples) of --quality, comma separated")
+    bn.add_argument("--cadences", type=_cadences, default="1000,200,8",
+                    help="model delta cadences (samples) of --quality, comma separated")
+    bn.add_argument("--quality-families", type=_quality_families, default=None,
+                    help="model families of --quality, comma separated (default: STREAM_CTR_MODEL_FAMILY)")
     bn.add_argument("--no-inprocess", action="store_true", help="skip the in-process measurements")
     bn.set_defaults(func=cmd_bench)
     sm = sub.add_parser("simulate", help="closed loop: synthetic users request rankings and click on what they see")
@@ -263,6 +265,12 @@ def _cadences(text: str) -> list[int]:
 
 _datasets = _choices("ml-100k", "synthetic")
 _stores = _choices("memory", "rocksdb")
+
+
+def _quality_families(text: str) -> list[str]:
+    from .models import FAMILIES
+
+    return _choices(*FAMILIES)(text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -117,13 +117,24 @@ class Settings:
     hash_buckets: int = _knob(1 << 15, "STREAM_CTR_HASH_BUCKETS", "hashed feature space size", _positive)
     embed_dim: int = _knob(8, "STREAM_CTR_EMBED_DIM", "embedding width", _positive)
     hidden: str = _knob("64,32", "STREAM_CTR_HIDDEN", "MLP widths, comma separated; the last is the head's input")
-    trainer_optimizer: str = _knob("adam", "STREAM_CTR_TRAINER_OPTIMIZER",
-                                   "optimiser of the global model: adam, or adagrad (per-coordinate steps that "
-                                   "shrink with each embedding row's own gradient history)",
+    trainer_optimizer: str = _knob("adagrad", "STREAM_CTR_TRAINER_OPTIMIZER",
+                                   "optimiser of the global model: adagrad (per-coordinate steps that shrink with "
+                                   "each embedding row's own gradient history; sparse, so a step touches only the "
+                                   "rows its batch used) or adam",
                                    lambda v: v in ("adam", "adagrad"))
-    trainer_lr: float = _knob(2e-3, "STREAM_CTR_TRAINER_LR", "step size of the global model's optimiser", _positive)
-    trainer_batch: int = _knob(256, "STREAM_CTR_TRAINER_BATCH", "global model mini-batch size", _positive)
-    snapshot_every: int = _knob(5000, "STREAM_CTR_SNAPSHOT_EVERY", "publish a snapshot every K samples", _positive)
+    trainer_lr: float = _knob(0.1, "STREAM_CTR_TRAINER_LR", "step size of the global model's optimiser", _positive)
+    trainer_batch: int = _knob(8, "STREAM_CTR_TRAINER_BATCH", "global model mini-batch size", _positive)
+    snapshot_every: int = _knob(8, "STREAM_CTR_SNAPSHOT_EVERY",
+                                "publish a model delta (the embedding rows that changed) every K samples", _positive)
+    snapshot_interval_s: float = _knob(1.0, "STREAM_CTR_SNAPSHOT_INTERVAL_S",
+                                       "publish a delta of pending samples at least this often, in seconds",
+                                       _positive)
+    dense_every: int = _knob(64, "STREAM_CTR_DENSE_EVERY",
+                             "deltas between two that carry the dense layers too (they change in every step but "
+                             "cost ~30 KB; sparse rows are what must be fresh)", _positive)
+    full_snapshot_every: int = _knob(1000, "STREAM_CTR_FULL_SNAPSHOT_EVERY",
+                                     "deltas between full snapshots on ctr.model (where a starting scorer or "
+                                     "trainer begins)", _positive)
     seed: int = _knob(0, "STREAM_CTR_SEED", "seed of model initialisation and shuffles")
     device: str = _knob("cpu", "STREAM_CTR_DEVICE", "torch device of the global trainer (cpu, cuda)")
 

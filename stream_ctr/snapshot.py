@@ -1,20 +1,22 @@
 """Model snapshots: what the trainer publishes to ``ctr.model`` and every scorer swaps to atomically.
 
 Wire format: ``b"SCTR1"``, a 4-byte header length, an orjson header (version, family, model config, feature
-spec, global CTR, samples seen, the ``ctr.events`` position per partition the weights have trained up to) and the
-``torch.save`` bytes of the state dict.
+spec, global CTR, samples seen, the ``ctr.events`` position per partition the weights have trained up to, publish
+time) and the ``torch.save`` bytes of the state dict. Between full snapshots the model moves by
+:class:`~stream_ctr.delta.Delta` (:meth:`LoadedModel.advanced`).
 """
 
 from __future__ import annotations
 
 import io
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import orjson
 import torch
 
+from .delta import Delta
 from .features import FeatureSpec, HashingEncoder
 from .models import CTRModel, ModelConfig, build_model, infer
 
@@ -33,6 +35,8 @@ class Snapshot:
     state_dict: dict = field(repr=False, compare=False)
     #: Next offset to train on, per partition of ``ctr.events``: a resuming trainer starts exactly here.
     offsets: dict[int, int] = field(default_factory=dict)
+    #: Trainer's wall clock at publication (seconds since the epoch); 0 for one never published.
+    published_at: float = 0.0
 
     @property
     def family(self) -> str:
@@ -42,7 +46,7 @@ class Snapshot:
         header = orjson.dumps({
             "version": self.version, "model": self.model_cfg.to_dict(), "features": self.spec.to_dict(),
             "global_ctr": self.global_ctr, "samples": self.samples,
-            "offsets": {str(p): o for p, o in self.offsets.items()},
+            "offsets": {str(p): o for p, o in self.offsets.items()}, "published_at": self.published_at,
         })
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in self.state_dict.items()}, buf)
@@ -58,7 +62,7 @@ class Snapshot:
         weights = torch.load(io.BytesIO(data[start + n:]), weights_only=True)
         return cls(h["version"], ModelConfig.from_dict(h["model"]), FeatureSpec.from_dict(h["features"]),
                    float(h["global_ctr"]), int(h["samples"]), weights,
-                   {int(p): int(o) for p, o in h.get("offsets", {}).items()})
+                   {int(p): int(o) for p, o in h.get("offsets", {}).items()}, float(h.get("published_at", 0.0)))
 
     def build(self) -> "LoadedModel":
         model = build_model(self.model_cfg)
@@ -82,6 +86,18 @@ class LoadedModel:
     @property
     def rep_dim(self) -> int:
         return self.model.rep_dim
+
+    def advanced(self, delta: Delta) -> "LoadedModel":
+        """This model moved to ``delta``'s version, which must be based on this one. The weights change in place
+        (a few rows: cheap enough for the event loop, where no scoring runs concurrently); the returned object
+        carries the new version and counts."""
+        if delta.base != self.version:
+            raise ValueError(f"delta v{delta.version} is based on v{delta.base}, not on v{self.version}")
+        delta.apply_to(self.model)
+        snapshot = replace(self.snapshot, version=delta.version, global_ctr=delta.global_ctr, samples=delta.samples,
+                           offsets=dict(delta.offsets), published_at=delta.published_at,
+                           state_dict=self.model.state_dict())
+        return LoadedModel(snapshot, self.model, self.encoder)
 
     def forward(self, events) -> tuple[np.ndarray, np.ndarray]:
         """Global logits ``[n]`` and representations ``[n, rep_dim]`` for a list of events, as numpy."""

@@ -1,10 +1,13 @@
-"""The global model's trainer: mini-batch torch training on the merged stream, snapshots every K samples.
+"""The global model's trainer: mini-batch torch training on the merged stream, a model delta every K samples (or
+every ``snapshot_interval_s``) and a full snapshot every ``full_snapshot_every`` deltas.
 
-Kafka-free: the Faust trainer agent feeds it batches of events and publishes what :meth:`maybe_snapshot`
-returns. The global CTR it publishes is the lifetime click share of everything it has trained on.
+Kafka-free: the Faust trainer agent feeds it batches of events and publishes what :meth:`maybe_delta` and
+:meth:`snapshot` return. The global CTR it publishes is the lifetime click share of everything it has trained on.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import torch
@@ -12,7 +15,8 @@ import torch
 from .config import Settings
 from .features import FeatureSpec, HashingEncoder
 from .heads import sigmoid
-from .models import ModelConfig, build_model, infer, train_step
+from .delta import Delta
+from .models import ModelConfig, build_model, embedding_tables, infer, train_step
 from .snapshot import Snapshot
 
 __all__ = ["GlobalTrainer", "model_config", "feature_spec"]
@@ -35,12 +39,19 @@ class GlobalTrainer:
         self.device = torch.device(settings.device)
         self.model = build_model(self.cfg, seed=settings.seed).to(self.device)
         optimizer = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}[settings.trainer_optimizer]
+        if settings.trainer_optimizer == "adagrad":
+            for table in embedding_tables(self.model).values():
+                table.sparse = True  # a step reads and writes only the rows its batch used, not all 32,768
         self.optimizer = optimizer(self.model.parameters(), lr=settings.trainer_lr)
         self.encoder = HashingEncoder(self.spec)
         self.samples = 0
         self.clicks = 0
         self.version = 0
         self._since_snapshot = 0
+        self._touched: list[np.ndarray] = []  # table rows used since the last delta (bounded by snapshot_every)
+        self._last_delta = time.monotonic()
+        self._deltas_since_dense = 0
+        self._deltas_since_full = 0
         self.last_loss = float("nan")
         #: Next offset per partition of ``ctr.events`` (what the weights have seen); published in snapshots.
         self.offsets: dict[int, int] = {}
@@ -52,18 +63,26 @@ class GlobalTrainer:
 
     @property
     def pending(self) -> int:
-        """Samples trained on since the last snapshot."""
+        """Samples trained on since the last delta."""
         return self._since_snapshot
 
-    def resume_from(self, snapshot: Snapshot) -> None:
-        """Continue from a published snapshot (weights, version, counts, stream position); the optimiser state
-        starts afresh."""
+    @property
+    def full_due(self) -> bool:
+        """Whether ``full_snapshot_every`` deltas went out since the last full snapshot."""
+        return self._deltas_since_full >= self.settings.full_snapshot_every
+
+    def resume_from(self, snapshot: Snapshot, newest_version: int | None = None) -> None:
+        """Continue from a published full snapshot (weights, counts, stream position); the optimiser state starts
+        afresh. Deltas published after it are dropped (their samples will be trained again), so the version
+        continues past ``newest_version``, the newest one any scorer may hold: the next full snapshot then
+        supersedes them all."""
         self.model.load_state_dict(snapshot.state_dict)
         self.offsets = dict(snapshot.offsets)
-        self.version = snapshot.version
+        self.version = max(snapshot.version, newest_version or 0)
         self.samples = snapshot.samples
         self.clicks = round(snapshot.global_ctr * snapshot.samples)
         self._since_snapshot = 0
+        self._touched.clear()
 
     def learn_many(self, events) -> None:
         """One optimiser step per ``trainer_batch`` slice of ``events``."""
@@ -74,6 +93,7 @@ class GlobalTrainer:
             y = torch.tensor([e.label for e in chunk], dtype=torch.float32, device=self.device)
             self.last_loss = train_step(self.model, self.optimizer, torch.from_numpy(ids).to(self.device),
                                         torch.from_numpy(vals).to(self.device), y)
+            self._touched.append(ids.ravel())
             self.samples += len(chunk)
             self.clicks += int(y.sum().item())
             self._since_snapshot += len(chunk)
@@ -84,21 +104,34 @@ class GlobalTrainer:
             self.offsets[partition] = max(offset, self.offsets.get(partition, 0))
 
     def snapshot(self) -> Snapshot:
+        """A full snapshot of the current weights under the current version (the newest delta's)."""
+        self._deltas_since_full = 0
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         return Snapshot(self.version, self.cfg, self.spec, float(self.global_ctr), self.samples, state,
-                        dict(self.offsets))
+                        dict(self.offsets), time.time())
 
-    def maybe_snapshot(self) -> Snapshot | None:
-        """A new snapshot (version + 1) once ``snapshot_every`` samples have arrived since the last one."""
-        if self._since_snapshot < self.settings.snapshot_every:
-            return None
-        return self.next_snapshot()
+    def maybe_delta(self, now: float | None = None) -> Delta | None:
+        """The next delta once ``snapshot_every`` samples are pending, or once any are and ``snapshot_interval_s``
+        passed since the last delta at monotonic time ``now`` (None: count samples only, as the quality bench)."""
+        due = self._since_snapshot >= self.settings.snapshot_every or (
+            now is not None and self._since_snapshot > 0 and now - self._last_delta >= self.settings.snapshot_interval_s)
+        return self.next_delta() if due else None
 
-    def next_snapshot(self) -> Snapshot:
-        """Publish-ready snapshot of the current weights under the next version number."""
+    def next_delta(self) -> Delta:
+        """Version + 1: the rows trained since the previous version, and the dense layers every ``dense_every``."""
+        rows = np.unique(np.concatenate(self._touched)) if self._touched else np.zeros(0, np.int64)
+        self._touched.clear()
         self._since_snapshot = 0
+        self._last_delta = time.monotonic()
+        self._deltas_since_dense += 1
+        self._deltas_since_full += 1
+        with_dense = self._deltas_since_dense >= self.settings.dense_every
+        if with_dense:
+            self._deltas_since_dense = 0
         self.version += 1
-        return self.snapshot()
+        return Delta.of(self.model, rows[rows > 0], with_dense, version=self.version, base=self.version - 1,
+                        global_ctr=float(self.global_ctr), samples=self.samples, offsets=dict(self.offsets),
+                        published_at=time.time())
 
     def predict_proba(self, events) -> np.ndarray:
         """Click probabilities of the current weights for ``events`` (what a snapshot taken now would score)."""

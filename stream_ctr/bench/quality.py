@@ -1,9 +1,10 @@
 """Progressive (test-then-train) prediction quality of the service, beside plain online learners on the same events.
 
 The service's path runs in-process and deterministically: events in time order, in batches of ``batch_size``;
-each batch is scored by every arm with the model snapshot in use (:func:`~stream_ctr.learning.test_then_train`,
-the worker's own step, which then fine-tunes the heads), then the global trainer learns the batch
-(:class:`~stream_ctr.trainer.GlobalTrainer`) and a new snapshot is swapped in every ``snapshot_every`` samples.
+each batch is scored by every arm with the model in use (:func:`~stream_ctr.learning.test_then_train`, the
+worker's own step, which then fine-tunes the heads), then the global trainer learns the batch
+(:class:`~stream_ctr.trainer.GlobalTrainer`), publishing a delta every ``snapshot_every`` samples (and a full
+snapshot every ``full_snapshot_every`` deltas), which the scorer applies from its bytes, as a worker does.
 That is the worker and the trainer of a deployment without the race between them, so a change can be judged by
 these numbers.
 
@@ -21,6 +22,7 @@ import numpy as np
 from ..arms import ARMS
 from ..config import Settings
 from ..data import load_dataset
+from ..delta import Delta
 from ..heads import HeadParams
 from ..learning import test_then_train
 from ..metrics import auc, calibration, gauc, logloss
@@ -29,9 +31,10 @@ from ..trainer import GlobalTrainer
 __all__ = ["run_quality_bench"]
 
 
-def run_quality_bench(settings: Settings, dataset: str, limit: int | None = None,
-                      cadences=(5000, 1000, 200)) -> tuple[list[str], dict]:
-    """Markdown lines and ``{learner: {auc, logloss, calibration, gauc, eps}}`` on ``dataset``."""
+def run_quality_bench(settings: Settings, dataset: str, limit: int | None = None, cadences=(1000, 200, 8),
+                      families: tuple[str, ...] | None = None) -> tuple[list[str], dict]:
+    """Markdown lines and ``{learner: {auc, logloss, calibration, gauc, eps, model_bytes}}`` on ``dataset``, for
+    each model family in ``families`` (default: the configured one) at each delta cadence in ``cadences``."""
     import river.linear_model  # noqa: F401  (imported before the clock starts)
 
     events = load_dataset(dataset, limit)
@@ -43,19 +46,29 @@ def run_quality_bench(settings: Settings, dataset: str, limit: int | None = None
         t0 = time.perf_counter()
         preds = _river_progressive(events, crosses)
         rows[name] = _quality(users, labels, preds) | {"eps": len(events) / (time.perf_counter() - t0)}
-    for every in cadences:
-        t0 = time.perf_counter()
-        preds = _service_progressive(settings.replace(snapshot_every=every), events)
-        eps = len(events) / (time.perf_counter() - t0)
-        for arm in ARMS:
-            rows[f"service {arm}, snapshot every {every:,}"] = _quality(users, labels, preds[arm]) | {"eps": eps}
-    lines = ["", f"## Progressive quality on {dataset} ({len(events):,} events in time order, each scored before "
-             f"it is learned; model {settings.model_family})", "",
-             "| learner | AUC | logloss | calibration | gAUC | events/s |", "|---|---|---|---|---|---|"]
+    for family in families or (settings.model_family,):
+        for every in cadences:
+            # A scorer's batch is scored by one model, so freshness within K samples needs batches of at most K.
+            run = settings.replace(model_family=family, snapshot_every=every,
+                                   batch_size=min(settings.batch_size, every))
+            t0 = time.perf_counter()
+            preds, published = _service_progressive(run, events)
+            cost = {"eps": len(events) / (time.perf_counter() - t0), "model_bytes": published / len(events)}
+            for arm in ARMS:
+                rows[f"{family} {arm}, delta every {every:,}"] = _quality(users, labels, preds[arm]) | cost
+    return _table(dataset, len(events), settings, rows), rows
+
+
+def _table(dataset: str, n: int, settings: Settings, rows: dict[str, dict]) -> list[str]:
+    lines = ["", f"## Progressive quality on {dataset} ({n:,} events in time order, each scored before it is "
+             f"learned; {settings.trainer_optimizer} step {settings.trainer_lr:g}, batch {settings.trainer_batch})",
+             "", "| learner | AUC | logloss | calibration | gAUC | events/s | model topic bytes/event |",
+             "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
+        cost = f"{r['model_bytes']:,.0f}" if "model_bytes" in r else "-"
         lines.append(f"| {name} | {r['auc']:.4f} | {r['logloss']:.4f} | {r['calibration']:.3f} | "
-                     f"{r['gauc']:.4f} | {r['eps']:,.0f} |")
-    return lines, rows
+                     f"{r['gauc']:.4f} | {r['eps']:,.0f} | {cost} |")
+    return lines
 
 
 def _quality(users: np.ndarray, labels: np.ndarray, preds: np.ndarray) -> dict:
@@ -63,13 +76,15 @@ def _quality(users: np.ndarray, labels: np.ndarray, preds: np.ndarray) -> dict:
             "gauc": gauc(users, labels, preds)}
 
 
-def _service_progressive(settings: Settings, events) -> dict[str, np.ndarray]:
-    """Every arm's probability for every event, scored before the worker and the trainer learn it."""
+def _service_progressive(settings: Settings, events) -> tuple[dict[str, np.ndarray], int]:
+    """Every arm's probability for every event, scored before the worker and the trainer learn it, and the bytes
+    the trainer published to the model topics (deltas and full snapshots) on the way."""
     trainer = GlobalTrainer(settings)
     model = trainer.snapshot().build()
     states: dict = {}
     params = HeadParams.from_settings(settings)
     preds: dict[str, list[np.ndarray]] = {arm: [] for arm in ARMS}
+    published = 0
     step = settings.batch_size
     for lo in range(0, len(events), step):
         batch = events[lo: lo + step]
@@ -79,11 +94,16 @@ def _service_progressive(settings: Settings, events) -> dict[str, np.ndarray]:
         back = np.array([order[id(e)] for e in batch])
         for arm in ARMS:
             preds[arm].append(arm_preds[arm][back])
-        trainer.learn_many(batch)
-        snap = trainer.maybe_snapshot()
-        if snap is not None:
-            model = snap.build()
-    return {arm: np.concatenate(p) for arm, p in preds.items()}
+        for chunk in range(0, len(batch), settings.snapshot_every):  # the trainer publishes as it learns
+            trainer.learn_many(batch[chunk: chunk + settings.snapshot_every])
+            delta = trainer.maybe_delta()
+            if delta is not None:
+                data = delta.to_bytes()
+                published += len(data)
+                model = model.advanced(Delta.from_bytes(data))
+                if trainer.full_due:
+                    published += len(trainer.snapshot().to_bytes())
+    return {arm: np.concatenate(p) for arm, p in preds.items()}, published
 
 
 def _one_hot(event, crosses: bool) -> dict[str, float]:

@@ -7,14 +7,14 @@
 ((2,), True)
 """
 
-from .base import CTRModel, ModelConfig, infer, train_step
+from .base import CTRModel, ModelConfig, embedding_tables, infer, train_step
 from .dcn import DCNv2
 from .deepfm import DeepFM
 from .fm import FM
 from .lr import LogisticRegression
 from .wide_deep import WideDeep
 
-__all__ = ["CTRModel", "FAMILIES", "ModelConfig", "build_model", "infer", "train_step"]
+__all__ = ["CTRModel", "FAMILIES", "ModelConfig", "build_model", "embedding_tables", "infer", "train_step"]
 
 FAMILIES: dict[str, type[CTRModel]] = {
     cls.family: cls for cls in (LogisticRegression, FM, WideDeep, DeepFM, DCNv2)

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["CTRModel", "DeepModel", "EmbeddingModel", "ModelConfig", "infer", "mlp", "train_step"]
+__all__ = ["CTRModel", "DeepModel", "EmbeddingModel", "ModelConfig", "embedding_tables", "infer", "mlp",
+           "train_step"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,12 @@ class DeepModel(EmbeddingModel):
     @property
     def rep_dim(self) -> int:
         return self.cfg.hidden[-1]
+
+
+def embedding_tables(model: nn.Module) -> dict[str, nn.Embedding]:
+    """The model's hashed tables by state-dict key (``"linear.weight"``, ``"embedding.weight"``): the sparse part,
+    of which a step changes only the rows its batch used. Every other tensor is dense."""
+    return {f"{name}.weight": m for name, m in model.named_modules() if isinstance(m, nn.Embedding)}
 
 
 def fm_interaction(v: torch.Tensor) -> torch.Tensor:
