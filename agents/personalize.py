@@ -62,7 +62,9 @@ class PersonalizeWorker:
         self.events = raw_topic(self.app, topics.events(settings), partitions=settings.events_partitions)
         self.table = _users_table(self.app, settings)
         self.metrics = WorkerMetrics(ARMS, settings.metrics_window, settings.user_idle_s, settings.active_users_max)
-        self.follower = SnapshotFollower(settings.kafka_bootstrap, topics.model(settings).name, self.metrics)
+        self.follower = SnapshotFollower(settings.kafka_bootstrap, (topics.model(settings).name,
+                                         topics.model_updates(settings).name), self.metrics,
+                                         window=2 * settings.full_snapshot_every + 2)
         self.dead_letters = DeadLetters(raw_topic(self.app, topics.dead_letters(settings)), self.metrics)
         self.experiment = Experiment.configured(settings.experiment_file)
         self.pending = PendingExposures(settings.pending_exposures, settings.attribution_window_s)

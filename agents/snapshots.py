@@ -1,5 +1,5 @@
-"""Reading ``ctr.model``: every scorer follows *all* its partitions (no consumer group), so each worker sees
-every snapshot, and a starting trainer resumes from the newest one."""
+"""Reading the global model: every scorer follows *all* partitions of ``ctr.model`` and ``ctr.model.updates`` (no
+consumer group), so each worker sees every version, and a starting trainer resumes from the newest full one."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_ctr.broker.admin import topic_partitions
 from stream_ctr.monitoring import WorkerMetrics
-from stream_ctr.snapshot import LoadedModel, Snapshot, SnapshotHolder
+from stream_ctr.delta import Delta, is_delta
+from stream_ctr.snapshot import Snapshot, SnapshotHolder, decode_update
 from stream_ctr.topics import MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SnapshotFollower", "read_latest_snapshot"]
+__all__ = ["SnapshotFollower", "read_latest_snapshot", "read_newest_version"]
 
 
 async def _assigned_consumer(bootstrap: str, topic: str) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
@@ -28,69 +29,97 @@ async def _assigned_consumer(bootstrap: str, topic: str) -> tuple[AIOKafkaConsum
     return consumer, tps
 
 
-async def read_latest_snapshot(bootstrap: str, topic: str) -> Snapshot | None:
-    """The newest snapshot on ``topic``, or None when nothing was ever published."""
+async def _last_records(bootstrap: str, topic: str) -> list[bytes]:
+    """The last record of each partition of ``topic`` (none for an empty partition)."""
     consumer, tps = await _assigned_consumer(bootstrap, topic)
     try:
         ends = await consumer.end_offsets(tps)
-        newest: Snapshot | None = None
+        values = []
         for tp in tps:
             if ends[tp] == 0:
                 continue
             consumer.seek(tp, ends[tp] - 1)
             records = await consumer.getmany(tp, timeout_ms=10000)
-            for msg in records.get(tp, []):
-                snap = Snapshot.from_bytes(msg.value)
-                if newest is None or snap.version > newest.version:
-                    newest = snap
-        return newest
+            values += [msg.value for msg in records.get(tp, [])]
+        return values
     finally:
         await consumer.stop()
 
 
-class SnapshotFollower:
-    """Keeps a worker's :class:`SnapshotHolder` on the newest snapshot of ``ctr.model``.
+async def read_latest_snapshot(bootstrap: str, topic: str) -> Snapshot | None:
+    """The newest full snapshot on ``topic`` (``ctr.model``), or None when nothing was ever published."""
+    snaps = [Snapshot.from_bytes(value) for value in await _last_records(bootstrap, topic)]
+    return max(snaps, key=lambda snap: snap.version, default=None)
 
-    :meth:`offer` swaps a snapshot in (if newer) and updates the model gauges; :meth:`run` feeds it every record of
-    the topic, from the beginning, forever (a Faust task). Scorers read ``holder.current`` once per batch.
+
+async def read_newest_version(bootstrap: str, topic: str) -> int | None:
+    """The version of the last record on the update chain ``topic``, or None when it is empty."""
+    return max((decode_update(value).version for value in await _last_records(bootstrap, topic)), default=None)
+
+
+class SnapshotFollower:
+    """Keeps a worker's :class:`SnapshotHolder` on the newest version of the global model.
+
+    :meth:`run` (a Faust task) starts from the newest full snapshot on ``ctr.model``, then follows the update chain
+    ``ctr.model.updates`` from ``window`` records before its end: a full snapshot is built (off the event loop)
+    and swapped in if newer; a delta is applied in place if it is based on the version in use, skipped if it is
+    not newer, and counted as a gap otherwise (the next full snapshot repairs it). Scorers read
+    ``holder.current`` once per batch.
     """
 
-    def __init__(self, bootstrap: str, topic: str, metrics: WorkerMetrics):
-        self.bootstrap, self.topic, self.metrics = bootstrap, topic, metrics
+    def __init__(self, bootstrap: str, topics_: tuple[str, str], metrics: WorkerMetrics, window: int = 2002):
+        self.bootstrap, (self.model_topic, self.updates_topic), self.metrics = bootstrap, topics_, metrics
+        self.window = window
         self.holder = SnapshotHolder()
 
     def offer(self, snap: Snapshot) -> bool:
         """Swap ``snap`` in now (building it here); tests and the first snapshot use this."""
         return self._swapped(snap) if self.holder.offer(snap) else False
 
+    def take(self, delta: Delta) -> bool:
+        """Apply ``delta`` if it continues the version in use; returns whether it did."""
+        current = self.holder.current
+        if current is None or delta.version <= current.version:
+            return False
+        if delta.base != current.version:
+            self.metrics.gaps.inc()
+            return False
+        self.holder.current = current.advanced(delta)
+        self.metrics.delta_applied(delta)
+        return True
+
     async def run(self) -> None:
-        consumer, tps = await _assigned_consumer(self.bootstrap, self.topic)
-        loop = asyncio.get_running_loop()
+        newest = await read_latest_snapshot(self.bootstrap, self.model_topic)
+        if newest is not None:
+            await self._swap(newest)
+        consumer, tps = await _assigned_consumer(self.bootstrap, self.updates_topic)
         try:
-            await consumer.seek_to_beginning(*tps)
+            for tp, end in (await consumer.end_offsets(tps)).items():
+                consumer.seek(tp, max(end - self.window, 0))  # past retention, aiokafka resets to the earliest
             while True:
                 batches = await consumer.getmany(timeout_ms=1000)
-                records = [msg for batch in batches.values() for msg in batch]
-                if records:  # only the newest of a burst is worth building
-                    loaded = await loop.run_in_executor(None, self._load, records)
-                    if loaded is not None and self.holder.swap(loaded):
-                        self._swapped(loaded.snapshot)
+                for msg in (msg for batch in batches.values() for msg in batch):
+                    await self._follow(msg)
         finally:
             await consumer.stop()
 
-    def _load(self, records) -> LoadedModel | None:
-        """Decode and build the newest readable snapshot among ``records``, off the event loop (a few ms of
-        torch work that would otherwise stall scoring requests and batches)."""
-        newest = None
-        for msg in records:
-            try:
-                snap = Snapshot.from_bytes(msg.value)
-            except Exception:  # a foreign record must not stop scoring
-                log.exception("skipping unreadable record at %s offset %d", self.topic, msg.offset)
-                continue
-            if newest is None or snap.version > newest.version:
-                newest = snap
-        return newest.build() if newest is not None and self.holder.is_newer(newest.version) else None
+    async def _follow(self, msg) -> None:
+        try:
+            if is_delta(msg.value):  # a few KB: decoded and applied right here, between batches
+                self.take(Delta.from_bytes(msg.value))
+                return
+            snap = await asyncio.get_running_loop().run_in_executor(None, Snapshot.from_bytes, msg.value)
+        except Exception:  # a foreign record must not stop scoring
+            log.exception("skipping unreadable record at %s offset %d", self.updates_topic, msg.offset)
+            return
+        if self.holder.is_newer(snap.version):
+            await self._swap(snap)
+
+    async def _swap(self, snap: Snapshot) -> None:
+        # Building is a few ms of torch work that would otherwise stall scoring requests and batches.
+        loaded = await asyncio.get_running_loop().run_in_executor(None, snap.build)
+        if self.holder.swap(loaded):
+            self._swapped(snap)
 
     def _swapped(self, snap: Snapshot) -> bool:
         self.metrics.model_swapped(snap)

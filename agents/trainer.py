@@ -1,10 +1,11 @@
-"""The global trainer as one typed object: mini-batch torch training on all of ``ctr.events``, snapshots to
-``ctr.model`` every K samples (and when the stream goes quiet, so the newest weights are never held back).
+"""The global trainer as one typed object: mini-batch torch training on all of ``ctr.events``, a model delta on
+``ctr.model.updates`` every K samples (or every ``snapshot_interval_s``), and a full snapshot on ``ctr.model`` and
+the update chain every ``full_snapshot_every`` deltas and when the stream goes quiet.
 
-Its position in the stream is the newest snapshot's, not a consumer group's: each snapshot carries the next offset
-per partition its weights have trained up to, and a starting trainer resumes from those weights *at* those
-offsets (or publishes v0 and starts at the beginning). Killed at any point, it neither skips samples the published
-weights never saw nor trains a sample twice into them. The consumer is a plain aiokafka one with every partition
+Its position in the stream is the newest full snapshot's, not a consumer group's: each snapshot carries the next
+offset per partition its weights have trained up to, and a starting trainer resumes from those weights *at* those
+offsets (or publishes v0 and starts at the beginning), numbering on past any delta published after them. Killed
+at any point, it neither skips samples the full snapshot never saw nor trains a sample twice into it. The consumer is a plain aiokafka one with every partition
 assigned (one trainer, one global model); Faust runs the producer, the timer and the HTTP views."""
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from stream_ctr import topics
 from stream_ctr.config import Settings
 from stream_ctr.events import InvalidEvent, parse_record
 from stream_ctr.monitoring import TrainerMetrics
+from stream_ctr.delta import Delta
 from stream_ctr.snapshot import Snapshot
 from stream_ctr.topics import MAX_RECORD_BYTES
 from stream_ctr.trainer import GlobalTrainer
 
 from . import views
 from .app import create_app, raw_topic
-from .snapshots import read_latest_snapshot
+from .snapshots import read_latest_snapshot, read_newest_version
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class TrainerWorker:
         self.settings = settings
         self.app = create_app(settings, "trainer", settings.web_port + 1 if web_port is None else web_port)
         self.model_topic = raw_topic(self.app, topics.model(settings))
+        self.updates_topic = raw_topic(self.app, topics.model_updates(settings))
         self.trainer = GlobalTrainer(settings)
         self.metrics = TrainerMetrics()
         self.ready = asyncio.Event()
@@ -53,24 +56,45 @@ class TrainerWorker:
         worker = cls(settings, web_port)
         app = worker.app
         app.task(worker.run)
-        app.timer(1.0, name="publish_when_quiet")(worker.publish_when_quiet)
+        app.timer(settings.snapshot_interval_s, name="publish_on_time")(worker.publish_on_time)
         views.register_trainer_views(worker)
         return worker
 
     async def publish(self, snap: Snapshot) -> None:
+        """A full snapshot: to ``ctr.model`` (where starting scorers and trainers begin) and to the update chain."""
         data = snap.to_bytes()
         await self.model_topic.send(key=b"global", value=data)
+        await self.updates_topic.send(key=b"global", value=data)
         self.metrics.published(snap, len(data))
         log.info("published model v%d (%d samples, global CTR %.4f, %d bytes)", snap.version, snap.samples,
                  snap.global_ctr, len(data))
 
+    async def publish_delta(self, delta: Delta) -> None:
+        data = delta.to_bytes()
+        await self.updates_topic.send(key=b"global", value=data)
+        self.metrics.delta_published(delta, len(data))
+
+    async def publish_due(self, now: float | None) -> None:
+        """Publish a delta if one is due at monotonic ``now`` (None: by samples only), then a full snapshot if
+        that is due."""
+        delta = self.trainer.maybe_delta(now)
+        if delta is not None:
+            await self.publish_delta(delta)
+            if self.trainer.full_due:
+                await self.publish(self.trainer.snapshot())
+
     async def resume(self) -> None:
-        latest = await read_latest_snapshot(self.settings.kafka_bootstrap, topics.model(self.settings).name)
+        bootstrap = self.settings.kafka_bootstrap
+        latest = await read_latest_snapshot(bootstrap, topics.model(self.settings).name)
         if latest is not None and latest.model_cfg == self.trainer.cfg:
-            self.trainer.resume_from(latest)
-            log.info("resumed from model v%d", latest.version)
+            newest = await read_newest_version(bootstrap, topics.model_updates(self.settings).name)
+            self.trainer.resume_from(latest, newest)
+            log.info("resumed from model v%d (newest published v%s)", latest.version, newest)
+            if self.trainer.version > latest.version:  # deltas past it were dropped: supersede them
+                self.trainer.version += 1
+                await self.publish(self.trainer.snapshot())
         else:
-            await self.publish(self.trainer.snapshot())  # v0: scorers can start before the first K samples
+            await self.publish(self.trainer.snapshot())  # v0: scorers can start before the first samples
         self.ready.set()
 
     async def run(self) -> None:
@@ -115,11 +139,14 @@ class TrainerWorker:
         self.last_event = time.monotonic()
         self.metrics.samples.inc(len(events))
         self.metrics.loss.set(self.trainer.last_loss)
-        snap = self.trainer.maybe_snapshot()
-        if snap is not None:
-            await self.publish(snap)
+        await self.publish_due(self.last_event)
 
-    async def publish_when_quiet(self) -> None:
-        quiet = time.monotonic() - self.last_event > QUIET_PUBLISH_S
-        if self.ready.is_set() and self.trainer.pending and quiet:
-            await self.publish(self.trainer.next_snapshot())
+    async def publish_on_time(self) -> None:
+        """Every ``snapshot_interval_s``: pending samples go out as a delta; once the stream has been quiet for
+        ``QUIET_PUBLISH_S``, a full snapshot holds everything trained (where a restart begins)."""
+        if not self.ready.is_set():
+            return
+        now = time.monotonic()
+        await self.publish_due(now)
+        if now - self.last_event > QUIET_PUBLISH_S and self.trainer.deltas_since_full:
+            await self.publish(self.trainer.snapshot())

@@ -110,6 +110,13 @@ class WorkerMetrics:
         self.global_ctr = Gauge("stream_ctr_global_ctr", "Global CTR p_g of the model in use", registry=r)
         self.model_version = Gauge("stream_ctr_model_version", "Version of the model snapshot in use", registry=r)
         self.swaps = Counter("stream_ctr_model_swaps", "Model snapshots swapped in", registry=r)
+        self.deltas = Counter("stream_ctr_model_deltas", "Model deltas applied to the model in use", registry=r)
+        self.gaps = Counter("stream_ctr_model_delta_gaps", "Model deltas skipped because one before them was "
+                            "missed (the model waits for the next full snapshot)", registry=r)
+        self.model_age = Gauge("stream_ctr_model_age_seconds", "Seconds since the trainer published the model "
+                               "version in use (NaN before the first)", registry=r)
+        self.model_age.set_function(self._model_age)
+        self._published_at = float("nan")
         for gauge in (self.global_ctr, self.model_version):
             gauge.set(float("nan"))  # no model yet: 0 would read as a real CTR or version
         self.batch_seconds = Histogram("stream_ctr_batch_seconds", "Time to test-then-train one batch",
@@ -138,8 +145,20 @@ class WorkerMetrics:
     def model_swapped(self, snapshot) -> None:
         """A newer :class:`~stream_ctr.snapshot.Snapshot` is in use."""
         self.swaps.inc()
-        self.model_version.set(snapshot.version)
-        self.global_ctr.set(snapshot.global_ctr)
+        self._model_is(snapshot)
+
+    def delta_applied(self, delta) -> None:
+        """The model in use moved by a :class:`~stream_ctr.delta.Delta`."""
+        self.deltas.inc()
+        self._model_is(delta)
+
+    def _model_is(self, update) -> None:
+        self.model_version.set(update.version)
+        self.global_ctr.set(update.global_ctr)
+        self._published_at = update.published_at or float("nan")
+
+    def _model_age(self) -> float:
+        return time.time() - self._published_at
 
     def observe(self, result, partition_of: dict[str, int] | None = None) -> None:
         """Account for one :class:`~stream_ctr.learning.BatchResult` (predictions, drift, outcome counts);
@@ -190,19 +209,32 @@ class TrainerMetrics:
         self.loss = Gauge("stream_ctr_trainer_loss", "Training logloss of the last mini-batch", registry=r)
         self.global_ctr = Gauge("stream_ctr_global_ctr", "Global CTR p_g the trainer publishes", registry=r)
         self.model_version = Gauge("stream_ctr_model_version", "Newest snapshot version published", registry=r)
-        self.snapshot_bytes = Gauge("stream_ctr_snapshot_bytes", "Size of the newest snapshot", registry=r)
-        self.snapshots = Counter("stream_ctr_trainer_snapshots", "Snapshots published", registry=r)
+        self.snapshot_bytes = Gauge("stream_ctr_snapshot_bytes", "Size of the newest full snapshot", registry=r)
+        self.snapshots = Counter("stream_ctr_trainer_snapshots", "Full snapshots published", registry=r)
+        self.deltas = Counter("stream_ctr_trainer_deltas", "Model deltas published", registry=r)
+        self.published_bytes = Counter("stream_ctr_model_published_bytes", "Bytes the trainer wrote to the model "
+                                       "topics, by kind (delta, full)", ["kind"], registry=r)
         for gauge in (self.loss, self.global_ctr, self.model_version, self.snapshot_bytes):
             gauge.set(float("nan"))
         self.step_seconds = Histogram("stream_ctr_trainer_batch_seconds", "Time to train on one consumed batch",
                                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
 
     def published(self, snapshot, size: int) -> None:
-        """The trainer published ``snapshot`` (``size`` bytes) to ``ctr.model``."""
-        self.model_version.set(snapshot.version)
-        self.global_ctr.set(snapshot.global_ctr)
+        """The trainer published full ``snapshot`` (``size`` bytes, written to ``ctr.model`` and to the update
+        chain)."""
+        self._published(snapshot)
         self.snapshot_bytes.set(size)
         self.snapshots.inc()
+        self.published_bytes.labels("full").inc(2 * size)
+
+    def delta_published(self, delta, size: int) -> None:
+        self._published(delta)
+        self.deltas.inc()
+        self.published_bytes.labels("delta").inc(size)
+
+    def _published(self, update) -> None:
+        self.model_version.set(update.version)
+        self.global_ctr.set(update.global_ctr)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

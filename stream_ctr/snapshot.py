@@ -16,11 +16,11 @@ import numpy as np
 import orjson
 import torch
 
-from .delta import Delta
+from .delta import Delta, is_delta
 from .features import FeatureSpec, HashingEncoder
 from .models import CTRModel, ModelConfig, build_model, infer
 
-__all__ = ["Snapshot", "SnapshotHolder"]
+__all__ = ["LoadedModel", "Snapshot", "SnapshotHolder", "decode_update"]
 
 _MAGIC = b"SCTR1"
 
@@ -69,6 +69,11 @@ class Snapshot:
         model.load_state_dict(self.state_dict)
         model.eval()
         return LoadedModel(self, model, HashingEncoder(self.spec))
+
+
+def decode_update(data: bytes) -> "Snapshot | Delta":
+    """A record of the model's update chain: a :class:`~stream_ctr.delta.Delta` or a full :class:`Snapshot`."""
+    return Delta.from_bytes(data) if is_delta(data) else Snapshot.from_bytes(data)
 
 
 @dataclass(frozen=True)

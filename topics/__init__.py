@@ -8,7 +8,8 @@ Installed as ``stream_ctr.topics`` (the folder keeps its top-level place in the 
 
 >>> from stream_ctr.config import Settings
 >>> [t.name for t in declared(Settings(topic_prefix="t1."))]
-['t1.ctr.events', 't1.ctr.events.dlq', 't1.ctr.model', 't1.ctr.exposures', 't1.ctr.experiments']
+['t1.ctr.events', 't1.ctr.events.dlq', 't1.ctr.model', 't1.ctr.model.updates', 't1.ctr.exposures',
+ 't1.ctr.experiments']
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 __all__ = ["MAX_RECORD_BYTES", "TopicSpec", "dead_letters", "declared", "events", "experiments", "exposures", "model",
-           "schema"]
+           "model_updates", "schema"]
 
 _SCHEMAS = Path(__file__).parent / "schemas"
 
@@ -62,6 +63,16 @@ def model(settings) -> TopicSpec:
                      config={"max.message.bytes": MAX_RECORD_BYTES})
 
 
+def model_updates(settings) -> TopicSpec:
+    """The global model's update chain, in version order (:class:`stream_ctr.delta.Delta` records and, every
+    ``full_snapshot_every`` deltas and after a trainer restart, full snapshots), key ``global``. Scorers follow it to
+    stay within a few samples of the trainer; retention is bounded (an hour, 1 GiB) because ``ctr.model`` keeps
+    the newest full snapshot for a starting scorer."""
+    return TopicSpec(settings.topic("ctr.model.updates"), "model name", "Delta or Snapshot bytes", 1,
+                     config={"max.message.bytes": MAX_RECORD_BYTES, "retention.ms": 3_600_000,
+                             "retention.bytes": 1 << 30})
+
+
 def exposures(settings) -> TopicSpec:
     """What ``POST /v1/score`` served, one JSON record per request (schema ``exposure``), keyed by user id like
     ``ctr.events``, so a user's exposures and events share a partition number."""
@@ -78,8 +89,8 @@ def declared(settings) -> list[TopicSpec]:
     """Every topic, with the deployment's durability: ``replication_factor`` replicas, of which
     ``min_insync_replicas`` must have each acknowledged write."""
     return [replace(spec, replicas=settings.replication_factor, min_insync=settings.min_insync_replicas)
-            for spec in (events(settings), dead_letters(settings), model(settings), exposures(settings),
-                         experiments(settings))]
+            for spec in (events(settings), dead_letters(settings), model(settings), model_updates(settings),
+                         exposures(settings), experiments(settings))]
 
 
 def schema(name: str) -> dict:

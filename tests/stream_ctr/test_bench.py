@@ -22,8 +22,9 @@ def test_quality_bench_scores_every_event_before_learning_it(make_events):
 
     events = make_events(users=20, events_per_user=40, seed=3).events
     settings = Settings(features="category,segment", batch_size=64, snapshot_every=200)
-    preds = _service_progressive(settings, events)
+    preds, published = _service_progressive(settings, events)
     assert {len(p) for p in preds.values()} == {len(events)}
+    assert published > 0  # the deltas the scorer applied went through their bytes
     # The first batch is scored by the untrained v0 model, in the input order (the step groups it by user).
     v0 = GlobalTrainer(settings).predict_proba(events[:64])
     assert abs(preds["global"][:64] - v0).max() < 1e-6
@@ -40,3 +41,14 @@ def test_quality_bench_reports_every_arm_and_both_baselines():
     assert len(rows) == 5 and sum(name.startswith("river") for name in rows) == 2
     assert all(0.4 < r["auc"] < 1 and 0 < r["logloss"] < 1 for r in rows.values())
     assert len(lines) == 4 + 5 + 1
+
+
+def test_quality_bench_compares_families_and_the_cost_of_freshness():
+    from stream_ctr.bench import run_quality_bench
+    from stream_ctr.config import Settings
+
+    _, rows = run_quality_bench(Settings(features="category,segment"), "synthetic", limit=2000, cadences=[500, 20],
+                                families=("lr", "fm"))
+    assert {name.split()[0] for name in rows if not name.startswith("river")} == {"lr", "fm"}
+    cost = {(name.split()[0], name.split()[-1]): r["model_bytes"] for name, r in rows.items() if "model_bytes" in r}
+    assert cost[("fm", "20")] > cost[("fm", "500")] > 0  # fresher costs more bytes on the model topic
