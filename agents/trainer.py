@@ -50,6 +50,8 @@ class TrainerWorker:
         self.metrics = TrainerMetrics()
         self.ready = asyncio.Event()
         self.last_event = time.monotonic()
+        # One fetch, one publication check: at most a delta's worth of samples, so a delta is never held back.
+        self._fetch = min(settings.snapshot_every, 4 * settings.trainer_batch)
 
     @classmethod
     def build(cls, settings: Settings, web_port: int | None = None) -> "TrainerWorker":
@@ -114,7 +116,7 @@ class TrainerWorker:
                 else:
                     await consumer.seek_to_beginning(tp)
             while True:
-                fetched = await consumer.getmany(timeout_ms=1000, max_records=self.settings.trainer_batch * 4)
+                fetched = await consumer.getmany(timeout_ms=1000, max_records=self._fetch)
                 if fetched:
                     await self.train_batch([r for records in fetched.values() for r in records])
         finally:
@@ -144,8 +146,8 @@ class TrainerWorker:
     async def publish_on_time(self) -> None:
         """Every ``snapshot_interval_s``: pending samples go out as a delta; once the stream has been quiet for
         ``QUIET_PUBLISH_S``, a full snapshot holds everything trained (where a restart begins)."""
-        if not self.ready.is_set():
-            return
+        if not self.ready.is_set() or self.app.should_stop:
+            return  # not started, or shutting down (the producer may be gone; restarts begin at the full snapshot)
         now = time.monotonic()
         await self.publish_due(now)
         if now - self.last_event > QUIET_PUBLISH_S and self.trainer.deltas_since_full:

@@ -62,7 +62,11 @@ def cmd_worker(args) -> int:
 def cmd_trainer(args) -> int:
     from .agents.trainer import TrainerWorker
 
-    return _run_faust(TrainerWorker.build(_broker_settings("the trainer consumes ctr.events")).app)
+    import torch
+
+    settings = _broker_settings("the trainer consumes ctr.events")
+    torch.set_num_threads(settings.trainer_threads)
+    return _run_faust(TrainerWorker.build(settings).app)
 
 
 def _interrupt(*_) -> None:

@@ -102,6 +102,9 @@ class Settings:
     worker_threads: int = _knob(1, "STREAM_CTR_WORKER_THREADS",
                                 "torch threads of a personalize worker (its batches and scoring requests are small: "
                                 "one thread avoids contention with the trainer and the broker)", _positive)
+    trainer_threads: int = _knob(1, "STREAM_CTR_TRAINER_THREADS",
+                                 "torch threads of the trainer (a step on 8 samples is too small to split: a second "
+                                 "thread fighting the worker and the broker for a core made it 5x slower)", _positive)
     store: str = _knob("memory", "STREAM_CTR_STORE",
                        "where the users table lives: memory (all users in RAM, rebuilt from the changelog at start) "
                        "or rocksdb (on disk under STREAM_CTR_DATA_DIR; a restart replays only the changelog's tail)",
