@@ -102,3 +102,51 @@ def test_replay_through_real_worker_counts_exactly_and_dead_letters(settings_fac
 
         status, body = get_json(f"{stack.worker_url}/v1/users/nobody-here")
         assert status == 404 and "unknown user" in body["error"]
+
+
+def _metric(url: str, name: str) -> float:
+    """One unlabelled sample of ``url``'s /metrics."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not exported by {url}")
+
+
+def _worker_catches_up(stack: Stack, trainer_url: str, samples: int, timeout: float = 60.0) -> float:
+    """Wait until the trainer learned ``samples`` and the worker's model version is the trainer's newest; returns
+    that version."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _metric(trainer_url, "stream_ctr_trainer_samples_total") < samples:
+            time.sleep(0.5)
+            continue
+        newest = _metric(trainer_url, "stream_ctr_model_version")
+        if _metric(stack.worker_url, "stream_ctr_model_version") == newest:
+            return newest
+        time.sleep(0.5)
+    raise AssertionError(f"worker at v{_metric(stack.worker_url, 'stream_ctr_model_version')}, trainer at v{newest}")
+
+
+def test_worker_follows_the_trainers_deltas_and_a_restarted_trainers_chain(settings_factory, make_events, tmp_path):
+    settings = settings_factory(snapshot_every=32, full_snapshot_every=25)
+    trainer_url = f"http://{settings.advertised_host}:{settings.web_port + 1}"
+    events = make_events(users=40, events_per_user=50, seed=9).events  # 2000: ~62 deltas, 2 full snapshots
+    with Stack(settings, tmp_path / "logs") as stack:
+        replay(events[:1000], settings.kafka_bootstrap, topics.events(settings).name)
+        _wait_for(stack, 1000, 0)
+        version = _worker_catches_up(stack, trainer_url, 1000)
+        assert version >= 1000 // 32  # a delta per 32 samples
+        assert _metric(stack.worker_url, "stream_ctr_model_deltas_total") >= version - 2  # fulls are the rest
+        assert _metric(stack.worker_url, "stream_ctr_model_delta_gaps_total") == 0
+        assert 0 <= _metric(stack.worker_url, "stream_ctr_model_age_seconds") < 60
+
+        # A restarted trainer resumes from its newest full snapshot and numbers on past every published delta.
+        stack.kill("trainer")
+        stack.spawn("trainer")
+        stack.wait_healthy(120, trainer_url)
+        replay(events[1000:], settings.kafka_bootstrap, topics.events(settings).name)
+        _wait_for(stack, 2000, 0)
+        after = _worker_catches_up(stack, trainer_url, 1000, timeout=120)  # trained again from the last full
+        assert after > version
+        assert _metric(stack.worker_url, "stream_ctr_model_delta_gaps_total") == 0

@@ -249,8 +249,8 @@ tests:
         values: '0.70x30'
       - series: 'stream_ctr_arm_gauc{{job="stream-ctr-worker", instance="w1", arm="ft_lc", scope="window"}}'
         values: '0.69x5 0.67x25'
-      - series: 'stream_ctr_model_swaps_total{{job="stream-ctr-worker", instance="w1"}}'
-        values: '3x30'
+      - series: 'stream_ctr_model_age_seconds{{job="stream-ctr-worker", instance="w1"}}'
+        values: '1x5 60+60x25'
       - series: 'stream_ctr_events_total{{job="stream-ctr-worker", instance="w1", outcome="applied"}}'
         values: '0+600x30'
       - series: 'stream_ctr_events_total{{job="stream-ctr-worker", instance="w1", outcome="dead_letter"}}'
@@ -276,8 +276,8 @@ tests:
         exp_alerts:
           - exp_labels: {{severity: warning, instance: w1}}
             exp_annotations:
-              summary: "no model snapshot swapped in on w1 for 15m while events flow"
-              description: "The worker applied events but took no new ctr.model snapshot in 15m."
+              summary: "the model in use on w1 is 900 s old while events flow"
+              description: "No model update from the trainer reached the worker in 5m: the trainer or the ctr.model.updates follower is stuck."
       - eval_time: 12m
         alertname: StreamCtrDeadLetterRateHigh
         exp_alerts:
@@ -303,28 +303,33 @@ tests:
             exp_annotations:
               summary: "sample-ratio mismatch on w1 (p = 0.0002)"
               description: "Users per arm deviate from the experiment's weights; stop reading the A/B results."
-  # A worker that keeps swapping (w2), or one restarted 10m ago (w3, counter reset), is not stale.
+  # A worker whose model keeps moving (w2), or whose stream is quiet (w3), is not stale; w4 misses a delta once.
   - interval: 1m
     input_series:
-      - series: 'stream_ctr_model_swaps_total{{job="stream-ctr-worker", instance="w2"}}'
-        values: '0+1x30'
+      - series: 'stream_ctr_model_age_seconds{{job="stream-ctr-worker", instance="w2"}}'
+        values: '0.2x30'
       - series: 'stream_ctr_events_total{{job="stream-ctr-worker", instance="w2", outcome="applied"}}'
         values: '0+600x30'
-      - series: 'stream_ctr_model_swaps_total{{job="stream-ctr-worker", instance="w3"}}'
-        values: '9x10 1x20'
+      - series: 'stream_ctr_model_age_seconds{{job="stream-ctr-worker", instance="w3"}}'
+        values: '0+60x30'
       - series: 'stream_ctr_events_total{{job="stream-ctr-worker", instance="w3", outcome="applied"}}'
-        values: '0+600x10 0+600x20'
+        values: '5000x30'
+      - series: 'stream_ctr_model_delta_gaps_total{{job="stream-ctr-worker", instance="w4"}}'
+        values: '0x10 3x20'
     alert_rule_test:
-      - eval_time: 20m
-        alertname: StreamCtrModelStale
-        exp_alerts: []
       - eval_time: 30m
         alertname: StreamCtrModelStale
+        exp_alerts: []
+      - eval_time: 5m
+        alertname: StreamCtrModelDeltaGaps
+        exp_alerts: []
+      - eval_time: 15m
+        alertname: StreamCtrModelDeltaGaps
         exp_alerts:
-          - exp_labels: {{severity: warning, instance: w3}}
+          - exp_labels: {{severity: info, instance: w4}}
             exp_annotations:
-              summary: "no model snapshot swapped in on w3 for 15m while events flow"
-              description: "The worker applied events but took no new ctr.model snapshot in 15m."
+              summary: "w4 skipped model deltas after a missed version"
+              description: "Deltas were lost (retention) or arrived out of chain; the worker waits for the next full snapshot."
   # w1's partition stalls at 5m for good; w2 blips for one minute (shorter than the 2m hold).
   - interval: 1m
     input_series:
@@ -503,6 +508,7 @@ def test_dashboard_structure():
     for required in ("stream_ctr_events_total", "stream_ctr_dead_letter_total", "stream_ctr_global_ctr",
                      "stream_ctr_model_version", "stream_ctr_arm_gauc", "stream_ctr_arm_logloss",
                      "stream_ctr_user_ctr_drift_bucket", "stream_ctr_batch_seconds_bucket",
-                     "stream_ctr_trainer_samples_total", "stream_ctr_trainer_loss", "stream_ctr_snapshot_bytes"):
+                     "stream_ctr_trainer_samples_total", "stream_ctr_trainer_loss", "stream_ctr_model_age_seconds",
+                     "stream_ctr_model_published_bytes_total"):
         assert required in exprs, f"no panel shows {required}"
     assert "histogram_quantile" in exprs and "group_left" in exprs and 'arm=~"ft|ft_lc"' in exprs
