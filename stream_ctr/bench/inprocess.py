@@ -4,16 +4,19 @@
 - test-then-train: events/s through :func:`~stream_ctr.learning.test_then_train` at several batch sizes, and the
   share of that time spent in the global model's forward pass;
 - per-user state: bytes per user in the binary codec against the same state as JSON;
-- snapshots: bytes and encode + decode time.
+- snapshots and deltas: bytes and encode + decode (+ build or apply) time.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import orjson
 
 from ..config import Settings
 from ..data import load_dataset
+from ..delta import Delta
 from ..learning import HeadParams, test_then_train
 from ..snapshot import Snapshot
 from ..trainer import GlobalTrainer
@@ -64,5 +67,23 @@ def run_bench(settings: Settings, families: list[str], limit: int) -> list[str]:
     snap = trainers[families[0]].snapshot()
     data = snap.to_bytes()
     dt = timed(lambda: Snapshot.from_bytes(snap.to_bytes()).build(), repeat=3)
-    lines += ["", "## Snapshot", "", f"{families[0]}: {len(data) / 1e6:.2f} MB, encode + decode + build {dt * 1e3:.0f} ms."]
-    return lines
+    lines += ["", "## Snapshot and delta", "",
+              f"{families[0]} full snapshot: {len(data) / 1e6:.2f} MB, encode + decode + build {dt * 1e3:.0f} ms."]
+    return lines + _delta_lines(trainers[families[0]], stream, settings.snapshot_every)
+
+
+def _delta_lines(trainer: GlobalTrainer, stream, every: int) -> list[str]:
+    """Bytes and encode + decode + apply time of the deltas of ``every`` samples each, over 200 of them."""
+    model = trainer.snapshot().build()
+    sizes, spent = [], 0.0
+    for lo in range(0, 200 * every, every):
+        trainer.learn_many(stream[lo: lo + every])
+        delta = trainer.next_delta()
+        t0 = time.perf_counter()
+        data = delta.to_bytes()
+        model = model.advanced(Delta.from_bytes(data))
+        spent += time.perf_counter() - t0
+        sizes.append(len(data))
+    return [f"Delta of {every} samples (the default cadence), mean over {len(sizes)}: {np.mean(sizes):,.0f} bytes "
+            f"(max {max(sizes):,}, dense layers every {trainer.settings.dense_every}), encode + decode + apply "
+            f"{spent / len(sizes) * 1e6:.0f} µs."]

@@ -8,7 +8,8 @@ snapshot every ``full_snapshot_every`` deltas), which the scorer applies from it
 That is the worker and the trainer of a deployment without the race between them, so a change can be judged by
 these numbers.
 
-The baselines are River ``LogisticRegression`` (SGD, step 0.05) over one-hot features: item id and every event
+The reference row scores each event by its user's past click rate, no model at all. The baselines are River
+``LogisticRegression`` (SGD, step 0.05) over one-hot features: item id and every event
 feature (multi-valued ones split), and the same with the user id and user x feature-value crosses. Every event
 is scored before it is learned, by every learner.
 """
@@ -41,6 +42,7 @@ def run_quality_bench(settings: Settings, dataset: str, limit: int | None = None
     users = np.array([e.user_id for e in events], dtype=object)
     labels = np.array([e.label for e in events], dtype=np.float32)
     rows: dict[str, dict] = {}
+    rows["user's past click rate (no model)"] = _quality(users, labels, _past_click_rate(events)) | {"eps": float("nan")}
     for crosses in (False, True):
         name = "river LR, one-hot" + (" + user crosses" if crosses else "")
         t0 = time.perf_counter()
@@ -66,8 +68,9 @@ def _table(dataset: str, n: int, settings: Settings, rows: dict[str, dict]) -> l
              "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         cost = f"{r['model_bytes']:,.0f}" if "model_bytes" in r else "-"
+        eps = "-" if np.isnan(r["eps"]) else f"{r['eps']:,.0f}"
         lines.append(f"| {name} | {r['auc']:.4f} | {r['logloss']:.4f} | {r['calibration']:.3f} | "
-                     f"{r['gauc']:.4f} | {r['eps']:,.0f} | {cost} |")
+                     f"{r['gauc']:.4f} | {eps} | {cost} |")
     return lines
 
 
@@ -104,6 +107,22 @@ def _service_progressive(settings: Settings, events) -> tuple[dict[str, np.ndarr
                 if trainer.full_due:
                     published += len(trainer.snapshot().to_bytes())
     return {arm: np.concatenate(p) for arm, p in preds.items()}, published
+
+
+def _past_click_rate(events, shrinkage: float = 20.0) -> np.ndarray:
+    """Each event scored by its user's click rate before it, shrunk toward the click rate of all earlier events:
+    the reference that shows how much of pooled AUC is knowing each user's prior (and, in gAUC, the negative bias
+    of a score that follows the user's own recent labels)."""
+    seen: dict[str, tuple[int, int]] = {}
+    clicks = total = 0
+    out = np.empty(len(events), dtype=np.float32)
+    for i, event in enumerate(events):
+        prior = (clicks + 0.5) / (total + 1)
+        c, n = seen.get(event.user_id, (0, 0))
+        out[i] = (c + shrinkage * prior) / (n + shrinkage)
+        seen[event.user_id] = (c + event.label, n + 1)
+        clicks, total = clicks + event.label, total + 1
+    return out
 
 
 def _one_hot(event, crosses: bool) -> dict[str, float]:

@@ -38,9 +38,22 @@ def test_quality_bench_reports_every_arm_and_both_baselines():
     from stream_ctr.config import Settings
 
     lines, rows = run_quality_bench(Settings(features="category,segment"), "synthetic", limit=3000, cadences=[500])
-    assert len(rows) == 5 and sum(name.startswith("river") for name in rows) == 2
+    assert len(rows) == 6 and sum(name.startswith("river") for name in rows) == 2
     assert all(0.4 < r["auc"] < 1 and 0 < r["logloss"] < 1 for r in rows.values())
-    assert len(lines) == 4 + 5 + 1
+    assert len(lines) == 4 + 6 + 1
+
+
+def test_the_past_click_rate_reference_scores_each_event_by_what_came_before_it(make_events):
+    from stream_ctr.bench.quality import _past_click_rate
+
+    events = make_events(users=2, events_per_user=30, seed=5).events
+    rate = _past_click_rate(events)
+    first = {}
+    for i, e in enumerate(events):
+        first.setdefault(e.user_id, i)
+    assert rate[0] == 0.5  # nothing seen yet
+    later = max(first.values())  # the second user's first event: the prior of everything before it
+    assert abs(rate[later] - (sum(e.label for e in events[:later]) + 0.5) / (later + 1)) < 1e-6
 
 
 def test_quality_bench_compares_families_and_the_cost_of_freshness():
@@ -49,6 +62,6 @@ def test_quality_bench_compares_families_and_the_cost_of_freshness():
 
     _, rows = run_quality_bench(Settings(features="category,segment"), "synthetic", limit=2000, cadences=[500, 20],
                                 families=("lr", "fm"))
-    assert {name.split()[0] for name in rows if not name.startswith("river")} == {"lr", "fm"}
+    assert {name.split()[0] for name in rows if "delta every" in name} == {"lr", "fm"}
     cost = {(name.split()[0], name.split()[-1]): r["model_bytes"] for name, r in rows.items() if "model_bytes" in r}
     assert cost[("fm", "20")] > cost[("fm", "500")] > 0  # fresher costs more bytes on the model topic
