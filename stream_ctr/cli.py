@@ -197,25 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="scoring requests of the closed-loop A/B phase (0 skips it)")
     dm.add_argument("--sim-seed", type=int, default=0, help="seed of the simulated users' world")
     dm.set_defaults(func=cmd_demo)
-    bn = sub.add_parser("bench", help="measure trainer, test-then-train, state and snapshot costs in-process")
-    bn.add_argument("--families", default="deepfm,lr,fm,wd,dcn")
-    bn.add_argument("--limit", type=_positive_int, default=None, help="use the first N MovieLens events")
-    bn.add_argument("--out", help="also write the markdown here")
-    bn.add_argument("--serving", action="store_true", help="also measure the scoring API on a real worker")
-    bn.add_argument("--serving-requests", type=_positive_int, default=2000)
-    bn.add_argument("--state", action="store_true",
-                    help="also measure state and memory per user and recovery time on a real worker")
-    bn.add_argument("--users", type=_positive_int, default=100_000, help="distinct users of --state")
-    bn.add_argument("--stores", type=_stores, default="memory,rocksdb", help="table stores of --state")
-    bn.add_argument("--quality", action="store_true",
-                    help="also measure progressive prediction quality per arm against River baselines")
-    bn.add_argument("--datasets", type=_datasets, default="ml-100k,synthetic", help="datasets of --quality")
-    bn.add_argument("--cadences", type=_cadences, default="1000,200,8",
-                    help="model delta cadences (samples) of --quality, comma separated")
-    bn.add_argument("--quality-families", type=_quality_families, default=None,
-                    help="model families of --quality, comma separated (default: STREAM_CTR_MODEL_FAMILY)")
-    bn.add_argument("--no-inprocess", action="store_true", help="skip the in-process measurements")
-    bn.set_defaults(func=cmd_bench)
+    _add_bench_parser(sub)
     sm = sub.add_parser("simulate", help="closed loop: synthetic users request rankings and click on what they see")
     sm.add_argument("--url", help="a worker's base URL (default: STREAM_CTR_WEB_HOST/PORT)")
     sm.add_argument("--requests", type=_positive_int, default=5000)
@@ -250,6 +232,28 @@ def _number(kind, lowest, what: str):
 _positive_int = _number(int, 1, "a positive integer")
 _non_negative_int = _number(int, 0, "an integer >= 0")
 _non_negative = _number(float, 0.0, "a number >= 0")
+
+
+def _add_bench_parser(sub) -> None:
+    bn = sub.add_parser("bench", help="measure trainer, test-then-train, state and snapshot costs in-process")
+    bn.add_argument("--families", default="deepfm,lr,fm,wd,dcn")
+    bn.add_argument("--limit", type=_positive_int, default=None, help="use the first N MovieLens events")
+    bn.add_argument("--out", help="also write the markdown here")
+    bn.add_argument("--serving", action="store_true", help="also measure the scoring API on a real worker")
+    bn.add_argument("--serving-requests", type=_positive_int, default=2000)
+    bn.add_argument("--state", action="store_true",
+                    help="also measure state and memory per user and recovery time on a real worker")
+    bn.add_argument("--users", type=_positive_int, default=100_000, help="distinct users of --state")
+    bn.add_argument("--stores", type=_stores, default="memory,rocksdb", help="table stores of --state")
+    bn.add_argument("--quality", action="store_true",
+                    help="also measure progressive prediction quality per arm against River baselines")
+    bn.add_argument("--datasets", type=_datasets, default="ml-100k,synthetic", help="datasets of --quality")
+    bn.add_argument("--cadences", type=_cadences, default="1000,200,8",
+                    help="model delta cadences (samples) of --quality, comma separated")
+    bn.add_argument("--quality-families", type=_quality_families, default=None,
+                    help="model families of --quality, comma separated (default: STREAM_CTR_MODEL_FAMILY)")
+    bn.add_argument("--no-inprocess", action="store_true", help="skip the in-process measurements")
+    bn.set_defaults(func=cmd_bench)
 
 
 def _choices(*allowed: str):
