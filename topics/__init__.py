@@ -7,9 +7,8 @@ this module (``schemas/``, :func:`schema`): ``event`` for ``ctr.events`` and ``e
 Installed as ``stream_ctr.topics`` (the folder keeps its top-level place in the repository).
 
 >>> from stream_ctr.config import Settings
->>> [t.name for t in declared(Settings(topic_prefix="t1."))]
-['t1.ctr.events', 't1.ctr.events.dlq', 't1.ctr.model', 't1.ctr.model.updates', 't1.ctr.exposures',
- 't1.ctr.experiments']
+>>> [t.name.removeprefix("t1.ctr.") for t in declared(Settings(topic_prefix="t1."))]
+['events', 'events.dlq', 'model', 'model.updates', 'exposures', 'experiments']
 """
 
 from __future__ import annotations
