@@ -1,10 +1,11 @@
 """stream-ctr: per-user CTR personalisation with label correction, on Kafka click streams."""
 
+from importlib import import_module
+
 from .config import ConfigError, Settings
 from .correction import correct, shrunk_ctr
 from .events import Event, InvalidEvent, parse_event
 from .heads import UserHead
-from .learning import ARMS, test_then_train
 from .metrics import auc, gauc, logloss
 
 __all__ = [
@@ -12,3 +13,11 @@ __all__ = [
     "parse_event", "shrunk_ctr", "test_then_train",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``ARMS`` and ``test_then_train`` load on first use: they bring torch, which the CLI's ``--help`` does
+    not need."""
+    if name in ("ARMS", "test_then_train"):
+        return getattr(import_module(".learning", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,16 @@ validation grid), :mod:`.experiment` (the whole run), :mod:`.report` and
 :mod:`.plots` (outputs), :mod:`.datasets` and :mod:`.cli` (``stream-ctr evaluate``).
 """
 
-from .experiment import MODES, EvalConfig, Result, run_experiment
-from .split import Protocol, split_events
+from importlib import import_module
 
 __all__ = ["EvalConfig", "MODES", "Protocol", "Result", "run_experiment", "split_events"]
+
+_HOME = {"EvalConfig": ".experiment", "Result": ".experiment", "run_experiment": ".experiment", "MODES": ".config",
+         "Protocol": ".split", "split_events": ".split"}
+
+
+def __getattr__(name: str):
+    """Names load on first use, so ``stream-ctr evaluate --help`` does not import torch."""
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(_HOME[name], __name__), name)

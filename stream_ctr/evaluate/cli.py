@@ -18,9 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..data.table import TableError
-from .cloud import CloudConfig
-from .experiment import MODES, EvalConfig, run_experiment
+from .config import MODES, CloudConfig
 from .split import Protocol
 
 __all__ = ["add_parser", "run"]
@@ -68,7 +66,9 @@ def _fail(msg: str) -> int:
 
 
 def run(args) -> int:
-    from .datasets import load  # heavy imports (torch, pandas) only when the command runs
+    from ..data.table import TableError  # heavy imports (torch, pandas) only when the command runs
+    from .datasets import load
+    from .experiment import EvalConfig, run_experiment
 
     try:
         scopes = _csv(args.scope)

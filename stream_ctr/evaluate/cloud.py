@@ -9,26 +9,15 @@ frozen model's logit ``g`` and representation ``h`` for any events, which is all
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import nn
 
 from ..models import CTRModel, ModelConfig, build_model, train_step
+from .config import CloudConfig
 from .split import SplitData
 
 __all__ = ["CloudConfig", "train_cloud"]
-
-
-@dataclass(frozen=True)
-class CloudConfig:
-    max_epochs: int = 10
-    patience: int = 1
-    lr: float = 5e-3
-    batch: int = 256
-    embed_dim: int = 8
-    hidden: tuple[int, ...] = (64, 32)
 
 
 def train_cloud(data: SplitData, family: str, cfg: CloudConfig, seed: int) -> tuple[CTRModel, int]:

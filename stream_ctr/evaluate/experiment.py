@@ -21,7 +21,8 @@ from ..heads import HeadParams, sigmoid
 from ..metrics import auc, calibration, logloss, per_user_auc
 from ..bootstrap import UserBootstrap
 from ..models import FAMILIES, infer
-from .cloud import CloudConfig, train_cloud
+from .cloud import train_cloud
+from .config import MODES, CloudConfig
 from .finetune import SCOPES, FullScope, HeadScope
 from .split import Protocol, SplitData, split_events
 from .tuning import FULL_GRID, HEAD_GRID, Grid, tune_and_fit
@@ -29,7 +30,6 @@ from .tuning import FULL_GRID, HEAD_GRID, Grid, tune_and_fit
 __all__ = ["EvalConfig", "MODES", "Result", "run_experiment"]
 
 #: Mode -> correction method (``cloud`` is not fine-tuned).
-MODES = {"cloud": None, "ft": "none", "ft_lc": "lc", "ft_reweight": "reweight", "ft_logit": "logit"}
 
 
 @dataclass(frozen=True)
