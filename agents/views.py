@@ -66,8 +66,8 @@ def register_worker_views(worker: "PersonalizeWorker") -> None:
 
     @app.page("/v1/stats")
     async def stats_view(web, request):
-        if request.query.get("fresh") == "1":  # the demo's final report: recompute now, off the loop
-            await asyncio.get_running_loop().run_in_executor(None, metrics.refresh)
+        if request.query.get("fresh") == "1":  # a report: recompute now, with the paired CIs, off the loop
+            await asyncio.get_running_loop().run_in_executor(None, metrics.refresh, True)
         return web.json(worker.stats())
 
 

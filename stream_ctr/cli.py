@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -152,14 +153,24 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench, run_quality_bench, run_serving_bench, run_state_bench
+    from .bench import (headline, run_bench, run_pipeline_bench, run_quality_bench, run_serving_bench,
+                        run_state_bench)
 
     settings = _settings()
-    lines = [] if args.no_inprocess else run_bench(settings, args.families.split(","), args.limit)
-    if args.serving:
-        lines += run_serving_bench(settings, args.serving_requests)
-    if args.state:
-        lines += run_state_bench(settings, args.users, args.stores)[0]
+    every = args.json is not None  # --json: every part but --quality, one run, one broker
+    lines, numbers = ([], {}) if args.no_inprocess and not every else run_bench(settings, args.families.split(","),
+                                                                              args.limit)
+    parts = {}
+    for flag, part, run in (("serving", "serving", lambda: run_serving_bench(settings, args.serving_requests)),
+                            ("state", "state", lambda: run_state_bench(settings, args.users, args.stores)),
+                            ("pipeline", "pipeline", lambda: run_pipeline_bench(settings, args.limit))):
+        if getattr(args, flag) or every:
+            more, parts[part] = run()
+            lines += more
+    if every:
+        summary = headline(numbers, parts["serving"], parts["state"], parts["pipeline"])
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        lines += ["", "## Headline (" + args.json + ")", "", "```json", json.dumps(summary, indent=2), "```"]
     if args.quality:
         for dataset in args.datasets:
             lines += run_quality_bench(settings, dataset, args.limit, args.cadences, args.quality_families)[0]
@@ -252,6 +263,11 @@ def _add_bench_parser(sub) -> None:
                     help="model delta cadences (samples) of --quality, comma separated")
     bn.add_argument("--quality-families", type=_quality_families, default=None,
                     help="model families of --quality, comma separated (default: STREAM_CTR_MODEL_FAMILY)")
+    bn.add_argument("--pipeline", action="store_true",
+                    help="also measure the worker draining a pre-filled ctr.events (1 and 2 workers) against a raw "
+                         "aiokafka consumer of the same topic")
+    bn.add_argument("--json", metavar="FILE",
+                    help="run every part but --quality and write the headline numbers to FILE")
     bn.add_argument("--no-inprocess", action="store_true", help="skip the in-process measurements")
     bn.set_defaults(func=cmd_bench)
 

@@ -41,20 +41,34 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def per_user_auc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(user, auc, impressions)`` for every user having both classes."""
+    """``(user, auc, impressions)`` for every user having both classes, in user order.
+
+    One vectorised pass, no Python loop over users: rows sorted by (user, score), average ranks of tied scores
+    within a user, then each user's rank-sum AUC from per-user sums (:func:`auc`'s formula, per group).
+    """
     users = np.asarray(users)
-    order = np.argsort(users, kind="stable")
-    u_sorted = users[order]
-    bounds = np.flatnonzero(np.r_[True, u_sorted[1:] != u_sorted[:-1], True])
-    out_u, out_auc, out_n = [], [], []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        idx = order[lo:hi]
-        a = auc(labels[idx], scores[idx])
-        if not np.isnan(a):
-            out_u.append(u_sorted[lo])
-            out_auc.append(a)
-            out_n.append(hi - lo)
-    return np.array(out_u), np.array(out_auc, dtype=float), np.array(out_n, dtype=float)
+    scores = np.asarray(scores, dtype=float)
+    if len(users) == 0:
+        return users[:0], np.zeros(0), np.zeros(0)
+    order = np.lexsort((scores, users))
+    u, s, y = users[order], scores[order], np.asarray(labels)[order] > 0.5
+    new_user = np.r_[True, u[1:] != u[:-1]]
+    new_tie = new_user | np.r_[True, s[1:] != s[:-1]]
+    pos = np.arange(len(u))
+    user_start = np.maximum.accumulate(np.where(new_user, pos, 0))
+    tie_id = np.cumsum(new_tie) - 1
+    tie_lo = pos[new_tie]
+    tie_hi = np.r_[tie_lo[1:], len(u)]  # exclusive
+    rank = (tie_lo + tie_hi - 1) / 2.0 - user_start[tie_lo] + 1.0  # 1-based average rank within the user
+    ranks = rank[tie_id]
+    group = np.cumsum(new_user) - 1
+    n = np.bincount(group).astype(float)
+    n_pos = np.bincount(group, weights=y.astype(float))
+    rank_sum = np.bincount(group, weights=np.where(y, ranks, 0.0))
+    n_neg = n - n_pos
+    both = (n_pos > 0) & (n_neg > 0)
+    aucs = (rank_sum[both] - n_pos[both] * (n_pos[both] + 1) / 2) / (n_pos[both] * n_neg[both])
+    return u[new_user][both], aucs, n[both]
 
 
 def gauc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:

@@ -187,10 +187,11 @@ class WorkerMetrics:
         self.dead_letters.labels(reason).inc()
         self.events.labels("dead_letter").inc()
 
-    def refresh(self) -> None:
-        """Recompute the per-arm summaries. gAUC over a large scope takes seconds, so the worker calls this off
-        the event loop on a timer; scrapes and ``/v1/stats`` only read the last result."""
-        self._summaries = {scope: self.online.summary(scope) for scope in ("window", "lifetime")}
+    def refresh(self, paired: bool = False) -> None:
+        """Recompute the per-arm summaries (with ``paired``: and the bootstrap CIs of the arms' gAUC differences).
+        gAUC over a large scope takes a while, so the worker calls this off the event loop on a timer; scrapes
+        and ``/v1/stats`` only read the last result."""
+        self._summaries = {scope: self.online.summary(scope, paired) for scope in ("window", "lifetime")}
         self.refreshed_at = time.time()
 
     def summary(self, scope: str) -> dict:

@@ -67,8 +67,10 @@ class OnlineMetrics:
             for buf in self._buffers.values():
                 buf.add(uid, labels, preds)
 
-    def summary(self, scope: str = "window") -> dict:
-        """``{"n": rows, "arms": {arm: {gauc, auc, logloss, calibration}}}`` for ``scope``."""
+    def summary(self, scope: str = "window", paired: bool = False) -> dict:
+        """``{"n": rows, "arms": {arm: {gauc, auc, logloss, calibration}}}`` for ``scope``, and with ``paired``
+        the bootstrap CIs of the gAUC differences between arms (a 500 x users matrix: asked for by a report, not
+        computed on every refresh)."""
         with self._lock:
             users, labels, preds = (a.copy() if isinstance(a, np.ndarray) else {k: v.copy() for k, v in a.items()}
                                     for a in self._buffers[scope].view())
@@ -80,7 +82,7 @@ class OnlineMetrics:
             arms[arm] = {"gauc": g, "auc": auc(labels, p),
                          "logloss": logloss(labels, p) if len(p) else float("nan"),
                          "calibration": calibration(labels, p)}
-        out = {"n": int(len(labels)), "arms": arms, "paired": self._paired(per_user, weights)}
+        out = {"n": int(len(labels)), "arms": arms, "paired": self._paired(per_user, weights) if paired else {}}
         if scope == "lifetime":
             out["lifetime_truncated"] = dropped
         return out

@@ -15,7 +15,8 @@ from .timing import timed, wait_applied
 __all__ = ["run_serving_bench"]
 
 
-def run_serving_bench(settings: Settings, requests: int = 2000, candidates: int = 100) -> list[str]:
+def run_serving_bench(settings: Settings, requests: int = 2000,
+                      candidates: int = 100) -> tuple[list[str], dict]:
     """Scoring latency through HTTP on one real worker (broker, trainer and worker as processes), against the
     same ranking called in-process on the same requests: the ratio is what HTTP, validation, routing and the
     exposure log cost."""
@@ -51,13 +52,14 @@ def run_serving_bench(settings: Settings, requests: int = 2000, candidates: int 
     dt = timed(lambda: [rank(r, model, None, exp.assign(r.user_id), exp) for r in parsed])
     lat = np.array(latencies) * 1e3
     p50, p99 = np.percentile(lat, [50, 99])
+    numbers = {"score_p50_ms": float(p50), "score_p99_ms": float(p99), "score_rps_4_clients": rps}
     return ["", f"## Scoring API ({candidates} candidates a request, one worker, HTTP on 127.0.0.1)", "",
             "| measured | value |", "|---|---|",
             f"| latency p50 / p99, one client | {p50:.2f} ms / {p99:.2f} ms |",
             f"| requests/s, one client (sequential) | {len(lat) / (lat.sum() / 1e3):,.0f} |",
             f"| requests/s, 4 concurrent clients | {rps:,.0f} |",
             f"| in-process ranking (no HTTP), same requests | {dt / len(parsed) * 1e3:.2f} ms a request |",
-            f"| p50 through HTTP / in-process | {p50 / (dt / len(parsed) * 1e3):.1f}x |"]
+            f"| p50 through HTTP / in-process | {p50 / (dt / len(parsed) * 1e3):.1f}x |"], numbers
 
 
 def _score_request(events, n: int, candidates: int) -> dict:

@@ -65,3 +65,18 @@ def test_quality_bench_compares_families_and_the_cost_of_freshness():
     assert {name.split()[0] for name in rows if "delta every" in name} == {"lr", "fm"}
     cost = {(name.split()[0], name.split()[-1]): r["model_bytes"] for name, r in rows.items() if "model_bytes" in r}
     assert cost[("fm", "20")] > cost[("fm", "500")] > 0  # fresher costs more bytes on the model topic
+
+
+@pytest.mark.broker
+def test_pipeline_bench_measures_the_worker_against_a_raw_consumer_of_the_same_topic(settings_factory):
+    from stream_ctr.bench import headline, run_pipeline_bench
+
+    lines, r = run_pipeline_bench(settings_factory(), limit=3000, workers=(1,))
+    assert r["raw_consume_eps"] > r["pipeline_eps"] > 0
+    assert r["pipeline_ratio"] == r["pipeline_eps"] / r["raw_consume_eps"] and r["workers_eps"] == {"1": r["pipeline_eps"]}
+    assert any(line.startswith("| personalize pipeline, 1 worker |") for line in lines)
+    summary = headline({"lc_head_eps": 1.0, "trainer_sps": {"lr": 2.0}}, {"score_p50_ms": 1.0, "score_p99_ms": 3.0},
+                       {"memory": {"state_bytes_per_user": 300.0, "recovery_s": 5.0}}, r)
+    assert {"raw_consume_eps", "pipeline_eps", "pipeline_ratio", "lc_head_eps", "trainer_sps", "score_p50_ms",
+            "score_p99_ms", "state_bytes_per_user", "recovery_s", "workers_eps"} <= set(summary)
+    assert summary["machine"]["cores"] >= 1 and summary["state_store"] == "memory"

@@ -30,12 +30,26 @@ def test_paired_differences_have_bootstrap_cis():
     u, y, p = _stream()
     m = OnlineMetrics(ARMS)
     m.record(u, y, p)
-    paired = m.summary("lifetime")["paired"]
+    assert m.summary("lifetime")["paired"] == {}  # a refresh does not pay for the bootstrap
+    paired = m.summary("lifetime", paired=True)["paired"]
     same = paired["ft_lc - global"]
     assert same["delta"] == 0 and same["ci"] == [0.0, 0.0]
     better = paired["ft - global"]
     assert better["ci"][0] > 0 and better["ci"][0] <= better["delta"] <= better["ci"][1]
     assert paired["ft_lc - ft"]["delta"] == pytest.approx(-better["delta"])
+
+
+def test_per_user_auc_in_one_pass_equals_auc_user_by_user():
+    from stream_ctr.metrics import auc, per_user_auc
+
+    rng = np.random.default_rng(3)
+    users, labels = rng.integers(0, 40, 3000), rng.integers(0, 2, 3000)
+    scores = rng.integers(0, 6, 3000) / 5.0  # many ties within a user
+    got_users, got_auc, got_n = per_user_auc(users, labels, scores)
+    want = [(x, auc(labels[users == x], scores[users == x]), (users == x).sum()) for x in np.unique(users)]
+    want = [w for w in want if not np.isnan(w[1])]
+    assert got_users.tolist() == [w[0] for w in want] and got_n.tolist() == [w[2] for w in want]
+    assert np.allclose(got_auc, [w[1] for w in want], atol=1e-12)
 
 
 def test_lifetime_cap_is_reported():

@@ -1,0 +1,104 @@
+"""The Kafka path measured against its own limit, in one run on one broker.
+
+``ctr.events`` is filled once with MovieLens-100K (no process consumes it meanwhile). Then, over that same topic:
+
+- **raw consume**: a plain aiokafka consumer (every partition assigned, no group) reads every record and parses
+  its JSON with orjson, the Python-side limit of any consumer of this topic;
+- **pipeline**: personalize worker processes of a fresh consumer group (durable per-user state: the users table
+  and its changelog) drain it, 1 worker and then 2 (a new group each time); the clock runs from the moment every
+  worker is healthy to the moment their applied counts sum to the topic's size.
+
+The global model is a fixed v0 snapshot published by the benchmark (no trainer), so the worker path is what is
+measured. ``pipeline_ratio`` = pipeline events/s with one worker / raw consume events/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from .. import topics
+from ..config import Settings
+from ..data import load_dataset
+from ..net import free_port_pair
+from ..replay import replay
+from ..stack import Stack, get_json
+from .state import _publish_v0
+
+__all__ = ["run_pipeline_bench"]
+
+
+def run_pipeline_bench(settings: Settings, limit: int | None = None, workers=(1, 2)) -> tuple[list[str], dict]:
+    """Markdown lines and ``{raw_consume_eps, pipeline_eps, pipeline_ratio, workers_eps}``."""
+    events = load_dataset("ml-100k", limit)
+    tag = f"bench-pipe-{time.time_ns() % 10**9}"
+    settings = settings.replace(topic_prefix=f"{tag}.", app_id=tag, web_port=free_port_pair(settings.web_bind))
+    logs = Path(tempfile.mkdtemp(prefix="stream-ctr-bench-pipeline-"))
+    with Stack(settings, logs, trainer=False, worker=False) as stack:
+        s = stack.settings
+        replay(events, s.kafka_bootstrap, topics.events(s).name)
+        _publish_v0(s)
+        raw = asyncio.run(_raw_consume(s, len(events)))
+        drained = {n: _drain(stack, n, len(events)) for n in workers}
+    one = drained[workers[0]]
+    result = {"raw_consume_eps": raw, "pipeline_eps": one, "pipeline_ratio": one / raw,
+              "workers_eps": {str(n): eps for n, eps in drained.items()}}
+    lines = ["", f"## Kafka path against its limit ({len(events):,} events pre-filled on {s.events_partitions} "
+             "partitions, one broker)", "", "| consumer | events/s | ratio to raw consume |", "|---|---|---|",
+             f"| raw aiokafka consume + orjson parse | {raw:,.0f} | 1.000 |"]
+    lines += [f"| personalize pipeline, {n} worker{'s' if n > 1 else ''} | {eps:,.0f} | {eps / raw:.3f} |"
+              for n, eps in drained.items()]
+    return lines, result
+
+
+async def _raw_consume(settings: Settings, expect: int) -> float:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topic = topics.events(settings).name
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(settings.events_partitions)])
+        seen, t0 = 0, time.perf_counter()
+        while seen < expect:
+            for records in (await consumer.getmany(timeout_ms=1000, max_records=10_000)).values():
+                for record in records:
+                    orjson.loads(record.value)
+                seen += len(records)
+        return seen / (time.perf_counter() - t0)
+    finally:
+        await consumer.stop()
+
+
+def _drain(stack: Stack, n_workers: int, expect: int) -> float:
+    """Events/s of ``n_workers`` workers of a fresh group draining the pre-filled topic."""
+    group = f"{stack.settings.app_id}-w{n_workers}"
+    urls = []
+    for i in range(n_workers):
+        port = free_port_pair(stack.settings.web_bind)
+        stack.spawn("worker", f"{group}-{i}", app_id=group, web_port=port)
+        urls.append(f"http://{stack.settings.advertised_host}:{port}")
+    try:
+        for url in urls:
+            stack.wait_healthy(120, url)
+        # A worker may start consuming before the last one is healthy: only what is applied after t0 counts.
+        t0, before = time.monotonic(), _applied(urls)
+        while (done := _applied(urls)) < expect:
+            if time.monotonic() - t0 > expect / 100 + 300:
+                raise TimeoutError(f"{n_workers} worker(s) drained {done} of {expect} events")
+            time.sleep(0.2)
+        return (expect - before) / (time.monotonic() - t0)
+    finally:
+        for i in range(n_workers):
+            proc = stack.procs.pop(f"{group}-{i}")
+            proc.terminate()
+            proc.wait(60)
+
+
+def _applied(urls: list[str]) -> int:
+    return sum(get_json(f"{url}/v1/stats", timeout=30)[1].get("applied", 0) for url in urls)
