@@ -73,10 +73,32 @@ def run_bench(settings: Settings, families: list[str], limit: int) -> tuple[list
     dt = timed(lambda: Snapshot.from_bytes(snap.to_bytes()).build(), repeat=3)
     lines += ["", "## Snapshot and delta", "",
               f"{families[0]} full snapshot: {len(data) / 1e6:.2f} MB, encode + decode + build {dt * 1e3:.0f} ms."]
-    numbers = {"trainer_sps": sps, "test_then_train_eps": {str(b): r for b, r in rates.items()},
+    refresh = _refresh_seconds()
+    lines += ["", "## Online metrics refresh (window 20,000 rows + lifetime, 3 arms, 4 predictions a user)", "",
+              "| users | lifetime rows | refresh | with paired CIs (a report) |", "|---|---|---|---|"]
+    lines += [f"| {u:,} | {4 * u:,} | {t:.2f} s | " + ("not run (a 500 x users matrix)" if np.isnan(tp) else f"{tp:.2f} s")
+              + " |" for u, (t, tp) in refresh.items()]
+    numbers = {"refresh_s": {str(u): t for u, (t, _) in refresh.items()}, "trainer_sps": sps, "test_then_train_eps": {str(b): r for b, r in rates.items()},
                "lc_head_eps": max(heads.values()),
                "state_bytes_per_user_inprocess": float(np.mean(sizes))}
     return lines + _delta_lines(trainers[families[0]], stream, settings.snapshot_every), numbers
+
+
+def _refresh_seconds(users=(1_000, 100_000, 1_000_000)) -> dict[int, tuple[float, float]]:
+    """Seconds of one metrics refresh (as the worker's timer runs it), and of one with the paired bootstrap, with
+    4 predictions for each of ``users`` users in the lifetime scope."""
+    from ..arms import ARMS
+    from ..monitoring import WorkerMetrics
+
+    rng = np.random.default_rng(0)
+    out = {}
+    for n in users:
+        metrics = WorkerMetrics(ARMS, window=20_000)
+        ids = np.repeat(np.arange(n), 4).astype(str)
+        labels = (rng.random(len(ids)) < 0.3).astype(np.float32)
+        metrics.online.record(ids, labels, {arm: rng.random(len(ids)).astype(np.float32) for arm in ARMS})
+        out[n] = (timed(metrics.refresh), timed(lambda: metrics.refresh(paired=True)) if n <= 100_000 else float("nan"))
+    return out
 
 
 def _delta_lines(trainer: GlobalTrainer, stream, every: int) -> list[str]:
