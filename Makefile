@@ -35,7 +35,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not broker and not prometheus"
 
 bench: $(STAMP) kafka-jars
-	$(BIN)/stream-ctr bench --serving
+	$(BIN)/stream-ctr bench --json reports/bench.json --out reports/bench.md
 
 # The offline reproduction on MovieLens-100K, all five families and modes, head scope (about 4 minutes).
 evaluate: $(STAMP)

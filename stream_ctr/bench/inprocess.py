@@ -73,6 +73,7 @@ def run_bench(settings: Settings, families: list[str], limit: int) -> tuple[list
     dt = timed(lambda: Snapshot.from_bytes(snap.to_bytes()).build(), repeat=3)
     lines += ["", "## Snapshot and delta", "",
               f"{families[0]} full snapshot: {len(data) / 1e6:.2f} MB, encode + decode + build {dt * 1e3:.0f} ms."]
+    lines += _delta_lines(trainers[families[0]], stream, settings.snapshot_every)
     refresh = _refresh_seconds()
     lines += ["", "## Online metrics refresh (window 20,000 rows + lifetime, 3 arms, 4 predictions a user)", "",
               "| users | lifetime rows | refresh | with paired CIs (a report) |", "|---|---|---|---|"]
@@ -81,7 +82,7 @@ def run_bench(settings: Settings, families: list[str], limit: int) -> tuple[list
     numbers = {"refresh_s": {str(u): t for u, (t, _) in refresh.items()}, "trainer_sps": sps, "test_then_train_eps": {str(b): r for b, r in rates.items()},
                "lc_head_eps": max(heads.values()),
                "state_bytes_per_user_inprocess": float(np.mean(sizes))}
-    return lines + _delta_lines(trainers[families[0]], stream, settings.snapshot_every), numbers
+    return lines, numbers
 
 
 def _refresh_seconds(users=(1_000, 100_000, 1_000_000)) -> dict[int, tuple[float, float]]:
