@@ -50,7 +50,9 @@ class Settings:
     kafka_bootstrap: str = _knob("", "KAFKA_BOOTSTRAP", "host:port of an existing broker; empty = start a local one")
     topic_prefix: str = _knob("", "STREAM_CTR_TOPIC_PREFIX", "prefix for every topic name (tests isolate by it)")
     app_id: str = _knob("stream-ctr", "STREAM_CTR_APP_ID", "Faust app id; consumer groups derive from it")
-    events_partitions: int = _knob(4, "STREAM_CTR_EVENTS_PARTITIONS", "partitions of ctr.events", _positive)
+    events_partitions: int = _knob(8, "STREAM_CTR_EVENTS_PARTITIONS",
+                                   "partitions of ctr.events: the most personalize workers that can share the "
+                                   "stream (one more partition costs a worker nothing measurable)", _positive)
     replication_factor: int = _knob(1, "STREAM_CTR_REPLICATION_FACTOR",
                                     "replicas of every topic stream-ctr creates, Faust's changelogs included "
                                     "(1 on a single local broker; 3 in production)", _positive)
