@@ -21,6 +21,7 @@ __all__ = ["SnapshotFollower", "read_latest_snapshot", "read_newest_version"]
 
 async def _assigned_consumer(bootstrap: str, topic: str) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest",  # a seek before the log start lands on its start
                                 max_partition_fetch_bytes=MAX_RECORD_BYTES, fetch_max_bytes=MAX_RECORD_BYTES)
     parts = await asyncio.get_running_loop().run_in_executor(None, topic_partitions, bootstrap, topic)
     await consumer.start()
@@ -89,7 +90,11 @@ class SnapshotFollower:
         return True
 
     async def run(self) -> None:
-        newest = await read_latest_snapshot(self.bootstrap, self.model_topic)
+        try:
+            newest = await read_latest_snapshot(self.bootstrap, self.model_topic)
+        except Exception:  # a foreign record must not stop scoring: the chain brings the next full snapshot
+            log.exception("no readable snapshot on %s; following %s only", self.model_topic, self.updates_topic)
+            newest = None
         if newest is not None:
             await self._swap(newest)
         consumer, tps = await _assigned_consumer(self.bootstrap, self.updates_topic)

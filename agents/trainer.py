@@ -86,17 +86,21 @@ class TrainerWorker:
                 await self.publish(self.trainer.snapshot())
 
     async def resume(self) -> None:
+        """Resume from the newest full snapshot of the same model config, or start afresh. Either way the versions
+        move forward: a scorer may hold any version published before, and only a newer one replaces it."""
         bootstrap = self.settings.kafka_bootstrap
         latest = await read_latest_snapshot(bootstrap, topics.model(self.settings).name)
+        newest = await read_newest_version(bootstrap, topics.model_updates(self.settings).name)
+        published = max(v for v in (newest, latest.version if latest else None, -1) if v is not None)
         if latest is not None and latest.model_cfg == self.trainer.cfg:
-            newest = await read_newest_version(bootstrap, topics.model_updates(self.settings).name)
             self.trainer.resume_from(latest, newest)
             log.info("resumed from model v%d (newest published v%s)", latest.version, newest)
             if self.trainer.version > latest.version:  # deltas past it were dropped: supersede them
                 self.trainer.version += 1
                 await self.publish(self.trainer.snapshot())
-        else:
-            await self.publish(self.trainer.snapshot())  # v0: scorers can start before the first samples
+        else:  # nothing published, or another model: its first version supersedes whatever scorers hold
+            self.trainer.version = published + 1
+            await self.publish(self.trainer.snapshot())
         self.ready.set()
 
     async def run(self) -> None:

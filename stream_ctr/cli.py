@@ -169,6 +169,7 @@ def cmd_bench(args) -> int:
             lines += more
     if every:
         summary = headline(numbers, parts["serving"], parts["state"], parts["pipeline"])
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
         lines += ["", "## Headline (" + args.json + ")", "", "```json", json.dumps(summary, indent=2), "```"]
     if args.quality:
@@ -177,6 +178,7 @@ def cmd_bench(args) -> int:
     text = "\n".join(lines)
     print(text)
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
     return 0
 

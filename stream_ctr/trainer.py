@@ -39,7 +39,10 @@ class GlobalTrainer:
         self.device = torch.device(settings.device)
         self.model = build_model(self.cfg, seed=settings.seed).to(self.device)
         optimizer = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}[settings.trainer_optimizer]
-        if settings.trainer_optimizer == "adagrad":
+        #: Whether a step changes only the rows its batch used (Adagrad). Adam's momentum moves every row it ever
+        #: touched on every step, so its deltas must carry whole tables.
+        self.sparse = settings.trainer_optimizer == "adagrad"
+        if self.sparse:
             # Adagrad builds its sparse tensors from autograd's own gradients: validating them would cost a step.
             torch.sparse.check_sparse_tensor_invariants.disable()
             for table in embedding_tables(self.model).values():
@@ -110,7 +113,12 @@ class GlobalTrainer:
             self.offsets[partition] = max(offset, self.offsets.get(partition, 0))
 
     def snapshot(self) -> Snapshot:
-        """A full snapshot of the current weights under the current version (the newest delta's)."""
+        """A full snapshot of the current weights: under the newest delta's version if nothing was learned since,
+        else under a version of its own (a version is one set of weights)."""
+        if self._since_snapshot or self._touched:
+            self.version += 1
+            self._touched.clear()
+            self._since_snapshot = 0
         self._deltas_since_full = 0
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         return Snapshot(self.version, self.cfg, self.spec, float(self.global_ctr), self.samples, state,
@@ -125,7 +133,10 @@ class GlobalTrainer:
 
     def next_delta(self) -> Delta:
         """Version + 1: the rows trained since the previous version, and the dense layers every ``dense_every``."""
-        rows = np.unique(np.concatenate(self._touched)) if self._touched else np.zeros(0, np.int64)
+        if not self.sparse:
+            rows = np.arange(self.cfg.buckets)
+        else:
+            rows = np.unique(np.concatenate(self._touched)) if self._touched else np.zeros(0, np.int64)
         self._touched.clear()
         self._since_snapshot = 0
         self._last_delta = time.monotonic()

@@ -104,8 +104,8 @@ def _service_progressive(settings: Settings, events) -> tuple[dict[str, np.ndarr
                 data = delta.to_bytes()
                 published += len(data)
                 model = model.advanced(Delta.from_bytes(data))
-                if trainer.full_due:
-                    published += len(trainer.snapshot().to_bytes())
+                if trainer.full_due:  # written to ctr.model and to the chain, as the trainer does
+                    published += 2 * len(trainer.snapshot().to_bytes())
     return {arm: np.concatenate(p) for arm, p in preds.items()}, published
 
 
