@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics,
+                               generate_latest)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from .active_users import ActiveUsers
@@ -100,6 +101,7 @@ class WorkerMetrics:
     def __init__(self, arms, window: int, idle_s: float = 3600.0, active_max: int = 250_000):
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds
         self.events = Counter("stream_ctr_events", "Events consumed by outcome", ["outcome"], registry=r)
         self.dead_letters = Counter("stream_ctr_dead_letter", "Events sent to the dead-letter topic", ["reason"],
                                     registry=r)
@@ -205,6 +207,7 @@ class TrainerMetrics:
     def __init__(self):
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
         self.samples = Counter("stream_ctr_trainer_samples", "Samples the global model trained on", registry=r)
         self.skipped = Counter("stream_ctr_trainer_skipped", "Invalid events the trainer skipped", registry=r)
         self.loss = Gauge("stream_ctr_trainer_loss", "Training logloss of the last mini-batch", registry=r)

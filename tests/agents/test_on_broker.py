@@ -80,6 +80,7 @@ def test_replay_through_real_worker_counts_exactly_and_dead_letters(settings_fac
         assert 'stream_ctr_events_total{outcome="applied"} 2400.0' in text
         assert 'stream_ctr_arm_gauc{arm="ft_lc",scope="lifetime"}' in text
         assert not any(f'"{e.user_id}"' in text for e in first)  # never a user id in a label
+        assert "process_resident_memory_bytes" in text and "process_open_fds" in text  # operators' basics
 
         # Restart the worker: state comes back from the changelog, nothing is counted twice.
         stack.procs.pop("worker").terminate()
@@ -140,6 +141,7 @@ def test_worker_follows_the_trainers_deltas_and_a_restarted_trainers_chain(setti
         assert _metric(stack.worker_url, "stream_ctr_model_deltas_total") >= version - 2  # fulls are the rest
         assert _metric(stack.worker_url, "stream_ctr_model_delta_gaps_total") == 0
         assert 0 <= _metric(stack.worker_url, "stream_ctr_model_age_seconds") < 60
+        assert _metric(trainer_url, "process_resident_memory_bytes") > 0
 
         # A restarted trainer resumes from its newest full snapshot and numbers on past every published delta.
         stack.kill("trainer")
