@@ -137,7 +137,8 @@ def test_worker_follows_the_trainers_deltas_and_a_restarted_trainers_chain(setti
         replay(events[:1000], settings.kafka_bootstrap, topics.events(settings).name)
         _wait_for(stack, 1000, 0)
         version = _worker_catches_up(stack, trainer_url, 1000)
-        assert version >= 1000 // 32  # a delta per 32 samples
+        # A delta goes out once 32 samples are pending and a fetch brings at most 32: under 64 samples a delta.
+        assert version >= 1000 // 63
         assert _metric(stack.worker_url, "stream_ctr_model_deltas_total") >= version - 2  # fulls are the rest
         assert _metric(stack.worker_url, "stream_ctr_model_delta_gaps_total") == 0
         assert 0 <= _metric(stack.worker_url, "stream_ctr_model_age_seconds") < 60
