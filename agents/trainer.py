@@ -5,8 +5,9 @@ the update chain every ``full_snapshot_every`` deltas and when the stream goes q
 Its position in the stream is the newest full snapshot's, not a consumer group's: each snapshot carries the next
 offset per partition its weights have trained up to, and a starting trainer resumes from those weights *at* those
 offsets (or publishes v0 and starts at the beginning), numbering on past any delta published after them. Killed
-at any point, it neither skips samples the full snapshot never saw nor trains a sample twice into it. The consumer is a plain aiokafka one with every partition
-assigned (one trainer, one global model); Faust runs the producer, the timer and the HTTP views."""
+at any point, it neither skips samples the full snapshot never saw nor trains a sample twice into it. The consumer
+is a plain aiokafka one with every partition assigned (one trainer, one global model); Faust runs the producer,
+the timer and the HTTP views."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_ctr import topics
 from stream_ctr.config import Settings
+from stream_ctr.delta import Delta
 from stream_ctr.events import InvalidEvent, parse_record
 from stream_ctr.monitoring import TrainerMetrics
-from stream_ctr.delta import Delta
 from stream_ctr.snapshot import Snapshot
 from stream_ctr.topics import MAX_RECORD_BYTES
 from stream_ctr.trainer import GlobalTrainer
@@ -91,15 +92,14 @@ class TrainerWorker:
         bootstrap = self.settings.kafka_bootstrap
         latest = await read_latest_snapshot(bootstrap, topics.model(self.settings).name)
         newest = await read_newest_version(bootstrap, topics.model_updates(self.settings).name)
-        published = max(v for v in (newest, latest.version if latest else None, -1) if v is not None)
         if latest is not None and latest.model_cfg == self.trainer.cfg:
             self.trainer.resume_from(latest, newest)
             log.info("resumed from model v%d (newest published v%s)", latest.version, newest)
             if self.trainer.version > latest.version:  # deltas past it were dropped: supersede them
-                self.trainer.version += 1
                 await self.publish(self.trainer.snapshot())
         else:  # nothing published, or another model: its first version supersedes whatever scorers hold
-            self.trainer.version = published + 1
+            published = [v for v in (newest, latest.version if latest else None) if v is not None]
+            self.trainer.version = max(published, default=-1) + 1
             await self.publish(self.trainer.snapshot())
         self.ready.set()
 

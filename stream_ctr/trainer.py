@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from .config import Settings
+from .delta import Delta
 from .features import FeatureSpec, HashingEncoder
 from .heads import sigmoid
-from .delta import Delta
 from .models import ModelConfig, build_model, embedding_tables, infer, train_step
 from .snapshot import Snapshot
 
@@ -52,7 +52,7 @@ class GlobalTrainer:
         self.samples = 0
         self.clicks = 0
         self.version = 0
-        self._since_snapshot = 0
+        self._pending = 0
         self._touched: list[np.ndarray] = []  # table rows used since the last delta (bounded by snapshot_every)
         self._last_delta = time.monotonic()
         self._deltas_since_dense = 0
@@ -69,7 +69,7 @@ class GlobalTrainer:
     @property
     def pending(self) -> int:
         """Samples trained on since the last delta."""
-        return self._since_snapshot
+        return self._pending
 
     @property
     def deltas_since_full(self) -> int:
@@ -82,15 +82,16 @@ class GlobalTrainer:
 
     def resume_from(self, snapshot: Snapshot, newest_version: int | None = None) -> None:
         """Continue from a published full snapshot (weights, counts, stream position); the optimiser state starts
-        afresh. Deltas published after it are dropped (their samples will be trained again), so the version
-        continues past ``newest_version``, the newest one any scorer may hold: the next full snapshot then
+        afresh. Deltas published after it (up to ``newest_version``, the newest one any scorer may hold) are
+        dropped, their samples to be trained again: the version then jumps past them, and a full snapshot at it
         supersedes them all."""
         self.model.load_state_dict(snapshot.state_dict)
         self.offsets = dict(snapshot.offsets)
-        self.version = max(snapshot.version, newest_version or 0)
+        newer = newest_version is not None and newest_version > snapshot.version
+        self.version = newest_version + 1 if newer else snapshot.version
         self.samples = snapshot.samples
         self.clicks = round(snapshot.global_ctr * snapshot.samples)
-        self._since_snapshot = 0
+        self._pending = 0
         self._touched.clear()
 
     def learn_many(self, events) -> None:
@@ -105,7 +106,7 @@ class GlobalTrainer:
             self._touched.append(ids.ravel())
             self.samples += len(chunk)
             self.clicks += int(y.sum().item())
-            self._since_snapshot += len(chunk)
+            self._pending += len(chunk)
 
     def advance(self, positions) -> None:
         """Record that the records before ``positions`` (partition -> next offset) have been learned or skipped."""
@@ -115,10 +116,10 @@ class GlobalTrainer:
     def snapshot(self) -> Snapshot:
         """A full snapshot of the current weights: under the newest delta's version if nothing was learned since,
         else under a version of its own (a version is one set of weights)."""
-        if self._since_snapshot or self._touched:
+        if self._pending:
             self.version += 1
             self._touched.clear()
-            self._since_snapshot = 0
+            self._pending = 0
         self._deltas_since_full = 0
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         return Snapshot(self.version, self.cfg, self.spec, float(self.global_ctr), self.samples, state,
@@ -127,8 +128,8 @@ class GlobalTrainer:
     def maybe_delta(self, now: float | None = None) -> Delta | None:
         """The next delta once ``snapshot_every`` samples are pending, or once any are and ``snapshot_interval_s``
         passed since the last delta at monotonic time ``now`` (None: count samples only, as the quality bench)."""
-        due = self._since_snapshot >= self.settings.snapshot_every or (
-            now is not None and self._since_snapshot > 0 and now - self._last_delta >= self.settings.snapshot_interval_s)
+        due = self._pending >= self.settings.snapshot_every or (
+            now is not None and self._pending > 0 and now - self._last_delta >= self.settings.snapshot_interval_s)
         return self.next_delta() if due else None
 
     def next_delta(self) -> Delta:
@@ -138,7 +139,7 @@ class GlobalTrainer:
         else:
             rows = np.unique(np.concatenate(self._touched)) if self._touched else np.zeros(0, np.int64)
         self._touched.clear()
-        self._since_snapshot = 0
+        self._pending = 0
         self._last_delta = time.monotonic()
         self._deltas_since_dense += 1
         self._deltas_since_full += 1

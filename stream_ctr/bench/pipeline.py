@@ -27,7 +27,7 @@ from ..data import load_dataset
 from ..net import free_port_pair
 from ..replay import replay
 from ..stack import Stack, get_json
-from .state import _publish_v0
+from .state import publish_v0
 
 __all__ = ["run_pipeline_bench"]
 
@@ -41,7 +41,7 @@ def run_pipeline_bench(settings: Settings, limit: int | None = None, workers=(1,
     with Stack(settings, logs, trainer=False, worker=False) as stack:
         s = stack.settings
         replay(events, s.kafka_bootstrap, topics.events(s).name)
-        _publish_v0(s)
+        publish_v0(s)
         raw = asyncio.run(_raw_consume(s, len(events)))
         drained = {n: _drain(stack, n, len(events)) for n in workers}
     one = drained[workers[0]]
@@ -88,6 +88,9 @@ def _drain(stack: Stack, n_workers: int, expect: int) -> float:
             stack.wait_healthy(120, url)
         # A worker may start consuming before the last one is healthy: only what is applied after t0 counts.
         t0, before = time.monotonic(), _applied(urls)
+        if before >= expect / 2:
+            raise ValueError(f"{n_workers} worker(s) applied {before} of {expect} events before all were healthy: "
+                             "too few events to measure a drain rate (use a larger --limit)")
         while (done := _applied(urls)) < expect:
             if time.monotonic() - t0 > expect / 100 + 300:
                 raise TimeoutError(f"{n_workers} worker(s) drained {done} of {expect} events")

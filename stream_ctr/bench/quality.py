@@ -22,6 +22,7 @@ import numpy as np
 
 from ..arms import ARMS
 from ..config import Settings
+from ..correction import shrunk_ctr
 from ..data import load_dataset
 from ..delta import Delta
 from ..heads import HeadParams
@@ -109,17 +110,17 @@ def _service_progressive(settings: Settings, events) -> tuple[dict[str, np.ndarr
     return {arm: np.concatenate(p) for arm, p in preds.items()}, published
 
 
-def _past_click_rate(events, shrinkage: float = 20.0) -> np.ndarray:
-    """Each event scored by its user's click rate before it, shrunk toward the click rate of all earlier events:
-    the reference that shows how much of pooled AUC is knowing each user's prior (and, in gAUC, the negative bias
-    of a score that follows the user's own recent labels)."""
+def _past_click_rate(events, shrinkage: float = HeadParams.shrinkage) -> np.ndarray:
+    """Each event scored by its user's click rate before it, shrunk toward the click rate of all earlier events
+    as the worker shrinks ``p_u`` (:func:`~stream_ctr.correction.shrunk_ctr`): the reference that shows how much
+    of pooled AUC is knowing each user's prior (and, in gAUC, the negative bias of a score that follows the
+    user's own recent labels)."""
     seen: dict[str, tuple[int, int]] = {}
     clicks = total = 0
     out = np.empty(len(events), dtype=np.float32)
     for i, event in enumerate(events):
-        prior = (clicks + 0.5) / (total + 1)
         c, n = seen.get(event.user_id, (0, 0))
-        out[i] = (c + shrinkage * prior) / (n + shrinkage)
+        out[i] = shrunk_ctr(c, n, (clicks + 0.5) / (total + 1), shrinkage)
         seen[event.user_id] = (c + event.label, n + 1)
         clicks, total = clicks + event.label, total + 1
     return out

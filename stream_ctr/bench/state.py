@@ -31,7 +31,7 @@ from ..stack import Stack
 from ..trainer import GlobalTrainer
 from .timing import wait_applied
 
-__all__ = ["run_state_bench"]
+__all__ = ["publish_v0", "run_state_bench"]
 
 
 def run_state_bench(settings: Settings, users: int, stores=("memory", "rocksdb")) -> tuple[list[str], dict]:
@@ -62,7 +62,8 @@ def _rss(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def _publish_v0(settings: Settings) -> None:
+def publish_v0(settings: Settings) -> None:
+    """Put an untrained snapshot on ``ctr.model``: a worker measured without a trainer is healthy once it has it."""
     prod = producer(settings.kafka_bootstrap)
     try:
         prod.send(topics.model(settings).name, key=b"global", value=GlobalTrainer(settings).snapshot().to_bytes())
@@ -78,7 +79,7 @@ def _measure(settings: Settings, users: int, store: str) -> dict:
     logs = Path(tempfile.mkdtemp(prefix="stream-ctr-bench-state-"))
     with Stack(settings, logs, trainer=False, worker=False) as stack:
         s = stack.settings
-        _publish_v0(s)  # before the worker starts: it is healthy once it has a model
+        publish_v0(s)  # before the worker starts: it is healthy once it has a model
         stack.spawn("worker")
         stack.wait_healthy(120)
         rss_before = _rss(stack.procs["worker"].pid)

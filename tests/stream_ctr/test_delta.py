@@ -62,12 +62,16 @@ def test_a_full_snapshot_of_weights_no_delta_carried_gets_a_version_of_its_own(m
     assert trainer.next_delta().base == 2
 
 
-def test_a_delta_is_due_by_samples_or_by_time():
-    events_due = GlobalTrainer(_settings(snapshot_interval_s=5.0))
-    assert events_due.maybe_delta() is None  # nothing pending
-    events_due._since_snapshot = 1
-    assert events_due.maybe_delta() is None and events_due.maybe_delta(now=events_due._last_delta + 4) is None
-    assert events_due.maybe_delta(now=events_due._last_delta + 5).version == 1
+def test_a_delta_is_due_by_samples_or_by_time(make_events):
+    import time
+
+    trainer = GlobalTrainer(_settings(snapshot_interval_s=5.0))  # a delta every 16 samples, or every 5 s
+    start = time.monotonic()
+    assert trainer.maybe_delta(now=start + 60) is None  # nothing pending, however long it has been
+    trainer.learn_many(make_events(users=1, events_per_user=1, seed=2).events)
+    assert trainer.pending == 1 and trainer.maybe_delta() is None
+    assert trainer.maybe_delta(now=start + 4) is None  # neither 16 samples nor 5 s (the clock started at init)
+    assert trainer.maybe_delta(now=start + 5.1).version == 1
 
 
 def test_a_delta_on_another_base_is_refused(make_events):
