@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test test-fast bench evaluate kafka-jars prometheus clean
+.PHONY: demo test test-fast bench evaluate kafka-jars prometheus compose clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,15 +20,39 @@ kafka-jars: $(STAMP)
 	@command -v mvn >/dev/null || { echo "Maven is required once to fetch the Kafka jars" >&2; exit 1; }
 	$(BIN)/python -c "from stream_ctr.broker.kafka import ensure_jars; print('kafka jars:', ensure_jars())"
 
+# Debian's prometheus (prometheus, promtool) and prometheus-alertmanager (amtool) for tests/grafana.
 prometheus:
-	@command -v prometheus >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q prometheus; \
-	  else sudo apt-get update -q && sudo apt-get install -y -q prometheus; fi; }
+	@{ command -v prometheus && command -v promtool && command -v amtool; } >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q prometheus prometheus-alertmanager; \
+	  else sudo apt-get update -q && sudo apt-get install -y -q prometheus prometheus-alertmanager; fi; }
+
+# Docker Compose v2 for tests/test_docker.py (`docker-compose config`), built once from its Go module and cached in
+# ~/.cache/stream-ctr (outside the clone): no Docker apt repository, no engine. Needs Go 1.24+ once (an older go
+# fetches the toolchain the module asks for); about 4 minutes on 2 cores, leaving ~1.4 GB in Go's own module and
+# build caches (`go clean -cache -modcache` frees it). `go install ...@v2.x` refuses the module (its go.mod has an
+# exclude directive), so the module is downloaded and built as the main module, with its own go.sum.
+# To use it as `docker compose`: ln -s ~/.cache/stream-ctr/compose-<version>/docker-compose ~/.docker/cli-plugins/
+COMPOSE_VERSION  := 2.40.3
+COMPOSE_MODULE   := github.com/docker/compose/v2@v$(COMPOSE_VERSION)
+STREAM_CTR_CACHE ?= $(HOME)/.cache/stream-ctr
+COMPOSE          := $(STREAM_CTR_CACHE)/compose-$(COMPOSE_VERSION)/docker-compose
+GO               ?= $(shell command -v go || echo /usr/local/go/bin/go)
+
+compose: $(COMPOSE)
+
+$(COMPOSE):
+	@test -x "$(GO)" || { echo "Go 1.24+ is required once to build docker compose (or set GO=/path/to/go)" >&2; exit 1; }
+	$(GO) mod download $(COMPOSE_MODULE)
+	mkdir -p $(@D)
+	cd "$$($(GO) env GOMODCACHE)/$(COMPOSE_MODULE)" && $(GO) build -trimpath -buildvcs=false -o $@.tmp \
+	  -ldflags "-s -w -X github.com/docker/compose/v2/internal.Version=v$(COMPOSE_VERSION)" ./cmd
+	mv $@.tmp $@
+	$@ version
 
 demo: $(STAMP) kafka-jars
 	$(BIN)/stream-ctr demo --out reports
 
-test: $(STAMP) kafka-jars prometheus
+test: $(STAMP) kafka-jars prometheus compose
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

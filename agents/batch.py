@@ -50,7 +50,7 @@ class PersonalizeStep:
             partition_of[parsed.user_id] = event.message.partition
         model = self.holder.current  # one model for the whole batch: swaps are atomic per batch
         with self.metrics.batch_seconds.time():
-            result = test_then_train(records, model, self.users, self.params)
+            result = test_then_train(records, model, self.users, self.params, self.metrics.band_z)
         self.metrics.observe(result, partition_of)
         self._count_new_users(self._attribute(result.events))
         return result

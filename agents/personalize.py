@@ -22,6 +22,7 @@ from stream_ctr.ab.attribution import ArmResults, PendingExposures
 from stream_ctr.arms import ARMS
 from stream_ctr.broker.lag import StallDetector, group_lag
 from stream_ctr.config import Settings
+from stream_ctr.drift import DriftParams
 from stream_ctr.heads import HeadParams
 from stream_ctr.monitoring import DRIFT_BUCKETS, WorkerMetrics
 from stream_ctr.state import UserState
@@ -61,7 +62,9 @@ class PersonalizeWorker:
         self.app = create_app(settings, "personalize", settings.web_port)
         self.events = raw_topic(self.app, topics.events(settings), partitions=settings.events_partitions)
         self.table = _users_table(self.app, settings)
-        self.metrics = WorkerMetrics(ARMS, settings.metrics_window, settings.user_idle_s, settings.active_users_max)
+        drift = DriftParams.from_settings(settings)
+        self.metrics = WorkerMetrics(ARMS, settings.metrics_window, settings.user_idle_s, settings.active_users_max,
+                                     drift, drift.user_z)
         self.follower = SnapshotFollower(settings.kafka_bootstrap, (topics.model(settings).name,
                                          topics.model_updates(settings).name), self.metrics,
                                          window=2 * settings.full_snapshot_every + 2)
@@ -134,7 +137,7 @@ class PersonalizeWorker:
         if stalled:
             log.error("partitions %s of %s: events waiting, no committed progress for %.0fs", sorted(stalled),
                       topic, self.settings.stall_after_s)
-        self.metrics.lag_read(lags, stalled)
+        self.metrics.lag_read(topic, self.app.conf.id, lags, stalled)
         self.partitions = {str(p): {"lag": end - committed, "stalled": p in stalled}
                            for p, (committed, end) in lags.items()}
 
@@ -153,6 +156,8 @@ class PersonalizeWorker:
             "global_ctr": current.snapshot.global_ctr if current else None,
             "window": m.summary("window"),
             "lifetime": m.summary("lifetime"),
+            "detectors": m.drift.state(time.time()),
+            "users_drifting": int((m.active.zscores() > m.band_z).sum()),
             "drift": {
                 "buckets": list(DRIFT_BUCKETS),
                 "counts": np.histogram(drift, bins=[0.0, *DRIFT_BUCKETS, np.inf])[0].tolist(),

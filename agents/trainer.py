@@ -53,6 +53,7 @@ class TrainerWorker:
         self.last_event = time.monotonic()
         # One fetch, one publication check: at most a delta's worth of samples, so a delta is never held back.
         self._fetch = min(settings.snapshot_every, 4 * settings.trainer_batch)
+        self._lag_read_at = 0.0
 
     @classmethod
     def build(cls, settings: Settings, web_port: int | None = None) -> "TrainerWorker":
@@ -123,8 +124,20 @@ class TrainerWorker:
                 fetched = await consumer.getmany(timeout_ms=1000, max_records=self._fetch)
                 if fetched:
                     await self.train_batch([r for records in fetched.values() for r in records])
+                self._read_lag(consumer, tps)
         finally:
             await consumer.stop()
+
+    def _read_lag(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        """Lag per partition: the end offset the last fetch saw against the position trained up to. The trainer
+        has no consumer group (its position lives in its snapshots), so its ``group`` label is ``trainer``."""
+        now = time.monotonic()
+        if now - self._lag_read_at < 1.0:
+            return
+        self._lag_read_at = now
+        ends = {tp.partition: consumer.highwater(tp) for tp in tps}
+        self.metrics.lag.read(tps[0].topic, "trainer", {p: (self.trainer.offsets.get(p, 0), end)
+                                                        for p, end in ends.items() if end is not None})
 
     async def train_batch(self, records) -> None:
         """Learn the valid events of ``records`` (aiokafka records, any partitions) and advance past all of them."""

@@ -19,11 +19,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .drift import DriftParams
 from .heads import HeadParams
 
 __all__ = ["ConfigError", "Settings"]
 
 _HEAD = HeadParams()
+_DRIFT = DriftParams()
 
 
 class ConfigError(ValueError):
@@ -113,6 +115,20 @@ class Settings:
                        lambda v: v in ("memory", "rocksdb"))
     data_dir: str = _knob("", "STREAM_CTR_DATA_DIR", "Faust data dir (the RocksDB files); empty = a temp dir per "
                           "process, so a restart recovers everything from the changelog")
+    # --- drift detection (stream_ctr.drift) ------------------------------------------------------------------
+    drift_block: int = _knob(_DRIFT.block, "STREAM_CTR_DRIFT_BLOCK",
+                             "events averaged into one input of the Page-Hinkley detectors", _positive)
+    drift_adwin_delta: float = _knob(_DRIFT.adwin_delta, "STREAM_CTR_DRIFT_ADWIN_DELTA",
+                                     "ADWIN confidence on the global click rate (smaller: fewer false alarms, later "
+                                     "detection)", lambda v: 0 < v < 1)
+    drift_loss_threshold: float = _knob(_DRIFT.loss_threshold, "STREAM_CTR_DRIFT_LOSS_THRESHOLD",
+                                        "Page-Hinkley threshold on block means of each arm's logloss (upward)",
+                                        _positive)
+    drift_hold_s: float = _knob(_DRIFT.hold_s, "STREAM_CTR_DRIFT_HOLD_S",
+                                "seconds a signal stays drifting after its last alarm", _positive)
+    user_drift_z: float = _knob(_DRIFT.user_z, "STREAM_CTR_USER_DRIFT_Z",
+                                "a user is drifting while the window CTR lies beyond this many of its own "
+                                "sampling stds from the global CTR", _positive)
     # --- global model / trainer -------------------------------------------------------------------------------
     model_family: str = _knob("deepfm", "STREAM_CTR_MODEL_FAMILY",
                               "global model family, a key of stream_ctr.models.FAMILIES",

@@ -3,7 +3,8 @@
 Starts Kafka (or uses ``KAFKA_BOOTSTRAP``), the trainer and the personalize worker as processes, replays
 MovieLens-100K into ``ctr.events`` (with a few malformed records to exercise the dead-letter path), shows a live
 progress line read from the worker's ``/v1/stats``, and ends with a markdown report: per-arm online gAUC and
-logloss over the same events, and the distribution of |local CTR - global CTR| across users.
+logloss over the same events, the distribution of |local CTR - global CTR| across users, the drift detectors'
+alarms, and a PNG of the run over time (:mod:`stream_ctr.timeline`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .data import load_dataset
 from .net import free_port_pair, port_free
 from .replay import replay
 from .stack import Stack
+from .timeline import Timeline, plot_timeline
 
 __all__ = ["render_report", "run_demo"]
 
@@ -66,8 +68,21 @@ def render_report(stats: dict, meta: dict) -> str:
         lines.append(f"| {label} | {count} |")
     q = d["quantiles"]
     lines += ["", f"Median drift {_fmt(q['0.5'])}, 10th percentile {_fmt(q['0.1'])}, "
-                  f"90th percentile {_fmt(q['0.9'])}.", ""]
-    return "\n".join(lines)
+                  f"90th percentile {_fmt(q['0.9'])}. Users beyond their own band (STREAM_CTR_USER_DRIFT_Z "
+                  f"sampling stds from p_g): {stats.get('users_drifting', 'n/a')}.", ""]
+    return "\n".join(lines + _detector_lines(stats.get("detectors", {}), meta))
+
+
+def _detector_lines(detectors: dict, meta: dict) -> list[str]:
+    lines = ["## Drift detectors (river ADWIN on the click rate, Page-Hinkley on each arm's logloss)", "",
+             "| signal | alarms | first alarm (s after the first event) | drifting at the end |", "|---|---|---|---|"]
+    for signal, s in detectors.items():
+        first = min((t for t in s["alarm_times"] if t >= meta.get("start", 0)), default=None)
+        when = "-" if first is None else f"{first - meta.get('start', 0):.0f}"
+        lines.append(f"| {signal} | {s['alarms']} | {when} | {'yes' if s['drifting'] else 'no'} |")
+    if meta.get("timeline"):
+        lines += ["", f"![throughput, per-arm gAUC and drift alarms over the run]({meta['timeline']})", ""]
+    return lines
 
 
 def _progress_line(stats: dict, total: int, rate: float) -> str:
@@ -106,8 +121,9 @@ class _Producer(threading.Thread):
             self.error = exc
 
 
-def _watch(stack: Stack, producer: _Producer, total: int, logs: Path) -> None:
-    """Print progress until every record is applied or dead-lettered; fail fast if a process or the replay dies."""
+def _watch(stack: Stack, producer: _Producer, total: int, logs: Path, timeline: Timeline) -> None:
+    """Print progress until every record is applied or dead-lettered, keeping each reading on the ``timeline``;
+    fail fast if a process or the replay dies."""
     tty = sys.stdout.isatty()
     last_done, last_t, last_print = 0, time.monotonic(), 0.0
     while True:
@@ -117,6 +133,7 @@ def _watch(stack: Stack, producer: _Producer, total: int, logs: Path) -> None:
         now = time.monotonic()
         rate = (done - last_done) / (now - last_t)
         last_done, last_t = done, now
+        timeline.read(stats, time.time(), rate)
         if tty:
             print("\r" + _progress_line(stats, total, rate), end="", flush=True)
         elif now - last_print >= 10:
@@ -190,13 +207,14 @@ def run_demo(settings: Settings, args) -> int:
         print(f"Kafka {s.kafka_bootstrap}; worker {stack.worker_url}/metrics; trainer :{s.web_port + 1}/metrics",
               flush=True)
         producer = _Producer(events, s, args.rate, args.malformed_every)
-        t0 = time.monotonic()
+        t0, timeline = time.monotonic(), Timeline(start=time.time())
         producer.start()
-        _watch(stack, producer, total, out / "logs")
+        _watch(stack, producer, total, out / "logs", timeline)
         seconds = time.monotonic() - t0
         final = stack.stats(fresh=True)
+        png = plot_timeline(timeline, out / "demo-timeline.png")
         report = render_report(final, {"dataset": "ml-100k", "sent": producer.sent, "malformed": producer.bad,
-                                       "seconds": seconds})
+                                       "seconds": seconds, "start": timeline.start, "timeline": png.name})
         if args.sim_requests:
             report += "\n" + _closed_loop(s, args, out / "logs")
     (out / "demo-report.md").write_text(report)

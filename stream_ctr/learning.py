@@ -3,7 +3,9 @@
 For a batch of events it (1) scores every event with every arm's model, as they stand *before* the batch,
 (2) returns those predictions for online metrics, then (3) learns: updates each user's rolling CTR, corrects the
 user's labels for the fine-tuned arms and takes a head step. Events at or below a user's last applied offset
-are skipped, so a redelivered batch is not learned twice.
+are skipped, so a redelivered batch is not learned twice. Each user's gap to the global CTR comes back for the
+drift metrics (:mod:`stream_ctr.drift`), and the user's state remembers since when the gap is beyond the
+user's band.
 
 The arms (:mod:`stream_ctr.arms`): ``global`` (the snapshot alone), ``ft`` (a head fine-tuned on raw labels)
 and ``ft_lc`` (a head fine-tuned on label-corrected targets).
@@ -19,6 +21,7 @@ import numpy as np
 
 from .arms import ARMS, FINE_TUNED
 from .correction import correct
+from .drift import user_z
 from .events import Event
 from .heads import HeadParams, sigmoid
 from .snapshot import LoadedModel
@@ -34,7 +37,9 @@ class BatchResult:
     labels: list[np.ndarray] = field(default_factory=list)
     preds: dict[str, list[np.ndarray]] = field(default_factory=lambda: {arm: [] for arm in ARMS})
     duplicates: int = 0
-    drift: dict[str, float] = field(default_factory=dict)  # user -> |p_u - p_g| after the batch
+    gaps: dict[str, float] = field(default_factory=dict)  # user -> p_u - p_g after the batch
+    z: dict[str, float] = field(default_factory=dict)  # user -> window CTR vs p_g in sampling stds (drift.user_z)
+    label_shift: float = 0.0  # sum over applied events of |label-corrected target - label| (the ft_lc arm)
 
     @property
     def applied(self) -> int:
@@ -54,8 +59,10 @@ def test_then_train(
     model: LoadedModel,
     states: MutableMapping[str, UserState],
     params: HeadParams,
+    band_z: float = 3.0,
 ) -> BatchResult:
-    """Score then learn on ``records`` (``(event, offset)`` pairs in offset order per user)."""
+    """Score then learn on ``records`` (``(event, offset)`` pairs in offset order per user). A user whose window
+    CTR lies more than ``band_z`` sampling stds from ``p_g`` is drifting (``UserState.drift_since``)."""
     result = BatchResult()
     by_user: dict[str, list[int]] = defaultdict(list)
     fresh: list[Event] = []
@@ -98,8 +105,13 @@ def test_then_train(
         for arm, method in FINE_TUNED.items():
             head = state.heads[arm]
             head.lr, head.l2, head.steps = params.lr, params.l2, params.steps
-            head.learn_many(g, h, correct(y, p_u, p_g, method))
+            targets = correct(y, p_u, p_g, method)
+            head.learn_many(g, h, targets)
+            if method == "lc":
+                result.label_shift += float(np.abs(targets.labels - y).sum())
         state.last_offset = max(offsets[i] for i in idx)
+        z = user_z(state.ctr.window_clicks, state.ctr.window_n, p_g)
+        state.drifting(abs(z) > band_z, fresh[idx[-1]].ts)
         states[uid] = state  # one write per user per batch (one changelog record in Faust)
-        result.drift[uid] = abs(p_u - p_g)
+        result.gaps[uid], result.z[uid] = p_u - p_g, z
     return result

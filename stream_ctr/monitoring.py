@@ -1,12 +1,14 @@
 """Prometheus metrics of the personalize worker and the trainer. No user id ever becomes a label.
 
-Distributions across users (the local-vs-global CTR drift) are exported as a histogram computed at scrape time
-from one number per user; per-arm quality is exported per ``arm`` and ``scope`` (``window`` | ``lifetime``).
+Distributions across users (the local-vs-global CTR gap, and the same gap in units of each user's sampling std)
+are exported as histograms computed at scrape time from one number per user; per-arm quality is exported per
+``arm`` and ``scope`` (``window`` | ``lifetime``); the drift detectors (:mod:`stream_ctr.drift`) per ``signal``.
 Each process owns a :class:`~prometheus_client.CollectorRegistry` (not the global one) so tests can build many.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -15,15 +17,47 @@ from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Pro
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from .active_users import ActiveUsers
+from .drift import DriftMonitor, DriftParams, signals
 from .events import DLQ_REASONS
 from .online_metrics import OnlineMetrics
 
-__all__ = ["DRIFT_BUCKETS", "TrainerMetrics", "WorkerMetrics"]
+__all__ = ["DRIFT_BUCKETS", "Z_BUCKETS", "TrainerMetrics", "WorkerMetrics"]
+
+log = logging.getLogger(__name__)
 
 disable_created_metrics()  # the *_created series only add noise to every counter and histogram
 
 #: Upper bounds of |p_u - p_g| buckets.
 DRIFT_BUCKETS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7)
+#: Upper bounds of |z| buckets (:func:`stream_ctr.drift.user_z`: the gap in the user's own sampling stds).
+Z_BUCKETS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 10.0)
+
+
+def _scrape_histogram(name: str, doc: str, values: np.ndarray, buckets) -> HistogramMetricFamily:
+    h = HistogramMetricFamily(name, doc)
+    h.add_metric([], [(str(b), int((values <= b).sum())) for b in buckets] + [("+Inf", len(values))],
+                 float(values.sum()))
+    return h
+
+
+class _LagGauge:
+    """``stream_ctr_consumer_lag_events{topic, group, partition}``: end offset minus the consumer's position, for
+    the partitions of the last reading only (a partition that moved away leaves the gauge)."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.gauge = Gauge("stream_ctr_consumer_lag_events", "Events on a topic not yet consumed (end offset - "
+                           "committed offset, per partition this process owns)", ["topic", "group", "partition"],
+                           registry=registry)
+        self._labels: set[tuple[str, str, str]] = set()
+
+    def read(self, topic: str, group: str, lags: dict[int, tuple[int, int]]) -> None:
+        """A reading ``{partition: (committed, end)}`` of ``group`` on ``topic``."""
+        labels = {(topic, group, str(p)) for p in lags}
+        for gone in {lab for lab in self._labels if lab[:2] == (topic, group)} - labels:
+            self.gauge.remove(*gone)
+        self._labels = {lab for lab in self._labels if lab[:2] != (topic, group)} | labels
+        for partition, (committed, end) in lags.items():
+            self.gauge.labels(topic, group, str(partition)).set(max(end - committed, 0))
 
 
 class _WorkerCollector:
@@ -33,16 +67,19 @@ class _WorkerCollector:
         self.owner = owner
 
     def collect(self):
-        drift = self.owner.active.drifts()
-        counts = [int((drift <= b).sum()) for b in DRIFT_BUCKETS]
-        h = HistogramMetricFamily("stream_ctr_user_ctr_drift",
-                                  "|local CTR - global CTR| across active users: a point-in-time distribution "
-                                  "rebuilt at every scrape (one sample per user), so rate() over it means nothing")
-        h.add_metric([], [(str(b), c) for b, c in zip(DRIFT_BUCKETS, counts)] + [("+Inf", len(drift))],
-                     float(drift.sum()))
-        yield h
+        owner = self.owner
+        drift, z = owner.active.drifts(), owner.active.zscores()
+        yield _scrape_histogram("stream_ctr_user_ctr_drift", "|local CTR - global CTR| across active users: a "
+                                "point-in-time distribution rebuilt at every scrape (one sample per user), so rate() "
+                                "over it means nothing", drift, DRIFT_BUCKETS)
+        yield _scrape_histogram("stream_ctr_user_drift_z", "|window CTR - global CTR| of active users in units of "
+                                "their own sampling std (point in time, like stream_ctr_user_ctr_drift)", z, Z_BUCKETS)
         yield GaugeMetricFamily("stream_ctr_users", "Users active on this worker within STREAM_CTR_USER_IDLE_S "
                                 "(at most STREAM_CTR_ACTIVE_USERS_MAX)", value=len(drift))
+        yield GaugeMetricFamily("stream_ctr_users_drifting", "Active users whose window CTR lies beyond "
+                                "STREAM_CTR_USER_DRIFT_Z sampling stds of the global CTR",
+                                value=int((z > owner.band_z).sum()))
+        yield from self._detectors(owner.drift.state(time.time()))
 
         gauc = GaugeMetricFamily("stream_ctr_arm_gauc", "Online gAUC per arm (test-then-train)",
                                  labels=["arm", "scope"])
@@ -57,6 +94,18 @@ class _WorkerCollector:
                 if not np.isnan(m["logloss"]):
                     loss.add_metric([arm, scope], m["logloss"])
         yield from (gauc, loss, rows)
+
+    @staticmethod
+    def _detectors(state: dict[str, dict]):
+        detected = GaugeMetricFamily("stream_ctr_drift_detected", "1 while a drift detector's signal is drifting "
+                                     "(an alarm within STREAM_CTR_DRIFT_HOLD_S), else 0", labels=["signal"])
+        since = GaugeMetricFamily("stream_ctr_drift_since_timestamp_seconds", "Unix time the signal's current "
+                                  "drifting episode began (only while drifting)", labels=["signal"])
+        for signal, s in state.items():
+            detected.add_metric([signal], float(s["drifting"]))
+            if s["drifting"]:
+                since.add_metric([signal], s["since"])
+        yield from (detected, since)
 
 
 class _ExperimentCollector:
@@ -98,7 +147,8 @@ class _ExperimentCollector:
 
 
 class WorkerMetrics:
-    def __init__(self, arms, window: int, idle_s: float = 3600.0, active_max: int = 250_000):
+    def __init__(self, arms, window: int, idle_s: float = 3600.0, active_max: int = 250_000,
+                 drift: DriftParams = DriftParams(), band_z: float = 3.0):
         self.registry = CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds
@@ -123,11 +173,17 @@ class WorkerMetrics:
             gauge.set(float("nan"))  # no model yet: 0 would read as a real CTR or version
         self.batch_seconds = Histogram("stream_ctr_batch_seconds", "Time to test-then-train one batch",
                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r)
-        self.lag = Gauge("stream_ctr_consumer_lag_events", "Events on ctr.events not yet committed by the group, per "
-                         "partition this worker owns (end offset - committed offset)", ["partition"], registry=r)
+        self.lag = _LagGauge(r)
         self.stalled = Gauge("stream_ctr_partitions_stalled", "Owned partitions with events waiting and no committed "
                              "progress for STREAM_CTR_STALL_AFTER_S", registry=r)
-        self._lag_partitions: set[int] = set()
+        self.label_shift = Counter("stream_ctr_label_shift", "Sum over learned events of |label-corrected target - "
+                                   "label| of the ft_lc arm (divided by applied events: the mean correction)",
+                                   registry=r)
+        self.drift, self.band_z = DriftMonitor(arms, drift), band_z
+        self.drift_alarms = Counter("stream_ctr_drift_alarms", "Alarms raised by the drift detectors, per signal",
+                                    ["signal"], registry=r)
+        for signal in signals(arms):
+            self.drift_alarms.labels(signal)
         self.online = OnlineMetrics(arms, window)
         self.active = ActiveUsers(idle_s, active_max)  # per-user |p_u - p_g|, exported only as a histogram
         empty = {"n": 0, "arms": {arm: dict.fromkeys(("gauc", "auc", "logloss", "calibration"), float("nan"))
@@ -167,7 +223,11 @@ class WorkerMetrics:
         ``partition_of`` maps the batch's users to their source partitions."""
         if result.applied:
             self.online.record(*result.arrays())
-        self.active.touch(result.drift, partition_of or {}, time.monotonic())
+            for signal in self.drift.observe_batch(result, time.time()):
+                self.drift_alarms.labels(signal).inc()
+                log.warning("drift detected on signal %s", signal)
+        self.active.touch(result.gaps, result.z, partition_of or {}, time.monotonic())
+        self.label_shift.inc(result.label_shift)
         self.events.labels("applied").inc(result.applied)
         self.events.labels("duplicate").inc(result.duplicates)
 
@@ -175,14 +235,10 @@ class WorkerMetrics:
         """After a rebalance: forget the users of partitions this worker no longer owns."""
         return self.active.keep_partitions(partitions)
 
-    def lag_read(self, lags: dict[int, tuple[int, int]], stalled: set[int]) -> None:
-        """A reading of the owned partitions' ``{partition: (committed, end)}`` and which of them are stalled;
-        partitions no longer owned leave the lag gauge."""
-        for partition in self._lag_partitions - set(lags):
-            self.lag.remove(str(partition))
-        self._lag_partitions = set(lags)
-        for partition, (committed, end) in lags.items():
-            self.lag.labels(str(partition)).set(max(end - committed, 0))
+    def lag_read(self, topic: str, group: str, lags: dict[int, tuple[int, int]], stalled: set[int]) -> None:
+        """A reading of the owned partitions' ``{partition: (committed, end)}`` of ``group`` on ``topic`` and which
+        of them are stalled; partitions no longer owned leave the lag gauge."""
+        self.lag.read(topic, group, lags)
         self.stalled.set(len(stalled))
 
     def dead_lettered(self, reason: str) -> None:
@@ -220,6 +276,7 @@ class TrainerMetrics:
                                        "topics, by kind (delta, full)", ["kind"], registry=r)
         for gauge in (self.loss, self.global_ctr, self.model_version, self.snapshot_bytes):
             gauge.set(float("nan"))
+        self.lag = _LagGauge(r)
         self.step_seconds = Histogram("stream_ctr_trainer_batch_seconds", "Time to train on one consumed batch",
                                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
 

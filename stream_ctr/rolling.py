@@ -55,6 +55,10 @@ class UserCTR:
         return [(self._bits >> i) & 1 for i in range(self._k - 1, -1, -1)]
 
     @property
+    def window_clicks(self) -> int:
+        return self._bits.bit_count()
+
+    @property
     def window_n(self) -> int:
         return self._k
 

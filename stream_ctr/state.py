@@ -3,13 +3,15 @@
 One record per user: rolling CTR counts, one head per fine-tuned arm, the last applied offset (so a
 redelivered event is not learned twice), the model version the heads are anchored to, and ``experiment_key``,
 which experiment (:meth:`stream_ctr.ab.assignment.Experiment.key`) already counted this user among its arm's
-users (so the sample-ratio check counts each user once, with no set of users in memory).
+users (so the sample-ratio check counts each user once, with no set of users in memory), and ``drift_since``,
+the event time at which the user's window CTR left the user's band around the global CTR (0 while inside it;
+:mod:`stream_ctr.drift`).
 
 >>> s = UserState.new(window=10, rep_dim=4, arms=("ft", "ft_lc"))
 >>> s.ctr.update(1); s.last_offset = 41
 >>> t = UserState.from_bytes(s.to_bytes())
 >>> (t.ctr.n, t.last_offset, sorted(t.heads), len(s.to_bytes()))
-(1, 41, ['ft', 'ft_lc'], 95)
+(1, 41, ['ft', 'ft_lc'], 103)
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from .rolling import UserCTR
 
 __all__ = ["UserState"]
 
-_MAGIC = b"U2"
-_HEADER = struct.Struct("<2sqqIHBI")  # magic, last_offset, anchor_version, reanchors, window, n_heads, experiment
+_MAGIC = b"U3"
+# magic, last_offset, anchor_version, reanchors, window, n_heads, experiment, drift_since
+_HEADER = struct.Struct("<2sqqIHBId")
+_HEADER_U2 = struct.Struct("<2sqqIHBI")  # before drift_since: read as 0 (not drifting)
 _HEADER_U1 = struct.Struct("<2sqqIHB")  # before experiment_key: read as experiment_key 0
 
 
@@ -36,6 +40,7 @@ class UserState:
     anchor_version: int = -1
     reanchors: int = 0
     experiment_key: int = 0
+    drift_since: float = 0.0
 
     @classmethod
     def new(cls, window: int, rep_dim: int, arms: tuple[str, ...]) -> "UserState":
@@ -57,6 +62,14 @@ class UserState:
             self.reanchors += 1
         self.anchor_version = version
 
+    def drifting(self, outside: bool, ts: float) -> None:
+        """The user's window CTR is ``outside`` its band after the event at ``ts``: an episode starts (or goes on)
+        or ends."""
+        if not outside:
+            self.drift_since = 0.0
+        elif not self.drift_since:
+            self.drift_since = ts or 1e-9  # an event at ts 0 still starts an episode
+
     def summary(self) -> dict:
         """What an operator sees at ``GET /v1/users/{user_id}``."""
         return {
@@ -68,6 +81,8 @@ class UserState:
             "last_applied_offset": self.last_offset,
             "model_version": self.anchor_version,
             "reanchors": self.reanchors,
+            "drifting": bool(self.drift_since),
+            "drifting_since": self.drift_since or None,
             "head_norm": {arm: head.norm for arm, head in self.heads.items()},
             "state_bytes": len(self.to_bytes()),
         }
@@ -75,7 +90,7 @@ class UserState:
     def to_bytes(self) -> bytes:
         parts = [
             _HEADER.pack(_MAGIC, self.last_offset, self.anchor_version, self.reanchors, self.window, len(self.heads),
-                         self.experiment_key)
+                         self.experiment_key, self.drift_since)
         ]
         for arm, head in self.heads.items():
             name = arm.encode()
@@ -86,14 +101,12 @@ class UserState:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "UserState":
-        if data[:2] == b"U1":
-            (_, last_offset, anchor, reanchors, window, n_heads), exp = _HEADER_U1.unpack_from(data), 0
-            off = _HEADER_U1.size
-        elif data[:2] == _MAGIC:
-            _, last_offset, anchor, reanchors, window, n_heads, exp = _HEADER.unpack_from(data)
-            off = _HEADER.size
-        else:
+        header = {b"U1": _HEADER_U1, b"U2": _HEADER_U2, _MAGIC: _HEADER}.get(data[:2])
+        if header is None:
             raise ValueError(f"not a UserState record (magic {data[:2]!r})")
+        # Older headers end early: their missing trailing fields (experiment_key, drift_since) read as 0.
+        _, last_offset, anchor, reanchors, window, n_heads, exp, since = (*header.unpack_from(data), 0, 0.0)[:8]
+        off = header.size
         heads = {}
         for _ in range(n_heads):
             k = data[off]
@@ -103,4 +116,4 @@ class UserState:
             heads[arm] = head
         (k,) = struct.unpack_from("<H", data, off)
         ctr = UserCTR.from_bytes(data[off + 2: off + 2 + k], window)
-        return cls(ctr, heads, window, last_offset, anchor, reanchors, exp)
+        return cls(ctr, heads, window, last_offset, anchor, reanchors, exp, since)

@@ -1,14 +1,27 @@
 """The compose stack (``docker/compose.yml``) as a user would start it: no Docker engine here, so its structure is
-checked instead. Every stream-ctr service's environment must be settings a worker accepts, and the brokers must
-be able to keep the durability those settings ask for."""
+checked instead. Docker Compose itself renders the file (``make compose`` builds the binary), and the rendered
+stack must have its healthchecks, restart policies, volumes and Alertmanager. Every stream-ctr service's
+environment must be settings a worker accepts, and the brokers must be able to keep the durability those settings
+ask for."""
 
+import json
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
+from stream_ctr.broker.kafka import cache_root
 from stream_ctr.config import Settings
 
-COMPOSE = Path(__file__).resolve().parents[1] / "docker" / "compose.yml"
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker" / "compose.yml"
+#: The Docker Compose release ``make compose`` builds (its Makefile pin) into the stream-ctr cache.
+COMPOSE_VERSION = re.search(r"^COMPOSE_VERSION\s*:=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+#: Services that run until stopped (the others do one job and exit).
+LONG_RUNNING = {"kafka-1", "kafka-2", "kafka-3", "worker", "trainer", "prometheus", "alertmanager", "grafana"}
 
 
 def _services() -> dict:
@@ -35,3 +48,58 @@ def test_brokers_can_hold_the_replication_the_topics_ask_for():
         assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092"
         assert len(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == len(brokers)
     assert settings.kafka_bootstrap.count(",") == len(brokers) - 1
+
+
+# --- Docker Compose renders the file ------------------------------------------------------------------------------
+
+
+def _compose_command() -> list[str]:
+    """The binary ``make compose`` built, else a ``docker compose`` (v2) plugin already installed."""
+    built = cache_root() / f"compose-{COMPOSE_VERSION}" / "docker-compose"
+    if built.exists():
+        return [str(built)]
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    pytest.skip(f"no docker compose v2: `make compose` builds {built}")
+
+
+def _compose(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*_compose_command(), "-f", str(COMPOSE), *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_docker_compose_config_is_valid():
+    out = _compose("config", "--quiet")
+    assert out.returncode == 0, out.stderr
+
+
+def test_rendered_stack_has_healthchecks_restarts_volumes_and_alertmanager():
+    out = _compose("config", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    stack = json.loads(out.stdout)
+    services = stack["services"]
+    for name, port in (("worker", 6066), ("trainer", 6067)):
+        check = services[name]["healthcheck"]
+        assert f"http://localhost:{port}/healthz" in " ".join(check["test"]), (name, check)
+        assert check["test"][0] == "CMD" and check["test"][1] == "python", (name, check)  # the image has no curl
+    for name in ("worker", "trainer"):  # the replay starts once both hold a model
+        assert services["replay"]["depends_on"][name]["condition"] == "service_healthy"
+    assert {n for n, s in services.items() if s.get("restart") == "unless-stopped"} == LONG_RUNNING
+    assert all(services[n]["restart"] == "no" for n in set(services) - LONG_RUNNING)
+
+    am = services["alertmanager"]
+    assert am["image"].startswith("prom/alertmanager:")
+    assert {p["target"] for p in am["ports"]} == {9093}
+    assert any(v["target"] == "/etc/alertmanager/alertmanager.yml" and v["source"].endswith("docker/alertmanager.yml")
+               for v in am["volumes"])
+    assert "alertmanager" in services["prometheus"]["depends_on"]
+
+    # Every named volume is declared and used; each long-running service with state keeps it in one.
+    named = {v["source"]: name for name, s in services.items() for v in s.get("volumes", []) if v["type"] == "volume"}
+    assert set(named) == set(stack["volumes"])
+    assert {"worker", "prometheus", "alertmanager", "grafana", "kafka-1", "kafka-2", "kafka-3"} <= set(named.values())
+
+    home = services["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == "/var/lib/grafana/dashboards/pipeline.json"
+    assert (ROOT / "grafana" / "dashboards" / Path(home).name).exists()

@@ -1,12 +1,7 @@
 """Progressive (test-then-train) prediction quality of the service, beside plain online learners on the same events.
 
-The service's path runs in-process and deterministically: events in time order, in batches of ``batch_size``;
-each batch is scored by every arm with the model in use (:func:`~stream_ctr.learning.test_then_train`, the
-worker's own step, which then fine-tunes the heads), then the global trainer learns the batch
-(:class:`~stream_ctr.trainer.GlobalTrainer`), publishing a delta every ``snapshot_every`` samples (and a full
-snapshot every ``full_snapshot_every`` deltas), which the scorer applies from its bytes, as a worker does.
-That is the worker and the trainer of a deployment without the race between them, so a change can be judged by
-these numbers.
+The service's path runs in-process and deterministically (:mod:`stream_ctr.lockstep`: the worker's step and the
+trainer's deltas without the race between them), so a change can be judged by these numbers.
 
 The reference row scores each event by its user's past click rate, no model at all. The baselines are River
 ``LogisticRegression`` (SGD, step 0.05) over one-hot features: item id and every event
@@ -24,11 +19,9 @@ from ..arms import ARMS
 from ..config import Settings
 from ..correction import shrunk_ctr
 from ..data import load_dataset
-from ..delta import Delta
 from ..heads import HeadParams
-from ..learning import test_then_train
+from ..lockstep import lockstep
 from ..metrics import auc, calibration, gauc, logloss
-from ..trainer import GlobalTrainer
 
 __all__ = ["run_quality_bench"]
 
@@ -81,32 +74,17 @@ def _quality(users: np.ndarray, labels: np.ndarray, preds: np.ndarray) -> dict:
 
 
 def _service_progressive(settings: Settings, events) -> tuple[dict[str, np.ndarray], int]:
-    """Every arm's probability for every event, scored before the worker and the trainer learn it, and the bytes
-    the trainer published to the model topics (deltas and full snapshots) on the way."""
-    trainer = GlobalTrainer(settings)
-    model = trainer.snapshot().build()
-    states: dict = {}
-    params = HeadParams.from_settings(settings)
+    """Every arm's probability for every event, scored before the worker and the trainer learn it
+    (:func:`~stream_ctr.lockstep.lockstep`), and the bytes the trainer published to the model topics."""
     preds: dict[str, list[np.ndarray]] = {arm: [] for arm in ARMS}
     published = 0
-    step = settings.batch_size
-    for lo in range(0, len(events), step):
-        batch = events[lo: lo + step]
-        result = test_then_train([(e, lo + i) for i, e in enumerate(batch)], model, states, params)
-        order = {id(e): i for i, e in enumerate(result.events)}  # the step groups a batch by user
-        _, _, arm_preds = result.arrays()
-        back = np.array([order[id(e)] for e in batch])
+    for step in lockstep(settings, events):
+        order = {id(e): i for i, e in enumerate(step.result.events)}  # the step groups a batch by user
+        _, _, arm_preds = step.result.arrays()
+        back = np.array([order[id(e)] for e in step.batch])
         for arm in ARMS:
             preds[arm].append(arm_preds[arm][back])
-        for chunk in range(0, len(batch), settings.snapshot_every):  # the trainer publishes as it learns
-            trainer.learn_many(batch[chunk: chunk + settings.snapshot_every])
-            delta = trainer.maybe_delta()
-            if delta is not None:
-                data = delta.to_bytes()
-                published += len(data)
-                model = model.advanced(Delta.from_bytes(data))
-                if trainer.full_due:  # written to ctr.model and to the chain, as the trainer does
-                    published += 2 * len(trainer.snapshot().to_bytes())
+        published += step.published
     return {arm: np.concatenate(p) for arm, p in preds.items()}, published
 
 

@@ -7,6 +7,11 @@ Each user has a preference vector ``u`` and a prior logit ``b``; each item a vec
 ``drift`` is the spread (std) of the prior logits: 0 gives every user the same CTR, 2 gives heavy clickers
 near 0.8 and browsers near 0.05, the regime where naive fine-tuning learns the prior instead of the taste.
 
+An injected :class:`Change` (for the drift detectors' tests) moves the world at a point of the stream's time:
+``jump`` adds ``size`` to every prior logit from fraction ``at`` of the time span on, ``ramp`` adds it linearly
+over the next ``over`` of the span, and ``flip`` reverses the taste vector of a ``size`` share of the users.
+Without one, a seed gives the same events as it always has.
+
 The latent world is a :class:`SyntheticWorld`, so that it can be asked directly: :func:`generate_synthetic`
 draws a fixed log from it (``true_prob`` keeps each event's true click probability, so tests can assert what is
 better), and the closed-loop simulation (:mod:`stream_ctr.simulate`) lets its users click on what a ranking
@@ -32,7 +37,42 @@ import numpy as np
 
 from ..events import Event
 
-__all__ = ["SyntheticConfig", "SyntheticData", "SyntheticWorld", "generate_synthetic"]
+__all__ = ["Change", "SyntheticConfig", "SyntheticData", "SyntheticWorld", "generate_synthetic"]
+
+
+SPAN_S = 86400 * 30  # the log's time span: events fall uniformly over 30 days
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change of the world at fraction ``at`` of the time span (see the module doc)."""
+
+    kind: str          # "jump" | "ramp" | "flip"
+    at: float = 0.5
+    size: float = 1.0  # logit shift (jump, ramp) or share of users (flip)
+    over: float = 0.2  # ramp length, as a fraction of the span
+    seed: int = 1
+
+    def __post_init__(self):
+        if self.kind not in ("jump", "ramp", "flip"):
+            raise ValueError(f"unknown change {self.kind!r}; choose jump, ramp or flip")
+
+    @property
+    def start_ts(self) -> float:
+        return self.at * SPAN_S
+
+    def logit_shift(self, ts: np.ndarray) -> np.ndarray:
+        """What ``jump`` and ``ramp`` add to every prior logit at times ``ts``."""
+        if self.kind == "jump":
+            return np.where(ts >= self.start_ts, self.size, 0.0)
+        if self.kind == "ramp":
+            return self.size * np.clip((ts - self.start_ts) / (self.over * SPAN_S), 0.0, 1.0)
+        return np.zeros_like(ts)
+
+    def flipped(self, users: int) -> np.ndarray:
+        """Which users' taste reverses (``flip``): a boolean mask, from the change's own random stream."""
+        share = self.size if self.kind == "flip" else 0.0
+        return np.random.default_rng(self.seed).random(users) < share
 
 
 @dataclass(frozen=True)
@@ -46,6 +86,7 @@ class SyntheticConfig:
     taste: float = 1.5
     base_ctr: float = 0.3
     seed: int = 0
+    change: Change | None = None
 
 
 @dataclass
@@ -86,10 +127,12 @@ class SyntheticWorld:
     def item_ids(self) -> tuple[str, ...]:
         return tuple(f"i{n}" for n in range(len(self.v)))
 
-    def prob(self, user_index: int, item_indices) -> np.ndarray:
-        """True click probabilities of one user for the given items (any integer sequence or array)."""
+    def prob(self, user_index: int, item_indices, shift=0.0, flip: bool = False) -> np.ndarray:
+        """True click probabilities of one user for the given items (any integer sequence or array), with
+        ``shift`` added to the prior logit and, with ``flip``, the user's taste reversed."""
         items = np.asarray(item_indices, dtype=np.int64)
-        return 1 / (1 + np.exp(-(self.b[user_index] + self.taste * self.v[items] @ self.u[user_index])))
+        taste = -self.taste if flip else self.taste
+        return 1 / (1 + np.exp(-(self.b[user_index] + shift + taste * self.v[items] @ self.u[user_index])))
 
     def features(self, user_index: int, item_index: int) -> dict[str, str]:
         """The features an event of this user on this item carries (what the models see)."""
@@ -100,11 +143,16 @@ def generate_synthetic(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticDat
     rng = np.random.default_rng(cfg.seed)
     world = SyntheticWorld.from_config(cfg, rng)
     rows = []
+    flipped = cfg.change.flipped(cfg.users) if cfg.change else np.zeros(cfg.users, bool)
     for user in range(cfg.users):
         items = rng.choice(cfg.items, size=cfg.events_per_user, replace=False)
+        draws = rng.random(cfg.events_per_user)
+        ts = np.sort(rng.uniform(0, SPAN_S, size=cfg.events_per_user))
         p = world.prob(user, items)
-        clicks = rng.random(cfg.events_per_user) < p
-        ts = np.sort(rng.uniform(0, 86400 * 30, size=cfg.events_per_user))
+        if cfg.change is not None:
+            flip = (ts >= cfg.change.start_ts) & flipped[user]
+            p = np.where(flip, world.prob(user, items, flip=True), world.prob(user, items, cfg.change.logit_shift(ts)))
+        clicks = draws < p
         rows += [(t, user, int(i), int(c), float(q)) for t, i, c, q in zip(ts, items, clicks, p)]
     rows.sort()
     events, probs, prior = [], [], {}

@@ -81,6 +81,7 @@ def test_replay_through_real_worker_counts_exactly_and_dead_letters(settings_fac
         assert 'stream_ctr_arm_gauc{arm="ft_lc",scope="lifetime"}' in text
         assert not any(f'"{e.user_id}"' in text for e in first)  # never a user id in a label
         assert "process_resident_memory_bytes" in text and "process_open_fds" in text  # operators' basics
+        assert 'stream_ctr_drift_detected{signal="logloss_ft_lc"}' in text and "stream_ctr_users_drifting " in text
 
         # Restart the worker: state comes back from the changelog, nothing is counted twice.
         stack.procs.pop("worker").terminate()
@@ -95,11 +96,18 @@ def test_replay_through_real_worker_counts_exactly_and_dead_letters(settings_fac
             if got == dict(n):
                 break
             time.sleep(1)
+        since = {}
         for uid in n:
             status, body = get_json(f"{stack.worker_url}/v1/users/{uid}")
             assert status == 200
             assert (body["events"], body["clicks"]) == (n[uid], clicks[uid]), uid
             assert body["last_applied_offset"] >= 0 and body["head_norm"]["ft_lc"] > 0
+            assert body["drifting"] == (body["drifting_since"] is not None), body
+            since[uid] = body["drifting_since"]
+        # Users whose click rate sits far from the global one say so, and since which event time.
+        stamps = {e.ts for e in events}
+        assert 0 < sum(s is not None for s in since.values()) < len(since)
+        assert all(s in stamps for s in since.values() if s is not None)
 
         status, body = get_json(f"{stack.worker_url}/v1/users/nobody-here")
         assert status == 404 and "unknown user" in body["error"]

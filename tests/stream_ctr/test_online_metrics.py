@@ -64,13 +64,14 @@ def test_worker_metrics_forget_users_a_rebalance_moves_away():
     from stream_ctr.monitoring import WorkerMetrics
 
     m = WorkerMetrics(ARMS, window=100)
-    result = BatchResult(drift={"a": 0.1, "b": 0.3, "c": 0.05})
+    result = BatchResult(gaps={"a": 0.1, "b": -0.3, "c": 0.05}, z={"a": 1.0, "b": -4.0, "c": 0.5})
     m.observe(result, {"a": 0, "b": 1, "c": 2})
     assert m.keep_partitions({0, 2}) == 1
     assert sorted(m.active) == ["a", "c"]
     text = m.render().decode()
     assert "stream_ctr_users 2.0" in text
     assert 'stream_ctr_user_ctr_drift_count 2.0' in text
+    assert "stream_ctr_users_drifting 0.0" in text  # b, the one beyond 3 stds, moved away
 
 
 def test_worker_metrics_hold_a_bounded_working_set_of_users():
@@ -79,6 +80,7 @@ def test_worker_metrics_hold_a_bounded_working_set_of_users():
 
     m = WorkerMetrics(ARMS, window=100, idle_s=3600, active_max=1000)
     for lo in range(0, 50_000, 500):  # 50,000 distinct users, 1,000 at most are kept
-        m.observe(BatchResult(drift={f"u{i}": 0.1 for i in range(lo, lo + 500)}), {})
+        users = [f"u{i}" for i in range(lo, lo + 500)]
+        m.observe(BatchResult(gaps=dict.fromkeys(users, 0.1), z=dict.fromkeys(users, 1.0)), {})
     assert len(m.active) == 1000 and sorted(m.active)[:2] == ["u49000", "u49001"]
     assert "stream_ctr_users 1000.0" in m.render().decode()
