@@ -31,6 +31,7 @@ from . import views
 from .app import USER_STATE_CODEC, create_app, raw_topic
 from .batch import PersonalizeStep
 from .dead_letters import DeadLetters
+from .sensors import TimingSensor
 from .serving import ScoringView
 from .snapshots import SnapshotFollower
 
@@ -62,9 +63,8 @@ class PersonalizeWorker:
         self.app = create_app(settings, "personalize", settings.web_port)
         self.events = raw_topic(self.app, topics.events(settings), partitions=settings.events_partitions)
         self.table = _users_table(self.app, settings)
-        drift = DriftParams.from_settings(settings)
         self.metrics = WorkerMetrics(ARMS, settings.metrics_window, settings.user_idle_s, settings.active_users_max,
-                                     drift, drift.user_z)
+                                     DriftParams.from_settings(settings))
         self.follower = SnapshotFollower(settings.kafka_bootstrap, (topics.model(settings).name,
                                          topics.model_updates(settings).name), self.metrics,
                                          window=2 * settings.full_snapshot_every + 2)
@@ -73,6 +73,7 @@ class PersonalizeWorker:
         self.pending = PendingExposures(settings.pending_exposures, settings.attribution_window_s)
         self.results = ArmResults(self.experiment, settings.metrics_window)
         self.metrics.track_experiment(self.results)
+        self.app.sensors.add(TimingSensor(self.metrics))
         self.exposures = raw_topic(self.app, topics.exposures(settings))
         self.step = PersonalizeStep(self.table if users is None else users, self.follower.holder, self.metrics,
                                     self.dead_letters, HeadParams.from_settings(settings), self.experiment,
@@ -157,7 +158,7 @@ class PersonalizeWorker:
             "window": m.summary("window"),
             "lifetime": m.summary("lifetime"),
             "detectors": m.drift.state(time.time()),
-            "users_drifting": int((m.active.zscores() > m.band_z).sum()),
+            "users_drifting": m.users_drifting(),
             "drift": {
                 "buckets": list(DRIFT_BUCKETS),
                 "counts": np.histogram(drift, bins=[0.0, *DRIFT_BUCKETS, np.inf])[0].tolist(),

@@ -77,7 +77,7 @@ def _detector_lines(detectors: dict, meta: dict) -> list[str]:
     lines = ["## Drift detectors (river ADWIN on the click rate, Page-Hinkley on each arm's logloss)", "",
              "| signal | alarms | first alarm (s after the first event) | drifting at the end |", "|---|---|---|---|"]
     for signal, s in detectors.items():
-        first = min((t for t in s["alarm_times"] if t >= meta.get("start", 0)), default=None)
+        first = s["first_alarm"]
         when = "-" if first is None else f"{first - meta.get('start', 0):.0f}"
         lines.append(f"| {signal} | {s['alarms']} | {when} | {'yes' if s['drifting'] else 'no'} |")
     if meta.get("timeline"):

@@ -68,6 +68,7 @@ class DriftParams:
 
     @classmethod
     def from_settings(cls, settings) -> "DriftParams":
+        """The knobs operators tune; ``ph_delta`` and ``warmup_blocks`` keep their defaults."""
         s = settings
         return cls(block=s.drift_block, adwin_delta=s.drift_adwin_delta, loss_threshold=s.drift_loss_threshold,
                    hold_s=s.drift_hold_s, user_z=s.user_drift_z)
@@ -80,6 +81,7 @@ class _Signal:
     total: float = 0.0
     count: int = 0
     alarms: int = 0
+    first_alarm: float | None = None
     since: float | None = None      # when the current drifting episode began
     last_alarm: float = -math.inf
     history: list = field(default_factory=list)  # the last DriftMonitor.HISTORY alarm times, for the report
@@ -129,31 +131,39 @@ class DriftMonitor:
         fired = []
         for name, values in inputs.items():
             sig = self._signals[name]
-            if sig.feed(np.asarray(values, dtype=float), self.params.block):
-                self._alarm(sig, now)
-                fired.append(name)
+            values = np.asarray(values, dtype=float)
+            raised = sig.feed(values[np.isfinite(values)], self.params.block)  # a NaN would poison the sums
+            if raised:
+                self._alarm(sig, raised, now)
+                fired.extend([name] * raised)
         return fired
+
+    def observe_predictions(self, labels: np.ndarray, preds: dict[str, np.ndarray], now: float) -> list[str]:
+        """:meth:`observe` labels and each arm's predicted probabilities."""
+        return self.observe(labels, {arm: _logloss(labels, preds[arm]) for arm in self.arms}, now)
 
     def observe_batch(self, result, now: float) -> list[str]:
         """:meth:`observe` a :class:`~stream_ctr.learning.BatchResult` (its applied events)."""
         if not result.applied:
             return []
         _, labels, preds = result.arrays()
-        return self.observe(labels, {arm: _logloss(labels, preds[arm]) for arm in self.arms}, now)
+        return self.observe_predictions(labels, preds, now)
 
-    def _alarm(self, sig: _Signal, now: float) -> None:
-        sig.alarms += 1
+    def _alarm(self, sig: _Signal, raised: int, now: float) -> None:
+        sig.alarms += raised
+        if sig.first_alarm is None:
+            sig.first_alarm = now
         if sig.since is None or now - sig.last_alarm > self.params.hold_s:
             sig.since = now
         sig.last_alarm = now
         sig.history = [*sig.history[-(self.HISTORY - 1):], now]
 
     def state(self, now: float) -> dict[str, dict]:
-        """Per signal: ``alarms`` so far, whether it is ``drifting`` at ``now`` and ``since`` when (else None),
-        and the last alarm times."""
+        """Per signal: ``alarms`` so far, the ``first_alarm`` time, whether it is ``drifting`` at ``now`` and
+        ``since`` when (else None), and the last alarm times."""
         out = {}
         for name, sig in self._signals.items():
             drifting = now - sig.last_alarm <= self.params.hold_s
-            out[name] = {"alarms": sig.alarms, "drifting": drifting, "since": sig.since if drifting else None,
+            out[name] = {"alarms": sig.alarms, "first_alarm": sig.first_alarm, "drifting": drifting, "since": sig.since if drifting else None,
                          "alarm_times": list(sig.history)}
         return out

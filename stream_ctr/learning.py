@@ -21,7 +21,7 @@ import numpy as np
 
 from .arms import ARMS, FINE_TUNED
 from .correction import correct
-from .drift import user_z
+from .drift import DriftParams, user_z
 from .events import Event
 from .heads import HeadParams, sigmoid
 from .snapshot import LoadedModel
@@ -59,7 +59,7 @@ def test_then_train(
     model: LoadedModel,
     states: MutableMapping[str, UserState],
     params: HeadParams,
-    band_z: float = 3.0,
+    band_z: float = DriftParams.user_z,
 ) -> BatchResult:
     """Score then learn on ``records`` (``(event, offset)`` pairs in offset order per user). A user whose window
     CTR lies more than ``band_z`` sampling stds from ``p_g`` is drifting (``UserState.drift_since``)."""
@@ -98,20 +98,28 @@ def test_then_train(
         for arm in FINE_TUNED:
             result.preds[arm].append(state.heads[arm].predict_proba_many(g, h))
 
-        # Train: rolling CTR first, so p_u reflects the samples being fine-tuned on.
-        for label in y:
-            state.ctr.update(int(label))
-        p_u = state.ctr.estimate(p_g, params.shrinkage)
-        for arm, method in FINE_TUNED.items():
-            head = state.heads[arm]
-            head.lr, head.l2, head.steps = params.lr, params.l2, params.steps
-            targets = correct(y, p_u, p_g, method)
-            head.learn_many(g, h, targets)
-            if method == "lc":
-                result.label_shift += float(np.abs(targets.labels - y).sum())
+        p_u, result.label_shift = _learn(state, g, h, y, p_g, params, result.label_shift)
         state.last_offset = max(offsets[i] for i in idx)
         z = user_z(state.ctr.window_clicks, state.ctr.window_n, p_g)
         state.drifting(abs(z) > band_z, fresh[idx[-1]].ts)
         states[uid] = state  # one write per user per batch (one changelog record in Faust)
         result.gaps[uid], result.z[uid] = p_u - p_g, z
     return result
+
+
+def _learn(state: UserState, g: np.ndarray, h: np.ndarray, y: np.ndarray, p_g: float, params: HeadParams,
+           label_shift: float) -> tuple[float, float]:
+    """Train one user on labels ``y``: rolling CTR first, so ``p_u`` reflects the samples being fine-tuned on,
+    then a step of each fine-tuned head on its (corrected) targets. Returns ``p_u`` and ``label_shift`` plus the
+    label-corrected arm's sum of |target - label|."""
+    for label in y:
+        state.ctr.update(int(label))
+    p_u = state.ctr.estimate(p_g, params.shrinkage)
+    for arm, method in FINE_TUNED.items():
+        head = state.heads[arm]
+        head.lr, head.l2, head.steps = params.lr, params.l2, params.steps
+        targets = correct(y, p_u, p_g, method)
+        head.learn_many(g, h, targets)
+        if method == "lc":
+            label_shift += float(np.abs(targets.labels - y).sum())
+    return p_u, label_shift

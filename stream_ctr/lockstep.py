@@ -15,6 +15,7 @@ from typing import Iterator, Sequence
 
 from .config import Settings
 from .delta import Delta
+from .drift import DriftParams
 from .events import Event
 from .heads import HeadParams
 from .learning import BatchResult, test_then_train
@@ -30,7 +31,7 @@ class Step:
     published: int          # bytes the trainer wrote to the model topics while learning it
 
 
-def lockstep(settings: Settings, events: Sequence[Event], band_z: float = 3.0) -> Iterator[Step]:
+def lockstep(settings: Settings, events: Sequence[Event], band_z: float = DriftParams.user_z) -> Iterator[Step]:
     """One :class:`Step` per batch of ``events``."""
     trainer = GlobalTrainer(settings)
     model = trainer.snapshot().build()

@@ -1,7 +1,7 @@
 """Prometheus metrics of the personalize worker and the trainer. No user id ever becomes a label.
 
-Distributions across users (the local-vs-global CTR gap, and the same gap in units of each user's sampling std)
-are exported as histograms computed at scrape time from one number per user; per-arm quality is exported per
+Distributions across users (the local-vs-global CTR gap |p_u - p_g|, and each user's window CTR against p_g in
+units of its binomial std, :func:`~stream_ctr.drift.user_z`) are exported as histograms computed at scrape time from one number per user; per-arm quality is exported per
 ``arm`` and ``scope`` (``window`` | ``lifetime``); the drift detectors (:mod:`stream_ctr.drift`) per ``signal``.
 Each process owns a :class:`~prometheus_client.CollectorRegistry` (not the global one) so tests can build many.
 """
@@ -72,13 +72,14 @@ class _WorkerCollector:
         yield _scrape_histogram("stream_ctr_user_ctr_drift", "|local CTR - global CTR| across active users: a "
                                 "point-in-time distribution rebuilt at every scrape (one sample per user), so rate() "
                                 "over it means nothing", drift, DRIFT_BUCKETS)
-        yield _scrape_histogram("stream_ctr_user_drift_z", "|window CTR - global CTR| of active users in units of "
-                                "their own sampling std (point in time, like stream_ctr_user_ctr_drift)", z, Z_BUCKETS)
+        yield _scrape_histogram("stream_ctr_user_drift_z", "|window CTR - global CTR| / sqrt(p_g (1 - p_g) / n) "
+                                "of active users, n their window events (point in time, like "
+                                "stream_ctr_user_ctr_drift)", z, Z_BUCKETS)
         yield GaugeMetricFamily("stream_ctr_users", "Users active on this worker within STREAM_CTR_USER_IDLE_S "
                                 "(at most STREAM_CTR_ACTIVE_USERS_MAX)", value=len(drift))
         yield GaugeMetricFamily("stream_ctr_users_drifting", "Active users whose window CTR lies beyond "
                                 "STREAM_CTR_USER_DRIFT_Z sampling stds of the global CTR",
-                                value=int((z > owner.band_z).sum()))
+                                value=owner.users_drifting())
         yield from self._detectors(owner.drift.state(time.time()))
 
         gauc = GaugeMetricFamily("stream_ctr_arm_gauc", "Online gAUC per arm (test-then-train)",
@@ -148,7 +149,7 @@ class _ExperimentCollector:
 
 class WorkerMetrics:
     def __init__(self, arms, window: int, idle_s: float = 3600.0, active_max: int = 250_000,
-                 drift: DriftParams = DriftParams(), band_z: float = 3.0):
+                 drift: DriftParams = DriftParams()):
         self.registry = CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds
@@ -173,19 +174,25 @@ class WorkerMetrics:
             gauge.set(float("nan"))  # no model yet: 0 would read as a real CTR or version
         self.batch_seconds = Histogram("stream_ctr_batch_seconds", "Time to test-then-train one batch",
                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r)
+        self.commit_seconds = Histogram("stream_ctr_commit_seconds", "Time Faust takes to commit the consumer's "
+                                        "offsets (after the changelog writes they cover are durable)",
+                                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5), registry=r)
+        self.rebalance_seconds = Histogram("stream_ctr_rebalance_seconds", "Consumer-group rebalances of this "
+                                           "worker, from start to table recovery done",
+                                           buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=r)
         self.lag = _LagGauge(r)
         self.stalled = Gauge("stream_ctr_partitions_stalled", "Owned partitions with events waiting and no committed "
                              "progress for STREAM_CTR_STALL_AFTER_S", registry=r)
         self.label_shift = Counter("stream_ctr_label_shift", "Sum over learned events of |label-corrected target - "
                                    "label| of the ft_lc arm (divided by applied events: the mean correction)",
                                    registry=r)
-        self.drift, self.band_z = DriftMonitor(arms, drift), band_z
+        self.drift, self.band_z = DriftMonitor(arms, drift), drift.user_z
         self.drift_alarms = Counter("stream_ctr_drift_alarms", "Alarms raised by the drift detectors, per signal",
                                     ["signal"], registry=r)
         for signal in signals(arms):
             self.drift_alarms.labels(signal)
         self.online = OnlineMetrics(arms, window)
-        self.active = ActiveUsers(idle_s, active_max)  # per-user |p_u - p_g|, exported only as a histogram
+        self.active = ActiveUsers(idle_s, active_max)  # per-user |p_u - p_g| and |z|: histograms and a count
         empty = {"n": 0, "arms": {arm: dict.fromkeys(("gauc", "auc", "logloss", "calibration"), float("nan"))
                                   for arm in self.online.arms}}
         self._summaries: dict[str, dict] = {"window": empty, "lifetime": {**empty, "lifetime_truncated": 0}}
@@ -222,14 +229,19 @@ class WorkerMetrics:
         """Account for one :class:`~stream_ctr.learning.BatchResult` (predictions, drift, outcome counts);
         ``partition_of`` maps the batch's users to their source partitions."""
         if result.applied:
-            self.online.record(*result.arrays())
-            for signal in self.drift.observe_batch(result, time.time()):
+            users, labels, preds = result.arrays()
+            self.online.record(users, labels, preds)
+            for signal in self.drift.observe_predictions(labels, preds, time.time()):
                 self.drift_alarms.labels(signal).inc()
                 log.warning("drift detected on signal %s", signal)
         self.active.touch(result.gaps, result.z, partition_of or {}, time.monotonic())
         self.label_shift.inc(result.label_shift)
         self.events.labels("applied").inc(result.applied)
         self.events.labels("duplicate").inc(result.duplicates)
+
+    def users_drifting(self) -> int:
+        """Active users beyond their band (|z| > ``band_z``)."""
+        return int((self.active.zscores() > self.band_z).sum())
 
     def keep_partitions(self, partitions: set[int]) -> int:
         """After a rebalance: forget the users of partitions this worker no longer owns."""

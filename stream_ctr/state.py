@@ -104,8 +104,11 @@ class UserState:
         header = {b"U1": _HEADER_U1, b"U2": _HEADER_U2, _MAGIC: _HEADER}.get(data[:2])
         if header is None:
             raise ValueError(f"not a UserState record (magic {data[:2]!r})")
-        # Older headers end early: their missing trailing fields (experiment_key, drift_since) read as 0.
-        _, last_offset, anchor, reanchors, window, n_heads, exp, since = (*header.unpack_from(data), 0, 0.0)[:8]
+        fields = header.unpack_from(data)
+        _, last_offset, anchor, reanchors, window, n_heads = fields[:6]
+        # Older headers end early: their missing trailing fields read as "none yet".
+        exp = fields[6] if len(fields) > 6 else 0
+        since = fields[7] if len(fields) > 7 else 0.0
         off = header.size
         heads = {}
         for _ in range(n_heads):

@@ -331,7 +331,7 @@ tests:
         values: '0+100x40'
       - series: 'stream_ctr_consumer_lag_events{job="stream-ctr-worker", instance="w2", topic="ctr.events", group="stream-ctr", partition="1"}'
         values: '50x40'
-      - series: 'stream_ctr_consumer_lag_events{job="stream-ctr-trainer", instance="t1", topic="ctr.events", group="", partition="0"}'
+      - series: 'stream_ctr_consumer_lag_events{job="stream-ctr-trainer", instance="t1", topic="ctr.events", group="trainer", partition="0"}'
         values: '50000-100x40'
       - series: 'stream_ctr_consumer_lag_events{job="stream-ctr-worker", instance="w3", topic="ctr.events", group="other", partition="0"}'
         values: '0+10x40'
@@ -346,10 +346,11 @@ tests:
             exp_annotations:
               summary: "stream-ctr-worker falls behind on ctr.events by 1.7 events/s"
               description: "stream-ctr-worker (group stream-ctr) has kept falling behind on ctr.events for over 10m and is over 1,000 events behind: it cannot keep up. Check batch latency and stalled partitions on the Pipeline dashboard; add workers (up to one per partition) or give the trainer more CPU."
-  # The trainer reads every partition without a consumer group (an empty group label): its lag grows too.
+  # The trainer reads every partition without a consumer group (its position is in its snapshots; group label
+  # "trainer"): its lag grows too.
   - interval: 1m
     input_series:
-      - series: 'stream_ctr_consumer_lag_events{job="stream-ctr-trainer", instance="t1", topic="ctr.events", group="", partition="3"}'
+      - series: 'stream_ctr_consumer_lag_events{job="stream-ctr-trainer", instance="t1", topic="ctr.events", group="trainer", partition="3"}'
         values: '2000+60x40'
     alert_rule_test:
       - eval_time: 5m
@@ -358,10 +359,10 @@ tests:
       - eval_time: 15m
         alertname: StreamCtrConsumerLagGrowing
         exp_alerts:
-          - exp_labels: {severity: warning, job: stream-ctr-trainer, topic: ctr.events}
+          - exp_labels: {severity: warning, job: stream-ctr-trainer, topic: ctr.events, group: trainer}
             exp_annotations:
               summary: "stream-ctr-trainer falls behind on ctr.events by 1.0 events/s"
-              description: "stream-ctr-trainer has kept falling behind on ctr.events for over 10m and is over 1,000 events behind: it cannot keep up. Check batch latency and stalled partitions on the Pipeline dashboard; add workers (up to one per partition) or give the trainer more CPU."
+              description: "stream-ctr-trainer (group trainer) has kept falling behind on ctr.events for over 10m and is over 1,000 events behind: it cannot keep up. Check batch latency and stalled partitions on the Pipeline dashboard; add workers (up to one per partition) or give the trainer more CPU."
 """
 
 

@@ -16,7 +16,7 @@ from stream_ctr.config import Settings
 from stream_ctr.data.synthetic import Change, SyntheticConfig, generate_synthetic
 from stream_ctr.drift import DriftMonitor, DriftParams, signals, user_z
 from stream_ctr.lockstep import lockstep
-from stream_ctr.state import UserState
+from stream_ctr.state import _HEADER, _HEADER_U1, _HEADER_U2, UserState
 
 WORLD = dict(users=1000, items=400, events_per_user=100, taste=3.0, seed=3)
 SETTINGS = Settings(features="category,segment", batch_size=256, snapshot_every=256)
@@ -108,11 +108,14 @@ def test_a_user_state_remembers_since_when_it_drifts():
     assert back.summary()["drifting_since"] is None and not back.summary()["drifting"]
 
 
-def test_an_older_state_record_reads_as_not_drifting():
+@pytest.mark.parametrize("magic, header", [(b"U2", _HEADER_U2), (b"U1", _HEADER_U1)])
+def test_an_older_state_record_reads_as_not_drifting(magic, header):
     state = UserState.new(window=10, rep_dim=2, arms=("ft",))
+    state.ctr.update(1)
     state.drifting(True, ts=5.0)
+    state.experiment_key = 7
     record = state.to_bytes()
-    u2_header, u3_header = 29, 37  # U3 appends drift_since (8 bytes) to the U2 header
-    older = b"U2" + record[2:u2_header] + record[u3_header:]
-    assert UserState.from_bytes(older).drift_since == 0.0
-    assert UserState.from_bytes(older).heads.keys() == state.heads.keys()
+    older = magic + record[2:header.size] + record[_HEADER.size:]  # the same fields, the older header's prefix
+    back = UserState.from_bytes(older)
+    assert back.drift_since == 0.0 and back.ctr.n == 1 and back.heads.keys() == state.heads.keys()
+    assert back.experiment_key == (7 if magic == b"U2" else 0)

@@ -66,6 +66,7 @@ def test_worker_metrics_forget_users_a_rebalance_moves_away():
     m = WorkerMetrics(ARMS, window=100)
     result = BatchResult(gaps={"a": 0.1, "b": -0.3, "c": 0.05}, z={"a": 1.0, "b": -4.0, "c": 0.5})
     m.observe(result, {"a": 0, "b": 1, "c": 2})
+    assert "stream_ctr_users_drifting 1.0" in m.render().decode()  # b: 4 sampling stds below p_g
     assert m.keep_partitions({0, 2}) == 1
     assert sorted(m.active) == ["a", "c"]
     text = m.render().decode()

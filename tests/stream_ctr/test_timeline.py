@@ -8,9 +8,11 @@ from stream_ctr.timeline import Timeline, plot_timeline
 def _stats(applied: int, alarm_times=()) -> dict:
     arms = {arm: {"gauc": 0.6 + 0.01 * i, "auc": 0.7, "logloss": 0.6, "calibration": 1.0}
             for i, arm in enumerate(ARMS)}
-    detectors = {"global_ctr": {"alarms": len(alarm_times), "drifting": bool(alarm_times),
+    detectors = {"global_ctr": {"alarms": len(alarm_times), "first_alarm": alarm_times[0] if alarm_times else None,
+                                "drifting": bool(alarm_times),
                                 "since": alarm_times[0] if alarm_times else None, "alarm_times": list(alarm_times)},
-                 "logloss_ft": {"alarms": 0, "drifting": False, "since": None, "alarm_times": []}}
+                 "logloss_ft": {"alarms": 0, "first_alarm": None, "drifting": False, "since": None,
+                                "alarm_times": []}}
     return {"applied": applied, "dead_letters": 1, "duplicates": 0, "users": 10, "model_version": 3,
             "global_ctr": 0.5, "window": {"arms": arms}, "lifetime": {"n": applied, "arms": arms},
             "drift": {"buckets": [0.1, 0.2], "counts": [5, 3, 2], "quantiles": {"0.1": 0.0, "0.5": 0.1, "0.9": 0.3}},
