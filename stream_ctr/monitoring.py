@@ -195,7 +195,7 @@ class WorkerMetrics:
         self.active = ActiveUsers(idle_s, active_max)  # per-user |p_u - p_g| and |z|: histograms and a count
         empty = {"n": 0, "arms": {arm: dict.fromkeys(("gauc", "auc", "logloss", "calibration"), float("nan"))
                                   for arm in self.online.arms}}
-        self._summaries: dict[str, dict] = {"window": empty, "lifetime": {**empty, "lifetime_truncated": 0}}
+        self._summaries: dict[str, dict] = {"window": empty, "lifetime": {**empty, "lifetime_user_share": 1.0}}
         self.refreshed_at = 0.0
         r.register(_WorkerCollector(self))
 

@@ -52,11 +52,36 @@ def test_per_user_auc_in_one_pass_equals_auc_user_by_user():
     assert np.allclose(got_auc, [w[1] for w in want], atol=1e-12)
 
 
-def test_lifetime_cap_is_reported():
-    u, y, p = _stream(n=500)
-    m = OnlineMetrics(ARMS, window=100, lifetime_cap=300)
-    m.record(u, y, p)
-    assert m.summary("lifetime")["n"] == 300 and m.summary("lifetime")["lifetime_truncated"] == 200
+def test_lifetime_pooled_metrics_are_running_sums_over_every_prediction():
+    from stream_ctr.metrics import auc, calibration, logloss
+
+    u, y, p = _stream(n=20_000, users=2_000, seed=1)
+    m = OnlineMetrics(ARMS, window=100, lifetime_users=50, lifetime_rows=1_000)  # the sample holds few users
+    for lo in range(0, len(y), 512):
+        m.record(u[lo:lo + 512], y[lo:lo + 512], {a: v[lo:lo + 512] for a, v in p.items()})
+    life = m.summary("lifetime")
+    assert life["n"] == len(y)
+    for arm in ARMS:
+        got = life["arms"][arm]
+        assert got["auc"] == pytest.approx(auc(y, p[arm]), abs=2e-4)  # ties only within a 1/10,000 bin
+        assert got["logloss"] == pytest.approx(logloss(y, p[arm]), rel=1e-6)
+        assert got["calibration"] == pytest.approx(calibration(y, p[arm]), rel=1e-5)
+
+
+def test_lifetime_gauc_is_exact_on_a_hash_sample_of_users_that_halves_to_stay_bounded():
+    from stream_ctr.metrics import user_key
+
+    u, y, p = _stream(n=20_000, users=2_000, seed=2)
+    m = OnlineMetrics(ARMS, window=100, lifetime_users=300, lifetime_rows=5_000)
+    for lo in range(0, len(y), 512):
+        m.record(u[lo:lo + 512], y[lo:lo + 512], {a: v[lo:lo + 512] for a, v in p.items()})
+    life = m.summary("lifetime")
+    share = life["lifetime_user_share"]
+    assert share in (1 / 8, 1 / 16)  # 2,000 users into at most 300: halved 3 or 4 times
+    sampled = np.array([user_key(x) % round(1 / share) == 0 for x in u])
+    assert 0 < len(set(u[sampled])) <= 300 and sampled.sum() <= 5_000
+    for arm in ARMS:  # every prediction of every sampled user, and no other
+        assert life["arms"][arm]["gauc"] == pytest.approx(gauc(u[sampled], y[sampled], p[arm][sampled]))
 
 
 def test_worker_metrics_forget_users_a_rebalance_moves_away():
