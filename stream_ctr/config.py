@@ -71,6 +71,10 @@ class Settings:
                              lambda v: v >= 0)
     head_lr: float = _knob(_HEAD.lr, "STREAM_CTR_HEAD_LR", "SGD step size of user heads", _positive)
     head_steps: int = _knob(_HEAD.steps, "STREAM_CTR_HEAD_STEPS", "SGD steps per user per batch", _positive)
+    correction: str = _knob(_HEAD.correction, "STREAM_CTR_CORRECTION",
+                            "label correction of the ft_lc arm: lc (the paper's), lc_evidence, lc_significant or "
+                            "lc_bias (stream_ctr/correction.py)",
+                            lambda v: v in ("lc", "lc_evidence", "lc_significant", "lc_bias"))
     head_l2: float = _knob(_HEAD.l2, "STREAM_CTR_HEAD_L2", "L2 pull of head weights toward 0 (= the global model)",
                            lambda v: v >= 0)
     metrics_window: int = _knob(20000, "STREAM_CTR_METRICS_WINDOW", "predictions in the windowed online metrics",

@@ -10,7 +10,16 @@ correction maths")::
 ``p_u`` comes from :func:`shrunk_ctr`, so a user with few events is pulled toward ``p_g`` and p_u of 0 or 1
 never reaches the formulas. Methods: ``none`` (labels as they are), ``lc`` (the mapping above), ``reweight``
 (class-prior importance weights ``w+ = p_g/p_u``, ``w- = (1-p_g)/(1-p_u)``), ``logit`` (a training-only logit
-offset ``logit(p_u) - logit(p_g)``).
+offset ``logit(p_u) - logit(p_g)``), and three variants of ``lc`` (docs/ARCHITECTURE.md, "Label correction
+maths"), each needing ``n``, the events behind ``p_u``:
+
+- ``lc_evidence``: the mapping toward ``p_u + s (p_g - p_u)`` instead of ``p_g``, with strength
+  ``s = n / (n + EVIDENCE_EVENTS)``: a user with little evidence that the prior differs is corrected less;
+- ``lc_significant``: ``lc`` only when ``|p_u - p_g|`` exceeds ``SIGNIFICANT_Z`` binomial standard deviations
+  of ``n`` events at ``p_g``, else the raw labels;
+- ``lc_bias``: the head's bias learns the raw labels (the user's own prior, so calibration keeps it) while its
+  weights learn the corrected labels at the logit shifted by ``logit(p_g) - logit(p_u)`` (the bias's prior taken
+  back to the global one), so ranking within a user follows the corrected labels.
 
 >>> import numpy as np
 >>> t = correct(np.array([1, 0, 0, 0]), p_u=0.25, p_g=0.5, method="lc")
@@ -25,9 +34,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["METHODS", "Targets", "correct", "shrunk_ctr"]
+__all__ = ["EVIDENCE_EVENTS", "METHODS", "SIGNIFICANT_Z", "Targets", "correct", "shrunk_ctr"]
 
-METHODS = ("none", "lc", "reweight", "logit")
+METHODS = ("none", "lc", "reweight", "logit", "lc_evidence", "lc_significant", "lc_bias")
+#: Events at which ``lc_evidence`` corrects half-way.
+EVIDENCE_EVENTS = 50
+#: Binomial standard deviations beyond which ``lc_significant`` corrects.
+SIGNIFICANT_Z = 2.0
 
 # Keeps p away from 0 and 1 so that both classes keep distinct labels and logits stay finite.
 _EPS = 1e-4
@@ -40,6 +53,7 @@ class Targets:
     labels: np.ndarray
     weights: np.ndarray
     logit_offset: float = 0.0
+    bias_labels: np.ndarray | None = None  # what a head's bias learns (None: ``labels``)
 
 
 def shrunk_ctr(clicks: float, n: float, p_g: float, a: float) -> float:
@@ -57,13 +71,21 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-def correct(labels: np.ndarray, p_u: float, p_g: float, method: str) -> Targets:
-    """Targets for fine-tuning on ``labels`` (0/1) of a user with local CTR ``p_u`` under global CTR ``p_g``."""
+def correct(labels: np.ndarray, p_u: float, p_g: float, method: str, n: int = 0) -> Targets:
+    """Targets for fine-tuning on ``labels`` (0/1) of a user with local CTR ``p_u`` (from ``n`` events) under
+    global CTR ``p_g``."""
     y = np.asarray(labels, dtype=np.float32)
     ones = np.ones_like(y)
     if method == "none":
         return Targets(y, ones)
     p_u, p_g = _clip(p_u), _clip(p_g)
+    if method == "lc_evidence":
+        return correct(y, p_u, p_u + n / (n + EVIDENCE_EVENTS) * (p_g - p_u), "lc")
+    if method == "lc_significant":
+        noise = math.sqrt(p_g * (1.0 - p_g) / max(n, 1))
+        return correct(y, p_u, p_g, "lc" if abs(p_u - p_g) > SIGNIFICANT_Z * noise else "none")
+    if method == "lc_bias":
+        return Targets(correct(y, p_u, p_g, "lc").labels, ones, _logit(p_g) - _logit(p_u), bias_labels=y)
     if method == "lc":
         if p_u > p_g:
             return Targets(y * np.float32(p_g / p_u), ones)

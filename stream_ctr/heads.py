@@ -30,7 +30,8 @@ class HeadParams:
     """How per-user heads learn. The one owner of these defaults: settings, heads and the evaluator read them.
 
     ``window`` events feed the rolling local CTR, which is shrunk toward the global CTR by ``shrinkage``
-    pseudo-events; each batch takes ``steps`` SGD steps of size ``lr`` with an L2 pull ``l2`` toward zero.
+    pseudo-events; each batch takes ``steps`` SGD steps of size ``lr`` with an L2 pull ``l2`` toward zero. The
+    label-corrected arm corrects with ``correction`` (a method of :mod:`stream_ctr.correction`).
     """
 
     window: int = 100
@@ -38,10 +39,11 @@ class HeadParams:
     lr: float = 0.05
     l2: float = 0.01
     steps: int = 1
+    correction: str = "lc"
 
     @classmethod
     def from_settings(cls, s) -> "HeadParams":
-        return cls(s.ctr_window, s.shrinkage, s.head_lr, s.head_l2, s.head_steps)
+        return cls(s.ctr_window, s.shrinkage, s.head_lr, s.head_l2, s.head_steps, s.correction)
 
 
 def sigmoid(z):
@@ -66,15 +68,20 @@ class UserHead:
         return sigmoid(self.logit_many(g, h))
 
     def learn_many(self, g: np.ndarray, h: np.ndarray, targets: Targets | np.ndarray) -> None:
-        """``steps`` gradient steps of weighted cross-entropy on ``targets`` (labels may be soft)."""
+        """``steps`` gradient steps of weighted cross-entropy on ``targets`` (labels may be soft). Where
+        ``targets.bias_labels`` are given, the bias learns them at the plain logit and the weights learn
+        ``targets.labels`` at the logit plus ``targets.logit_offset``."""
         if not isinstance(targets, Targets):
             targets = Targets(np.asarray(targets, dtype=np.float32), np.ones(len(g), dtype=np.float32))
         y, wts = targets.labels, targets.weights
+        y_bias = y if targets.bias_labels is None else targets.bias_labels
         n = max(len(y), 1)
         for _ in range(self.steps):
-            err = wts * (sigmoid(self.logit_many(g, h) + targets.logit_offset) - y)
+            logit = self.logit_many(g, h)
+            err = wts * (sigmoid(logit + targets.logit_offset) - y)
+            err_bias = err if y_bias is y else wts * (sigmoid(logit) - y_bias)
             # The bias is kept at float32 precision, as it is stored, so a restored head is the same head.
-            self.b = float(np.float32(self.b - self.lr * (float(err.sum()) / n + self.l2 * self.b)))
+            self.b = float(np.float32(self.b - self.lr * (float(err_bias.sum()) / n + self.l2 * self.b)))
             self.w -= self.lr * ((h.T @ err) / n + self.l2 * self.w).astype(np.float32)
 
     # --- one-at-a-time protocol ----------------------------------------------------------------------------

@@ -116,10 +116,11 @@ def _learn(state: UserState, g: np.ndarray, h: np.ndarray, y: np.ndarray, p_g: f
         state.ctr.update(int(label))
     p_u = state.ctr.estimate(p_g, params.shrinkage)
     for arm, method in FINE_TUNED.items():
+        method = params.correction if method == "lc" else method  # the label-corrected arm's variant
         head = state.heads[arm]
         head.lr, head.l2, head.steps = params.lr, params.l2, params.steps
-        targets = correct(y, p_u, p_g, method)
+        targets = correct(y, p_u, p_g, method, state.ctr.window_n)
         head.learn_many(g, h, targets)
-        if method == "lc":
+        if method != "none":
             label_shift += float(np.abs(targets.labels - y).sum())
     return p_u, label_shift

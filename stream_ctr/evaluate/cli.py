@@ -36,7 +36,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "results.md and PNG plots to --out.")
     p.add_argument("--dataset", required=True, help="ml-100k | synthetic | PATH to a .csv/.tsv/.parquet file")
     p.add_argument("--models", default="lr,fm,wd,deepfm,dcn", help="comma-separated model families")
-    p.add_argument("--modes", default=",".join(MODES), help="comma-separated modes (cloud is always included)")
+    p.add_argument("--modes", default=",".join(MODES), help="comma-separated modes (cloud is always included; "
+                   "ft_lc_bias runs in the head scope only)")
     p.add_argument("--scope", default="head", help="head | full | head,full")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=Path, help="output directory")

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 __all__ = ["MODES", "CloudConfig"]
 
 #: Evaluation mode -> the fine-tuning target correction it uses (``cloud`` fine-tunes nothing).
-MODES = {"cloud": None, "ft": "none", "ft_lc": "lc", "ft_reweight": "reweight", "ft_logit": "logit"}
+MODES = {"cloud": None, "ft": "none", "ft_lc": "lc", "ft_reweight": "reweight", "ft_logit": "logit",
+         "ft_lc_evidence": "lc_evidence", "ft_lc_significant": "lc_significant", "ft_lc_bias": "lc_bias"}
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,7 @@ def _run(events, spec, cfg: EvalConfig, dataset: str) -> Result:
         boots[s] = UserBootstrap(n, cfg.n_boot, cfg.seed)
         test_sets[s] = (test_idx, users, labels)
     rows, timings, epochs = [], {}, {}
-    bar = tqdm(total=len(cfg.models) * (1 + len(cfg.scopes) * len(ft_modes)), desc=f"evaluate {dataset}",
+    bar = tqdm(total=len(cfg.models) * (1 + sum(len(_scope_modes(s, ft_modes)) for s in cfg.scopes)), desc=f"evaluate {dataset}",
                disable=not cfg.progress, leave=False)
     torch.manual_seed(cfg.seed)
     for family in cfg.models:
@@ -138,7 +138,7 @@ def _run(events, spec, cfg: EvalConfig, dataset: str) -> Result:
             choices = {}
             runner = HeadScope(g, h) if s == "head" else FullScope(model, data.ids, data.vals)
             grid = cfg.head_grid if s == "head" else cfg.full_grid
-            for mode in ft_modes:
+            for mode in _scope_modes(s, ft_modes):
                 bar.set_postfix_str(f"{family} {s} {mode}")
                 t0 = time.perf_counter()
                 preds[mode], choices[mode] = tune_and_fit(runner, d, MODES[mode], grid, cfg.shrinkage, p_g)
@@ -157,6 +157,12 @@ def _run(events, spec, cfg: EvalConfig, dataset: str) -> Result:
     }
     local = np.array([data.labels[data.user == c].mean() for c in data.evaluated])
     return Result(dataset, rows, meta, local, per_user)
+
+
+def _scope_modes(scope: str, modes: list[str]) -> list[str]:
+    """The fine-tuning modes a scope runs: ``lc_bias`` trains a head's bias apart from its weights, so the full
+    scope (a whole per-user model, no head) does not run it."""
+    return [m for m in modes if scope == "head" or MODES[m] != "lc_bias"]
 
 
 def _score(family, scope, preds, choices, users, labels, boot: UserBootstrap, pu: ScopeUsers) -> list[dict]:

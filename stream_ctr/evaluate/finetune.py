@@ -85,6 +85,8 @@ class FullScope:
 
     def fit_predict(self, tr: np.ndarray, ev: np.ndarray, targets: Targets, lr: float, l2: float,
                     checkpoints: Sequence[int]) -> list[np.ndarray]:
+        if targets.bias_labels is not None:
+            raise ValueError("separate bias labels need a head (scope head)")
         self._reset()
         ids_tr, vals_tr = self.ids[torch.from_numpy(tr)], self.vals[torch.from_numpy(tr)]
         ids_ev, vals_ev = self.ids[torch.from_numpy(ev)], self.vals[torch.from_numpy(ev)]
@@ -120,7 +122,7 @@ def trajectory(scope, data: SplitData, train: Sequence[np.ndarray], evals: Seque
     for tr, ev in zip(train, evals):
         y = data.labels[tr]
         p_u = shrunk_ctr(float(y.sum()), len(y), p_g, shrinkage)
-        preds = scope.fit_predict(tr, ev, correct(y, p_u, p_g, method), lr, l2, checkpoints)
+        preds = scope.fit_predict(tr, ev, correct(y, p_u, p_g, method, len(y)), lr, l2, checkpoints)
         for acc, p in zip(per_ckpt, preds):
             acc.append(p)
     return [np.concatenate(acc) if acc else np.zeros(0) for acc in per_ckpt]

@@ -70,6 +70,43 @@ def test_logit_offset_sign():
 def test_none_is_identity_and_unknown_is_refused():
     y = _labels(2, 3)
     assert correct(y, 0.9, 0.1, "none").labels.tolist() == y.tolist()
-    assert set(METHODS) == {"none", "lc", "reweight", "logit"}
+    assert set(METHODS) == {"none", "lc", "reweight", "logit", "lc_evidence", "lc_significant", "lc_bias"}
     with pytest.raises(ValueError, match="unknown correction"):
         correct(y, 0.5, 0.5, "bogus")
+
+
+# --- the variants of lc ---------------------------------------------------------------------------------------------
+
+
+def test_lc_evidence_corrects_part_way_and_more_with_more_events():
+    from stream_ctr.correction import EVIDENCE_EVENTS
+
+    y = _labels(8, 2)  # p_u 0.8
+    for n, strength in ((0, 0.0), (EVIDENCE_EVENTS, 0.5), (9 * EVIDENCE_EVENTS, 0.9)):
+        t = correct(y, 0.8, 0.2, "lc_evidence", n=n)
+        assert float(t.labels.mean()) == pytest.approx(0.8 + strength * (0.2 - 0.8), abs=1e-6)
+        assert t.labels[y > 0.5].min() >= t.labels[y < 0.5].max()
+
+
+def test_lc_significant_leaves_a_gap_within_sampling_noise_alone():
+    y = _labels(6, 4)  # p_u 0.6 against p_g 0.5
+    assert correct(y, 0.6, 0.5, "lc_significant", n=10).labels.tolist() == y.tolist()  # 0.1 < 2 x 0.158
+    assert correct(y, 0.6, 0.5, "lc_significant", n=1000).labels.tolist() == correct(y, 0.6, 0.5, "lc").labels.tolist()
+
+
+def test_lc_bias_ranks_like_lc_and_keeps_the_users_own_prior():
+    from stream_ctr.heads import UserHead
+
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(400, 4)).astype(np.float32)
+    y = (rng.random(400) < 1 / (1 + np.exp(-(1.4 + 2 * h[:, 0])))).astype(np.float32)  # p_u about 0.75
+    g = np.zeros(400, np.float32)
+    heads = {}
+    for method in ("lc", "lc_bias"):
+        head = UserHead(4, lr=0.5, l2=0.0, steps=300)
+        head.learn_many(g, h, correct(y, float(y.mean()), 0.2, method, n=400))
+        heads[method] = head.predict_proba_many(g, h)
+    assert abs(heads["lc_bias"].mean() - y.mean()) < 0.05 < abs(heads["lc"].mean() - y.mean())
+    from stream_ctr.metrics import auc
+
+    assert auc(y, heads["lc_bias"]) == pytest.approx(auc(y, heads["lc"]), abs=0.01)  # ranks as well

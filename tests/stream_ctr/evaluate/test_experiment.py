@@ -123,7 +123,8 @@ def test_seeded_runs_are_deterministic():
     assert a.rows == b.rows
     assert {(r["model"], r["scope"], r["mode"]) for r in a.rows} == {
         (m, s, mode) for m in ("lr", "fm") for s in ("head", "full")
-        for mode in ("cloud", "ft", "ft_lc", "ft_reweight", "ft_logit")}
+        for mode in ("cloud", "ft", "ft_lc", "ft_reweight", "ft_logit", "ft_lc_evidence", "ft_lc_significant",
+                     *(["ft_lc_bias"] if s == "head" else []))}  # a head's bias, so the head scope only
     full = [r for r in a.rows if r["scope"] == "full"]
     assert all(r["n_users"] <= 15 for r in full)  # the full scope's user sample, cloud row included
 
