@@ -174,7 +174,8 @@ def cmd_bench(args) -> int:
         lines += ["", "## Headline (" + args.json + ")", "", "```json", json.dumps(summary, indent=2), "```"]
     if args.quality:
         for dataset in args.datasets:
-            lines += run_quality_bench(settings, dataset, args.limit, args.cadences, args.quality_families)[0]
+            lines += run_quality_bench(settings, dataset, args.limit, args.cadences, args.quality_families,
+                                       args.corrections)[0]
     text = "\n".join(lines)
     print(text)
     if args.out:
@@ -263,6 +264,9 @@ def _add_bench_parser(sub) -> None:
     bn.add_argument("--datasets", type=_datasets, default="ml-100k,synthetic", help="datasets of --quality")
     bn.add_argument("--cadences", type=_cadences, default="1000,200,8",
                     help="model delta cadences (samples) of --quality, comma separated")
+    bn.add_argument("--corrections", type=_corrections, default=(),
+                    help="label-correction methods of --quality's ft_lc arm to compare, comma separated "
+                         "(e.g. lc,lc_evidence,lc_significant,lc_bias)")
     bn.add_argument("--quality-families", type=_quality_families, default=None,
                     help="model families of --quality, comma separated (default: STREAM_CTR_MODEL_FAMILY)")
     bn.add_argument("--pipeline", action="store_true",
@@ -291,6 +295,12 @@ def _cadences(text: str) -> list[int]:
 
 _datasets = _choices("ml-100k", "synthetic")
 _stores = _choices("memory", "rocksdb")
+
+
+def _corrections(text: str) -> list[str]:
+    from .correction import LC_VARIANTS
+
+    return _choices(*LC_VARIANTS)(text)
 
 
 def _quality_families(text: str) -> list[str]:

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .correction import LC_VARIANTS
 from .drift import DriftParams
 from .heads import HeadParams
 
@@ -74,7 +75,7 @@ class Settings:
     correction: str = _knob(_HEAD.correction, "STREAM_CTR_CORRECTION",
                             "label correction of the ft_lc arm: lc (the paper's), lc_evidence, lc_significant or "
                             "lc_bias (stream_ctr/correction.py)",
-                            lambda v: v in ("lc", "lc_evidence", "lc_significant", "lc_bias"))
+                            lambda v: v in LC_VARIANTS)
     head_l2: float = _knob(_HEAD.l2, "STREAM_CTR_HEAD_L2", "L2 pull of head weights toward 0 (= the global model)",
                            lambda v: v >= 0)
     metrics_window: int = _knob(20000, "STREAM_CTR_METRICS_WINDOW", "predictions in the windowed online metrics",

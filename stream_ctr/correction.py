@@ -34,9 +34,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EVIDENCE_EVENTS", "METHODS", "SIGNIFICANT_Z", "Targets", "correct", "shrunk_ctr"]
+__all__ = ["EVIDENCE_EVENTS", "LC_VARIANTS", "METHODS", "SIGNIFICANT_Z", "Targets", "correct", "shrunk_ctr"]
 
 METHODS = ("none", "lc", "reweight", "logit", "lc_evidence", "lc_significant", "lc_bias")
+#: The methods the service's label-corrected arm may use (``STREAM_CTR_CORRECTION``).
+LC_VARIANTS = ("lc", "lc_evidence", "lc_significant", "lc_bias")
 #: Events at which ``lc_evidence`` corrects half-way.
 EVIDENCE_EVENTS = 50
 #: Binomial standard deviations beyond which ``lc_significant`` corrects.

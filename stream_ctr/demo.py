@@ -18,6 +18,7 @@ from . import topics
 from .arms import ARMS
 from .config import Settings
 from .data import load_dataset
+from .data.synthetic import FEATURES as SYNTHETIC_FEATURES
 from .net import free_port_pair, port_free
 from .replay import replay
 from .stack import Stack
@@ -151,7 +152,7 @@ def _watch(stack: Stack, producer: _Producer, total: int, logs: Path, timeline: 
 
 #: The closed-loop phase's service: its own topics and processes on the same broker, and the synthetic world's
 #: features.
-CLOSED_LOOP = {"features": "category,segment"}
+CLOSED_LOOP = {"features": SYNTHETIC_FEATURES}
 
 
 def _closed_loop(settings: Settings, args, logs: Path) -> str:

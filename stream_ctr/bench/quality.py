@@ -19,6 +19,7 @@ from ..arms import ARMS
 from ..config import Settings
 from ..correction import shrunk_ctr
 from ..data import load_dataset
+from ..data.synthetic import FEATURES as SYNTHETIC_FEATURES
 from ..heads import HeadParams
 from ..lockstep import lockstep
 from ..metrics import auc, calibration, gauc, logloss
@@ -27,12 +28,16 @@ __all__ = ["run_quality_bench"]
 
 
 def run_quality_bench(settings: Settings, dataset: str, limit: int | None = None, cadences=(1000, 200, 8),
-                      families: tuple[str, ...] | None = None) -> tuple[list[str], dict]:
+                      families: tuple[str, ...] | None = None, corrections=()) -> tuple[list[str], dict]:
     """Markdown lines and ``{learner: {auc, logloss, calibration, gauc, eps, model_bytes}}`` on ``dataset``, for
-    each model family in ``families`` (default: the configured one) at each delta cadence in ``cadences``."""
+    each model family in ``families`` (default: the configured one) at each delta cadence in ``cadences``, and
+    the ``ft_lc`` arm with each label-correction method in ``corrections`` (the configured family, the finest
+    cadence)."""
     import river.linear_model  # noqa: F401  (imported before the clock starts)
 
     events = load_dataset(dataset, limit)
+    if dataset == "synthetic":  # the events carry the synthetic world's features, not MovieLens'
+        settings = settings.replace(features=SYNTHETIC_FEATURES)
     users = np.array([e.user_id for e in events], dtype=object)
     labels = np.array([e.label for e in events], dtype=np.float32)
     rows: dict[str, dict] = {}
@@ -52,6 +57,12 @@ def run_quality_bench(settings: Settings, dataset: str, limit: int | None = None
             cost = {"eps": len(events) / (time.perf_counter() - t0), "model_bytes": published / len(events)}
             for arm in ARMS:
                 rows[f"{family} {arm}, delta every {every:,}"] = _quality(users, labels, preds[arm]) | cost
+    for method in corrections:
+        run = settings.replace(correction=method, snapshot_every=min(cadences),
+                               batch_size=min(settings.batch_size, min(cadences)))
+        preds, _ = _service_progressive(run, events)
+        rows[f"{run.model_family} ft_lc with {method}, delta every {min(cadences):,}"] = (
+            _quality(users, labels, preds["ft_lc"]) | {"eps": float("nan")})
     return _table(dataset, len(events), settings, rows), rows
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..config import Settings
 from ..data import load_dataset
+from ..data.synthetic import FEATURES as SYNTHETIC_FEATURES
 from ..trainer import GlobalTrainer
 from .timing import timed, wait_applied
 
@@ -32,7 +33,7 @@ def run_serving_bench(settings: Settings, requests: int = 2000,
     from ..stack import Stack
 
     events = load_dataset("synthetic")
-    settings = settings.replace(features="category,segment", web_port=free_port_pair(settings.web_bind))
+    settings = settings.replace(features=SYNTHETIC_FEATURES, web_port=free_port_pair(settings.web_bind))
     reqs = [_score_request(events, n, candidates) for n in range(requests)]
     with Stack(settings, Path(tempfile.mkdtemp(prefix="stream-ctr-bench-"))) as stack:
         replay(events[:5000], stack.settings.kafka_bootstrap, topics.events(stack.settings).name)

@@ -37,9 +37,11 @@ import numpy as np
 
 from ..events import Event
 
-__all__ = ["Change", "SyntheticConfig", "SyntheticData", "SyntheticWorld", "generate_synthetic"]
+__all__ = ["FEATURES", "Change", "SyntheticConfig", "SyntheticData", "SyntheticWorld", "generate_synthetic"]
 
 
+#: The features a synthetic event carries (:meth:`SyntheticWorld.features`), as a ``STREAM_CTR_FEATURES`` value.
+FEATURES = "category,segment"
 SPAN_S = 86400 * 30  # the log's time span: events fall uniformly over 30 days
 
 

@@ -21,6 +21,7 @@ from dataclasses import replace
 
 from ..config import Settings
 from ..data import SyntheticConfig, generate_synthetic, load_movielens_100k
+from ..data.synthetic import FEATURES as SYNTHETIC_FEATURES
 from ..data.table import load_table
 from ..features import FeatureSpec
 
@@ -46,6 +47,6 @@ def _load(name, seed, drift, features, buckets, synthetic):
         if drift is not None:
             cfg = replace(cfg, drift=drift)
         truth = generate_synthetic(cfg)
-        return truth.events, FeatureSpec.parse(features or "category,segment", buckets), truth
+        return truth.events, FeatureSpec.parse(features or SYNTHETIC_FEATURES, buckets), truth
     table = load_table(name, features=features, buckets=buckets)
     return table.events, table.spec, None

@@ -37,10 +37,14 @@ def test_quality_bench_reports_every_arm_and_both_baselines():
     from stream_ctr.bench import run_quality_bench
     from stream_ctr.config import Settings
 
-    lines, rows = run_quality_bench(Settings(features="category,segment"), "synthetic", limit=3000, cadences=[500])
-    assert len(rows) == 6 and sum(name.startswith("river") for name in rows) == 2
+    lines, rows = run_quality_bench(Settings(features="category,segment"), "synthetic", limit=3000, cadences=[500],
+                                    corrections=["lc", "lc_bias"])
+    assert len(rows) == 8 and sum(name.startswith("river") for name in rows) == 2
     assert all(0.4 < r["auc"] < 1 and 0 < r["logloss"] < 1 for r in rows.values())
-    assert len(lines) == 4 + 6 + 1
+    assert len(lines) == 4 + 8 + 1
+    # The ft_lc arm with the default correction is the ft_lc row; another correction gives another arm.
+    plain, bias = rows["deepfm ft_lc with lc, delta every 500"], rows["deepfm ft_lc with lc_bias, delta every 500"]
+    assert plain["gauc"] == rows["deepfm ft_lc, delta every 500"]["gauc"] and bias["gauc"] != plain["gauc"]
 
 
 def test_the_past_click_rate_reference_scores_each_event_by_what_came_before_it(make_events):
