@@ -7,7 +7,7 @@
 >>> p = argparse.ArgumentParser(); s = p.add_subparsers(); _ = add_parser(s)
 >>> a = p.parse_args(["evaluate", "--dataset", "synthetic", "--models", "lr,fm", "--out", "/tmp/x"])
 >>> a.models, a.modes, a.scope, a.func is run
-('lr,fm', 'cloud,ft,ft_lc,ft_reweight,ft_logit', 'head', True)
+('lr,fm', 'cloud,ft,ft_lc,ft_reweight,ft_logit,ft_lc_evidence,ft_lc_significant,ft_lc_bias', 'head', True)
 """
 
 from __future__ import annotations
