@@ -1,10 +1,11 @@
 """The worker's in-memory working set of users: who was active lately, their local-vs-global gap and partition.
 
 The per-user *state* lives in the users table (RAM with the memory store, disk with RocksDB); this is only what
-the worker's metrics read per user: the drift histograms (one |p_u - p_g| and one |z| of :func:`~stream_ctr.drift.user_z`
-per active user) and the user count, and the partition that tells a rebalance whose entries to drop. A user idle for longer than ``idle_s`` leaves it, and
-it never holds more than ``capacity`` users (least recently active leave first), so memory stays bounded however
-many users the stream brings; a user who comes back re-enters on the next event, state intact in the table.
+the worker's metrics read per user: the drift histograms (one |p_u - p_g| and one |z| of
+:func:`~stream_ctr.drift.user_z` per active user) and the user count, and the partition that tells a rebalance
+whose entries to drop. A user idle for longer than ``idle_s`` leaves it, and it never holds more than
+``capacity`` users (least recently active leave first), so memory stays bounded however many users the stream
+brings; a user who comes back re-enters on the next event, state intact in the table.
 
 >>> a = ActiveUsers(idle_s=60, capacity=2)
 >>> a.touch({"u1": 0.1, "u2": -0.2}, {"u1": 1.0, "u2": -4.0}, {"u1": 0, "u2": 1}, now=0)

@@ -164,6 +164,6 @@ class DriftMonitor:
         out = {}
         for name, sig in self._signals.items():
             drifting = now - sig.last_alarm <= self.params.hold_s
-            out[name] = {"alarms": sig.alarms, "first_alarm": sig.first_alarm, "drifting": drifting, "since": sig.since if drifting else None,
-                         "alarm_times": list(sig.history)}
+            out[name] = {"alarms": sig.alarms, "first_alarm": sig.first_alarm, "drifting": drifting,
+                         "since": sig.since if drifting else None, "alarm_times": list(sig.history)}
         return out

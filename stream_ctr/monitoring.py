@@ -1,8 +1,9 @@
 """Prometheus metrics of the personalize worker and the trainer. No user id ever becomes a label.
 
 Distributions across users (the local-vs-global CTR gap |p_u - p_g|, and each user's window CTR against p_g in
-units of its binomial std, :func:`~stream_ctr.drift.user_z`) are exported as histograms computed at scrape time from one number per user; per-arm quality is exported per
-``arm`` and ``scope`` (``window`` | ``lifetime``); the drift detectors (:mod:`stream_ctr.drift`) per ``signal``.
+units of its binomial std, :func:`~stream_ctr.drift.user_z`) are exported as histograms computed at scrape time
+from one number per user; per-arm quality is exported per ``arm`` and ``scope`` (``window`` | ``lifetime``); the
+drift detectors (:mod:`stream_ctr.drift`) per ``signal``.
 Each process owns a :class:`~prometheus_client.CollectorRegistry` (not the global one) so tests can build many.
 """
 

@@ -41,7 +41,8 @@ def run_quality_bench(settings: Settings, dataset: str, limit: int | None = None
     users = np.array([e.user_id for e in events], dtype=object)
     labels = np.array([e.label for e in events], dtype=np.float32)
     rows: dict[str, dict] = {}
-    rows["user's past click rate (no model)"] = _quality(users, labels, _past_click_rate(events)) | {"eps": float("nan")}
+    reference = _quality(users, labels, _past_click_rate(events))
+    rows["user's past click rate (no model)"] = reference | {"eps": float("nan")}
     for crosses in (False, True):
         name = "river LR, one-hot" + (" + user crosses" if crosses else "")
         t0 = time.perf_counter()

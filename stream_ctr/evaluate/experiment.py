@@ -122,8 +122,8 @@ def _run(events, spec, cfg: EvalConfig, dataset: str) -> Result:
         boots[s] = UserBootstrap(n, cfg.n_boot, cfg.seed)
         test_sets[s] = (test_idx, users, labels)
     rows, timings, epochs = [], {}, {}
-    bar = tqdm(total=len(cfg.models) * (1 + sum(len(_scope_modes(s, ft_modes)) for s in cfg.scopes)), desc=f"evaluate {dataset}",
-               disable=not cfg.progress, leave=False)
+    steps = len(cfg.models) * (1 + sum(len(_scope_modes(s, ft_modes)) for s in cfg.scopes))
+    bar = tqdm(total=steps, desc=f"evaluate {dataset}", disable=not cfg.progress, leave=False)
     torch.manual_seed(cfg.seed)
     for family in cfg.models:
         bar.set_postfix_str(f"{family} cloud")

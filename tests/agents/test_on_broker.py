@@ -96,21 +96,26 @@ def test_replay_through_real_worker_counts_exactly_and_dead_letters(settings_fac
             if got == dict(n):
                 break
             time.sleep(1)
-        since = {}
-        for uid in n:
-            status, body = get_json(f"{stack.worker_url}/v1/users/{uid}")
-            assert status == 200
-            assert (body["events"], body["clicks"]) == (n[uid], clicks[uid]), uid
-            assert body["last_applied_offset"] >= 0 and body["head_norm"]["ft_lc"] > 0
-            assert body["drifting"] == (body["drifting_since"] is not None), body
-            since[uid] = body["drifting_since"]
-        # Users whose click rate sits far from the global one say so, and since which event time.
-        stamps = {e.ts for e in events}
-        assert 0 < sum(s is not None for s in since.values()) < len(since)
-        assert all(s in stamps for s in since.values() if s is not None)
+        _assert_user_views(stack, events, n, clicks)
 
         status, body = get_json(f"{stack.worker_url}/v1/users/nobody-here")
         assert status == 404 and "unknown user" in body["error"]
+
+
+def _assert_user_views(stack: Stack, events, n, clicks) -> None:
+    """Every user's ``/v1/users/{id}`` has exact counts, and says whether the user drifts and since when."""
+    since = {}
+    for uid in n:
+        status, body = get_json(f"{stack.worker_url}/v1/users/{uid}")
+        assert status == 200
+        assert (body["events"], body["clicks"]) == (n[uid], clicks[uid]), uid
+        assert body["last_applied_offset"] >= 0 and body["head_norm"]["ft_lc"] > 0
+        assert body["drifting"] == (body["drifting_since"] is not None), body
+        since[uid] = body["drifting_since"]
+    # Users whose click rate sits far from the global one say so, and since which event time.
+    stamps = {e.ts for e in events}
+    assert 0 < sum(s is not None for s in since.values()) < len(since)
+    assert all(s in stamps for s in since.values() if s is not None)
 
 
 def _metric(url: str, name: str) -> float:
