@@ -9,7 +9,6 @@ end: a fake worker in drift, Prometheus, the real Alertmanager, the warning rece
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import json
 import shutil
@@ -30,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "grafana" / "alerts.yml"
 PROM_CONFIG = ROOT / "docker" / "prometheus.yml"
 AM_CONFIG = ROOT / "docker" / "alertmanager.yml"
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 AMTOOL = shutil.which("amtool") or "/usr/bin/amtool"
 ALERTMANAGER = (shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
@@ -391,53 +389,18 @@ def test_promtool_alert_unit_tests(tmp_path):
 # --- a real Prometheus (and Alertmanager) on the compose configs ------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _process(name: str, argv: list[str], url: str, log: Path):
-    """Runs a server until the block ends; yields once ``url`` answers (its readiness endpoint)."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, f"{name} exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
-            try:
-                with urllib.request.urlopen(url, timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, f"{name} not ready in 20 s:\n{log.read_text()[-3000:]}"
-                time.sleep(0.2)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _prometheus(cfg: Path, tmp: Path):
-    if not Path(PROMETHEUS).exists():
-        pytest.skip(f"{PROMETHEUS} not installed (Debian package 'prometheus')")
-    port = free_port()
-    argv = [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'prometheus-data'}",
-            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
-    return f"http://127.0.0.1:{port}", _process("prometheus", argv, f"http://127.0.0.1:{port}/-/ready",
-                                                tmp / "prometheus.log")
-
-
 def _api(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return json.loads(resp.read())["data"]
 
 
-def test_prometheus_evaluates_rules_without_alertmanager(tmp_path):
+def test_prometheus_evaluates_rules_without_alertmanager(tmp_path, run_prometheus):
     """The compose config as is: its targets and Alertmanager do not resolve here, which must cost nothing but
     failed scrapes (up == 0) and failed notifications in the log; every rule is loaded and evaluates."""
     cfg = _compose_layout(tmp_path)
     # A 1 s evaluation, as tests/grafana/test_dashboards.py runs it, so that every rule has run within seconds.
     cfg.write_text(cfg.read_text().replace("evaluation_interval: 5s", "evaluation_interval: 1s"))
-    url, server = _prometheus(cfg, tmp_path)
+    url, server = run_prometheus(cfg, tmp_path)
     with server:
         rules: list[dict] = []
         deadline = time.monotonic() + 30
@@ -486,7 +449,7 @@ class _Http(http.server.ThreadingHTTPServer):
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
 
-def test_alert_reaches_its_receiver_end_to_end(tmp_path):
+def test_alert_reaches_its_receiver_end_to_end(tmp_path, run_server, run_prometheus):
     """Prometheus with the compose config scrapes a worker in drift, StreamCtrDriftDetected fires, and the
     compose Alertmanager routes it to the warning receiver's webhook (both configs pointed at local ports)."""
     if not Path(ALERTMANAGER).exists():
@@ -519,8 +482,8 @@ def test_alert_reaches_its_receiver_end_to_end(tmp_path):
         am_argv = [ALERTMANAGER, f"--config.file={tmp_path / 'alertmanager.yml'}",
                    f"--storage.path={tmp_path / 'alertmanager-data'}", f"--web.listen-address=127.0.0.1:{am_port}",
                    "--cluster.listen-address=", "--log.level=warn"]
-        _, prometheus = _prometheus(cfg, tmp_path)
-        with _process("alertmanager", am_argv, f"{am_url}/-/ready", tmp_path / "alertmanager.log"), prometheus:
+        _, prometheus = run_prometheus(cfg, tmp_path)
+        with run_server("alertmanager", am_argv, f"{am_url}/-/ready", tmp_path / "alertmanager.log"), prometheus:
             deadline = time.monotonic() + 30
             while not hooks.posts and time.monotonic() < deadline:
                 time.sleep(0.5)

@@ -15,7 +15,6 @@ import itertools
 import json
 import re
 import shutil
-import subprocess
 import threading
 import time
 import urllib.error
@@ -32,7 +31,6 @@ from stream_ctr.ab.closed_loop import run_closed_loop
 from stream_ctr.arms import ARMS
 from stream_ctr.data.synthetic import SyntheticConfig
 from stream_ctr.events import InvalidEvent, parse_record, partition_of
-from stream_ctr.net import free_port
 from stream_ctr.replay import MALFORMED_SAMPLES, replay
 from stream_ctr.simulate import SimConfig
 from stream_ctr.stack import Stack
@@ -174,8 +172,8 @@ def service(settings_factory, make_events, tmp_path_factory):
 
 
 class _Prometheus:
-    def __init__(self, url: str, proc: subprocess.Popen, log: Path):
-        self.url, self.proc, self.log = url, proc, log
+    def __init__(self, url: str):
+        self.url = url
 
     def api(self, path: str, **params) -> dict:
         url = f"{self.url}{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
@@ -204,39 +202,11 @@ def write_config(dest: Path, worker_port: int, trainer_port: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def prometheus(service, tmp_path_factory):
+def prometheus(service, tmp_path_factory, run_prometheus):
     tmp = tmp_path_factory.mktemp("prometheus")
-    cfg = write_config(tmp, service.port, service.port + 1)
-    port = free_port()
-    log = tmp / "prometheus.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=out, stderr=subprocess.STDOUT)
-    prom = _Prometheus(f"http://127.0.0.1:{port}", proc, log)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"prometheus exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{prom.url}/-/ready", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"prometheus not ready in 20 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield prom
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    url, server = run_prometheus(write_config(tmp, service.port, service.port + 1), tmp)
+    with server:
+        yield _Prometheus(url)
 
 
 # --- (a) promtool: the rules are checked and unit-tested without the service in tests/grafana/test_alerts.py -----
