@@ -40,6 +40,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "ft_lc_bias runs in the head scope only)")
     p.add_argument("--scope", default="head", help="head | full | head,full")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default=None,
+                   help="comma-separated seeds, e.g. 0,1,2,3,4: one run per seed (each in DIR/seed-N) and a summary "
+                        "with CIs over users and seeds in DIR (overrides --seed)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--features", default=None,
                    help="feature columns and kinds for a file, e.g. 'age,gender,genres:multi:6,price:num' "
@@ -66,42 +69,93 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _config(args):
+    from .experiment import EvalConfig
+
+    scopes = _csv(args.scope)
+    if args.drift is not None and args.dataset != "synthetic":
+        raise ValueError("--drift applies to --dataset synthetic only")
+    cfg = EvalConfig(
+        models=_csv(args.models), modes=tuple(dict.fromkeys(("cloud",) + _csv(args.modes))), scopes=scopes,
+        seed=args.seed, cloud=CloudConfig(max_epochs=args.max_epochs),
+        protocol=Protocol(min_events=args.min_events), n_boot=args.bootstrap, max_users=args.max_users,
+        full_max_users=args.full_users or None, progress=not args.no_progress,
+        threads=args.threads)
+    if not cfg.models or not scopes:
+        raise ValueError("--models and --scope must name at least one entry")
+    return cfg
+
+
+def _seeds(args) -> list[int] | None:
+    if args.seeds is None:
+        return None
+    try:
+        seeds = [int(s) for s in _csv(args.seeds)]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError("--seeds must name at least one seed, each once")
+    return seeds
+
+
 def run(args) -> int:
     from ..data.table import TableError  # heavy imports (torch, pandas) only when the command runs
     from .datasets import load
-    from .experiment import EvalConfig, run_experiment
+
+    command = "stream-ctr evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
+        if len(sys.argv) > 1 and sys.argv[1] == "evaluate" else ""
+
+    def load_seed(seed: int):
+        events, spec, _ = load(args.dataset, seed=seed, drift=args.drift, features=args.features,
+                               user_id=not args.no_user_id)
+        return events, spec
 
     try:
-        scopes = _csv(args.scope)
-        if args.drift is not None and args.dataset != "synthetic":
-            raise ValueError("--drift applies to --dataset synthetic only")
-        cfg = EvalConfig(
-            models=_csv(args.models), modes=tuple(dict.fromkeys(("cloud",) + _csv(args.modes))), scopes=scopes,
-            seed=args.seed, cloud=CloudConfig(max_epochs=args.max_epochs),
-            protocol=Protocol(min_events=args.min_events), n_boot=args.bootstrap, max_users=args.max_users,
-            full_max_users=args.full_users or None, progress=not args.no_progress,
-            threads=args.threads)
-        if not cfg.models or not scopes:
-            raise ValueError("--models and --scope must name at least one entry")
+        cfg, seeds = _config(args), _seeds(args)
+        if seeds is not None:
+            return _run_seeds(args, cfg, seeds, load_seed, command)
         t0 = time.perf_counter()
-        events, spec, _ = load(args.dataset, seed=args.seed, drift=args.drift, features=args.features,
-                                user_id=not args.no_user_id)
-        result = run_experiment(events, spec, cfg, dataset=args.dataset)
+        result = _experiment(cfg, load_seed(args.seed), args.dataset)
     except (TableError, ValueError, FileNotFoundError) as exc:
         return _fail(str(exc))
+    result.meta["wall_s"] = round(time.perf_counter() - t0, 1)
+    written = _write_one(args, args.out, result, command)
+    print(written[1].read_text())
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _experiment(cfg, loaded, dataset: str):
+    from .experiment import run_experiment
+
+    return run_experiment(*loaded, cfg, dataset=dataset)
+
+
+def _write_one(args, out: Path, result, command: str) -> list[Path]:
+    """results.json, results.md and (unless --no-plots) the PNGs of one seed's run, in ``out``."""
     from .plots import plot_drift_harm, plot_local_ctr
     from .report import write_results
 
-    result.meta["wall_s"] = round(time.perf_counter() - t0, 1)
-    command = "stream-ctr evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
-        if len(sys.argv) > 1 and sys.argv[1] == "evaluate" else ""
-    js, md = write_results(args.out, result.dataset, result.rows, result.meta, command)
-    written = [js, md]
+    written = list(write_results(out, result.dataset, result.rows, result.meta, command))
     if not args.no_plots:
-        written.append(plot_local_ctr(args.out / "local_ctr.png", result.local_ctr, result.meta["global_ctr"],
+        written.append(plot_local_ctr(out / "local_ctr.png", result.local_ctr, result.meta["global_ctr"],
                                       f"{args.dataset}: local CTR of {len(result.local_ctr)} users"))
         for scope, pu in result.per_user.items():
-            written.append(plot_drift_harm(args.out / f"drift_harm_{scope}.png", pu.drift, pu.auc, scope))
+            written.append(plot_drift_harm(out / f"drift_harm_{scope}.png", pu.drift, pu.auc, scope))
+    return written
+
+
+def _run_seeds(args, cfg, seeds: list[int], load_seed, command: str) -> int:
+    """One run per seed (written to DIR/seed-N as it finishes), then the summary over seeds in DIR."""
+    from .report import write_seeds
+    from .seeds import run_seeds
+
+    t0 = time.perf_counter()
+    ms = run_seeds(load_seed, cfg, seeds, args.dataset,
+                   on_seed=lambda s, r: _write_one(args, args.out / f"seed-{s}", r, command))
+    meta = {"wall_s": round(time.perf_counter() - t0, 1), "n_boot": cfg.n_boot}
+    per_seed = [{"seed": s, "rows": r.rows, "meta": r.meta} for s, r in zip(ms.seeds, ms.results)]
+    js, md = write_seeds(args.out, ms.dataset, ms.seeds, ms.rows, per_seed, meta, command)
     print(md.read_text())
-    print("wrote " + ", ".join(str(p) for p in written))
+    print(f"wrote {js}, {md} and {len(seeds)} seed folders")
     return 0

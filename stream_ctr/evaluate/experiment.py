@@ -65,9 +65,11 @@ class EvalConfig:
 
 @dataclass
 class ScopeUsers:
-    """Per-user material for plots: users with both classes in test, their |p_u - p_g| and AUC per mode."""
+    """Per-user material for plots and for pooling seeds: users with both classes in test, their test
+    impressions (the gAUC weight), their |p_u - p_g| and AUC per mode."""
 
     users: list[str]
+    weights: np.ndarray
     drift: np.ndarray
     auc: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # model -> mode -> per-user AUC
 
@@ -118,7 +120,7 @@ def _run(events, spec, cfg: EvalConfig, dataset: str) -> Result:
         users, labels = d.user[test_idx], d.labels[test_idx]
         u, _, n = per_user_auc(users, labels, np.zeros(len(labels)))  # which users have both classes
         pos = np.searchsorted(d.evaluated, u)
-        per_user[s] = ScopeUsers([d.user_names[c] for c in u], _drift(d, p_g, cfg.shrinkage)[pos])
+        per_user[s] = ScopeUsers([d.user_names[c] for c in u], n, _drift(d, p_g, cfg.shrinkage)[pos])
         boots[s] = UserBootstrap(n, cfg.n_boot, cfg.seed)
         test_sets[s] = (test_idx, users, labels)
     rows, timings, epochs = [], {}, {}
