@@ -7,7 +7,7 @@
 >>> p = argparse.ArgumentParser(); s = p.add_subparsers(); _ = add_parser(s)
 >>> a = p.parse_args(["evaluate", "--dataset", "synthetic", "--models", "lr,fm", "--out", "/tmp/x"])
 >>> a.models, a.modes, a.scope, a.func is run
-('lr,fm', 'cloud,ft,ft_lc,ft_reweight,ft_logit,ft_lc_evidence,ft_lc_significant,ft_lc_bias', 'head', True)
+('lr,fm', 'cloud,ft,ft_lc,ft_reweight,ft_logit,ft_lc_evidence,ft_lc_significant,ft_lc_bias,ft_auto', 'head', True)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from .config import MODES, CloudConfig
-from .split import Protocol
+from .split import PG, Protocol
 
 __all__ = ["add_parser", "run"]
 
@@ -50,6 +50,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-user-id", action="store_true",
                    help="keep the user id out of the model's features (the paper's shared cloud model)")
     p.add_argument("--drift", type=float, default=None, help="synthetic only: std of users' prior logits")
+    p.add_argument("--change", default=None,
+                   help="synthetic only: a change of the world over time, KIND:AT:SIZE[:OVER], e.g. ramp:0.3:1.5:0.5 "
+                        "(every prior logit +1.5, ramped in from 30%% to 80%% of the time span; jump, ramp or flip)")
+    p.add_argument("--pg", default="cloud", choices=PG,
+                   help="the global CTR correction aligns to: cloud (click share of the cloud part) or aligned (the "
+                        "running click share of all events up to each user's fine-tuning step, as in the service)")
     p.add_argument("--max-users", type=int, default=None, help="evaluate a seeded sample of this many users")
     p.add_argument("--full-users", type=int, default=200,
                    help="users in the full scope's seeded sample (0 = all); the full scope's cloud row uses it too")
@@ -73,17 +79,33 @@ def _config(args):
     from .experiment import EvalConfig
 
     scopes = _csv(args.scope)
-    if args.drift is not None and args.dataset != "synthetic":
-        raise ValueError("--drift applies to --dataset synthetic only")
+    if (args.drift is not None or args.change is not None) and args.dataset != "synthetic":
+        raise ValueError("--drift and --change apply to --dataset synthetic only")
     cfg = EvalConfig(
         models=_csv(args.models), modes=tuple(dict.fromkeys(("cloud",) + _csv(args.modes))), scopes=scopes,
         seed=args.seed, cloud=CloudConfig(max_epochs=args.max_epochs),
         protocol=Protocol(min_events=args.min_events), n_boot=args.bootstrap, max_users=args.max_users,
         full_max_users=args.full_users or None, progress=not args.no_progress,
-        threads=args.threads)
+        threads=args.threads, pg=args.pg)
     if not cfg.models or not scopes:
         raise ValueError("--models and --scope must name at least one entry")
     return cfg
+
+
+def _change(text: str | None) -> dict | None:
+    """``--change KIND:AT:SIZE[:OVER]`` as the synthetic generator's ``change`` setting."""
+    if text is None:
+        return None
+    from ..data.synthetic import Change
+
+    kind, *nums = text.split(":")
+    try:
+        values = [float(x) for x in nums]
+        if not 1 <= len(values) <= 3:
+            raise ValueError("give AT, SIZE and optionally OVER")
+        return {"change": Change(kind, *values)}
+    except ValueError as exc:
+        raise ValueError(f"--change must be KIND:AT:SIZE[:OVER] (jump, ramp or flip), got {text!r}: {exc}") from None
 
 
 def _seeds(args) -> list[int] | None:
@@ -107,11 +129,11 @@ def run(args) -> int:
 
     def load_seed(seed: int):
         events, spec, _ = load(args.dataset, seed=seed, drift=args.drift, features=args.features,
-                               user_id=not args.no_user_id)
+                               user_id=not args.no_user_id, synthetic=change)
         return events, spec
 
     try:
-        cfg, seeds = _config(args), _seeds(args)
+        cfg, seeds, change = _config(args), _seeds(args), _change(args.change)
         if seeds is not None:
             return _run_seeds(args, cfg, seeds, load_seed, command)
         t0 = time.perf_counter()

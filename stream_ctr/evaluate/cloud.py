@@ -3,8 +3,9 @@
 Training is seeded (initialisation via :func:`stream_ctr.models.build_model`, batch order via a torch generator),
 so one seed gives one cloud model. The number of epochs is chosen by early stopping on the validation split's
 logloss (at most ``max_epochs``, stop after ``patience`` epochs without improvement, keep the best weights): the
-same cloud model then serves every mode, so this choice cannot favour one of them. :func:`stream_ctr.models.infer` returns the
-frozen model's logit ``g`` and representation ``h`` for any events, which is all a per-user head needs.
+same cloud model then serves every mode, so this choice cannot favour one of them.
+:func:`stream_ctr.models.infer` returns the frozen model's logit ``g`` and representation ``h`` for any events,
+which is all a per-user head needs.
 """
 
 from __future__ import annotations

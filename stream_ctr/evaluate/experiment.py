@@ -10,13 +10,14 @@ the same subset, so every comparison stays paired.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..correction import shrunk_ctr
+from ..auto import choose
+from ..correction import LC_VARIANTS, shrunk_ctr
 from ..heads import HeadParams, sigmoid
 from ..metrics import auc, calibration, logloss, per_user_auc
 from ..bootstrap import UserBootstrap
@@ -24,8 +25,8 @@ from ..models import FAMILIES, infer
 from .cloud import train_cloud
 from .config import MODES, CloudConfig
 from .finetune import SCOPES, FullScope, HeadScope
-from .split import Protocol, SplitData, split_events
-from .tuning import FULL_GRID, HEAD_GRID, Grid, tune_and_fit
+from .split import PG, Protocol, SplitData, split_events
+from .tuning import FULL_GRID, HEAD_GRID, Choice, Grid, tune_and_fit
 
 __all__ = ["EvalConfig", "MODES", "Result", "run_experiment"]
 
@@ -50,14 +51,21 @@ class EvalConfig:
     # torch threads while the experiment runs: its tensors are tiny (a user's few dozen events), where extra
     # threads only add synchronisation; on a busy 2-core machine 1 thread was 5-30x faster than 2.
     threads: int = 1
+    # The global CTR correction aligns to: "cloud" (the cloud part's click share) or "aligned" (the running CTR
+    # of all events up to the fine-tuning step, as the service has it); see SplitData.priors.
+    pg: str = "cloud"
 
     def __post_init__(self):
+        if self.pg not in PG:
+            raise ValueError(f"unknown p_g definition {self.pg!r}; choose from {list(PG)}")
         bad = [m for m in self.models if m not in FAMILIES]
         if bad:
             raise ValueError(f"unknown model(s) {bad}; choose from {sorted(FAMILIES)}")
         bad = [m for m in self.modes if m not in MODES]
         if bad:
             raise ValueError(f"unknown mode(s) {bad}; choose from {list(MODES)}")
+        if "ft_auto" in self.modes and "ft" not in self.modes:
+            raise ValueError("ft_auto chooses between ft and the label-correction modes: add ft to the modes")
         bad = [s for s in self.scopes if s not in SCOPES]
         if bad:
             raise ValueError(f"unknown scope(s) {bad}; choose from {list(SCOPES)}")
@@ -143,7 +151,11 @@ def _run(events, spec, cfg: EvalConfig, dataset: str) -> Result:
             for mode in _scope_modes(s, ft_modes):
                 bar.set_postfix_str(f"{family} {s} {mode}")
                 t0 = time.perf_counter()
-                preds[mode], choices[mode] = tune_and_fit(runner, d, MODES[mode], grid, cfg.shrinkage, p_g)
+                if mode == "ft_auto":
+                    pick = pick_auto(choices)
+                    preds[mode], choices[mode] = preds[pick], replace(choices[pick], pick=pick)
+                else:
+                    preds[mode], choices[mode] = tune_and_fit(runner, d, MODES[mode], grid, cfg.shrinkage, cfg.pg)
                 timings[f"{family}/{s}/{mode}"] = round(time.perf_counter() - t0, 2)
                 bar.update(1)
             rows += _score(family, s, preds, choices, users, labels, boots[s], per_user[s])
@@ -153,18 +165,38 @@ def _run(events, spec, cfg: EvalConfig, dataset: str) -> Result:
         "n_users_evaluated": int(len(data.evaluated)), "skipped_users": int(data.skipped_users),
         "users_per_scope": {s: int(len(d.evaluated)) for s, d in scoped.items()},
         "protocol": vars(cfg.protocol) | {}, "cloud": {**vars(cfg.cloud), "hidden": list(cfg.cloud.hidden)},
-        "shrinkage": cfg.shrinkage, "n_boot": cfg.n_boot, "torch_threads": cfg.threads,
+        "shrinkage": cfg.shrinkage, "pg": cfg.pg, "n_boot": cfg.n_boot, "torch_threads": cfg.threads,
         "grids": {s: vars(cfg.head_grid if s == "head" else cfg.full_grid) for s in cfg.scopes},
+        "pg_aligned": _quantiles(data.priors([data.ft(k) for k in range(len(data.evaluated))], "aligned")),
         "cloud_epochs": epochs, "timings_s": timings, "total_s": round(time.perf_counter() - t_start, 1),
     }
     local = np.array([data.labels[data.user == c].mean() for c in data.evaluated])
     return Result(dataset, rows, meta, local, per_user)
 
 
+def _quantiles(x: np.ndarray) -> dict:
+    """Min, median and max of the time-aligned p_g over users (how far it strays from the cloud part's)."""
+    return {"min": float(x.min()), "median": float(np.median(x)), "max": float(x.max())}
+
+
 def _scope_modes(scope: str, modes: list[str]) -> list[str]:
-    """The fine-tuning modes a scope runs: ``lc_bias`` trains a head's bias apart from its weights, so the full
-    scope (a whole per-user model, no head) does not run it."""
-    return [m for m in modes if scope == "head" or MODES[m] != "lc_bias"]
+    """The fine-tuning modes a scope runs, ``ft_auto`` last (it picks among the others): ``lc_bias`` trains a
+    head's bias apart from its weights, so the full scope (a whole per-user model, no head) does not run it."""
+    kept = [m for m in modes if scope == "head" or MODES[m] != "lc_bias"]
+    return [m for m in kept if m != "ft_auto"] + [m for m in kept if m == "ft_auto"]
+
+
+def pick_auto(choices: dict[str, Choice]) -> str:
+    """``ft_auto``'s mode: ``ft`` unless a label-correction mode's per-user validation AUC beats ``ft``'s with a
+    CI above 0 (:func:`stream_ctr.auto.choose`, paired over the users with both classes in validation)."""
+    ft = choices["ft"]
+    diffs, weights = {}, {}
+    for mode, c in choices.items():
+        if MODES.get(mode) not in LC_VARIANTS:
+            continue
+        common, i, j = np.intersect1d(ft.val_users, c.val_users, return_indices=True)
+        diffs[mode], weights[mode] = c.val_auc[j] - ft.val_auc[i], ft.val_n[i]
+    return choose("ft", diffs, weights).method
 
 
 def _score(family, scope, preds, choices, users, labels, boot: UserBootstrap, pu: ScopeUsers) -> list[dict]:
@@ -182,7 +214,8 @@ def _score(family, scope, preds, choices, users, labels, boot: UserBootstrap, pu
             d = per[mode] - per["cloud"]
             row["vs_cloud"] = {"delta": boot.mean(d), "ci": list(boot.ci(d))}
             c = choices[mode]
-            row["chosen"] = {"lr": c.lr, "l2": c.l2, "steps": c.steps, "val_gauc": c.val_gauc}
+            row["chosen"] = {"lr": c.lr, "l2": c.l2, "steps": c.steps, "val_gauc": c.val_gauc,
+                             **({"pick": c.pick} if c.pick else {})}
         if mode == "ft_lc" and "ft" in per:
             d = per["ft_lc"] - per["ft"]
             row["vs_ft"] = {"delta": boot.mean(d), "ci": list(boot.ci(d))}

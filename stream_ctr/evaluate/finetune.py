@@ -113,16 +113,17 @@ class FullScope:
 
 
 def trajectory(scope, data: SplitData, train: Sequence[np.ndarray], evals: Sequence[np.ndarray], method: str,
-               lr: float, l2: float, checkpoints: Sequence[int], shrinkage: float, p_g: float) -> list[np.ndarray]:
+               lr: float, l2: float, checkpoints: Sequence[int], shrinkage: float, p_g) -> list[np.ndarray]:
     """Fine-tune every user on ``train[k]`` and score ``evals[k]`` after each checkpoint.
 
-    Returns one array per checkpoint: the predictions for ``np.concatenate(evals)``.
+    ``p_g`` is one global CTR for every user or one per user (``p_g[k]`` for ``train[k]``,
+    :meth:`SplitData.priors`). Returns one array per checkpoint: the predictions for ``np.concatenate(evals)``.
     """
     per_ckpt: list[list[np.ndarray]] = [[] for _ in checkpoints]
-    for tr, ev in zip(train, evals):
+    for tr, ev, pg in zip(train, evals, np.broadcast_to(np.asarray(p_g, dtype=float), (len(train),))):
         y = data.labels[tr]
-        p_u = shrunk_ctr(float(y.sum()), len(y), p_g, shrinkage)
-        preds = scope.fit_predict(tr, ev, correct(y, p_u, p_g, method, len(y)), lr, l2, checkpoints)
+        p_u = shrunk_ctr(float(y.sum()), len(y), float(pg), shrinkage)
+        preds = scope.fit_predict(tr, ev, correct(y, p_u, float(pg), method, len(y)), lr, l2, checkpoints)
         for acc, p in zip(per_ckpt, preds):
             acc.append(p)
     return [np.concatenate(acc) if acc else np.zeros(0) for acc in per_ckpt]

@@ -39,6 +39,7 @@ def markdown_table(rows: list[dict]) -> str:
     for r in rows:
         c = r.get("chosen")
         chosen = f"{c['lr']:g} / {c['l2']:g} / {c['steps']}" if c else ""
+        chosen += f" ({c['pick']})" if c and c.get("pick") else ""
         lo, hi = r["gauc_ci"]
         lines.append(f"| {r['model']} | {r['scope']} | {r['mode']} | {_f(r['gauc'])} [{_f(lo)}, {_f(hi)}] "
                      f"| {_delta(r.get('vs_cloud'))} | {_delta(r.get('vs_ft'))} | {_f(r['auc'])} "

@@ -24,14 +24,17 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from ..features import FeatureSpec, HashingEncoder
 
-__all__ = ["CLOUD", "FIT", "VAL", "TEST", "Protocol", "SplitData", "split_events"]
+__all__ = ["CLOUD", "FIT", "VAL", "TEST", "PG", "Protocol", "SplitData", "split_events"]
 
 CLOUD, FIT, VAL, TEST = 0, 1, 2, 3
+#: Definitions of the global CTR ``p_g`` that correction aligns a user's prior to (:meth:`SplitData.priors`).
+PG = ("cloud", "aligned")
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,31 @@ class SplitData:
     test: list[np.ndarray]
     skipped_users: int
     spec: FeatureSpec
+    ts: np.ndarray | None = None  # [n] event times (None: every p_g is the cloud part's)
+
+    @cached_property
+    def _ctr_clock(self) -> tuple[np.ndarray, np.ndarray]:
+        """Event times in ascending order and the cumulative clicks up to each: the merged stream's CTR curve."""
+        order = np.argsort(self.ts, kind="stable")
+        return self.ts[order], np.cumsum(self.labels[order], dtype=np.float64)
+
+    def global_ctr_until(self, t: np.ndarray) -> np.ndarray:
+        """Click share of *all* events (every user, every part) with a time <= each of ``t``: the running global
+        CTR the service's trainer publishes, as of time ``t``. O(log n) per query (a binary search)."""
+        times, clicks = self._ctr_clock
+        k = np.searchsorted(times, np.asarray(t, dtype=float), side="right")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(k > 0, clicks[np.maximum(k - 1, 0)] / np.maximum(k, 1), 0.5)
+
+    def priors(self, parts, pg: str = "cloud") -> np.ndarray:
+        """``p_g`` for fine-tuning on each of ``parts`` (one index array per user, in time order): ``cloud`` = the
+        cloud part's click share for everyone; ``aligned`` = :meth:`global_ctr_until` the part's last event, the
+        moment the user's fine-tuning step is taken (the service's definition)."""
+        if pg not in PG:
+            raise ValueError(f"unknown p_g {pg!r}; choose from {PG}")
+        if pg == "cloud" or self.ts is None:
+            return np.full(len(parts), self.global_ctr)
+        return self.global_ctr_until(np.array([self.ts[p[-1]] for p in parts]))
 
     @property
     def cloud_idx(self) -> np.ndarray:
@@ -99,7 +127,7 @@ class SplitData:
         keep = np.sort(np.asarray(keep, dtype=int))
         return SplitData(self.ids, self.vals, self.labels, self.user, self.part, self.user_names,
                          self.evaluated[keep], [self.fit[k] for k in keep], [self.val[k] for k in keep],
-                         [self.test[k] for k in keep], self.skipped_users, self.spec)
+                         [self.test[k] for k in keep], self.skipped_users, self.spec, self.ts)
 
 
 def split_events(events, spec: FeatureSpec, protocol: Protocol = Protocol()) -> SplitData:
@@ -133,4 +161,4 @@ def split_events(events, spec: FeatureSpec, protocol: Protocol = Protocol()) -> 
         raise ValueError(f"no user has at least {protocol.min_events} events; nothing to evaluate "
                          f"({skipped} users skipped)")
     return SplitData(ids, vals, labels, user, part, [str(n) for n in names], np.array(evaluated), fit, val, test,
-                     skipped, spec)
+                     skipped, spec, ts)

@@ -13,11 +13,11 @@ winner, and the test part is scored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..metrics import gauc
+from ..metrics import gauc, per_user_auc
 from .finetune import trajectory
 from .split import SplitData
 
@@ -42,37 +42,48 @@ FULL_GRID = Grid(lrs=(0.05, 0.5), l2s=(0.01, 0.3), steps=(5, 20))
 
 @dataclass
 class Choice:
+    """The validated configuration, its validation gAUC and its per-user validation AUCs (users with both
+    classes in their validation part: codes, AUCs, impressions), which :mod:`stream_ctr.auto` compares."""
+
     lr: float
     l2: float
     steps: int
     val_gauc: float
+    val_users: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int), repr=False)
+    val_auc: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    val_n: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    pick: str | None = None  # ft_auto only: the mode it took (this choice is that mode's)
 
 
 def _users(data: SplitData, parts) -> np.ndarray:
     return np.concatenate([data.user[p] for p in parts])
 
 
-def tune_and_fit(scope, data: SplitData, method: str, grid: Grid, shrinkage: float, p_g: float
+def tune_and_fit(scope, data: SplitData, method: str, grid: Grid, shrinkage: float, pg: str = "cloud"
                  ) -> tuple[np.ndarray, Choice]:
     """Pick ``(lr, l2, steps)`` by validation gAUC, refit on fit + val, return (test predictions, choice).
 
-    Test predictions are aligned with ``np.concatenate(data.test)``.
+    ``pg`` names the global CTR correction aligns to (:meth:`SplitData.priors`): for tuning it is taken at the
+    end of each user's ``fit`` part, for the final fit at the end of the whole fine-tune part. Test predictions
+    are aligned with ``np.concatenate(data.test)``.
     """
     val_users = _users(data, data.val)
     val_labels = np.concatenate([data.labels[v] for v in data.val])
     checkpoints = sorted(grid.steps)
     best: Choice | None = None
+    fit_pg = data.priors(data.fit, pg)
     for lr in grid.lrs:
         for l2 in grid.l2s:
-            preds = trajectory(scope, data, data.fit, data.val, method, lr, l2, checkpoints, shrinkage, p_g)
+            preds = trajectory(scope, data, data.fit, data.val, method, lr, l2, checkpoints, shrinkage, fit_pg)
             for steps, p in zip(checkpoints, preds):
                 # A diverged fine-tune (non-finite predictions) is disqualified: ranks would hide the NaNs.
                 score = gauc(val_users, val_labels, p) if np.isfinite(p).all() else np.nan
                 score = -np.inf if np.isnan(score) else score
                 if best is None or score > best.val_gauc:
-                    best = Choice(lr, l2, steps, float(score))
+                    per_user = per_user_auc(val_users, val_labels, p) if np.isfinite(score) else ()
+                    best = Choice(lr, l2, steps, float(score), *per_user)
     assert best is not None
     ft_parts = [data.ft(k) for k in range(len(data.evaluated))]
     (test_pred,) = trajectory(scope, data, ft_parts, data.test, method, best.lr, best.l2, [best.steps],
-                              shrinkage, p_g)
+                              shrinkage, data.priors(ft_parts, pg))
     return test_pred, best

@@ -124,7 +124,12 @@ def test_seeded_runs_are_deterministic():
     assert {(r["model"], r["scope"], r["mode"]) for r in a.rows} == {
         (m, s, mode) for m in ("lr", "fm") for s in ("head", "full")
         for mode in ("cloud", "ft", "ft_lc", "ft_reweight", "ft_logit", "ft_lc_evidence", "ft_lc_significant",
-                     *(["ft_lc_bias"] if s == "head" else []))}  # a head's bias, so the head scope only
+                     "ft_auto", *(["ft_lc_bias"] if s == "head" else []))}  # a head's bias: head scope only
+    by_key = {(r["model"], r["scope"], r["mode"]): r for r in a.rows}
+    for r in (r for r in a.rows if r["mode"] == "ft_auto"):  # ft_auto is the mode it picked, on the test part too
+        picked = by_key[(r["model"], r["scope"], r["chosen"]["pick"])]
+        assert r["chosen"]["pick"] in ("ft", "ft_lc", "ft_lc_evidence", "ft_lc_significant", "ft_lc_bias")
+        assert (r["gauc"], r["logloss"]) == (picked["gauc"], picked["logloss"])
     full = [r for r in a.rows if r["scope"] == "full"]
     assert all(r["n_users"] <= 15 for r in full)  # the full scope's user sample, cloud row included
 
