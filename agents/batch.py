@@ -1,9 +1,10 @@
 """One batch of the personalize worker: validate, dead-letter the bad records, attribute the events that answer a
 scoring request to its arm, and test-then-train the good ones.
 
-:class:`PersonalizeStep` is the unit the agent calls per batch. It scores the whole batch with one model snapshot
-(so a swap never lands mid-batch) and writes each user's state once per batch (one changelog record a user; a
-second one only the first time a user is counted among an experiment arm's users).
+:class:`PersonalizeStep` is the unit the worker calls per chunk of fetched records (:mod:`.batched`). It scores
+the whole batch with one model snapshot (so a swap never lands mid-batch) and writes each user's state once per
+batch (one changelog record a user; a second one only the first time a user is counted among an experiment arm's
+users).
 """
 
 from __future__ import annotations
@@ -38,16 +39,17 @@ class PersonalizeStep:
         self.partitions = partitions  # of ctr.events: a user's events must be on the user's partition
 
     async def __call__(self, batch: Sequence) -> BatchResult:
-        """Process Faust ``batch`` (events with ``.key``, ``.value``, ``.message``) in offset order."""
+        """Process ``batch``, records of ``ctr.events`` in offset order per partition (aiokafka ``ConsumerRecord``
+        or anything with ``.topic``, ``.partition``, ``.offset``, ``.key``, ``.value``)."""
         records, partition_of = [], {}
-        for event in batch:
+        for record in batch:
             try:
-                parsed = parse_record(event.value, event.key, event.message.partition, self.partitions)
+                parsed = parse_record(record.value, record.key, record.partition, self.partitions)
             except InvalidEvent as err:
-                await self.dead_letters.send(event, err)
+                await self.dead_letters.send(record, err)
                 continue
-            records.append((parsed, event.message.offset))
-            partition_of[parsed.user_id] = event.message.partition
+            records.append((parsed, record.offset))
+            partition_of[parsed.user_id] = record.partition
         model = self.holder.current  # one model for the whole batch: swaps are atomic per batch
         with self.metrics.batch_seconds.time():
             result = test_then_train(records, model, self.users, self.params, self.metrics.band_z)

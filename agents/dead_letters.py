@@ -18,10 +18,9 @@ class DeadLetters:
         self.topic = topic  # a Faust topic (anything with an async ``send(key=, value=, headers=)``)
         self.metrics = metrics
 
-    async def send(self, event, err: InvalidEvent) -> None:
-        """Dead-letter one Faust ``event`` (its message and raw bytes) for ``err``."""
-        msg = event.message
-        headers = {"reason": err.reason.encode(), "detail": err.detail.encode(), "topic": msg.topic.encode(),
-                   "partition": str(msg.partition).encode(), "offset": str(msg.offset).encode()}
-        await self.topic.send(key=event.key, value=event.value or b"", headers=headers)
+    async def send(self, record, err: InvalidEvent) -> None:
+        """Dead-letter one consumed ``record`` (``.topic .partition .offset`` and its raw ``.key .value``)."""
+        headers = {"reason": err.reason.encode(), "detail": err.detail.encode(), "topic": record.topic.encode(),
+                   "partition": str(record.partition).encode(), "offset": str(record.offset).encode()}
+        await self.topic.send(key=record.key, value=record.value or b"", headers=headers)
         self.metrics.dead_lettered(err.reason)

@@ -26,7 +26,7 @@ events (up to a third of a user's history in our fault runs) and could stop comm
    three). Fix: fetch for a copy of the set taken at call time, and nothing when it is empty.
 4. **RocksDB writes need an event** (``faust/stores/rocksdb.py``, ``Store._set``): the RocksDB store files a write
    under the partition of the event being processed, and asserts there is one. The worker writes each user's
-   state once per batch (``take_events``), outside any single event, and its table uses the partitioner (a user's
+   state once per batch (:mod:`.batched`), outside any single event, and its table uses the partitioner (a user's
    state belongs to the user's partition, not to the last event's). Fix: for a table with ``use_partitioner``,
    the write goes to the partition Kafka's default partitioner gives the key, where its changelog record goes.
 

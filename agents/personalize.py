@@ -30,6 +30,7 @@ from stream_ctr.state import UserState
 from . import views
 from .app import USER_STATE_CODEC, create_app, raw_topic
 from .batch import PersonalizeStep
+from .batched import consume_in_batches
 from .dead_letters import DeadLetters
 from .sensors import TimingSensor
 from .serving import ScoringView
@@ -100,12 +101,12 @@ class PersonalizeWorker:
         if follow:
             app.task(self.follower.run)
 
-        @app.agent(self.events, name="personalize")
-        async def personalize(stream):
+        async def personalize(records) -> None:
             while holder.current is None:  # nothing can be scored before the first snapshot
                 await asyncio.sleep(0.1)
-            async for batch in stream.take_events(self.settings.batch_size, within=self.settings.batch_within_s):
-                await step(batch)
+            await step(records)
+
+        consume_in_batches(app, self.events, personalize, self.settings.batch_size)
 
         app.on_partitions_assigned.connect(self._forget_moved_users)
         app.timer(self.settings.metrics_refresh_s, name="refresh_metrics")(self.refresh_metrics)

@@ -64,8 +64,8 @@ class Settings:
                                      "production: one broker may fail without losing an acknowledged write)",
                                      _positive)
     # --- personalize agent -----------------------------------------------------------------------------------
-    batch_size: int = _knob(256, "STREAM_CTR_BATCH_SIZE", "events per personalize batch", _positive)
-    batch_within_s: float = _knob(0.5, "STREAM_CTR_BATCH_WITHIN_S", "max seconds to wait filling a batch", _positive)
+    batch_size: int = _knob(256, "STREAM_CTR_BATCH_SIZE",
+                            "max events per personalize step (a fetch is cut into steps of this size)", _positive)
     ctr_window: int = _knob(_HEAD.window, "STREAM_CTR_CTR_WINDOW", "events in each user's rolling CTR window",
                             _positive)
     shrinkage: float = _knob(_HEAD.shrinkage, "STREAM_CTR_SHRINKAGE", "pseudo-events pulling p_u toward p_g",

@@ -42,8 +42,7 @@ def settings_factory(kafka):
     def make(**overrides) -> Settings:
         tag = f"t{next(_counter)}-{uuid.uuid4().hex[:6]}"
         base = dict(kafka_bootstrap=kafka.bootstrap, topic_prefix=f"{tag}.", app_id=f"stream-ctr-{tag}",
-                    web_port=free_port_pair(), features="category,segment", snapshot_every=1000, batch_size=128,
-                    batch_within_s=0.2)
+                    web_port=free_port_pair(), features="category,segment", snapshot_every=1000, batch_size=128)
         return Settings.from_env({}, **{**base, **overrides})
 
     return make

@@ -255,13 +255,13 @@ def test_trainer_killed_mid_stream_resumes_at_its_snapshot_and_trains_each_sampl
     import threading
 
     settings = settings_factory(snapshot_every=700)
-    events = make_events(users=30, events_per_user=150, seed=23).events  # 4,500 at 150/s: ~30 s of stream
+    events = make_events(users=30, events_per_user=150, seed=23).events  # 4,500 at 100/s: ~45 s of stream
     rng = random.Random(7)
     with Stack(settings, tmp_path / "logs", worker=False) as stack:
         trainer_url = f"http://{stack.settings.advertised_host}:{stack.settings.web_port + 1}"
         stack.wait_healthy(120, trainer_url)
         feeder = threading.Thread(target=replay, args=(events, stack.settings.kafka_bootstrap,
-                                                       topics.events(stack.settings).name, 150.0), daemon=True)
+                                                       topics.events(stack.settings).name, 100.0), daemon=True)
         feeder.start()
         for _ in range(3):
             time.sleep(rng.uniform(4.0, 7.0))

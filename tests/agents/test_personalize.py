@@ -1,13 +1,15 @@
-"""In-process tier: the real :class:`PersonalizeWorker` wiring driven through ``agent.test_context()`` (no broker).
+"""In-process tier: the real :class:`PersonalizeWorker` wiring driven through its batch handler (no broker).
 
 The users table is replaced by a dict (a Faust table needs a running producer; the broker tier covers it) and the
 dead-letter topic by a recorder; everything else is the worker the CLI runs.
 """
 
 import asyncio
+import itertools
 
 import orjson
 import pytest
+from aiokafka.structs import ConsumerRecord
 
 from stream_ctr.agents.personalize import PersonalizeWorker
 from stream_ctr.config import Settings
@@ -27,7 +29,7 @@ class _RecordingTopic:
 @pytest.fixture
 def worker(make_snapshot):
     settings = Settings.from_env({}, kafka_bootstrap="127.0.0.1:9", features="category,segment",
-                                 hash_buckets=2048, batch_size=16, batch_within_s=0.05)
+                                 hash_buckets=2048, batch_size=16)
     worker = PersonalizeWorker.build(settings, follow=False, users={})
     worker.app.finalize()
     worker.follower.offer(make_snapshot(settings))
@@ -36,20 +38,22 @@ def worker(make_snapshot):
 
 
 def _drive(worker: PersonalizeWorker, records, expect: int) -> None:
+    """Hands ``(key, value)`` records to the handler the worker registered for its fetched batches, as fetched:
+    on the key's partition (Kafka's default partitioner), offsets counting up per partition, in chunks."""
+    topic, n = worker.events.get_topic_name(), worker.settings.events_partitions
+    offsets = itertools.count()
+    fetched = [ConsumerRecord(topic, partition_of(key, n) if key else 0, next(offsets), 0, 0, key, value, None,
+                              len(key or b""), len(value), []) for key, value in records]
+    batched = worker.app._stream_ctr_batched
+    assert batched.topic == topic
+
     async def run():
-        agent = worker.app.agents["personalize"]
-        async with agent.test_context() as ctx:
-            for key, value in records:  # on the key's partition, as Kafka's default partitioner puts it
-                partition = partition_of(key, worker.settings.events_partitions) if key else 0
-                await ctx.put(value, key=key, partition=partition, wait=False)
-            for _ in range(200):
-                s = worker.stats()
-                if s["applied"] + s["dead_letters"] >= expect:
-                    return
-                await asyncio.sleep(0.02)
-            raise AssertionError(f"agent processed {s['applied'] + s['dead_letters']} of {expect}")
+        for start in range(0, len(fetched), batched.batch_size):
+            await batched.handler(fetched[start:start + batched.batch_size])
 
     asyncio.run(run())
+    s = worker.stats()
+    assert s["applied"] + s["dead_letters"] == expect
 
 
 def test_agent_applies_events_and_keeps_exact_counts(worker, make_events):
