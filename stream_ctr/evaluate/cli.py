@@ -53,6 +53,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--change", default=None,
                    help="synthetic only: a change of the world over time, KIND:AT:SIZE[:OVER], e.g. ramp:0.3:1.5:0.5 "
                         "(every prior logit +1.5, ramped in from 30%% to 80%% of the time span; jump, ramp or flip)")
+    p.add_argument("--regimes", action="store_true",
+                   help="synthetic only: the regime map, sweeping prior gap, taste, events per user and a global "
+                        "ramp around a small base world (stream_ctr.evaluate.regimes), each world over --seeds; "
+                        "writes DIR/regimes.json, regimes.md, regimes*.png")
     p.add_argument("--pg", default="cloud", choices=PG,
                    help="the global CTR correction aligns to: cloud (click share of the cloud part) or aligned (the "
                         "running click share of all events up to each user's fine-tuning step, as in the service)")
@@ -79,8 +83,8 @@ def _config(args):
     from .experiment import EvalConfig
 
     scopes = _csv(args.scope)
-    if (args.drift is not None or args.change is not None) and args.dataset != "synthetic":
-        raise ValueError("--drift and --change apply to --dataset synthetic only")
+    if (args.drift is not None or args.change is not None or args.regimes) and args.dataset != "synthetic":
+        raise ValueError("--drift, --change and --regimes apply to --dataset synthetic only")
     cfg = EvalConfig(
         models=_csv(args.models), modes=tuple(dict.fromkeys(("cloud",) + _csv(args.modes))), scopes=scopes,
         seed=args.seed, cloud=CloudConfig(max_epochs=args.max_epochs),
@@ -134,6 +138,8 @@ def run(args) -> int:
 
     try:
         cfg, seeds, change = _config(args), _seeds(args), _change(args.change)
+        if args.regimes:
+            return _run_regimes(args, cfg, seeds or [args.seed], command)
         if seeds is not None:
             return _run_seeds(args, cfg, seeds, load_seed, command)
         t0 = time.perf_counter()
@@ -180,4 +186,34 @@ def _run_seeds(args, cfg, seeds: list[int], load_seed, command: str) -> int:
     js, md = write_seeds(args.out, ms.dataset, ms.seeds, ms.rows, per_seed, meta, command)
     print(md.read_text())
     print(f"wrote {js}, {md} and {len(seeds)} seed folders")
+    return 0
+
+
+def _run_regimes(args, cfg, seeds: list[int], command: str) -> int:
+    """The regime map: every world of stream_ctr.evaluate.regimes over ``seeds``, written to DIR."""
+    import json
+
+    from .regimes import AXES, BASE, plot_regimes, regimes_table, run_regimes
+    from .report import _clean
+
+    t0 = time.perf_counter()
+
+    def done(axis, value, _):
+        print(f"{axis}={value}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+    rows = run_regimes(cfg, seeds, on_world=done)
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {"seeds": seeds, "base": {k: v for k, v in vars(BASE).items() if k != "seed"}, "axes": AXES,
+            "pg": cfg.pg, "wall_s": round(time.perf_counter() - t0, 1), "command": command}
+    (args.out / "regimes.json").write_text(json.dumps(_clean({"rows": rows, "meta": meta}), indent=2) + "\n")
+    table = regimes_table(rows)
+    text = ["# Regime map (synthetic generator)", "", "```", command, "```", "",
+            f"Base world {meta['base']}; one axis at a time. Seeds {seeds} (each draws a new world); means over "
+            "seeds, 95% CIs over users and seeds (two-level bootstrap); * = CI excludes 0. "
+            f"Wall time {meta['wall_s']} s.", "", table, ""]
+    (args.out / "regimes.md").write_text("\n".join(text))
+    written = [plot_regimes(args.out / f"regimes_{m}.png", rows, m) for m in cfg.modes
+               if m not in ("cloud", "ft", "ft_auto", "ft_reweight", "ft_logit")]
+    print(table)
+    print("wrote " + ", ".join(str(p) for p in [args.out / "regimes.json", args.out / "regimes.md", *written]))
     return 0
