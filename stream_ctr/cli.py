@@ -204,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_replay)
     dm = sub.add_parser("demo", help="Kafka + worker + trainer, replay ML-100K, print the per-arm report")
     dm.add_argument("--limit", type=_positive_int, default=None)
-    dm.add_argument("--rate", type=_non_negative, default=0.0)
+    dm.add_argument("--rate", type=_non_negative, default=3000.0,
+                    help="events/s replayed (0 = as fast as the producer goes); the default keeps the stream at a "
+                         "rate the global trainer follows on 2 cores, as a live stream would arrive")
     dm.add_argument("--malformed-every", type=_non_negative_int, default=5000)
     dm.add_argument("--out", default="reports", help="where demo-report.md and logs go")
     dm.add_argument("--sim-requests", type=_non_negative_int, default=10000,

@@ -64,7 +64,7 @@ class Settings:
                                      "production: one broker may fail without losing an acknowledged write)",
                                      _positive)
     # --- personalize agent -----------------------------------------------------------------------------------
-    batch_size: int = _knob(256, "STREAM_CTR_BATCH_SIZE",
+    batch_size: int = _knob(1024, "STREAM_CTR_BATCH_SIZE",
                             "max events per personalize step (a fetch is cut into steps of this size)", _positive)
     ctr_window: int = _knob(_HEAD.window, "STREAM_CTR_CTR_WINDOW", "events in each user's rolling CTR window",
                             _positive)

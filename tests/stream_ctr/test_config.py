@@ -29,7 +29,7 @@ def test_env_and_overrides():
     assert (s.batch_size, s.kafka_bootstrap, s.head_steps) == (32, "127.0.0.1:9092", 3)
     assert s.topic("ctr.events") == "ctr.events"
     text = s.describe()
-    assert "STREAM_CTR_BATCH_SIZE            = 32  (default 256)" in text  # the effective value, then the default
+    assert "STREAM_CTR_BATCH_SIZE            = 32  (default 1024)" in text  # the effective value, then the default
     assert "STREAM_CTR_HEAD_L2" in text
 
 
