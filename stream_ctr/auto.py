@@ -9,8 +9,9 @@ per-user weights (impressions, as gAUC weighs users). CIs come from the paired u
 (``1 - (1 - level) / k`` each), so trying more variants does not make a spurious switch more likely.
 
 The offline evaluator's ``ft_auto`` mode (:mod:`stream_ctr.evaluate.experiment`) uses this function on the
-validation split, with ``ft`` as the default and the label-correction variants as challengers; the service can
-call it on its shadow-arm results (wiring it into the worker is separate work).
+validation split, with ``ft`` as the default and the label-correction variants as challengers; the worker calls it
+on its shadow arms' per-user AUCs (``ft`` against ``ft_lc``) whenever a report asks for the paired CIs
+(``GET /v1/stats?fresh=1``, key ``auto`` of each scope; the demo report prints it).
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)

@@ -59,6 +59,9 @@ def render_report(stats: dict, meta: dict) -> str:
         lo, hi = d["ci"]
         star = " *" if lo > 0 or hi < 0 else ""
         lines.append(f"| {name} | {d['delta']:+.4f}{star} | [{lo:+.4f}, {hi:+.4f}] | {d['users']} |")
+    if "auto" in life:
+        lines += ["", f"Auto choice of the fine-tuned head to serve (stream_ctr.auto on these shadow arms): "
+                      f"**{life['auto']['arm']}**, {life['auto']['reason']}."]
     d = stats["drift"]
     edges = [0.0, *d["buckets"]]
     lines += ["", f"Predictions scored: {life['n']}.", "",

@@ -165,6 +165,8 @@ class OnlineMetrics:
                 "auc": auc(labels, p), "logloss": logloss(labels, p) if len(p) else float("nan"),
                 "calibration": calibration(labels, p)})}
         out = {"n": int(n), "arms": arms, "paired": self._paired(per_user, weights) if paired else {}}
+        if paired and {"ft", "ft_lc"} <= per_user.keys() and len(weights) >= 2:
+            out["auto"] = _auto(per_user, weights)
         if scope == "lifetime":
             out["lifetime_user_share"] = share
         return out
@@ -181,3 +183,12 @@ class OnlineMetrics:
                 diff = per_user[arm] - per_user[base]
                 out[f"{arm} - {base}"] = {"delta": boot.mean(diff), "ci": list(boot.ci(diff)), "users": len(diff)}
         return out
+
+
+def _auto(per_user: dict, weights: np.ndarray) -> dict:
+    """Which fine-tuned head the shadow arms say to serve: ``ft`` until ``ft_lc`` ranks better within users with a
+    CI that excludes 0 (:func:`stream_ctr.auto.choose`, the rule the offline ``ft_auto`` mode uses)."""
+    from .auto import choose
+
+    decision = choose("ft", {"ft_lc": per_user["ft_lc"] - per_user["ft"]}, {"ft_lc": weights}, n_boot=500)
+    return {"arm": decision.method, "switched": decision.switched, "reason": decision.reason}

@@ -39,6 +39,19 @@ def test_paired_differences_have_bootstrap_cis():
     assert paired["ft_lc - ft"]["delta"] == pytest.approx(-better["delta"])
 
 
+def test_auto_serves_ft_until_the_corrected_head_is_significantly_better():
+    u, y, p = _stream()
+    m = OnlineMetrics(ARMS)
+    m.record(u, y, p)  # ft ranks better than ft_lc
+    assert "auto" not in m.summary("lifetime")
+    keep = m.summary("lifetime", paired=True)["auto"]
+    assert (keep["arm"], keep["switched"]) == ("ft", False)
+    m = OnlineMetrics(ARMS)
+    m.record(u, y, {**p, "ft": p["ft_lc"], "ft_lc": p["ft"]})  # now the corrected head ranks better
+    switch = m.summary("lifetime", paired=True)["auto"]
+    assert (switch["arm"], switch["switched"]) == ("ft_lc", True) and "CI above 0" in switch["reason"]
+
+
 def test_per_user_auc_in_one_pass_equals_auc_user_by_user():
     from stream_ctr.metrics import auc, per_user_auc
 
