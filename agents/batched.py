@@ -15,7 +15,7 @@ bookkeeping is reused:
   writes of its events were handed to the producer; Faust's commit flushes the producer (waiting for every write,
   see :mod:`.faust_fixes`) before it commits those offsets, so an offset is never committed ahead of the state it
   covers;
-- records at or below a partition's read offset (a seek back after recovery) are dropped, as Faust drops them;
+- records below a partition's read offset (a seek back after recovery) are dropped, as Faust drops them;
 - a fetch that arrives while flow is stopped, or a chunk handled across a rebalance (the generation changed), is
   not acked: the partition's next owner reads it again from the committed offset, and per-user offsets make the
   replay a no-op for the events already applied.
