@@ -22,7 +22,7 @@ from ..data import load_dataset
 from ..data.synthetic import FEATURES as SYNTHETIC_FEATURES
 from ..heads import HeadParams
 from ..lockstep import lockstep
-from ..metrics import auc, calibration, gauc, logloss
+from ..metrics import auc, calibration, gauc, logloss, per_user_auc
 
 __all__ = ["run_quality_bench"]
 
@@ -62,9 +62,21 @@ def run_quality_bench(settings: Settings, dataset: str, limit: int | None = None
         run = settings.replace(correction=method, snapshot_every=min(cadences),
                                batch_size=min(settings.batch_size, min(cadences)))
         preds, _ = _service_progressive(run, events)
+        paired = {f"vs_{arm}": _paired_gauc(users, labels, preds["ft_lc"], preds[arm]) for arm in ("ft", "global")}
         rows[f"{run.model_family} ft_lc with {method}, delta every {min(cadences):,}"] = (
-            _quality(users, labels, preds["ft_lc"]) | {"eps": float("nan")})
+            _quality(users, labels, preds["ft_lc"]) | {"eps": float("nan")} | paired)
     return _table(dataset, len(events), settings, rows), rows
+
+
+def _paired_gauc(users: np.ndarray, labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict:
+    """gAUC of ``a`` minus gAUC of ``b`` (the same events) with a 95% CI from a paired bootstrap over users."""
+    from ..bootstrap import UserBootstrap
+
+    _, auc_a, weights = per_user_auc(users, labels, a)
+    _, auc_b, _ = per_user_auc(users, labels, b)  # the same users: both classes do not depend on the scores
+    boot = UserBootstrap(weights.astype(float), n_boot=1000, seed=0)
+    diff = auc_a - auc_b
+    return {"delta": boot.mean(diff), "ci": list(boot.ci(diff))}
 
 
 def _table(dataset: str, n: int, settings: Settings, rows: dict[str, dict]) -> list[str]:
@@ -77,7 +89,18 @@ def _table(dataset: str, n: int, settings: Settings, rows: dict[str, dict]) -> l
         eps = "-" if np.isnan(r["eps"]) else f"{r['eps']:,.0f}"
         lines.append(f"| {name} | {r['auc']:.4f} | {r['logloss']:.4f} | {r['calibration']:.3f} | "
                      f"{r['gauc']:.4f} | {eps} | {cost} |")
+    paired = {name: r for name, r in rows.items() if "vs_ft" in r}
+    if paired:
+        lines += ["", "gAUC of each label-corrected head minus the ft and the global arm on the same events, paired "
+                  "bootstrap over users (95% CI; * = the CI excludes 0):", "",
+                  "| learner | gAUC − ft [95% CI] | gAUC − global [95% CI] |", "|---|---|---|"]
+        lines += [f"| {name} | {_ci(r['vs_ft'])} | {_ci(r['vs_global'])} |" for name, r in paired.items()]
     return lines
+
+
+def _ci(d: dict) -> str:
+    lo, hi = d["ci"]
+    return f"{d['delta']:+.4f} [{lo:+.4f}, {hi:+.4f}]{' *' if lo > 0 or hi < 0 else ''}"
 
 
 def _quality(users: np.ndarray, labels: np.ndarray, preds: np.ndarray) -> dict:

@@ -41,10 +41,15 @@ def test_quality_bench_reports_every_arm_and_both_baselines():
                                     corrections=["lc", "lc_bias"])
     assert len(rows) == 8 and sum(name.startswith("river") for name in rows) == 2
     assert all(0.4 < r["auc"] < 1 and 0 < r["logloss"] < 1 for r in rows.values())
-    assert len(lines) == 4 + 8 + 1
+    assert len(lines) == 4 + 8 + 1 + 5 + 2  # the table, then the paired differences of the 2 corrections
     # The ft_lc arm with the default correction is the ft_lc row; another correction gives another arm.
     plain, bias = rows["deepfm ft_lc with lc, delta every 500"], rows["deepfm ft_lc with lc_bias, delta every 500"]
     assert plain["gauc"] == rows["deepfm ft_lc, delta every 500"]["gauc"] and bias["gauc"] != plain["gauc"]
+    # Paired over users on the same events: the difference of the arms' gAUCs, inside its own CI.
+    ft = rows["deepfm ft, delta every 500"]
+    assert plain["vs_ft"]["delta"] == pytest.approx(plain["gauc"] - ft["gauc"], abs=1e-9)
+    lo, hi = bias["vs_global"]["ci"]
+    assert lo <= bias["vs_global"]["delta"] <= hi and lo < hi
 
 
 def test_the_past_click_rate_reference_scores_each_event_by_what_came_before_it(make_events):
