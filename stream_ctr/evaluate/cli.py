@@ -181,7 +181,7 @@ def _run_seeds(args, cfg, seeds: list[int], load_seed, command: str) -> int:
     t0 = time.perf_counter()
     ms = run_seeds(load_seed, cfg, seeds, args.dataset,
                    on_seed=lambda s, r: _write_one(args, args.out / f"seed-{s}", r, command))
-    meta = {"wall_s": round(time.perf_counter() - t0, 1), "n_boot": cfg.n_boot}
+    meta = {"wall_s": round(time.perf_counter() - t0, 1), "n_boot": cfg.n_boot, "pg": cfg.pg}
     per_seed = [{"seed": s, "rows": r.rows, "meta": r.meta} for s, r in zip(ms.seeds, ms.results)]
     js, md = write_seeds(args.out, ms.dataset, ms.seeds, ms.rows, per_seed, meta, command)
     print(md.read_text())
