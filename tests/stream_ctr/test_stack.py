@@ -19,8 +19,11 @@ def test_up_runs_the_service_and_ctrl_c_stops_everything_it_started(settings_fac
     settings = settings_factory()
     env = {**os.environ, **settings.to_env()}
     out = open(tmp_path / "up.out", "wb")
+    # Ctrl-C's default disposition in the child: a test run started in the background of a non-interactive shell
+    # ignores SIGINT, and a child would inherit that and never see the Ctrl-C this test sends.
     up = subprocess.Popen([sys.executable, "-m", "stream_ctr.cli", "up", "--logs", str(tmp_path)], env=env,
-                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     url = f"http://127.0.0.1:{settings.web_port}"
     try:
         deadline = time.monotonic() + 120
