@@ -103,7 +103,10 @@ class _BatchedDrain:
                 if records is None or self._stopping():
                     continue
                 if not consumer.flow_active:  # as Faust's getmany: a fetch made before flow stopped is dropped
-                    await consumer.perform_seek()
+                    try:
+                        await consumer.perform_seek()
+                    except Exception as exc:  # a partition already revoked: the next assignment seeks again
+                        log.warning("seek to committed offsets while flow stopped failed: %r", exc)
                     continue
                 await self._dispatch(records, active)
         except consumer.consumer_stopped_errors:

@@ -91,9 +91,9 @@ class Stack:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
 
-    def wait_healthy(self, timeout: float, url: str | None = None) -> None:
-        """Until the worker at ``url`` (default: this stack's) answers ``/healthz`` with 200; fails fast if any
-        process of the stack exits."""
+    def wait_healthy(self, timeout: float, url: str | None = None, every: float = 0.5) -> None:
+        """Until the worker at ``url`` (default: this stack's) answers ``/healthz`` with 200, asking ``every``
+        seconds; fails fast if any process of the stack exits."""
         url = url or self.worker_url
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -106,7 +106,7 @@ class Stack:
                     return
             except OSError:
                 pass
-            time.sleep(0.5)
+            time.sleep(every)
         raise TimeoutError(f"worker at {url} not healthy after {timeout:.0f}s; see the logs in {self.log_dir}")
 
     def stats(self, fresh: bool = False) -> dict:

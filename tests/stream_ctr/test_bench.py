@@ -80,7 +80,7 @@ def test_quality_bench_compares_families_and_the_cost_of_freshness():
 def test_pipeline_bench_measures_the_worker_against_a_raw_consumer_of_the_same_topic(settings_factory):
     from stream_ctr.bench import headline, run_pipeline_bench
 
-    lines, r = run_pipeline_bench(settings_factory(), limit=20_000, workers=(1,))  # a few seconds of draining
+    lines, r = run_pipeline_bench(settings_factory(), limit=40_000, workers=(1,))  # 1-2 s of draining
     assert r["raw_consume_eps"] > r["pipeline_eps"] > 0
     assert r["pipeline_ratio"] == r["pipeline_eps"] / r["raw_consume_eps"] and r["workers_eps"] == {"1": r["pipeline_eps"]}
     assert any(line.startswith("| personalize pipeline, 1 worker |") for line in lines)
