@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["UserBootstrap"]
+__all__ = ["UserBootstrap", "delta_cell"]
 
 
 class UserBootstrap:
@@ -44,6 +44,10 @@ class UserBootstrap:
         cw = self.counts * self.weights
         return (cw @ np.asarray(values, dtype=float)) / cw.sum(axis=1)
 
+    def estimate(self, values: np.ndarray) -> dict:
+        """``{"delta": weighted mean, "ci": [lo, hi]}`` of ``values`` (one per user): a paired difference's row."""
+        return {"delta": self.mean(values), "ci": list(self.ci(values))}
+
     def ci(self, values: np.ndarray) -> tuple[float, float]:
         """Percentile CI of the weighted mean of ``values`` (one per user; a difference for paired use)."""
         if len(values) == 0:
@@ -52,3 +56,15 @@ class UserBootstrap:
         alpha = (1 - self.level) / 2
         lo, hi = np.quantile(reps, [alpha, 1 - alpha])
         return float(lo), float(hi)
+
+
+def delta_cell(d: dict | None) -> str:
+    """A difference and its CI for a markdown table, ``*`` when the CI excludes 0; empty for no estimate.
+
+    >>> delta_cell({"delta": 0.0123, "ci": [0.002, 0.021]})
+    '+0.0123 [+0.0020, +0.0210] *'
+    """
+    if not d:
+        return ""
+    lo, hi = d["ci"]
+    return f"{d['delta']:+.4f} [{lo:+.4f}, {hi:+.4f}]{' *' if lo > 0 or hi < 0 else ''}"

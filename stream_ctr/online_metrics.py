@@ -181,7 +181,7 @@ class OnlineMetrics:
         for arm, base in PAIRS:
             if arm in per_user and base in per_user:
                 diff = per_user[arm] - per_user[base]
-                out[f"{arm} - {base}"] = {"delta": boot.mean(diff), "ci": list(boot.ci(diff)), "users": len(diff)}
+                out[f"{arm} - {base}"] = {**boot.estimate(diff), "users": len(diff)}
         return out
 
 

@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from ..arms import ARMS
+from ..bootstrap import UserBootstrap, delta_cell
 from ..config import Settings
 from ..correction import shrunk_ctr
 from ..data import load_dataset
@@ -70,13 +71,10 @@ def run_quality_bench(settings: Settings, dataset: str, limit: int | None = None
 
 def _paired_gauc(users: np.ndarray, labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict:
     """gAUC of ``a`` minus gAUC of ``b`` (the same events) with a 95% CI from a paired bootstrap over users."""
-    from ..bootstrap import UserBootstrap
 
     _, auc_a, weights = per_user_auc(users, labels, a)
     _, auc_b, _ = per_user_auc(users, labels, b)  # the same users: both classes do not depend on the scores
-    boot = UserBootstrap(weights.astype(float), n_boot=1000, seed=0)
-    diff = auc_a - auc_b
-    return {"delta": boot.mean(diff), "ci": list(boot.ci(diff))}
+    return UserBootstrap(weights, n_boot=1000, seed=0).estimate(auc_a - auc_b)
 
 
 def _table(dataset: str, n: int, settings: Settings, rows: dict[str, dict]) -> list[str]:
@@ -94,13 +92,8 @@ def _table(dataset: str, n: int, settings: Settings, rows: dict[str, dict]) -> l
         lines += ["", "gAUC of each label-corrected head minus the ft and the global arm on the same events, paired "
                   "bootstrap over users (95% CI; * = the CI excludes 0):", "",
                   "| learner | gAUC − ft [95% CI] | gAUC − global [95% CI] |", "|---|---|---|"]
-        lines += [f"| {name} | {_ci(r['vs_ft'])} | {_ci(r['vs_global'])} |" for name, r in paired.items()]
+        lines += [f"| {name} | {delta_cell(r['vs_ft'])} | {delta_cell(r['vs_global'])} |" for name, r in paired.items()]
     return lines
-
-
-def _ci(d: dict) -> str:
-    lo, hi = d["ci"]
-    return f"{d['delta']:+.4f} [{lo:+.4f}, {hi:+.4f}]{' *' if lo > 0 or hi < 0 else ''}"
 
 
 def _quality(users: np.ndarray, labels: np.ndarray, preds: np.ndarray) -> dict:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from ..bootstrap import delta_cell
 from ..data import SyntheticConfig, generate_synthetic
 from ..data.synthetic import FEATURES, Change
 from ..features import FeatureSpec
@@ -73,13 +74,6 @@ def run_regimes(cfg, seeds, axes: dict = AXES, buckets: int = 1 << 15, on_world=
     return rows
 
 
-def _cell(d: dict | None) -> str:
-    if not d:
-        return ""
-    lo, hi = d["ci"]
-    return f"{d['delta']:+.4f} [{lo:+.4f}, {hi:+.4f}]{' *' if lo > 0 or hi < 0 else ''}"
-
-
 def regimes_table(rows: list[dict]) -> str:
     """Markdown: one line per (axis, value, model): ``ft - cloud`` and every correction mode minus ``ft``."""
     modes = list(dict.fromkeys(r["mode"] for r in rows if r["mode"] not in ("cloud", "ft", "ft_auto")))
@@ -89,8 +83,8 @@ def regimes_table(rows: list[dict]) -> str:
     for axis, value, model in dict.fromkeys((r["axis"], r["value"], r["model"]) for r in rows):
         ft = by.get((axis, value, model, "ft"), {})
         auto = by.get((axis, value, model, "ft_auto"), {})
-        cells = [_cell(by.get((axis, value, model, m), {}).get("vs_ft")) for m in modes]
-        lines.append(f"| {axis} | {value:g} | {model} | {_cell(ft.get('vs_cloud'))} | " + " | ".join(cells)
+        cells = [delta_cell(by.get((axis, value, model, m), {}).get("vs_ft")) for m in modes]
+        lines.append(f"| {axis} | {value:g} | {model} | {delta_cell(ft.get('vs_cloud'))} | " + " | ".join(cells)
                      + f" | {', '.join(auto.get('picks', []))} |")
     return "\n".join(lines)
 

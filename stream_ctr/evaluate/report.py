@@ -16,19 +16,13 @@ import json
 import math
 from pathlib import Path
 
+from ..bootstrap import delta_cell
+
 __all__ = ["markdown_table", "seeds_table", "write_results", "write_seeds"]
 
 
 def _f(x, digits: int = 4) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def _delta(d: dict | None) -> str:
-    if not d:
-        return ""
-    lo, hi = d["ci"]
-    mark = " *" if (lo > 0 or hi < 0) else ""
-    return f"{d['delta']:+.4f} [{lo:+.4f}, {hi:+.4f}]{mark}"
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -42,7 +36,7 @@ def markdown_table(rows: list[dict]) -> str:
         chosen += f" ({c['pick']})" if c and c.get("pick") else ""
         lo, hi = r["gauc_ci"]
         lines.append(f"| {r['model']} | {r['scope']} | {r['mode']} | {_f(r['gauc'])} [{_f(lo)}, {_f(hi)}] "
-                     f"| {_delta(r.get('vs_cloud'))} | {_delta(r.get('vs_ft'))} | {_f(r['auc'])} "
+                     f"| {delta_cell(r.get('vs_cloud'))} | {delta_cell(r.get('vs_ft'))} | {_f(r['auc'])} "
                      f"| {_f(r['logloss'])} | {_f(r['calibration'], 3)} | {r['n_users']} | {chosen} |")
     return "\n".join(lines)
 
@@ -62,7 +56,7 @@ def seeds_table(rows: list[dict]) -> str:
     for r in rows:
         lo, hi = r["gauc_ci"]
         lines.append(f"| {r['model']} | {r['scope']} | {r['mode']} | {_f(r['gauc'])} [{_f(lo)}, {_f(hi)}] "
-                     f"| {_delta(r.get('vs_cloud'))} | {_delta(r.get('vs_ft'))} | {_seed_signs(r.get('vs_ft'))} "
+                     f"| {delta_cell(r.get('vs_cloud'))} | {delta_cell(r.get('vs_ft'))} | {_seed_signs(r.get('vs_ft'))} "
                      f"| {_f(r['logloss'])} | {_f(r['calibration'], 3)} | {r['n_users']:.0f} "
                      f"| {', '.join(r.get('picks', []))} |")
     return "\n".join(lines)
