@@ -133,7 +133,7 @@ class _BatchedDrain:
                 if not consumer.flow_active or self.app.consumer_generation_id != generation:
                     return  # rebalancing: the new owner reads it again from the committed offset
                 await self.batched.handler(chunk)
-                await asyncio.sleep(0)  # the snapshot follower and HTTP run between chunks: deltas land between batches
+                await asyncio.sleep(0)  # the snapshot follower and HTTP run here: deltas land between batches
                 if self.app.consumer_generation_id != generation:
                     return  # handled, but the partition may have moved: not acked, replayed and skipped by offset
                 self._ack(tp, chunk)
