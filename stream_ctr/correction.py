@@ -29,7 +29,6 @@ maths"), each needing ``n``, the events behind ``p_u``:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,32 +49,36 @@ _EPS = 1e-4
 
 @dataclass(frozen=True)
 class Targets:
-    """What one fine-tuning step trains on: soft labels, per-sample weights and a logit offset."""
+    """What one fine-tuning step trains on: soft labels, per-sample weights and a logit offset (one for all samples,
+    or one per sample)."""
 
     labels: np.ndarray
     weights: np.ndarray
-    logit_offset: float = 0.0
+    logit_offset: float | np.ndarray = 0.0
     bias_labels: np.ndarray | None = None  # what a head's bias learns (None: ``labels``)
 
 
-def shrunk_ctr(clicks: float, n: float, p_g: float, a: float) -> float:
-    """``(clicks + a * p_g) / (n + a)``: the user's CTR pulled toward ``p_g`` by ``a`` pseudo-events."""
-    if n + a <= 0:
-        return p_g
-    return (clicks + a * p_g) / (n + a)
+def shrunk_ctr(clicks, n, p_g, a):
+    """``(clicks + a * p_g) / (n + a)``: the user's CTR pulled toward ``p_g`` by ``a`` pseudo-events (numbers, or
+    arrays of them: one per user)."""
+    if np.ndim(clicks) == np.ndim(n) == 0:
+        return p_g if n + a <= 0 else (clicks + a * p_g) / (n + a)
+    total = np.asarray(n + a, dtype=np.float64)
+    return np.where(total > 0, (clicks + a * p_g) / np.where(total > 0, total, 1.0), p_g)
 
 
-def _clip(p: float) -> float:
-    return min(max(p, _EPS), 1.0 - _EPS)
+def _clip(p):
+    return np.clip(p, _EPS, 1.0 - _EPS)
 
 
-def _logit(p: float) -> float:
-    return math.log(p / (1.0 - p))
+def _logit(p):
+    return np.log(p / (1.0 - p))
 
 
-def correct(labels: np.ndarray, p_u: float, p_g: float, method: str, n: int = 0) -> Targets:
+def correct(labels: np.ndarray, p_u, p_g, method: str, n=0) -> Targets:
     """Targets for fine-tuning on ``labels`` (0/1) of a user with local CTR ``p_u`` (from ``n`` events) under
-    global CTR ``p_g``."""
+    global CTR ``p_g``. ``p_u``, ``p_g`` and ``n`` are numbers, or arrays with one value per label: a batch of
+    several users' events is corrected in one call, each event with its own user's prior."""
     y = np.asarray(labels, dtype=np.float32)
     ones = np.ones_like(y)
     if method == "none":
@@ -84,19 +87,17 @@ def correct(labels: np.ndarray, p_u: float, p_g: float, method: str, n: int = 0)
     if method == "lc_evidence":
         return correct(y, p_u, p_u + n / (n + EVIDENCE_EVENTS) * (p_g - p_u), "lc")
     if method == "lc_significant":
-        noise = math.sqrt(p_g * (1.0 - p_g) / max(n, 1))
-        return correct(y, p_u, p_g, "lc" if abs(p_u - p_g) > SIGNIFICANT_Z * noise else "none")
+        noise = np.sqrt(p_g * (1.0 - p_g) / np.maximum(n, 1))
+        corrected = correct(y, p_u, p_g, "lc").labels
+        return Targets(np.where(np.abs(p_u - p_g) > SIGNIFICANT_Z * noise, corrected, y), ones)
     if method == "lc_bias":
         return Targets(correct(y, p_u, p_g, "lc").labels, ones, _logit(p_g) - _logit(p_u), bias_labels=y)
     if method == "lc":
-        if p_u > p_g:
-            return Targets(y * np.float32(p_g / p_u), ones)
-        if p_u < p_g:
-            neg = np.float32((p_g - p_u) / (1.0 - p_u))
-            return Targets(np.where(y > 0.5, np.float32(1.0), neg), ones)
-        return Targets(y, ones)
+        positive = np.where(p_u > p_g, p_g / p_u, 1.0)  # p_u > p_g: a click counts p_g / p_u
+        negative = np.where(p_u < p_g, (p_g - p_u) / (1.0 - p_u), 0.0)  # p_u < p_g: a skip counts this much
+        return Targets(np.where(y > 0.5, positive, negative).astype(np.float32), ones)
     if method == "reweight":
-        w = np.where(y > 0.5, np.float32(p_g / p_u), np.float32((1.0 - p_g) / (1.0 - p_u)))
+        w = np.where(y > 0.5, p_g / p_u, (1.0 - p_g) / (1.0 - p_u))
         return Targets(y, w.astype(np.float32))
     if method == "logit":
         return Targets(y, ones, _logit(p_u) - _logit(p_g))

@@ -14,7 +14,6 @@ so a stream can meet new users and items at any time; the hash is CRC32, stable 
 
 from __future__ import annotations
 
-import math
 import zlib
 from dataclasses import asdict, dataclass
 from typing import Iterable, Mapping, Sequence
@@ -75,49 +74,74 @@ class FeatureSpec:
 
 
 class HashingEncoder:
-    """Encodes ``(user_id, item_id, features)`` rows into ``(ids, vals)`` arrays of shape ``[n, n_slots]``."""
+    """Encodes ``(user_id, item_id, features)`` rows into ``(ids, vals)`` arrays of shape ``[n, n_slots]``.
 
-    def __init__(self, spec: FeatureSpec):
+    It works a column (slot) at a time: one list comprehension of dictionary lookups per field, filled into the
+    arrays with one numpy assignment, instead of per-event Python over every slot. Each field keeps its own cache
+    of value -> slot id (for a multi field, value -> its ids and weights), bounded at ``max_cached`` entries.
+    """
+
+    def __init__(self, spec: FeatureSpec, max_cached: int = 1_000_000):
         self.spec = spec
-        self._cache: dict[str, int] = {}
+        self.max_cached = max_cached
+        self._caches: dict[str, dict] = {}
 
     def _hash(self, token: str) -> int:
-        idx = self._cache.get(token)
-        if idx is None:
-            # 0 is the padding id; real tokens land in [1, buckets).
-            idx = 1 + zlib.crc32(token.encode()) % (self.spec.buckets - 1)
-            if len(self._cache) < 1_000_000:
-                self._cache[token] = idx
-        return idx
+        # 0 is the padding id; real tokens land in [1, buckets).
+        return 1 + zlib.crc32(token.encode()) % (self.spec.buckets - 1)
+
+    def _column(self, name: str, values: list, fn) -> list:
+        """``fn(value)`` for each value, through the column's cache. Only strings are cached: ``1 == 1.0 == True``
+        as keys, but they hash as different tokens, and an encoding must not depend on which came first."""
+        cache = self._caches.setdefault(name, {})
+        get = cache.get
+        out = [get(v) for v in values]  # only str keys are stored, and no number equals a str
+        if None not in out:
+            return out
+        for i, v in enumerate(values):
+            if out[i] is None:
+                cached = type(v) is str
+                out[i] = (cached and cache.get(v)) or fn(v)  # a value seen earlier in this batch is cached now
+                if cached and len(cache) < self.max_cached:
+                    cache[v] = out[i]
+        return out
 
     def encode(self, rows: Iterable[tuple[str, str, Mapping]]) -> tuple[np.ndarray, np.ndarray]:
         rows = list(rows)
         s = self.spec.n_slots
         ids = np.zeros((len(rows), s), dtype=np.int64)
         vals = np.zeros((len(rows), s), dtype=np.float32)
-        for r, (user_id, item_id, feats) in enumerate(rows):
-            col = 0
-            if self.spec.user_id:
-                ids[r, 0], vals[r, 0] = self._hash(f"user_id={user_id}"), 1.0
-                col = 1
-            ids[r, col], vals[r, col] = self._hash(f"item_id={item_id}"), 1.0
+        if not rows:
+            return ids, vals
+        col = 0
+        for name in ("user_id", "item_id")[0 if self.spec.user_id else 1:]:
+            values = [r[0] for r in rows] if name == "user_id" else [r[1] for r in rows]
+            ids[:, col] = self._column(name, values, lambda v, name=name: self._hash(f"{name}={v}"))
+            vals[:, col] = 1.0
             col += 1
-            for f in self.spec.fields:
-                value = feats.get(f.name)
-                if f.kind == "cat":
-                    if value is not None:
-                        ids[r, col], vals[r, col] = self._hash(f"{f.name}={value}"), 1.0
-                elif f.kind == "num":
-                    if value is not None:
-                        x = float(value)
-                        ids[r, col] = self._hash(f"{f.name}#")
-                        vals[r, col] = math.copysign(math.log1p(abs(x)), x)
-                else:
-                    tokens = [t for t in str(value).split(f.sep) if t][: f.width] if value is not None else []
-                    for j, t in enumerate(tokens):
-                        ids[r, col + j], vals[r, col + j] = self._hash(f"{f.name}={t}"), 1.0 / len(tokens)
-                col += f.width
+        for f in self.spec.fields:
+            values = [r[2].get(f.name) for r in rows]
+            if f.kind == "cat":
+                ids[:, col] = self._column(f.name, values, lambda v, f=f: 0 if v is None else self._hash(f"{f.name}={v}"))
+                vals[:, col] = ids[:, col] > 0
+            elif f.kind == "num":
+                x = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+                present = ~np.isnan(x)
+                ids[present, col] = self._hash(f"{f.name}#")
+                vals[present, col] = np.sign(x[present]) * np.log1p(np.abs(x[present]))
+            else:
+                cells = self._column(f.name, values, lambda v, f=f: self._multi(f, v))
+                ids[:, col: col + f.width] = [c[0] for c in cells]
+                vals[:, col: col + f.width] = [c[1] for c in cells]
+            col += f.width
         return ids, vals
+
+    def _multi(self, f: Field, value) -> tuple[list[int], list[float]]:
+        """A multi field's ``width`` slots: its first ``width`` tokens at ``1/k`` each, then padding."""
+        tokens = [t for t in str(value).split(f.sep) if t][: f.width] if value is not None else []
+        pad = f.width - len(tokens)
+        return ([self._hash(f"{f.name}={t}") for t in tokens] + [0] * pad,
+                [1.0 / len(tokens)] * len(tokens) + [0.0] * pad)
 
     def encode_events(self, events: Sequence) -> tuple[np.ndarray, np.ndarray]:
         return self.encode((e.user_id, e.item_id, e.features) for e in events)

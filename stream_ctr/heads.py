@@ -22,7 +22,7 @@ import numpy as np
 
 from .correction import Targets
 
-__all__ = ["HeadParams", "UserHead", "sigmoid"]
+__all__ = ["HeadParams", "UserHead", "head_logits", "learn_rows", "sigmoid"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,33 @@ def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
 
 
+def head_logits(b: np.ndarray, w: np.ndarray, rows: np.ndarray, g: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """``g + b + h . w`` per event, where event ``i`` uses head ``rows[i]`` of the stacked biases ``b [U]`` and
+    weights ``w [U, d]``."""
+    return g + b[rows] + np.einsum("nd,nd->n", h, w[rows])
+
+
+def learn_rows(b: np.ndarray, w: np.ndarray, counts: np.ndarray, g: np.ndarray, h: np.ndarray, targets: Targets,
+               lr: float, l2: float, steps: int) -> None:
+    """Train ``U`` heads at once, in place: row ``u`` of ``b [U]`` and ``w [U, d]`` takes ``steps`` gradient steps
+    of weighted cross-entropy on its own ``counts[u]`` events, which lie contiguous (user 0's first) in ``g``,
+    ``h`` and ``targets``. Each head's step is the mean over its events, as if it were trained alone: one gather,
+    one update and one segment sum per step for the whole batch, no per-user Python.
+
+    Where ``targets.bias_labels`` are given, the bias learns them at the plain logit and the weights learn
+    ``targets.labels`` at the logit plus ``targets.logit_offset``."""
+    rows = np.repeat(np.arange(len(counts)), counts)
+    starts = np.cumsum(counts) - counts
+    n = np.maximum(counts, 1).astype(np.float32)
+    y, wts = targets.labels, targets.weights
+    for _ in range(steps):
+        logit = head_logits(b, w, rows, g, h)
+        err = wts * (sigmoid(logit + targets.logit_offset) - y)
+        err_bias = err if targets.bias_labels is None else wts * (sigmoid(logit) - targets.bias_labels)
+        b -= (lr * (np.add.reduceat(err_bias, starts) / n + l2 * b)).astype(np.float32)
+        w -= (lr * (np.add.reduceat(h * err[:, None], starts, axis=0) / n[:, None] + l2 * w)).astype(np.float32)
+
+
 class UserHead:
     """Bias plus a weight vector over the representation; trained by SGD on (soft) targets."""
 
@@ -68,21 +95,15 @@ class UserHead:
         return sigmoid(self.logit_many(g, h))
 
     def learn_many(self, g: np.ndarray, h: np.ndarray, targets: Targets | np.ndarray) -> None:
-        """``steps`` gradient steps of weighted cross-entropy on ``targets`` (labels may be soft). Where
-        ``targets.bias_labels`` are given, the bias learns them at the plain logit and the weights learn
-        ``targets.labels`` at the logit plus ``targets.logit_offset``."""
+        """``steps`` gradient steps of weighted cross-entropy on ``targets`` (labels may be soft): this head alone
+        through :func:`learn_rows`."""
+        if not len(g):
+            return
         if not isinstance(targets, Targets):
             targets = Targets(np.asarray(targets, dtype=np.float32), np.ones(len(g), dtype=np.float32))
-        y, wts = targets.labels, targets.weights
-        y_bias = y if targets.bias_labels is None else targets.bias_labels
-        n = max(len(y), 1)
-        for _ in range(self.steps):
-            logit = self.logit_many(g, h)
-            err = wts * (sigmoid(logit + targets.logit_offset) - y)
-            err_bias = err if y_bias is y else wts * (sigmoid(logit) - y_bias)
-            # The bias is kept at float32 precision, as it is stored, so a restored head is the same head.
-            self.b = float(np.float32(self.b - self.lr * (float(err_bias.sum()) / n + self.l2 * self.b)))
-            self.w -= self.lr * ((h.T @ err) / n + self.l2 * self.w).astype(np.float32)
+        b, w = np.array([self.b], dtype=np.float32), self.w.reshape(1, -1)
+        learn_rows(b, w, np.array([len(g)]), g, h, targets, self.lr, self.l2, self.steps)
+        self.b, self.w = float(b[0]), w.reshape(-1)  # kept at float32 precision, as it is stored, so a restored head is the same head
 
     # --- one-at-a-time protocol ----------------------------------------------------------------------------
     def predict_proba_one(self, x: tuple[float, np.ndarray]) -> float:

@@ -20,10 +20,10 @@ from typing import MutableMapping, Sequence
 import numpy as np
 
 from .arms import ARMS, FINE_TUNED
-from .correction import correct
+from .correction import correct, shrunk_ctr
 from .drift import DriftParams, user_z
 from .events import Event
-from .heads import HeadParams, sigmoid
+from .heads import HeadParams, head_logits, learn_rows, sigmoid
 from .snapshot import LoadedModel
 from .state import UserState
 
@@ -62,11 +62,13 @@ def test_then_train(
     band_z: float = DriftParams.user_z,
 ) -> BatchResult:
     """Score then learn on ``records`` (``(event, offset)`` pairs in offset order per user). A user whose window
-    CTR lies more than ``band_z`` sampling stds from ``p_g`` is drifting (``UserState.drift_since``)."""
+    CTR lies more than ``band_z`` sampling stds from ``p_g`` is drifting (``UserState.drift_since``).
+
+    The batch is one gather-update-scatter: the events are grouped by user, every user's heads are stacked into
+    one matrix per arm (gather), scored, corrected and stepped for all users at once (:func:`learn_rows`), and
+    written back, one state write per user (scatter). Per-user Python is only the gather and the scatter."""
     result = BatchResult()
-    by_user: dict[str, list[int]] = defaultdict(list)
-    fresh: list[Event] = []
-    offsets: list[int] = []
+    groups: dict[str, list[tuple[Event, int]]] = defaultdict(list)
     cached: dict[str, UserState | None] = {}
     for event, offset in records:
         uid = event.user_id
@@ -76,51 +78,63 @@ def test_then_train(
         if state is not None and offset <= state.last_offset:
             result.duplicates += 1
             continue
-        by_user[uid].append(len(fresh))
-        fresh.append(event)
-        offsets.append(offset)
-    if not fresh:
+        groups[uid].append((event, offset))
+    if not groups:
         return result
 
-    g_all, h_all = model.forward(fresh)
+    users = list(groups)
+    ordered = [event for uid in users for event, _ in groups[uid]]  # each user's events contiguous
+    counts = np.fromiter((len(groups[uid]) for uid in users), dtype=np.int64, count=len(users))
+    bounds = np.cumsum(counts)
+    y = np.fromiter((e.label for e in ordered), dtype=np.float32, count=len(ordered))
+    g, h = model.forward(ordered)
     p_g = model.snapshot.global_ctr
-    for uid, idx in by_user.items():
+
+    user_states = []
+    for uid in users:
         state = cached[uid] or UserState.new(params.window, model.rep_dim, tuple(FINE_TUNED))
         state.reanchor(model.version, model.rep_dim)
-        g, h = g_all[idx], h_all[idx]
-        y = np.fromiter((fresh[i].label for i in idx), dtype=np.float32, count=len(idx))
+        user_states.append(state)
+    heads = {arm: _gather(user_states, arm) for arm in FINE_TUNED}
+    rows = np.repeat(np.arange(len(users)), counts)
 
-        # Test: every arm scores the user's events before learning from them.
-        result.users.extend([uid] * len(idx))
-        result.events.extend(fresh[i] for i in idx)
-        result.labels.append(y)
-        result.preds["global"].append(sigmoid(g))
-        for arm in FINE_TUNED:
-            result.preds[arm].append(state.heads[arm].predict_proba_many(g, h))
+    # Test: every arm scores the batch before learning from it.
+    result.users = [e.user_id for e in ordered]
+    result.events = ordered
+    result.labels.append(y)
+    result.preds["global"].append(sigmoid(g))
+    for arm, (b, w) in heads.items():
+        result.preds[arm].append(sigmoid(head_logits(b, w, rows, g, h)))
 
-        p_u, result.label_shift = _learn(state, g, h, y, p_g, params, result.label_shift)
-        state.last_offset = max(offsets[i] for i in idx)
+    # Learn: the rolling CTR first, so p_u reflects the samples being fine-tuned on, then each arm's step on its
+    # (corrected) targets, every event with its own user's p_u.
+    for state, lo, hi in zip(user_states, bounds - counts, bounds):
+        state.ctr.update_many(y[lo:hi])
+    clicks = np.fromiter((s.ctr.window_clicks for s in user_states), dtype=np.float64, count=len(users))
+    seen = np.fromiter((s.ctr.window_n for s in user_states), dtype=np.float64, count=len(users))
+    p_u = shrunk_ctr(clicks, seen, p_g, params.shrinkage)
+    for arm, method in FINE_TUNED.items():
+        method = params.correction if method == "lc" else method  # the label-corrected arm's variant
+        targets = correct(y, p_u[rows], p_g, method, seen[rows])
+        b, w = heads[arm]
+        learn_rows(b, w, counts, g, h, targets, params.lr, params.l2, params.steps)
+        if method != "none":
+            result.label_shift += float(np.abs(targets.labels - y).sum())
+
+    scatter = {arm: (b.tolist(), w) for arm, (b, w) in heads.items()}
+    for i, (uid, state) in enumerate(zip(users, user_states)):
+        for arm, (b, w) in scatter.items():
+            head = state.heads[arm]
+            head.b, head.w = b[i], w[i].copy()  # a copy: a view would keep the batch's whole matrix alive
+        state.last_offset = max(offset for _, offset in groups[uid])
         z = user_z(state.ctr.window_clicks, state.ctr.window_n, p_g)
-        state.drifting(abs(z) > band_z, fresh[idx[-1]].ts)
+        state.drifting(abs(z) > band_z, groups[uid][-1][0].ts)
         states[uid] = state  # one write per user per batch (one changelog record in Faust)
-        result.gaps[uid], result.z[uid] = p_u - p_g, z
+        result.gaps[uid], result.z[uid] = float(p_u[i]) - p_g, z
     return result
 
 
-def _learn(state: UserState, g: np.ndarray, h: np.ndarray, y: np.ndarray, p_g: float, params: HeadParams,
-           label_shift: float) -> tuple[float, float]:
-    """Train one user on labels ``y``: rolling CTR first, so ``p_u`` reflects the samples being fine-tuned on,
-    then a step of each fine-tuned head on its (corrected) targets. Returns ``p_u`` and ``label_shift`` plus the
-    label-corrected arm's sum of |target - label|."""
-    for label in y:
-        state.ctr.update(int(label))
-    p_u = state.ctr.estimate(p_g, params.shrinkage)
-    for arm, method in FINE_TUNED.items():
-        method = params.correction if method == "lc" else method  # the label-corrected arm's variant
-        head = state.heads[arm]
-        head.lr, head.l2, head.steps = params.lr, params.l2, params.steps
-        targets = correct(y, p_u, p_g, method, state.ctr.window_n)
-        head.learn_many(g, h, targets)
-        if method != "none":
-            label_shift += float(np.abs(targets.labels - y).sum())
-    return p_u, label_shift
+def _gather(states: list[UserState], arm: str) -> tuple[np.ndarray, np.ndarray]:
+    """The users' heads of ``arm`` stacked: biases ``[U]`` and weights ``[U, d]`` (float32)."""
+    b = np.fromiter((s.heads[arm].b for s in states), dtype=np.float32, count=len(states))
+    return b, np.stack([s.heads[arm].w for s in states]).astype(np.float32, copy=False)

@@ -1,8 +1,8 @@
 """Each user's click rate: lifetime counts plus a rolling window.
 
 The window is a shift register of label bits (one Python int, so a 100-event window costs ~40 bytes, not a deque
-of objects); its mean is a river ``stats.Mean`` driven through river's ``update``/``revert`` protocol as labels
-enter and leave.
+of objects); a batch of a user's labels enters it in one shift (:meth:`UserCTR.update_many`), and its click count
+is the register's popcount, so nothing is replayed label by label, neither on update nor on restore.
 
 >>> ctr = UserCTR(window=3)
 >>> for y in (1, 1, 0, 0): ctr.update(y)
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 
-from river import stats
+import numpy as np
 
 from .correction import shrunk_ctr
 
@@ -28,7 +28,7 @@ _HEADER = struct.Struct("<IIH")  # lifetime n, lifetime clicks, labels in window
 class UserCTR:
     """Lifetime and windowed click counts of one user, with a compact binary form (labels packed as bits)."""
 
-    __slots__ = ("n", "clicks", "size", "_bits", "_k", "_mean")
+    __slots__ = ("n", "clicks", "size", "_bits", "_k")
 
     def __init__(self, window: int):
         self.n = 0
@@ -36,18 +36,26 @@ class UserCTR:
         self.size = window
         self._bits = 0  # bit i = the label i events ago (bit 0 = newest)
         self._k = 0     # labels currently in the window
-        self._mean = stats.Mean()
 
     def update(self, label: int) -> None:
         label = int(label)
         self.n += 1
         self.clicks += label
-        if self._k == self.size:
-            self._mean.revert((self._bits >> (self.size - 1)) & 1)
-        else:
-            self._k += 1
+        self._k = min(self._k + 1, self.size)
         self._bits = ((self._bits << 1) | label) & ((1 << self.size) - 1)
-        self._mean.update(label)
+
+    def update_many(self, labels: np.ndarray) -> None:
+        """:meth:`update` with each of ``labels`` (0/1, oldest first), in one shift of the register."""
+        m = len(labels)
+        if not m:
+            return
+        packed = 0
+        for label in labels[-self.size:].tolist():  # only the newest ``size`` can stay in the window
+            packed = (packed << 1) | (label > 0.5)
+        self.n += m
+        self.clicks += int(np.count_nonzero(labels))
+        self._k = min(self._k + m, self.size)
+        self._bits = ((self._bits << min(m, self.size)) | packed) & ((1 << self.size) - 1)
 
     @property
     def window_labels(self) -> list[int]:
@@ -64,7 +72,7 @@ class UserCTR:
 
     @property
     def window_ctr(self) -> float:
-        return self._mean.get() if self._k else 0.0
+        return self.window_clicks / self._k if self._k else 0.0
 
     @property
     def lifetime_ctr(self) -> float:
@@ -72,7 +80,7 @@ class UserCTR:
 
     def estimate(self, p_g: float, shrinkage: float) -> float:
         """The local CTR p_u used for correction: the window's rate shrunk toward ``p_g``."""
-        return shrunk_ctr(self.window_ctr * self._k, self._k, p_g, shrinkage)
+        return shrunk_ctr(self.window_clicks, self._k, p_g, shrinkage)
 
     def to_bytes(self) -> bytes:
         return _HEADER.pack(self.n, self.clicks, self._k) + self._bits.to_bytes((self._k + 7) // 8, "little")
@@ -82,7 +90,6 @@ class UserCTR:
         n, clicks, k = _HEADER.unpack_from(data)
         bits = int.from_bytes(data[_HEADER.size: _HEADER.size + (k + 7) // 8], "little")
         ctr = cls(window)
-        for i in range(min(k, window) - 1, -1, -1):  # replay oldest first
-            ctr.update((bits >> i) & 1)
-        ctr.n, ctr.clicks = n, clicks
+        ctr.n, ctr.clicks, ctr._k = n, clicks, min(k, window)
+        ctr._bits = bits & ((1 << window) - 1)
         return ctr
