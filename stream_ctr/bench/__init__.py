@@ -39,7 +39,7 @@ def headline(inprocess: dict, serving: dict, state: dict, pipeline: dict) -> dic
     return {
         "machine": machine(),
         **pipeline,
-        "lc_head_eps": inprocess["lc_head_eps"],
+        "lc_head_eps": inprocess["lc_head_eps"], "lc_head_eps_shuffled": inprocess.get("lc_head_eps_shuffled"),
         "trainer_sps": inprocess["trainer_sps"],
         "score_p50_ms": serving["score_p50_ms"], "score_p99_ms": serving["score_p99_ms"],
         "state_bytes_per_user": state[store]["state_bytes_per_user"], "recovery_s": state[store]["recovery_s"],

@@ -48,17 +48,17 @@ def run_bench(settings: Settings, families: list[str], limit: int) -> tuple[list
               "| batch | events/s | forward share |", "|---|---|---|"]
     rates, heads = {}, {}
     for batch in (16, 64, 256, 1024):
-        states: dict = {}
-        def run():
-            for lo in range(0, len(stream), batch):
-                test_then_train([(e, lo + i) for i, e in enumerate(stream[lo: lo + batch])], model, states, params)
-        dt = timed(run)
-        fwd = timed(lambda: [model.forward(stream[lo: lo + batch]) for lo in range(0, len(stream), batch)])
-        rates[batch] = len(stream) / dt
-        heads[batch] = len(stream) / max(dt - fwd, 1e-9)  # what is left without the global forward pass
-        lines.append(f"| {batch} | {rates[batch]:,.0f} | {fwd / dt:.0%} |")
+        rates[batch], heads[batch], share, states = _test_then_train_rates(stream, batch, model, params)
+        lines.append(f"| {batch} | {rates[batch]:,.0f} | {share:.0%} |")
+    # A real app's batch holds many users, MovieLens' time order few (a user rates in sessions): the same events
+    # shuffled put hundreds of users in each batch, so the per-user gather and scatter show.
+    shuffled = [stream[i] for i in np.random.default_rng(0).permutation(len(stream))]
+    many_rate, many_heads, share, _ = _test_then_train_rates(shuffled, 1024, model, params)
+    per_batch = np.mean([len({e.user_id for e in shuffled[lo: lo + 1024]}) for lo in range(0, len(shuffled), 1024)])
+    lines.append(f"| 1024, shuffled ({per_batch:.0f} users a batch) | {many_rate:,.0f} | {share:.0%} |")
     lines.append(f"\nBatch 256 vs batch 16: {rates[256] / rates[16]:.1f}x events/s. Without the forward pass (rolling "
-                 f"CTR, label correction and the head steps of 3 arms): {max(heads.values()):,.0f} events/s.")
+                 f"CTR, label correction and the head steps of 3 arms, all heads of a batch at once): "
+                 f"{max(heads.values()):,.0f} events/s in time order, {many_heads:,.0f} events/s shuffled.")
 
     sizes = [len(s.to_bytes()) for s in states.values()]
     as_json = [len(orjson.dumps({**s.summary(), "heads": {a: [h.b, h.w.tolist()] for a, h in s.heads.items()},
@@ -80,9 +80,24 @@ def run_bench(settings: Settings, families: list[str], limit: int) -> tuple[list
     lines += [f"| {u:,} | {4 * u:,} | {t:.2f} s | " + ("not run (a 500 x users matrix)" if np.isnan(tp) else f"{tp:.2f} s")
               + " |" for u, (t, tp) in refresh.items()]
     numbers = {"refresh_s": {str(u): t for u, (t, _) in refresh.items()}, "trainer_sps": sps, "test_then_train_eps": {str(b): r for b, r in rates.items()},
-               "lc_head_eps": max(heads.values()),
+               "lc_head_eps": max(heads.values()), "lc_head_eps_shuffled": many_heads,
                "state_bytes_per_user_inprocess": float(np.mean(sizes))}
     return lines, numbers
+
+
+def _test_then_train_rates(stream, batch: int, model, params) -> tuple[float, float, float, dict]:
+    """Events/s through test-then-train in batches of ``batch``; events/s of what is left without the global
+    forward pass; the forward pass's share of the time; and the users' states afterwards."""
+    batches = [[(e, lo + i) for i, e in enumerate(stream[lo: lo + batch])] for lo in range(0, len(stream), batch)]
+    states: dict = {}
+
+    def run():
+        states.clear()
+        for records in batches:
+            test_then_train(records, model, states, params)
+    dt = timed(run, repeat=2)
+    fwd = timed(lambda: [model.forward([e for e, _ in records]) for records in batches], repeat=2)
+    return len(stream) / dt, len(stream) / max(dt - fwd, 1e-9), fwd / dt, states
 
 
 def _refresh_seconds(users=(1_000, 100_000, 1_000_000)) -> dict[int, tuple[float, float]]:

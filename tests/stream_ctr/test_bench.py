@@ -89,3 +89,15 @@ def test_pipeline_bench_measures_the_worker_against_a_raw_consumer_of_the_same_t
     assert {"raw_consume_eps", "pipeline_eps", "pipeline_ratio", "lc_head_eps", "trainer_sps", "score_p50_ms",
             "score_p99_ms", "state_bytes_per_user", "recovery_s", "workers_eps"} <= set(summary)
     assert summary["machine"]["cores"] >= 1 and summary["state_store"] == "memory"
+
+
+def test_inprocess_bench_times_test_then_train_with_and_without_the_forward_pass():
+    from stream_ctr.bench.inprocess import run_bench
+    from stream_ctr.config import Settings
+
+    lines, r = run_bench(Settings(), ["lr"], limit=6_000)
+    assert set(r["test_then_train_eps"]) == {"16", "64", "256", "1024"} and set(r["trainer_sps"]) == {"lr"}
+    # Without the global forward pass the heads' part alone is faster than the whole step, at every batch mix.
+    assert r["lc_head_eps"] > max(r["test_then_train_eps"].values()) > 0
+    assert r["lc_head_eps_shuffled"] > 0
+    assert any(line.startswith("| 1024, shuffled (") for line in lines)

@@ -38,3 +38,15 @@ def test_estimate_is_shrunk_toward_global():
         ctr.update(1)
     assert 0.4 < ctr.estimate(0.4, 20) < 1.0
     assert ctr.estimate(0.4, 0) == 1.0
+
+
+@pytest.mark.parametrize("window,chunks", [(7, [3, 1, 9, 2]), (100, [1, 150, 40]), (64, [64, 65, 1])])
+def test_update_many_equals_one_at_a_time(window, chunks):
+    rng = np.random.default_rng(window)
+    one, many = UserCTR(window), UserCTR(window)
+    for m in chunks:
+        labels = (rng.random(m) < 0.4).astype(np.float32)
+        for y in labels:
+            one.update(int(y))
+        many.update_many(labels)
+        assert (many.n, many.clicks, many.window_labels) == (one.n, one.clicks, one.window_labels)
