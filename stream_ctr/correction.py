@@ -58,13 +58,11 @@ class Targets:
     bias_labels: np.ndarray | None = None  # what a head's bias learns (None: ``labels``)
 
 
-def shrunk_ctr(clicks, n, p_g, a):
-    """``(clicks + a * p_g) / (n + a)``: the user's CTR pulled toward ``p_g`` by ``a`` pseudo-events (numbers, or
-    arrays of them: one per user)."""
-    if np.ndim(clicks) == np.ndim(n) == 0:
-        return p_g if n + a <= 0 else (clicks + a * p_g) / (n + a)
-    total = np.asarray(n + a, dtype=np.float64)
-    return np.where(total > 0, (clicks + a * p_g) / np.where(total > 0, total, 1.0), p_g)
+def shrunk_ctr(clicks: float, n: float, p_g: float, a: float) -> float:
+    """``(clicks + a * p_g) / (n + a)``: the user's CTR pulled toward ``p_g`` by ``a`` pseudo-events."""
+    if n + a <= 0:
+        return p_g
+    return (clicks + a * p_g) / (n + a)
 
 
 def _clip(p):

@@ -132,9 +132,7 @@ def parse_event(raw: bytes, key: bytes | None = None, now: float | None = None) 
             value = str(value)
         if not value:
             raise InvalidEvent("bad_type", f"{name} must be a non-empty string or integer")
-        if len(value) > MAX_ID_CHARS:
-            raise InvalidEvent("too_long", f"{name} has {len(value)} characters; at most {MAX_ID_CHARS}")
-        ids.append(value)
+        ids.append(_checked_id(name, value))
     label = obj["label"]
     if isinstance(label, bool) or label not in (0, 1):
         raise InvalidEvent("bad_label", f"label must be 0 or 1, got {label!r}")

@@ -122,7 +122,8 @@ class HashingEncoder:
         for f in self.spec.fields:
             values = [r[2].get(f.name) for r in rows]
             if f.kind == "cat":
-                ids[:, col] = self._column(f.name, values, lambda v, f=f: 0 if v is None else self._hash(f"{f.name}={v}"))
+                token = lambda v, f=f: 0 if v is None else self._hash(f"{f.name}={v}")  # noqa: E731 (None: padding)
+                ids[:, col] = self._column(f.name, values, token)
                 vals[:, col] = ids[:, col] > 0
             elif f.kind == "num":
                 x = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)

@@ -103,7 +103,8 @@ class UserHead:
             targets = Targets(np.asarray(targets, dtype=np.float32), np.ones(len(g), dtype=np.float32))
         b, w = np.array([self.b], dtype=np.float32), self.w.reshape(1, -1)
         learn_rows(b, w, np.array([len(g)]), g, h, targets, self.lr, self.l2, self.steps)
-        self.b, self.w = float(b[0]), w.reshape(-1)  # kept at float32 precision, as it is stored, so a restored head is the same head
+        # The bias stays at float32 precision, as it is stored, so a restored head is the same head.
+        self.b, self.w = float(b[0]), w.reshape(-1)
 
     # --- one-at-a-time protocol ----------------------------------------------------------------------------
     def predict_proba_one(self, x: tuple[float, np.ndarray]) -> float:

@@ -20,7 +20,7 @@ from typing import MutableMapping, Sequence
 import numpy as np
 
 from .arms import ARMS, FINE_TUNED
-from .correction import correct, shrunk_ctr
+from .correction import correct
 from .drift import DriftParams, user_z
 from .events import Event
 from .heads import HeadParams, head_logits, learn_rows, sigmoid
@@ -110,9 +110,8 @@ def test_then_train(
     # (corrected) targets, every event with its own user's p_u.
     for state, lo, hi in zip(user_states, bounds - counts, bounds):
         state.ctr.update_many(y[lo:hi])
-    clicks = np.fromiter((s.ctr.window_clicks for s in user_states), dtype=np.float64, count=len(users))
+    p_u = np.fromiter((s.ctr.estimate(p_g, params.shrinkage) for s in user_states), dtype=np.float64, count=len(users))
     seen = np.fromiter((s.ctr.window_n for s in user_states), dtype=np.float64, count=len(users))
-    p_u = shrunk_ctr(clicks, seen, p_g, params.shrinkage)
     for arm, method in FINE_TUNED.items():
         method = params.correction if method == "lc" else method  # the label-corrected arm's variant
         targets = correct(y, p_u[rows], p_g, method, seen[rows])
