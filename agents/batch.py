@@ -1,5 +1,6 @@
 """One batch of the personalize worker: validate, dead-letter the bad records, attribute the events that answer a
-scoring request to its arm, and test-then-train the good ones.
+scoring request to its arm, and test-then-train the good ones; a record whose processing raises is dead-lettered
+too (:mod:`stream_ctr.isolation`), and the rest of its batch applied.
 
 :class:`PersonalizeStep` is the unit the worker calls per chunk of fetched records (:mod:`.batched`). It scores
 the whole batch with one model snapshot (so a swap never lands mid-batch) and writes each user's state once per
@@ -16,12 +17,13 @@ from stream_ctr.ab.assignment import Experiment
 from stream_ctr.ab.attribution import ArmResults, PendingExposures
 from stream_ctr.events import Event, InvalidEvent, parse_record
 from stream_ctr.heads import HeadParams
-from stream_ctr.learning import BatchResult, test_then_train
+from stream_ctr.isolation import isolate
+from stream_ctr.learning import test_then_train
 from stream_ctr.monitoring import WorkerMetrics
 from stream_ctr.snapshot import SnapshotHolder
 from stream_ctr.state import UserState
 
-from .dead_letters import DeadLetters
+from .dead_letters import FATAL, DeadLetters
 
 __all__ = ["PersonalizeStep"]
 
@@ -38,24 +40,34 @@ class PersonalizeStep:
         self.experiment, self.pending, self.results = experiment, pending, results
         self.partitions = partitions  # of ctr.events: a user's events must be on the user's partition
 
-    async def __call__(self, batch: Sequence) -> BatchResult:
+    async def __call__(self, batch: Sequence) -> None:
         """Process ``batch``, records of ``ctr.events`` in offset order per partition (aiokafka ``ConsumerRecord``
-        or anything with ``.topic``, ``.partition``, ``.offset``, ``.key``, ``.value``)."""
-        records, partition_of = [], {}
+        or anything with ``.topic``, ``.partition``, ``.offset``, ``.key``, ``.value``). A record that fails
+        validation is dead-lettered with its reason; one whose processing raises, with ``internal_error``
+        (:mod:`stream_ctr.isolation`); every other record is applied, and the batch never raises for one record."""
+        parsed = []
         for record in batch:
             try:
-                parsed = parse_record(record.value, record.key, record.partition, self.partitions)
+                parsed.append((parse_record(record.value, record.key, record.partition, self.partitions), record))
             except InvalidEvent as err:
                 await self.dead_letters.send(record, err)
-                continue
-            records.append((parsed, record.offset))
-            partition_of[parsed.user_id] = record.partition
+            except FATAL:
+                raise
+            except Exception as exc:
+                await self.dead_letters.internal_error(record, exc)
         model = self.holder.current  # one model for the whole batch: swaps are atomic per batch
+        for (_, record), exc in isolate(parsed, lambda chunk: self._learn(chunk, model), FATAL):
+            await self.dead_letters.internal_error(record, exc)
+
+    def _learn(self, parsed: Sequence[tuple[Event, object]], model) -> None:
+        records = [(event, record.offset) for event, record in parsed]
+        partition_of = {event.user_id: record.partition for event, record in parsed}
+        unknown = model.encoder.unknown_features
         with self.metrics.batch_seconds.time():
             result = test_then_train(records, model, self.users, self.params, self.metrics.band_z)
+        self.metrics.unknown_features.inc(model.encoder.unknown_features - unknown)
         self.metrics.observe(result, partition_of)
         self._count_new_users(self._attribute(result.events))
-        return result
 
     def _attribute(self, events: list[Event]) -> dict[str, str]:
         """Record the applied events (never a skipped redelivery) that answer a pending scoring request; returns

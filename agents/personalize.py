@@ -69,7 +69,7 @@ class PersonalizeWorker:
         self.follower = SnapshotFollower(settings.kafka_bootstrap, (topics.model(settings).name,
                                          topics.model_updates(settings).name), self.metrics,
                                          window=2 * settings.full_snapshot_every + 2)
-        self.dead_letters = DeadLetters(raw_topic(self.app, topics.dead_letters(settings)), self.metrics)
+        self.dead_letters = DeadLetters(raw_topic(self.app, topics.dead_letters(settings)), self.metrics, "worker")
         self.experiment = Experiment.configured(settings.experiment_file)
         self.pending = PendingExposures(settings.pending_exposures, settings.attribution_window_s)
         self.results = ArmResults(self.experiment, settings.metrics_window)

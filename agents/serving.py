@@ -52,7 +52,10 @@ class ScoringView:
         """Rank ``req`` here, log its exposure and remember it for attribution."""
         w = self.worker
         assignment = w.experiment.assign(req.user_id)
-        response = rank(req, w.follower.holder.current, w.users.get(req.user_id), assignment, w.experiment)
+        model = w.follower.holder.current
+        unknown = model.encoder.unknown_features
+        response = rank(req, model, w.users.get(req.user_id), assignment, w.experiment)
+        w.metrics.unknown_features.inc(model.encoder.unknown_features - unknown)
         exposure = exposure_record(req, response)
         w.pending.add(req.request_id, Served(response.arm, response.in_experiment, exposure.ts,
                                              {it.item_id: it.score for it in response.items}))

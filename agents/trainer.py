@@ -28,6 +28,7 @@ from stream_ctr.trainer import GlobalTrainer
 
 from . import views
 from .app import create_app, raw_topic
+from .dead_letters import FATAL, DeadLetters
 from .snapshots import read_latest_snapshot, read_newest_version
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class TrainerWorker:
         # One fetch, one publication check: at most a delta's worth of samples, so a delta is never held back.
         self._fetch = min(settings.snapshot_every, 4 * settings.trainer_batch)
         self._lag_read_at = 0.0
+        self.dead_letters = DeadLetters(raw_topic(self.app, topics.dead_letters(settings)), self.metrics, "trainer")
 
     @classmethod
     def build(cls, settings: Settings, web_port: int | None = None) -> "TrainerWorker":
@@ -140,23 +142,37 @@ class TrainerWorker:
                                                         for p, end in ends.items() if end is not None})
 
     async def train_batch(self, records) -> None:
-        """Learn the valid events of ``records`` (aiokafka records, any partitions) and advance past all of them."""
-        events, positions = [], {}
+        """Learn the valid events of ``records`` (aiokafka records, any partitions) and advance past all of them.
+        A valid event whose training raises is dead-lettered with reason ``internal_error``; the rest are learned."""
+        parsed, positions, record_of = [], {}, {}
         for record in records:
             positions[record.partition] = record.offset + 1
             try:
-                events.append(parse_record(record.value, record.key, record.partition,
+                parsed.append(parse_record(record.value, record.key, record.partition,
                                            self.settings.events_partitions))
             except InvalidEvent:
-                self.metrics.skipped.inc()  # the personalize worker owns dead-lettering
-        if events:
+                self.metrics.skipped.inc()  # the personalize worker owns dead-lettering invalid records
+                continue
+            except FATAL:
+                raise
+            except Exception as exc:
+                await self.dead_letters.internal_error(record, exc)
+                continue
+            record_of[id(parsed[-1])] = record
+        failed = []
+        if parsed:
+            unknown = self.trainer.encoder.unknown_features
             with self.metrics.step_seconds.time():
-                self.trainer.learn_many(events)
+                failed = self.trainer.learn_many(parsed)
+            self.metrics.unknown_features.inc(self.trainer.encoder.unknown_features - unknown)
+        for event, exc in failed:
+            await self.dead_letters.internal_error(record_of[id(event)], exc)
         self.trainer.advance(positions)
-        if not events:
+        learned = len(parsed) - len(failed)
+        if not learned:
             return
         self.last_event = time.monotonic()
-        self.metrics.samples.inc(len(events))
+        self.metrics.samples.inc(learned)
         self.metrics.loss.set(self.trainer.last_loss)
         await self.publish_due(self.last_event)
 

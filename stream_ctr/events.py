@@ -29,9 +29,10 @@ from kafka.partitioner.default import murmur2
 __all__ = ["DLQ_REASONS", "FIELDS", "MAX_FUTURE_S", "MAX_ID_CHARS", "Event", "InvalidEvent", "encode_event", "parse_event",
            "parse_record", "partition_of"]
 
-#: Every reason an event can be dead-lettered for. Closed set: it is a Prometheus label.
+#: Every reason an event can be dead-lettered for. Closed set: it is a Prometheus label. ``internal_error``: the
+#: event is valid, but processing it raised (a bug; the detail names the exception).
 DLQ_REASONS = ("not_json", "not_object", "missing_field", "unknown_field", "bad_type", "too_long", "bad_label",
-               "bad_ts", "missing_key", "key_mismatch", "wrong_partition")
+               "bad_ts", "missing_key", "key_mismatch", "wrong_partition", "internal_error")
 
 #: Longest id (event, user, item, request) accepted, in characters.
 MAX_ID_CHARS = 256

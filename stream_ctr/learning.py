@@ -68,17 +68,7 @@ def test_then_train(
     one matrix per arm (gather), scored, corrected and stepped for all users at once (:func:`learn_rows`), and
     written back, one state write per user (scatter). Per-user Python is only the gather and the scatter."""
     result = BatchResult()
-    groups: dict[str, list[tuple[Event, int]]] = defaultdict(list)
-    cached: dict[str, UserState | None] = {}
-    for event, offset in records:
-        uid = event.user_id
-        if uid not in cached:
-            cached[uid] = states.get(uid)
-        state = cached[uid]
-        if state is not None and offset <= state.last_offset:
-            result.duplicates += 1
-            continue
-        groups[uid].append((event, offset))
+    groups, cached = _fresh_by_user(records, states, result)
     if not groups:
         return result
 
@@ -90,12 +80,10 @@ def test_then_train(
     g, h = model.forward(ordered)
     p_g = model.snapshot.global_ctr
 
-    user_states = []
-    for uid in users:
-        state = cached[uid] or UserState.new(params.window, model.rep_dim, tuple(FINE_TUNED))
-        state.reanchor(model.version, model.rep_dim)
-        user_states.append(state)
-    heads = {arm: _gather(user_states, arm) for arm in FINE_TUNED}
+    # Nothing below writes to a state until the scatter: a batch that raises part-way leaves every user as it was,
+    # so the caller may retry its records (agents/isolation.py) without learning any of them twice.
+    user_states = [cached[uid] or UserState.new(params.window, model.rep_dim, tuple(FINE_TUNED)) for uid in users]
+    heads = {arm: _gather(user_states, arm, model.rep_dim) for arm in FINE_TUNED}
     rows = np.repeat(np.arange(len(users)), counts)
 
     # Test: every arm scores the batch before learning from it.
@@ -108,10 +96,11 @@ def test_then_train(
 
     # Learn: the rolling CTR first, so p_u reflects the samples being fine-tuned on, then each arm's step on its
     # (corrected) targets, every event with its own user's p_u.
-    for state, lo, hi in zip(user_states, bounds - counts, bounds):
-        state.ctr.update_many(y[lo:hi])
-    p_u = np.fromiter((s.ctr.estimate(p_g, params.shrinkage) for s in user_states), dtype=np.float64, count=len(users))
-    seen = np.fromiter((s.ctr.window_n for s in user_states), dtype=np.float64, count=len(users))
+    ctrs = [s.ctr.copy() for s in user_states]
+    for ctr, lo, hi in zip(ctrs, bounds - counts, bounds):
+        ctr.update_many(y[lo:hi])
+    p_u = np.fromiter((c.estimate(p_g, params.shrinkage) for c in ctrs), dtype=np.float64, count=len(users))
+    seen = np.fromiter((c.window_n for c in ctrs), dtype=np.float64, count=len(users))
     for arm, method in FINE_TUNED.items():
         method = params.correction if method == "lc" else method  # the label-corrected arm's variant
         targets = correct(y, p_u[rows], p_g, method, seen[rows])
@@ -121,19 +110,43 @@ def test_then_train(
             result.label_shift += float(np.abs(targets.labels - y).sum())
 
     scatter = {arm: (b.tolist(), w) for arm, (b, w) in heads.items()}
-    for i, (uid, state) in enumerate(zip(users, user_states)):
+    for i, (uid, state, ctr) in enumerate(zip(users, user_states, ctrs)):
+        state.reanchor(model.version, model.rep_dim)
+        state.ctr = ctr
         for arm, (b, w) in scatter.items():
             head = state.heads[arm]
             head.b, head.w = b[i], w[i].copy()  # a copy: a view would keep the batch's whole matrix alive
         state.last_offset = max(offset for _, offset in groups[uid])
-        z = user_z(state.ctr.window_clicks, state.ctr.window_n, p_g)
+        z = user_z(ctr.window_clicks, ctr.window_n, p_g)
         state.drifting(abs(z) > band_z, groups[uid][-1][0].ts)
         states[uid] = state  # one write per user per batch (one changelog record in Faust)
         result.gaps[uid], result.z[uid] = float(p_u[i]) - p_g, z
     return result
 
 
-def _gather(states: list[UserState], arm: str) -> tuple[np.ndarray, np.ndarray]:
-    """The users' heads of ``arm`` stacked: biases ``[U]`` and weights ``[U, d]`` (float32)."""
-    b = np.fromiter((s.heads[arm].b for s in states), dtype=np.float32, count=len(states))
-    return b, np.stack([s.heads[arm].w for s in states]).astype(np.float32, copy=False)
+def _fresh_by_user(records: Sequence[tuple[Event, int]], states: MutableMapping[str, UserState],
+                   result: BatchResult) -> tuple[dict[str, list[tuple[Event, int]]], dict[str, UserState | None]]:
+    """The records past each user's last applied offset, grouped by user in arrival order (redeliveries counted in
+    ``result.duplicates``), and each user's state as read."""
+    groups: dict[str, list[tuple[Event, int]]] = defaultdict(list)
+    cached: dict[str, UserState | None] = {}
+    for event, offset in records:
+        uid = event.user_id
+        if uid not in cached:
+            cached[uid] = states.get(uid)
+        state = cached[uid]
+        if state is not None and offset <= state.last_offset:
+            result.duplicates += 1
+            continue
+        groups[uid].append((event, offset))
+    return groups, cached
+
+
+def _gather(states: list[UserState], arm: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The users' heads of ``arm`` stacked: biases ``[U]`` and weights ``[U, dim]`` (float32). A head of another
+    width (anchored to a model of another shape) gathers as a fresh one, zeros, as :meth:`UserState.reanchor`
+    will make it."""
+    fresh = [s.heads[arm] if len(s.heads[arm].w) == dim else None for s in states]
+    b = np.fromiter((0.0 if hd is None else hd.b for hd in fresh), dtype=np.float32, count=len(states))
+    zeros = np.zeros(dim, dtype=np.float32)
+    return b, np.stack([zeros if hd is None else hd.w for hd in fresh]).astype(np.float32, copy=False)

@@ -161,6 +161,8 @@ class WorkerMetrics:
             self.dead_letters.labels(reason)
         for outcome in ("applied", "duplicate", "dead_letter"):
             self.events.labels(outcome)
+        self.unknown_features = Counter("stream_ctr_unknown_features", "Features of applied events and scored "
+                                        "candidates that the feature spec does not name (ignored)", registry=r)
         self.global_ctr = Gauge("stream_ctr_global_ctr", "Global CTR p_g of the model in use", registry=r)
         self.model_version = Gauge("stream_ctr_model_version", "Version of the model snapshot in use", registry=r)
         self.swaps = Counter("stream_ctr_model_swaps", "Model snapshots swapped in", registry=r)
@@ -279,6 +281,11 @@ class TrainerMetrics:
         ProcessCollector(registry=r)
         self.samples = Counter("stream_ctr_trainer_samples", "Samples the global model trained on", registry=r)
         self.skipped = Counter("stream_ctr_trainer_skipped", "Invalid events the trainer skipped", registry=r)
+        self.dead_letters = Counter("stream_ctr_dead_letter", "Events the trainer sent to the dead-letter topic "
+                                    "(valid events whose training raised)", ["reason"], registry=r)
+        self.dead_letters.labels("internal_error")
+        self.unknown_features = Counter("stream_ctr_unknown_features", "Features of trained events that the "
+                                        "feature spec does not name (ignored)", registry=r)
         self.loss = Gauge("stream_ctr_trainer_loss", "Training logloss of the last mini-batch", registry=r)
         self.global_ctr = Gauge("stream_ctr_global_ctr", "Global CTR p_g the trainer publishes", registry=r)
         self.model_version = Gauge("stream_ctr_model_version", "Newest snapshot version published", registry=r)
@@ -292,6 +299,9 @@ class TrainerMetrics:
         self.lag = _LagGauge(r)
         self.step_seconds = Histogram("stream_ctr_trainer_batch_seconds", "Time to train on one consumed batch",
                                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
+
+    def dead_lettered(self, reason: str) -> None:
+        self.dead_letters.labels(reason).inc()
 
     def published(self, snapshot, size: int) -> None:
         """The trainer published full ``snapshot`` (``size`` bytes, written to ``ctr.model`` and to the update

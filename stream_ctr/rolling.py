@@ -57,6 +57,11 @@ class UserCTR:
         self._k = min(self._k + m, self.size)
         self._bits = ((self._bits << min(m, self.size)) | packed) & ((1 << self.size) - 1)
 
+    def copy(self) -> "UserCTR":
+        twin = UserCTR(self.size)
+        twin.n, twin.clicks, twin._bits, twin._k = self.n, self.clicks, self._bits, self._k
+        return twin
+
     @property
     def window_labels(self) -> list[int]:
         """Labels in the window, oldest first."""

@@ -8,6 +8,7 @@ Kafka-free: the Faust trainer agent feeds it batches of events and publishes wha
 from __future__ import annotations
 
 import time
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from .config import Settings
 from .delta import Delta
 from .features import FeatureSpec, HashingEncoder
 from .heads import sigmoid
+from .isolation import isolate
 from .models import ModelConfig, build_model, embedding_tables, infer, train_step
 from .snapshot import Snapshot
 
@@ -94,19 +96,26 @@ class GlobalTrainer:
         self._pending = 0
         self._touched.clear()
 
-    def learn_many(self, events) -> None:
-        """One optimiser step per ``trainer_batch`` slice of ``events``."""
+    def learn_many(self, events: Sequence) -> list[tuple[object, Exception]]:
+        """One optimiser step per ``trainer_batch`` slice of ``events``. A slice whose step raises is retried in
+        parts (:func:`~stream_ctr.isolation.isolate`): the events that raise alone are returned with their
+        exceptions, not learned, and every other event is learned once."""
         step = self.settings.trainer_batch
+        failed: list[tuple[object, Exception]] = []
         for lo in range(0, len(events), step):
-            chunk = events[lo: lo + step]
-            ids, vals = self.encoder.encode_events(chunk)
-            y = torch.tensor([e.label for e in chunk], dtype=torch.float32, device=self.device)
-            self.last_loss = train_step(self.model, self.optimizer, torch.from_numpy(ids).to(self.device),
-                                        torch.from_numpy(vals).to(self.device), y)
-            self._touched.append(ids.ravel())
-            self.samples += len(chunk)
-            self.clicks += int(y.sum().item())
-            self._pending += len(chunk)
+            failed += isolate(events[lo: lo + step], self._step)
+        return failed
+
+    def _step(self, chunk: Sequence) -> None:
+        """One optimiser step on ``chunk``; raises before changing anything, or not at all."""
+        ids, vals = self.encoder.encode_events(chunk)
+        y = torch.tensor([e.label for e in chunk], dtype=torch.float32, device=self.device)
+        self.last_loss = train_step(self.model, self.optimizer, torch.from_numpy(ids).to(self.device),
+                                    torch.from_numpy(vals).to(self.device), y)
+        self._touched.append(ids.ravel())
+        self.samples += len(chunk)
+        self.clicks += int(y.sum().item())
+        self._pending += len(chunk)
 
     def advance(self, positions) -> None:
         """Record that the records before ``positions`` (partition -> next offset) have been learned or skipped."""

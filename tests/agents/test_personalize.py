@@ -85,3 +85,47 @@ def test_agent_dead_letters_bad_records_and_keeps_going(worker, make_events):
     text = worker.metrics.render().decode()
     assert 'stream_ctr_dead_letter_total{reason="not_json"} 1.0' in text
     assert 'stream_ctr_dead_letter_total{reason="bad_label"} 1.0' in text
+
+
+def _poisoned(worker, item: str) -> None:
+    """The model in use raises for any batch holding ``item``: a stand-in for a bug one record meets."""
+    encoder = worker.follower.holder.current.encoder
+    encode = encoder.encode
+
+    def encode_or_raise(rows):
+        rows = list(rows)
+        if any(r[1] == item for r in rows):
+            raise ZeroDivisionError("float division by zero")
+        return encode(rows)
+
+    encoder.encode = encode_or_raise
+
+
+def test_a_record_that_raises_is_dead_lettered_and_the_rest_of_its_batch_applied(worker, make_snapshot,
+                                                                                   make_events):
+    events = make_events(users=4, events_per_user=20, seed=6).events
+    poison = {events[5].event_id, events[37].event_id}
+    records = [(e.user_id.encode(), encode_event(e if e.event_id not in poison else
+                                                 type(e)(**{**e.to_dict(), "item_id": "poison"})))
+               for e in events]
+    _poisoned(worker, "poison")
+    _drive(worker, records, len(records))
+    stats = worker.stats()
+    assert (stats["applied"], stats["dead_letters"]) == (len(events) - 2, 2)
+    dlq = worker.dead_letters.topic.sent
+    assert [r["headers"]["reason"] for r in dlq] == [b"internal_error"] * 2
+    assert all(r["headers"]["detail"].startswith(b"worker: ZeroDivisionError: float division by zero") for r in dlq)
+    assert sorted(r["value"] for r in dlq) == sorted(v for _, v in records if b'"poison"' in v)
+    assert 'stream_ctr_dead_letter_total{reason="internal_error"} 2.0' in worker.metrics.render().decode()
+
+    # Every other event applied exactly once: the same states as a worker that never saw the two records.
+    clean = PersonalizeWorker.build(worker.settings, follow=False, users={})
+    clean.app.finalize()
+    clean.follower.offer(make_snapshot(worker.settings))
+    clean.dead_letters.topic = _RecordingTopic()
+    kept = [(k, v) for k, v in records if b'"poison"' not in v]
+    _drive(clean, kept, len(kept))
+    for uid, state in clean.users.items():
+        mine = worker.users[uid]
+        assert (mine.ctr.n, mine.ctr.clicks, mine.ctr.window_labels) == (state.ctr.n, state.ctr.clicks,
+                                                                           state.ctr.window_labels)

@@ -137,6 +137,29 @@ tests:
       - eval_time: 20m
         alertname: StreamCtrDeadLetterRateHigh
         exp_alerts: []
+  # The trainer dead-letters one valid event that raised at 10m; the worker only dead-letters invalid ones.
+  - interval: 1m
+    input_series:
+      - series: 'stream_ctr_dead_letter_total{job="stream-ctr-trainer", instance="t1", reason="internal_error"}'
+        values: '0x10 1x20'
+      - series: 'stream_ctr_dead_letter_total{job="stream-ctr-worker", instance="w1", reason="internal_error"}'
+        values: '0x30'
+      - series: 'stream_ctr_dead_letter_total{job="stream-ctr-worker", instance="w1", reason="not_json"}'
+        values: '0+60x30'
+    alert_rule_test:
+      - eval_time: 9m
+        alertname: StreamCtrInternalError
+        exp_alerts: []
+      - eval_time: 12m
+        alertname: StreamCtrInternalError
+        exp_alerts:
+          - exp_labels: {severity: warning, job: stream-ctr-trainer, instance: t1}
+            exp_annotations:
+              summary: "stream-ctr-trainer t1 dead-lettered 1 valid events that raised (5m)"
+              description: "Processing a valid event raised; the event is in ctr.events.dlq with reason internal_error and the exception in its detail header, and the log has the traceback. A bug: report it with the record."
+      - eval_time: 20m
+        alertname: StreamCtrInternalError
+        exp_alerts: []
   # The experiment's split breaks on w1 after 5m (p drops below 0.001); w2 stays healthy.
   - interval: 1m
     input_series:

@@ -76,3 +76,25 @@ def test_the_trainer_learns_with_either_optimiser(optimizer, make_events):
     y = np.array([e.label for e in test])
     trainer.learn_many(train)
     assert auc(y, trainer.predict_proba(test)) > 0.65
+
+
+def test_the_trainer_learns_every_event_but_the_one_that_raises(make_events):
+    events = make_events(users=10, events_per_user=10, seed=3).events
+    settings = Settings.from_env({}, features="category,segment", hash_buckets=2048, trainer_batch=8)
+    trainer, twin = GlobalTrainer(settings), GlobalTrainer(settings)
+    encode = trainer.encoder.encode
+
+    def encode_or_raise(rows):
+        rows = list(rows)
+        if any(r[1] == events[13].item_id and r[0] == events[13].user_id for r in rows):
+            raise ValueError("a bug one event meets")
+        return encode(rows)
+
+    trainer.encoder.encode = encode_or_raise
+    failed = trainer.learn_many(events)
+    assert [(e.event_id, type(exc)) for e, exc in failed] == [(events[13].event_id, ValueError)]
+    assert trainer.samples == len(events) - 1 == trainer.pending
+    assert trainer.clicks == sum(e.label for e in events) - events[13].label
+    # Not one step twice: the samples of a slice that raised were trained once, in its parts.
+    twin.learn_many([e for e in events if e is not events[13]])
+    assert twin.samples == trainer.samples
