@@ -13,6 +13,8 @@ import itertools
 import random
 import time
 from collections import Counter
+from dataclasses import replace
+from pathlib import Path
 
 import orjson
 import pytest
@@ -22,6 +24,7 @@ from hypothesis import strategies as st
 from kafka import KafkaConsumer
 
 from stream_ctr import topics
+from stream_ctr.client import ScoringClient
 from stream_ctr.events import DLQ_REASONS, FIELDS, InvalidEvent, encode_event, parse_record, partition_of
 from stream_ctr.replay import producer, replay
 from stream_ctr.stack import Stack, get_json
@@ -123,13 +126,59 @@ def test_hostile_input_is_dead_lettered_and_good_events_applied_exactly_once(set
             assert status == 200 and body["events"] == n, (user, body)
         reasons = _dead_letter_reasons(stack.settings, BAD_COUNT)
         assert sum(reasons.values()) == BAD_COUNT and set(reasons) <= set(DLQ_REASONS), reasons
-        # every reason but wrong_partition, which needs a producer that partitions by another hash than Kafka's
-        assert set(DLQ_REASONS) - set(reasons) == {"wrong_partition"}, reasons
+        # every reason but wrong_partition, which needs a producer that partitions by another hash than Kafka's,
+        # and internal_error, which no valid event meets
+        assert set(DLQ_REASONS) - set(reasons) == {"wrong_partition", "internal_error"}, reasons
 
         for path in ("/v1/users/" + "x" * 5000, "/nothing", "/v1/users/", "/v1/users/%ff%fe"):
             status, body = get_json(stack.worker_url + path)
             assert 400 <= status < 500, (path[:40], status, body)
         assert stack.procs["worker"].poll() is None
+
+
+#: Valid but unusual feature maps: what a producer may send that MovieLens never does.
+UNUSUAL = [{}, {"genres": ""}, {"genres": "|||"}, {"genres": " | "}, {"gender": "女", "occupation": "🦀" * 3},
+           {"occupation": "x" * 200}, {"genres": "|".join(f"g{i}" for i in range(40))}, {"brand": "acme"},
+           {"age": 30, "gender": 1.5, "genres": 7}, {"age": -1e300, "occupation": ""}, {"genres": "Comedy", "zip": 0}]
+
+
+def _readme_score_body() -> bytes:
+    """The body of the README's scoring example (``curl ... -d '...'``)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("curl -s localhost:6066/v1/score -d '") + len("curl -s localhost:6066/v1/score -d '")
+    return readme[start:readme.index("'", start)].encode()
+
+
+def test_valid_but_unusual_events_are_all_applied_and_both_processes_stay_up(settings_factory, tmp_path):
+    """1,000 MovieLens events mixed 1:1 with valid events whose features are missing, empty, all separators,
+    unicode, long, too many, unknown or numbers: the worker applies all, the trainer learns all, neither dies, and
+    the README's own scoring example ranks its candidates."""
+    from stream_ctr.data import load_dataset
+
+    settings = settings_factory(features="age,gender,occupation,genres:multi:6", snapshot_every=64)
+    plain = load_dataset("ml-100k", 1000)
+    odd = [replace(e, event_id=f"odd-{i}", features=UNUSUAL[i % len(UNUSUAL)]) for i, e in enumerate(plain)]
+    with Stack(settings, tmp_path / "logs") as stack:
+        replay([x for pair in zip(plain, odd) for x in pair], stack.settings.kafka_bootstrap,
+               topics.events(stack.settings).name, 0)
+        trainer_url = f"http://127.0.0.1:{stack.settings.web_port + 1}"
+        deadline = time.monotonic() + 120
+        while (s := stack.stats())["applied"] + s["dead_letters"] < 2000 or \
+                get_json(f"{trainer_url}/healthz")[1].get("samples", 0) < 2000:
+            assert all(p.poll() is None for p in stack.procs.values()), "a process died"
+            assert time.monotonic() < deadline, (s, get_json(f"{trainer_url}/healthz"))
+            time.sleep(0.5)
+        assert (s["applied"], s["dead_letters"]) == (2000, 0)
+        assert get_json(f"{trainer_url}/healthz")[1]["samples"] == 2000
+        client = ScoringClient(stack.worker_url)
+        status, raw = client.post(_readme_score_body())
+        client.close()
+        assert status == 200, raw
+        body = orjson.loads(raw)
+        assert sorted(it["item_id"] for it in body["items"]) == ["242", "302"]
+        assert all(0 <= it["score"] <= 1 for it in body["items"])
+        assert body["items"][0]["score"] >= body["items"][1]["score"]
+        assert all(p.poll() is None for p in stack.procs.values())
 
 
 def _dead_letter_reasons(settings, expect: int) -> Counter:
