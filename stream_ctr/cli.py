@@ -40,9 +40,18 @@ def _broker_settings(why: str) -> Settings:
 
 
 def _run_faust(app) -> int:
+    """Run ``app`` until it stops; :data:`~stream_ctr.net.EXIT_PORT_TAKEN` when its HTTP port was taken (Faust
+    logs the bind error and exits with 1, like for any other failure)."""
     from faust import Worker
 
-    Worker(app, loglevel="info").execute_from_commandline()
+    from .net import EXIT_PORT_TAKEN, port_taken
+
+    try:
+        Worker(app, loglevel="info").execute_from_commandline()
+    except SystemExit as done:
+        if done.code and port_taken(done):
+            return EXIT_PORT_TAKEN
+        raise
     return 0
 
 
@@ -67,7 +76,7 @@ def cmd_trainer(args) -> int:
 
     settings = _broker_settings("the trainer consumes ctr.events")
     torch.set_num_threads(settings.trainer_threads)
-    return _run_faust(TrainerWorker.build(settings).app)
+    return _run_faust(TrainerWorker.build(settings, settings.trainer_port).app)
 
 
 def _interrupt(*_) -> None:
@@ -92,17 +101,25 @@ def cmd_kafka(args) -> int:
 
 
 def cmd_up(args) -> int:
+    """Run the stack until Ctrl-C or SIGTERM (exit 0, everything stopped within seconds) or until one of its
+    processes exits (exit 1, after saying which, how and its log's last lines, and stopping the rest). Its
+    processes die with it even when it is SIGKILLed (:mod:`stream_ctr.children`)."""
     from .stack import Stack
 
     logs = Path(args.logs or tempfile.mkdtemp(prefix="stream-ctr-logs-"))
     with Stack(_settings(), logs) as stack:
         s = stack.settings
         print(f"Kafka      {s.kafka_bootstrap}\nworker     {stack.worker_url}  (/metrics /healthz /v1/stats "
-              f"/v1/users/<id>)\ntrainer    http://{s.advertised_host}:{s.web_port + 1}/metrics\nlogs       {logs}\n"
+              f"/v1/users/<id>)\ntrainer    {s.trainer_url}  (/metrics /healthz)\nlogs       {logs}\n"
               f"replay:    KAFKA_BOOTSTRAP={s.kafka_bootstrap} stream-ctr replay --dataset ml-100k\n"
               "Ctrl-C stops everything.", flush=True)
-        _wait_for_ctrl_c()
-    return 0
+        try:
+            gone = stack.watch()
+        except KeyboardInterrupt:
+            return 0
+        print(f"stream-ctr: {stack.describe_exit(gone)}\nstream-ctr: {gone} is gone; stopping the rest",
+              file=sys.stderr, flush=True)
+    return 1
 
 
 def cmd_replay(args) -> int:

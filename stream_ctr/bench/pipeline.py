@@ -24,7 +24,6 @@ import orjson
 from .. import topics
 from ..config import Settings
 from ..data import load_dataset
-from ..net import free_port_pair
 from ..replay import replay
 from ..stack import Stack, get_json
 from .state import publish_v0
@@ -36,7 +35,7 @@ def run_pipeline_bench(settings: Settings, limit: int | None = None, workers=(1,
     """Markdown lines and ``{raw_consume_eps, pipeline_eps, pipeline_ratio, workers_eps}``."""
     events = load_dataset("ml-100k", limit)
     tag = f"bench-pipe-{time.time_ns() % 10**9}"
-    settings = settings.replace(topic_prefix=f"{tag}.", app_id=tag, web_port=free_port_pair(settings.web_bind))
+    settings = settings.replace(topic_prefix=f"{tag}.", app_id=tag)
     logs = Path(tempfile.mkdtemp(prefix="stream-ctr-bench-pipeline-"))
     with Stack(settings, logs, trainer=False, worker=False) as stack:
         s = stack.settings
@@ -78,14 +77,13 @@ async def _raw_consume(settings: Settings, expect: int) -> float:
 def _drain(stack: Stack, n_workers: int, expect: int) -> float:
     """Events/s of ``n_workers`` workers of a fresh group draining the pre-filled topic."""
     group = f"{stack.settings.app_id}-w{n_workers}"
-    urls = []
-    for i in range(n_workers):
-        port = free_port_pair(stack.settings.web_bind)
-        stack.spawn("worker", f"{group}-{i}", app_id=group, web_port=port)
-        urls.append(f"http://{stack.settings.advertised_host}:{port}")
+    names = [f"{group}-{i}" for i in range(n_workers)]
+    for name in names:
+        stack.spawn("worker", name, app_id=group)  # each on a port of its own, held by the stack
     try:
-        for url in urls:  # a worker consumes from the moment it is healthy: at 30,000 events/s ask often
-            stack.wait_healthy(120, url, every=0.02)
+        for name in names:  # a worker consumes from the moment it is healthy: at 30,000 events/s ask often
+            stack.wait_healthy(120, name, every=0.02)
+        urls = [stack.url(name) for name in names]
         # A worker may start consuming before the last one is healthy: only what is applied after t0 counts.
         t0, before = time.monotonic(), _applied(urls)
         if before >= expect / 2:
@@ -97,8 +95,8 @@ def _drain(stack: Stack, n_workers: int, expect: int) -> float:
             time.sleep(0.2)
         return (expect - before) / (time.monotonic() - t0)
     finally:
-        for i in range(n_workers):
-            proc = stack.procs.pop(f"{group}-{i}")
+        for name in names:
+            proc = stack.procs.pop(name)
             proc.terminate()
             proc.wait(60)
 

@@ -27,13 +27,12 @@ def run_serving_bench(settings: Settings, requests: int = 2000,
     from .. import topics
     from ..ab.assignment import Experiment
     from ..client import ScoringClient
-    from ..net import free_port_pair
     from ..replay import replay
     from ..serving import ScoreRequest, rank
     from ..stack import Stack
 
     events = load_dataset("synthetic")
-    settings = settings.replace(features=SYNTHETIC_FEATURES, web_port=free_port_pair(settings.web_bind))
+    settings = settings.replace(features=SYNTHETIC_FEATURES)  # the stack moves to free ports if these are taken
     reqs = [_score_request(events, n, candidates) for n in range(requests)]
     with Stack(settings, Path(tempfile.mkdtemp(prefix="stream-ctr-bench-"))) as stack:
         replay(events[:5000], stack.settings.kafka_bootstrap, topics.events(stack.settings).name)

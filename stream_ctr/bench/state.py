@@ -26,7 +26,6 @@ from .. import topics
 from ..config import Settings
 from ..data.synthetic import FEATURES as SYNTHETIC_FEATURES
 from ..events import Event
-from ..net import free_port_pair
 from ..replay import producer, replay
 from ..stack import Stack
 from ..trainer import GlobalTrainer
@@ -75,8 +74,8 @@ def publish_v0(settings: Settings) -> None:
 
 def _measure(settings: Settings, users: int, store: str) -> dict:
     tag = f"bench-state-{store}-{time.time_ns() % 10**9}"
-    settings = settings.replace(store=store, features=SYNTHETIC_FEATURES, web_port=free_port_pair(settings.web_bind),
-                                topic_prefix=f"{tag}.", app_id=tag, batch_size=1024)
+    settings = settings.replace(store=store, features=SYNTHETIC_FEATURES, topic_prefix=f"{tag}.", app_id=tag,
+                                batch_size=1024)
     logs = Path(tempfile.mkdtemp(prefix="stream-ctr-bench-state-"))
     with Stack(settings, logs, trainer=False, worker=False) as stack:
         s = stack.settings

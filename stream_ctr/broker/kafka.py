@@ -2,8 +2,10 @@
 
 :class:`LocalKafka` resolves the broker jars from Maven Central with the pom beside this file (once; they are
 cached in ``~/.cache/stream-ctr/kafka-<version>``, outside any clone), formats a fresh log dir in a temp
-directory, starts the broker on 127.0.0.1 on free ports, waits until it answers metadata requests, and stops it
-cleanly. :func:`broker_for` picks it or an :class:`ExternalKafka` from ``KAFKA_BOOTSTRAP``: that is the one line
+directory, starts the broker on 127.0.0.1 on ports it holds from the pick until it stops (so no other process
+can take them, :mod:`stream_ctr.net`, and a restarted broker finds them again), waits until it answers metadata
+requests, and stops it cleanly. The broker dies with the process that started it (:mod:`stream_ctr.children`).
+:func:`broker_for` picks it or an :class:`ExternalKafka` from ``KAFKA_BOOTSTRAP``: that is the one line
 to change for another broker.
 """
 
@@ -13,7 +15,6 @@ import base64
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -24,7 +25,8 @@ from pathlib import Path
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from ..net import free_port
+from .. import children
+from ..net import reserve_port
 from ..topics import MAX_RECORD_BYTES
 
 __all__ = ["BrokerUnreachable", "ExternalKafka", "LocalKafka", "broker_for", "ensure_jars", "require_broker",
@@ -72,7 +74,7 @@ class ExternalKafka:
         wait_ready(self.bootstrap, timeout)
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 0.0) -> None:
         pass
 
     def __enter__(self):
@@ -90,13 +92,15 @@ class LocalKafka:
         self.port = self.controller_port = 0
         self.workdir: Path | None = None
         self.proc: subprocess.Popen | None = None
+        self._held: list[socket.socket] = []  # the reservations of the two ports, until stop
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def _write_config(self) -> Path:
-        self.port, self.controller_port = free_port(), free_port()
+        self._held = [reserve_port(), reserve_port()]
+        self.port, self.controller_port = (sock.getsockname()[1] for sock in self._held)
         cfg = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -134,14 +138,14 @@ class LocalKafka:
         fmt = subprocess.run([*self._java(), "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                               "-c", str(config)], capture_output=True, text=True)
         if fmt.returncode != 0:
+            self.stop()
             raise RuntimeError(f"formatting Kafka storage failed: {fmt.stdout}{fmt.stderr}")
         return self._launch(timeout)
 
     def _launch(self, timeout: float) -> "LocalKafka":
-        log = open(self.workdir / "kafka.log", "ab")
-        # A new session: Ctrl-C in a terminal reaches us, and we stop the broker in order.
-        self.proc = subprocess.Popen([*self._java(), "kafka.Kafka", str(self.workdir / "server.properties")],
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # Its own session: a Ctrl-C in a terminal reaches only us, and we stop the broker in order.
+        self.proc = children.start([*self._java(), "kafka.Kafka", str(self.workdir / "server.properties")],
+                                   self.workdir / "kafka.log")
         try:
             wait_ready(self.bootstrap, timeout, self.proc)
         except (RuntimeError, TimeoutError) as exc:
@@ -165,22 +169,19 @@ class LocalKafka:
         return self._launch(timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        """SIGTERM the broker (SIGKILL after ``timeout`` seconds), release its ports, delete its log dir."""
+        if self.proc is not None:
+            children.stop([self.proc], timeout)
         self.proc = None
+        for sock in self._held:
+            sock.close()
+        self._held = []
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
     def log_tail(self, n: int = 40) -> str:
-        if self.workdir is None or not (self.workdir / "kafka.log").exists():
-            return ""
-        return "\n".join((self.workdir / "kafka.log").read_text(errors="replace").splitlines()[-n:])
+        return children.log_tail(self.workdir / "kafka.log", n) if self.workdir is not None else ""
 
     def __enter__(self):
         return self.start()

@@ -144,9 +144,9 @@ def _worker_catches_up(stack: Stack, trainer_url: str, samples: int, timeout: fl
 
 def test_worker_follows_the_trainers_deltas_and_a_restarted_trainers_chain(settings_factory, make_events, tmp_path):
     settings = settings_factory(snapshot_every=32, full_snapshot_every=25)
-    trainer_url = f"http://{settings.advertised_host}:{settings.web_port + 1}"
     events = make_events(users=40, events_per_user=50, seed=9).events  # 2000: ~62 deltas, 2 full snapshots
     with Stack(settings, tmp_path / "logs") as stack:
+        trainer_url = stack.url("trainer")
         replay(events[:1000], settings.kafka_bootstrap, topics.events(settings).name)
         _wait_for(stack, 1000, 0)
         version = _worker_catches_up(stack, trainer_url, 1000)
@@ -160,7 +160,7 @@ def test_worker_follows_the_trainers_deltas_and_a_restarted_trainers_chain(setti
         # A restarted trainer resumes from its newest full snapshot and numbers on past every published delta.
         stack.kill("trainer")
         stack.spawn("trainer")
-        stack.wait_healthy(120, trainer_url)
+        stack.wait_healthy(120, "trainer")
         replay(events[1000:], settings.kafka_bootstrap, topics.events(settings).name)
         _wait_for(stack, 2000, 0)
         after = _worker_catches_up(stack, trainer_url, 1000, timeout=120)  # trained again from the last full

@@ -15,7 +15,6 @@ from stream_ctr.ab.closed_loop import run_closed_loop
 from stream_ctr.ab.report import read_results
 from stream_ctr.client import ScoringClient
 from stream_ctr.data.synthetic import SyntheticConfig
-from stream_ctr.net import free_port_pair
 from stream_ctr.replay import replay
 from stream_ctr.serving import MAX_BODY_BYTES
 from stream_ctr.simulate import SimConfig
@@ -31,10 +30,9 @@ def two_workers(settings_factory, make_events, tmp_path_factory):
     """Trainer + two personalize workers in one group, each owning some partitions; 2,000 events applied."""
     settings = settings_factory(snapshot_every=500)
     with Stack(settings, tmp_path_factory.mktemp("serving-logs")) as stack:
-        second = stack.settings.replace(web_port=free_port_pair())
-        stack.spawn("worker", "worker2", web_port=second.web_port)
-        stack.wait_healthy(120, second.web_url)
-        urls = [stack.worker_url, second.web_url]
+        stack.spawn("worker", "worker2")
+        stack.wait_healthy(120, "worker2")
+        urls = [stack.worker_url, stack.url("worker2")]
         events = make_events(users=40, events_per_user=50, seed=6).events
         replay(events, stack.settings.kafka_bootstrap, topics.events(stack.settings).name)
         deadline = time.monotonic() + 180
