@@ -36,6 +36,8 @@ DLQ_REASONS = ("not_json", "not_object", "missing_field", "unknown_field", "bad_
 
 #: Longest id (event, user, item, request) accepted, in characters.
 MAX_ID_CHARS = 256
+#: Range of an integer id (the signed 64-bit range of ``$defs/id`` in the schema).
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 #: Longest feature value, and most features, an event may carry.
 MAX_FEATURE_CHARS = 1024
 MAX_FEATURES = 256
@@ -128,9 +130,7 @@ def parse_event(raw: bytes, key: bytes | None = None, now: float | None = None) 
         value = obj[name]
         # Integer ids are accepted and normalised to strings: producers in the wild send both.
         if type(value) is not str:
-            if type(value) is not int:  # orjson gives exact types: a bool is not an int here
-                raise InvalidEvent("bad_type", f"{name} must be a non-empty string or integer")
-            value = str(value)
+            value = _integer_id(name, value)
         if not value:
             raise InvalidEvent("bad_type", f"{name} must be a non-empty string or integer")
         ids.append(_checked_id(name, value))
@@ -167,6 +167,18 @@ def parse_event(raw: bytes, key: bytes | None = None, now: float | None = None) 
     if key is not None and key.decode("utf-8", "replace") != ids[1]:
         raise InvalidEvent("key_mismatch", "record key must equal user_id")
     return Event(ids[0], ids[1], ids[2], float(ts), int(label), features, request_id)
+
+
+def _integer_id(name: str, value) -> str:
+    """An integer id as its decimal string. An integer is what the schema's ``integer`` is: a number without a
+    fraction however it is written (``7`` and ``7.0`` are both the id ``"7"``, as a JSON Schema validator reads
+    them), within the signed 64-bit range the schema states (Kafka's ``long``; orjson reads a bigger integer as an
+    inexact float). Anything else, a bool included (orjson gives exact types), is ``bad_type``."""
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    if type(value) is not int or not INT64_MIN <= value <= INT64_MAX:
+        raise InvalidEvent("bad_type", f"{name} must be a non-empty string or an integer in the signed 64-bit range")
+    return str(value)
 
 
 def _checked_id(name: str, value: str) -> str:

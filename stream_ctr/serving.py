@@ -14,6 +14,7 @@ stream_ctr.serving.BadRequest: 422: candidates: List should have at least 1 item
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Annotated, Union
 
@@ -36,7 +37,10 @@ MAX_BODY_BYTES = 1024 * 1024
 
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 Id = Annotated[StrictStr, Field(min_length=1, max_length=256)]
-FeatureValue = Union[StrictStr, StrictFloat, StrictInt]
+#: A float a double holds: what ``allow_inf_nan=False`` accepts anyway, stated as bounds so that the published schema
+#: says it (a JSON Schema "number" alone admits 2e308, which a JSON reader makes infinite).
+FiniteFloat = Annotated[StrictFloat, Field(ge=-sys.float_info.max, le=sys.float_info.max)]
+FeatureValue = Union[StrictStr, FiniteFloat, StrictInt]
 
 
 class Candidate(BaseModel):

@@ -1,0 +1,751 @@
+"""Property-based contract tests for *valid* input: whatever the published contracts allow must go through the real
+code paths without an exception, every score finite and in [0, 1], and the same input must give the same output.
+
+The inputs are generated from the contracts themselves, not written by hand: :func:`from_schema` turns a JSON
+Schema (the published ``topics/schemas/event.schema.json``, the ``ScoreRequest`` schema of the OpenAPI document)
+into a Hypothesis strategy, refusing any keyword it does not know, so that a constraint added to a schema is never
+silently ignored here. Feature names are biased toward the fields of the feature spec, so that the fields the model
+reads get the awkward values (empty, ``"|||"``, numbers, 40 genres, astral-plane text, 200 characters).
+
+Entry points, each with at least :data:`QUOTA` generated inputs (every test asserts its own count):
+
+1. events: ``parse_event`` -> ``HashingEncoder`` -> ``test_then_train`` (every correction method) and the
+   trainer's ``learn_many``;
+2. ``POST /v1/score`` bodies: ``parse_score_request`` -> ``rank``, for a user with heads and a cold user;
+3. user ids (``/v1/users/{id}``): a table key (Faust's ``raw`` codec, the partitioner), a state whose summary
+   serialises;
+4. ``FeatureSpec`` strings: a spec or a ``ValueError``, and a spec encodes any event;
+5. configuration: ``Settings.from_env`` returns settings or raises ``ConfigError`` naming a variable that was set;
+6. the published schemas against the code: every event and request of 1. and 2. is validated against its schema
+   as well, and near misses (a few thousand) are refused by the code exactly when the schema refuses them.
+
+Everything is derandomized (the same examples every run) and sized to run in about a minute on two cores: long
+strings and big collections repeat a few drawn items (Hypothesis's cost is per drawn choice), and they are rare.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import json
+import math
+import time
+from collections import Counter
+
+import jsonschema
+import numpy as np
+import orjson
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from stream_ctr import learning, topics
+from stream_ctr.ab.assignment import Assignment, Experiment
+from stream_ctr.arms import ARMS
+from stream_ctr.config import ConfigError, Settings
+from stream_ctr.correction import METHODS
+from stream_ctr.data import load_dataset
+from stream_ctr.events import DLQ_REASONS, InvalidEvent, parse_event, partition_of
+from stream_ctr.features import FeatureSpec, HashingEncoder
+from stream_ctr.heads import HeadParams
+from stream_ctr.serving import MAX_BODY_BYTES, BadRequest, ScoreRequest, openapi, parse_score_request, rank
+from stream_ctr.state import UserState
+from stream_ctr.trainer import GlobalTrainer
+
+#: Generated inputs each entry point must see in one run.
+QUOTA = 10_000
+#: Examples seen per entry point (each test asserts its own).
+COUNTS: Counter = Counter()
+
+
+def fast(max_examples: int):
+    """Derandomized, database-free Hypothesis settings: the same examples every run, no deadline."""
+    return settings(max_examples=max_examples, deadline=None, derandomize=True, database=None, print_blob=False,
+                    suppress_health_check=list(HealthCheck))
+
+
+# --- a JSON Schema -> strategy builder ------------------------------------------------------------------------------
+
+INT64 = (-(1 << 63), (1 << 63) - 1)  # orjson writes no bigger integer (and reads a bigger one as a float)
+#: Any character JSON text can carry: orjson refuses lone surrogates (category Cs), and so does JSON's UTF-8.
+CHAR = st.characters(blacklist_categories=("Cs",))
+#: Longest string or largest collection generated where a schema sets no bound.
+UNBOUNDED = 2048
+
+#: Any JSON value (orjson writes integers of at most 64 bits).
+JSON = st.recursive(st.none() | st.booleans() | st.integers(INT64[0], (1 << 64) - 1)
+                    | st.floats(allow_nan=False, allow_infinity=False) | st.text(CHAR, max_size=4),
+                    lambda kids: st.lists(kids, max_size=2) | st.dictionaries(st.text(CHAR, max_size=3), kids,
+                                                                              max_size=2),
+                    max_leaves=4)
+
+_ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description", "default", "examples", "$comment"}
+_KNOWN = _ANNOTATIONS | {"$ref", "type", "enum", "const", "oneOf", "anyOf", "properties", "required",
+                         "additionalProperties", "maxProperties", "minProperties", "propertyNames", "items", "minItems",
+                         "maxItems", "minLength", "maxLength", "minimum", "maximum"}
+
+
+def _text(lo: int = 0, hi: int | None = None):
+    """Strings of ``lo`` to ``hi`` characters: mostly short, sometimes of any allowed length up to the longest.
+    A long string repeats a short random one: drawing a thousand characters one by one would cost a thousand
+    choices of Hypothesis's budget per string."""
+    hi = UNBOUNDED if hi is None else hi
+    parts = [st.text(CHAR, min_size=lo, max_size=min(hi, max(lo, 12)))]
+    if hi > 12:
+        parts.append(st.builds(_cycle, st.text(CHAR, min_size=1, max_size=6), st.integers(max(lo, 13), hi)))
+    return st.one_of(parts)
+
+
+def _cycle(unit, n: int):
+    """``unit`` (a string or a list) repeated to exactly ``n`` items."""
+    return (unit * -(-n // len(unit)))[:n]
+
+
+def _many(items, lo: int, hi: int, few: int = 6, odds: int = 3):
+    """Lists of ``lo`` to ``hi`` of ``items``: mostly few, now and then many up to ``hi`` (a few drawn items, cycled,
+    so that a thousand of them cost no more to draw than three)."""
+    small = st.lists(items, min_size=lo, max_size=min(hi, max(lo, few)))
+    if hi <= few:
+        return small
+    return _rarely(small, st.builds(_cycle, st.lists(items, min_size=1, max_size=3), _counts(few, lo, hi)), odds)
+
+
+def _rarely(common, rare, odds: int):
+    """``rare`` about one time in ``odds + 1``, else ``common`` (``st.one_of`` would draw each about as often)."""
+    return st.integers(0, odds).flatmap(lambda i: rare if i == odds else common)
+
+
+def _counts(few: int, lo: int, hi: int):
+    """Sizes past ``few`` (< ``hi``): a spread of magnitudes up to the bound itself, where things break."""
+    return st.sampled_from(sorted(n for n in {few + 1, 2 * few, 32, 100, hi - 1, hi} if max(lo, few + 1) <= n <= hi))
+
+
+def _mapping(names, values, lo: int, hi: int, longest_name: int, few: int = 6, odds: int = 3):
+    """Objects of ``lo`` to ``hi`` entries: mostly few, now and then many up to ``hi`` (numbered names of at most
+    ``longest_name`` characters, a few drawn values cycled)."""
+    small = st.dictionaries(names, values, min_size=lo, max_size=min(hi, max(lo, few)))
+    if hi <= few:
+        return small
+    return _rarely(small, st.builds(_numbered, names, st.lists(values, min_size=1, max_size=3), _counts(few, lo, hi),
+                                    st.just(longest_name)), odds)
+
+
+def _numbered(name: str, values: list, n: int, longest: int) -> dict:
+    """``n`` entries (fewer where two truncated names meet): ``name`` numbered, ``values`` cycled."""
+    keys = (name[: longest - len(str(i))] + str(i) for i in range(n))
+    return dict(zip(keys, _cycle(values, n)))
+
+
+def _integers(lo: int, hi: int):
+    """Integers in ``[lo, hi]``, and (JSON Schema's data model has no int/float split: ``7.0`` *is* the integer 7)
+    the same numbers written as floats, where a float holds them exactly."""
+    exact = (max(lo, -(1 << 53)), min(hi, 1 << 53))
+    floats = st.integers(*exact).map(float) if exact[0] <= exact[1] else st.nothing()
+    return st.one_of(st.integers(lo, hi), floats)
+
+
+def _enum(values: list):
+    """An enum's values, a number also written as the other numeric type (``1`` and ``1.0`` are one JSON value)."""
+    variants = []
+    for v in values:
+        variants.append(v)
+        if type(v) in (int, float) and float(v).is_integer():
+            variants.append(float(v) if type(v) is int else int(v))
+    return st.sampled_from(variants)
+
+
+def from_schema(schema: dict, root: dict | None = None, refine=None, path: str = ""):
+    """A strategy for the instances of ``schema`` (a subset of JSON Schema 2020-12: what the published schemas use;
+    anything else raises). ``refine(path, schema, build)`` may replace the strategy of a sub-schema at a JSON
+    pointer-like ``path`` (``/properties/ts``), e.g. to bias names or bound what the schema states in prose;
+    ``build(sub, subpath)`` builds the default one."""
+    root = schema if root is None else root
+    unknown = schema.keys() - _KNOWN
+    if unknown:
+        raise NotImplementedError(f"{path or '/'}: schema keywords {sorted(unknown)} are not supported")
+
+    def build(sub: dict, subpath: str):
+        return from_schema(sub, root, refine, subpath)
+
+    if refine is not None:
+        custom = refine(path, schema, build)
+        if custom is not None:
+            return custom
+    if "$ref" in schema:
+        target = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        return build(target, path)
+    if "const" in schema:
+        return _enum([schema["const"]])
+    if "enum" in schema:
+        return _enum(schema["enum"])
+    for key in ("oneOf", "anyOf"):  # the published schemas' branches are disjoint (a string or a number, ...)
+        if key in schema:
+            return st.one_of([build(sub, f"{path}/{key}/{i}") for i, sub in enumerate(schema[key])])
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return st.one_of([build({**schema, "type": k}, path) for k in kind])
+    if kind == "string":
+        return _text(schema.get("minLength", 0), schema.get("maxLength"))
+    if kind == "integer":
+        return _integers(max(INT64[0], schema.get("minimum", INT64[0])), min(INT64[1], schema.get("maximum", INT64[1])))
+    if kind == "number":
+        lo, hi = schema.get("minimum"), schema.get("maximum")
+        ints = _integers(INT64[0] if lo is None else max(INT64[0], math.ceil(lo)),
+                         INT64[1] if hi is None else min(INT64[1], math.floor(hi)))
+        return st.one_of(ints, st.floats(lo, hi, allow_nan=False, allow_infinity=False))
+    if kind == "boolean":
+        return st.booleans()
+    if kind == "null":
+        return st.none()
+    if kind == "array":
+        lo, hi = schema.get("minItems", 0), schema.get("maxItems", UNBOUNDED)
+        return _many(build(schema.get("items", {}), f"{path}/items"), lo, hi)
+    if kind == "object":
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        lo, hi = schema.get("minProperties", 0), schema.get("maxProperties", UNBOUNDED)
+        if props:
+            if extra is not False or lo or hi < len(props):
+                raise NotImplementedError(f"{path or '/'}: fixed properties with additional ones")
+            required = set(schema.get("required", ()))
+            strategies = {name: build(sub, f"{path}/properties/{name}") for name, sub in props.items()}
+            return st.fixed_dictionaries({k: v for k, v in strategies.items() if k in required},
+                                         optional={k: v for k, v in strategies.items() if k not in required})
+        name_schema = {"type": "string", **schema.get("propertyNames", {})}
+        names = build(name_schema, f"{path}/propertyNames")
+        values = build(extra if isinstance(extra, dict) else {}, f"{path}/additionalProperties")
+        return _mapping(names, values, lo, hi, name_schema.get("maxLength", UNBOUNDED))
+    if not kind and schema.keys() <= _ANNOTATIONS:  # {}: any JSON value
+        return JSON
+    raise NotImplementedError(f"{path or '/'}: type {kind!r} is not supported")
+
+
+# --- the contracts and their strategies -----------------------------------------------------------------------------
+
+EVENT_SCHEMA = topics.schema("event")
+EVENT_VALIDATOR = jsonschema.Draft202012Validator(EVENT_SCHEMA)
+OPENAPI = openapi()
+REQUEST_SCHEMA = OPENAPI["components"]["schemas"]["ScoreRequest"]
+#: The request schema with the OpenAPI document's components beside it, so that its ``$ref``s resolve.
+REQUEST_VALIDATOR = jsonschema.Draft202012Validator({**REQUEST_SCHEMA, "components": OPENAPI["components"]})
+
+DEFAULT = Settings()
+DEFAULT_SPEC = FeatureSpec.parse(DEFAULT.features, DEFAULT.hash_buckets)
+#: A spec where the same names are read as numbers and one wide multi field: numbers reach the model's weights.
+NUMERIC_FEATURES = "age:num,gender,occupation:num,genres:multi:40"
+SPEC_NAMES = tuple(f.name for f in DEFAULT_SPEC.fields)
+NOW = float(int(time.time()))  # ``ts`` may be up to a day ahead of the clock: prose in the schema, so bounded here
+GENRES = ("Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
+          "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western")
+
+#: Values chosen to hurt the fields the model reads (all valid: strings of at most 1,024 characters or finite
+#: numbers).
+WEIRD = st.one_of(
+    st.sampled_from(["", " ", "|", "|||", " | | ", "||A||", "A||B", "0", "-0", "3.0", "1e309", "-1e309", "nan", "NaN",
+                     "inf", "-inf", "٣", "²", "\x00", "\u200b", "😀|😀", "F", "M", "|".join(GENRES),
+                     "|".join(GENRES * 3)[:1024], "|".join(g for g in GENRES * 3)[:200]]),
+    st.sampled_from([0, -0.0, 1, -1, 3.0, 1e308, -1e308, 5e-324, 2.5, INT64[0], INT64[1], 1 << 53, (1 << 53) + 1]),
+    st.lists(st.sampled_from(GENRES), min_size=1, max_size=3).map(lambda g: "|".join(_cycle(g, 40))),
+    st.lists(st.text(CHAR, max_size=8), max_size=8).map(lambda t: "|".join(_cycle(t, 40)) if t else ""),
+    st.text(CHAR, min_size=1, max_size=6).map(lambda t: _cycle(t, 200)),
+)
+
+
+def _features(schema: dict, build, names, few: int = 8, odds: int = 3):
+    """A features map whose names are mostly ``names`` (and otherwise anything the schema allows), whose values are
+    the schema's or :data:`WEIRD`."""
+    name_schema = {"type": "string", **schema.get("propertyNames", {})}
+    keys = st.one_of(st.sampled_from(names), build(name_schema, ""))
+    values = st.one_of(build(schema["additionalProperties"], "/additionalProperties"), WEIRD)
+    return _mapping(keys, values, 0, schema.get("maxProperties", UNBOUNDED), name_schema.get("maxLength", UNBOUNDED),
+                    few=few, odds=odds)
+
+
+def _event_refine(names):
+    def refine(path, schema, build):
+        if path == "/properties/ts":
+            return st.one_of(st.floats(0, NOW), st.integers(0, int(NOW)), st.just(0), st.just(NOW))
+        if path == "/properties/features":
+            return _features(schema, build, names, few=8, odds=7)
+        return None
+
+    return refine
+
+
+def events_from_schema(names=SPEC_NAMES):
+    return from_schema(EVENT_SCHEMA, refine=_event_refine(names))
+
+
+EVENT = events_from_schema()
+_FEATURES_SCHEMA = EVENT_SCHEMA["properties"]["features"]
+#: A feature name and a feature value, as the event schema allows them (values also :data:`WEIRD`).
+FEATURE_NAME = from_schema({"type": "string", **_FEATURES_SCHEMA.get("propertyNames", {})})
+FEATURE_VALUE = st.one_of(from_schema(_FEATURES_SCHEMA["additionalProperties"]), WEIRD)
+ID = from_schema(EVENT_SCHEMA["$defs"]["id"], EVENT_SCHEMA)
+
+
+def _request_refine(path, schema, build):
+    """A request's sizes are mostly small, now and then up to the schema's bounds (1,000 candidates of 256 features
+    each): every candidate costs a row to score and a subschema to validate."""
+    if path.endswith("/properties/features"):
+        return _features(schema, build, SPEC_NAMES, few=2, odds=31)
+    if path == "/properties/candidates":
+        return _many(build(schema["items"], "/items"), schema["minItems"], schema["maxItems"], few=3, odds=31)
+    if path == "/properties/context":
+        names = build({"type": "string", **schema.get("propertyNames", {})}, f"{path}/propertyNames")
+        return _mapping(names, build(schema["additionalProperties"], f"{path}/additionalProperties"), 0,
+                        schema["maxProperties"], UNBOUNDED, few=2, odds=31)
+    return None
+
+
+REQUEST = from_schema(REQUEST_SCHEMA, OPENAPI, _request_refine)
+
+
+def _id_text(value) -> str:
+    """An id as the event contract reads it: a string as it is, an integer (however written) as its digits."""
+    return value if type(value) is str else str(int(value))
+
+
+def _key(obj: dict) -> bytes:
+    return _id_text(obj["user_id"]).encode()
+
+
+def _parse(obj: dict):
+    """``parse_event`` on a schema-valid event; an ``InvalidEvent`` here is a contract mismatch."""
+    raw = orjson.dumps(obj)
+    try:
+        return parse_event(raw, _key(obj))
+    except InvalidEvent as exc:
+        raise AssertionError(f"contract mismatch: parse_event refused a schema-valid event ({exc}): {raw[:300]!r}")
+
+
+def _assert_probs(p, what: str):
+    p = np.asarray(p, dtype=np.float64)
+    assert np.all(np.isfinite(p)) and np.all((p >= 0) & (p <= 1)), f"{what}: {p[~((p >= 0) & (p <= 1))][:5]}"
+
+
+# --- the world: a trained model of each spec, trainers to copy, a user with learned heads ----------------------------
+
+
+@functools.cache
+def world() -> dict:
+    """For the default spec and :data:`NUMERIC_FEATURES`: a trainer that learned from real data (MovieLens, which
+    has the default spec's fields; each property steps copies of it), its snapshot loaded, and user states whose
+    heads learned. Built once (a smaller hash space than the default: the buckets' number changes no code path)."""
+    data = load_dataset("ml-100k", 1500)
+    out = {}
+    for name, features in (("default", DEFAULT.features), ("numeric", NUMERIC_FEATURES)):
+        trainer = GlobalTrainer(Settings.from_env({}, features=features, hash_buckets=1 << 12))
+        assert trainer.learn_many(data[:1000]) == []
+        model = trainer.snapshot().build()
+        states: dict = {}
+        learning.test_then_train([(e, i) for i, e in enumerate(data)], model, states, HeadParams(lr=0.5, steps=3))
+        out[name] = {"trainer": trainer, "model": model, "states": states}
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """One torch thread, as the workers run (``STREAM_CTR_WORKER_THREADS``): these batches are tiny, and two threads
+    on two busy cores made the module several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --- 1. events: parse -> encode -> test-then-train (every correction) -> the trainer's step --------------------------
+
+#: Encoders whose caches fill up over the examples (a cache must change no encoding).
+_WARM: dict = {}
+
+
+def _check_encoding(spec: FeatureSpec, warm: HashingEncoder, rows):
+    """Encode ``rows`` with a fresh encoder and with ``warm`` (caches filled by earlier examples): equal, in range."""
+    ids, vals = HashingEncoder(spec).encode(rows)
+    ids2, vals2 = warm.encode(rows)
+    np.testing.assert_array_equal(ids, ids2)
+    np.testing.assert_array_equal(vals, vals2)
+    assert ids.shape == vals.shape == (len(rows), spec.n_slots)
+    assert ids.min(initial=0) >= 0 and ids.max(initial=0) < spec.buckets
+    assert np.all(np.isfinite(vals)) and np.all(vals[ids == 0] == 0)
+    return ids, vals
+
+
+def _ttt(records, model, states, params):
+    result = learning.test_then_train(records, model, states, params)
+    _, _, preds = result.arrays()
+    assert result.applied == len(records) and result.duplicates == 0
+    for arm in ARMS:
+        _assert_probs(preds[arm], f"{arm} prediction ({params.correction})")
+    assert math.isfinite(result.label_shift)
+    assert all(math.isfinite(v) for v in (*result.gaps.values(), *result.z.values()))
+    return preds
+
+
+def _learn(events, model, params, passes: int) -> tuple[list, dict]:
+    """Test-then-train on ``events`` from fresh states, ``passes`` times (from the second on, heads that learned
+    score): the predictions of each pass and the states' bytes. Every head stays finite."""
+    states: dict = {}
+    preds = [_ttt([(e, k * len(events) + i) for i, e in enumerate(events)], model, states, params)
+             for k in range(passes)]
+    for state in states.values():
+        summary = state.summary()
+        assert all(math.isfinite(v) for v in summary["head_norm"].values()), summary
+        assert all(v is None or math.isfinite(v) for v in summary.values() if not isinstance(v, dict)), summary
+    return preds, {u: s.to_bytes() for u, s in states.items()}
+
+
+@given(objs=st.lists(EVENT, min_size=40, max_size=60), variant=st.sampled_from(["default", "numeric"]),
+       repeat=st.sampled_from(METHODS))
+@fast(max_examples=QUOTA // 40)
+def _events_flow(objs, variant, repeat):
+    COUNTS["events"] += len(objs)
+    for obj in objs:  # the strategy's instances are the schema's (6.), or the builder is wrong
+        EVENT_VALIDATOR.validate(obj)
+        COUNTS["schema:event"] += 1
+    events = [_parse(obj) for obj in objs]
+    assert events == [_parse(obj) for obj in objs]
+    w = world()[variant]
+    model = w["model"]
+    rows = [(e.user_id, e.item_id, e.features) for e in events]
+    _check_encoding(DEFAULT_SPEC, _WARM.setdefault("default", HashingEncoder(DEFAULT_SPEC)), rows)
+    _check_encoding(model.encoder.spec, model.encoder, rows)
+
+    # Every correction method as the label-corrected arm's (its heads stay finite, so they score finite
+    # probabilities); one of them (drawn) also scores with its learned heads, on two fresh copies that must agree.
+    for method in METHODS:
+        if method != repeat:
+            _learn(events, model, HeadParams(correction=method), passes=1)
+    runs = [_learn(events, model, HeadParams(correction=repeat), passes=2) for _ in range(2)]
+    assert runs[0][1] == runs[1][1]
+    for preds, preds2 in zip(runs[0][0], runs[1][0]):
+        for arm in ARMS:
+            np.testing.assert_array_equal(preds[arm], preds2[arm])
+
+    # The trainer's step: nothing fails, and two copies of one trainer learn the batch alike.
+    outs = []
+    for _ in range(2):
+        trainer = _copy_trainer(w["trainer"])
+        assert trainer.learn_many(events) == []
+        probs = trainer.predict_proba(events)
+        _assert_probs(probs, "trainer prediction")
+        assert math.isfinite(trainer.last_loss)
+        outs.append((probs, trainer.model.state_dict()))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    assert all(outs[0][1][k].equal(outs[1][1][k]) for k in outs[0][1])
+
+
+def _copy_trainer(trainer: GlobalTrainer) -> GlobalTrainer:
+    """A deep copy with an empty encoder cache (copying the cache would cost more than the step it serves; the
+    cache changes no encoding, which :func:`_check_encoding` asserts)."""
+    return copy.deepcopy(trainer, memo={id(trainer.encoder): HashingEncoder(trainer.spec)})
+
+
+def test_valid_events_flow_through_every_stage():
+    _events_flow()
+    assert COUNTS["events"] >= QUOTA and COUNTS["schema:event"] >= QUOTA, COUNTS
+
+
+# --- 2. POST /v1/score: parse_score_request -> rank, for a user with heads and a cold user ---------------------------
+
+
+def _check_ranking(request: ScoreRequest, model, state, assignment: Assignment, twice: bool = True):
+    """Rank (``twice``: twice, for the same response), every score finite in [0, 1], highest first, every candidate
+    once."""
+    response = rank(request, model, state, assignment, Experiment.default())
+    if twice:
+        again = rank(request, model, state, assignment, Experiment.default())
+        assert response.model_dump() == again.model_dump()
+    scores = [it.score for it in response.items]
+    _assert_probs(scores, f"score ({assignment.arm})")
+    assert scores == sorted(scores, reverse=True)
+    assert sorted(it.item_id for it in response.items) == sorted(c.item_id for c in request.candidates)
+    assert (response.arm, response.request_id, response.model_version) == (assignment.arm, request.request_id,
+                                                                            model.version)
+    return response
+
+
+def _validate_request(obj: dict) -> None:
+    """``REQUEST_VALIDATOR.validate(obj)``, each distinct candidate once: many candidates repeat a few drawn ones
+    (:func:`_many`), and the schema constrains each candidate alone (no ``uniqueItems``), so validating a
+    thousand copies of three would only take a thousand times longer."""
+    candidates = obj["candidates"]
+    bounds = REQUEST_SCHEMA["properties"]["candidates"]
+    assert bounds["minItems"] <= len(candidates) <= bounds["maxItems"] and "uniqueItems" not in bounds
+    REQUEST_VALIDATOR.validate({**obj, "candidates": list({id(c): c for c in candidates}.values())})
+
+
+@given(obj=REQUEST, variant=st.sampled_from(["default", "numeric"]), arm=st.sampled_from(ARMS))
+@fast(max_examples=QUOTA)
+def _requests_ranked(obj, variant, arm):
+    COUNTS["requests"] += 1
+    _validate_request(obj)  # the strategy's instances are the published schema's (6.)
+    COUNTS["schema:request"] += 1
+    body = orjson.dumps(obj)
+    try:
+        request = parse_score_request(body)
+    except BadRequest as exc:
+        # The one refusal the schema cannot state: a body over the size limit (documented in the OpenAPI as 413).
+        assert exc.status == 413 and len(body) > MAX_BODY_BYTES, f"contract mismatch: {exc} for {body[:300]!r}"
+        return
+    assert request == parse_score_request(body)
+    w = world()[variant]
+    model, states = w["model"], w["states"]
+    # A user whose heads learned (every arm, the control's included: it ignores them), and a cold user (no state)
+    # in the arm the experiment assigns (the same code; ranked once).
+    warm = states[min(states)]
+    _check_ranking(request, model, warm, Assignment(arm, True, 0))
+    _check_ranking(request, model, None, Experiment.default().assign(request.user_id), twice=False)
+
+
+def test_valid_score_requests_are_ranked():
+    _requests_ranked()
+    assert COUNTS["requests"] >= QUOTA and COUNTS["schema:request"] >= QUOTA, COUNTS
+
+
+# --- 3. /v1/users/{id}: any valid id is a table key, and its state's summary serialises ------------------------------
+
+
+@given(ids=st.lists(ID, min_size=25, max_size=40))
+@fast(max_examples=QUOTA // 25)
+def _ids_are_keys(ids):
+    from faust.serializers import codecs
+    from faust.utils import json as faust_json
+
+    COUNTS["user ids"] += len(ids)
+    objs = [{"event_id": f"e{i}", "user_id": uid, "item_id": "i", "ts": NOW, "label": i % 2}
+            for i, uid in enumerate(ids)]
+    events = [_parse(obj) for obj in objs]
+    w = world()["default"]
+    states: dict = {}  # stands for the users table (any MutableMapping; the worker's tests use a dict too)
+    learning.test_then_train([(e, i) for i, e in enumerate(events)], w["model"], states, HeadParams())
+    experiment = Experiment.default()
+    for event in events:
+        uid = event.user_id
+        # The table's key and its changelog's: Faust's raw codec, utf-8, the same bytes as the events' key, so the
+        # changelog record lands on the user's events partition.
+        key = codecs.dumps("raw", uid)
+        assert key == uid.encode("utf-8") and codecs.loads("raw", key).decode("utf-8") == uid
+        assert 0 <= partition_of(key, DEFAULT.events_partitions) < DEFAULT.events_partitions
+        assert experiment.assign(uid) == experiment.assign(uid)
+        state = states[uid]
+        summary = state.summary()
+        assert UserState.from_bytes(state.to_bytes()).summary() == summary
+        # The view's body (faust's web.json serialises with orjson), read back unchanged.
+        view = {"user_id": uid, **summary}
+        assert orjson.loads(faust_json.dumps(view)) == orjson.loads(orjson.dumps(view)) == view
+
+
+def test_valid_user_ids_are_table_keys_with_a_serialisable_summary():
+    _ids_are_keys()
+    assert COUNTS["user ids"] >= QUOTA, COUNTS
+
+
+# --- 4. FeatureSpec strings: a spec or a ValueError; a spec encodes any event ----------------------------------------
+
+#: Field names the spec strings and the events both draw from, so that the events carry the specs' fields.
+_POOL = ("age", "gender", "genres", "occupation", "price", "a b", "x|y", "😀", "\x00")
+_NAME = st.one_of(st.sampled_from(_POOL), st.sampled_from(["user_id", "item_id", "", " ", " a b ", " age"]),
+                  st.text(CHAR, max_size=6), st.text(st.characters(blacklist_characters=",:"), max_size=6))
+_KIND = st.one_of(st.sampled_from(["cat", "num", "multi", " multi ", "", "Multi", "blob"]), st.text(CHAR, max_size=4))
+_WIDTH = st.one_of(st.integers(-2, 70).map(str), st.text(CHAR, max_size=3),
+                   st.sampled_from(["", " 3", "٣", "²", "1.5", "0x3", "+2", "3 ", "9" * 5000]))
+_ITEM = st.one_of(_NAME, st.tuples(_NAME, _KIND).map(":".join),
+                  st.tuples(_NAME, st.just("multi"), _WIDTH).map(":".join),
+                  st.tuples(_NAME, _KIND, _WIDTH).map(":".join),
+                  st.lists(st.text(CHAR, max_size=3), max_size=5).map(":".join))
+#: FeatureSpec strings: well-formed ones, near misses, and any text at all.
+SPEC_TEXT = st.one_of(st.builds(str.join, st.sampled_from([",", ", ", ",,", " , "]), st.lists(_ITEM, max_size=6)),
+                      st.text(CHAR, max_size=30), st.just(DEFAULT.features), st.just(NUMERIC_FEATURES))
+
+
+@given(texts=st.lists(SPEC_TEXT, min_size=5, max_size=5),
+       buckets=st.one_of(st.just(DEFAULT.hash_buckets), st.integers(-1, 1 << 40)), user_id=st.booleans(),
+       features=st.lists(st.dictionaries(st.one_of(st.sampled_from(_POOL), FEATURE_NAME), FEATURE_VALUE, max_size=8),
+                         min_size=1, max_size=3))
+@fast(max_examples=QUOTA // 5)
+def _specs(texts, buckets, user_id, features):
+    events = [_parse({"event_id": "e", "user_id": "u", "item_id": "i", "ts": 0, "label": 0, "features": f})
+              for f in features]
+    rows = [(e.user_id, e.item_id, e.features) for e in events]
+    for text in texts:
+        COUNTS["feature specs"] += 1
+        try:
+            spec = FeatureSpec.parse(text, buckets, user_id)
+        except ValueError:
+            continue
+        assert spec == FeatureSpec.parse(text, buckets, user_id) == FeatureSpec.from_dict(spec.to_dict())
+        warm = HashingEncoder(spec)
+        _check_encoding(spec, warm, rows)
+        _check_encoding(spec, warm, rows)  # the second time from the warm encoder's caches
+
+
+def test_feature_spec_strings_parse_or_raise_value_error_and_specs_encode_any_event():
+    _specs()
+    assert COUNTS["feature specs"] >= QUOTA, COUNTS
+
+
+# --- 5. configuration: Settings or a ConfigError naming the variable --------------------------------------------------
+
+KNOBS = {f.metadata["env"]: f for f in dataclasses.fields(Settings)}
+#: Any text an environment can hold: on POSIX, bytes that are not UTF-8 reach os.environ as lone surrogates.
+_ENV_TEXT = st.text(st.characters(), max_size=12)
+_NUMBER_TEXT = st.one_of(
+    st.integers(-5, 70_000).map(str), st.integers().map(str), st.floats().map(str), st.floats(0, 10).map(repr),
+    st.sampled_from(["", " ", "0", "-0", "1", "6", "7", "65535", "65536", "nan", "inf", "-inf", "1e309", "1e-400",
+                     " 5 ", "5_000", "٣", "²", "0x10", "1,5", "true", "9" * 5000]),
+)
+_VALUES = {
+    "int": st.one_of(_NUMBER_TEXT, _ENV_TEXT),
+    "float": st.one_of(_NUMBER_TEXT, _ENV_TEXT),
+    "str": st.one_of(_ENV_TEXT, SPEC_TEXT, st.sampled_from(
+        ["", "localhost", "localhost:9092", "64,32", "64", "0", "64,-1", "64,,32", "deepfm", "lr", "lc", "lc_bias",
+         "none", "adam", "adagrad", "sgd", "memory", "rocksdb", "cpu", "cuda", "0.0.0.0"])),
+}
+#: Environments setting a few knobs each (every knob, over the run), each to a value of its type or any text.
+ENV = st.lists(st.one_of([st.tuples(st.just(name), _VALUES[KNOBS[name].type]) for name in sorted(KNOBS)]),
+               max_size=4).map(dict)
+
+
+@given(envs=st.lists(ENV, min_size=5, max_size=5))
+@fast(max_examples=QUOTA // 5)
+def _configs(envs):
+    for env in envs:
+        COUNTS["configs"] += 1
+        _config(env)
+
+
+def _config(env: dict):
+    try:
+        settings_ = Settings.from_env(env)
+    except ConfigError as exc:
+        # It starts with a knob's name, and names (there or in the text: a check across two knobs names both) a
+        # variable that was set: defaults alone are valid.
+        message = str(exc)
+        assert message.split(":", 1)[0] in KNOBS, message
+        assert any(name in message for name in env), f"{message!r} names no variable that was set ({sorted(env)})"
+        return
+    for name, raw in env.items():
+        knob = KNOBS[name]
+        assert knob.type != "str" or getattr(settings_, knob.name) == raw
+    assert all(math.isfinite(getattr(settings_, f.name)) for f in KNOBS.values() if f.type == "float")
+    assert Settings.from_env(settings_.to_env()) == settings_
+    FeatureSpec.parse(settings_.features, settings_.hash_buckets)
+    HeadParams.from_settings(settings_)
+
+
+def test_any_config_is_settings_or_a_config_error_naming_the_variable():
+    _configs()
+    assert COUNTS["configs"] >= QUOTA, COUNTS
+
+
+# --- 6. the published schemas against the code ------------------------------------------------------------------------
+# Every generated event above was also checked against the event schema, and every request against the OpenAPI
+# document's ScoreRequest schema (``schema:event``, ``schema:request``). Here: near misses. Whatever the code refuses
+# (a dead letter, a 4xx), the schema refuses too, so that a producer validating against the schema is never surprised,
+# and the other way round: the schema and the code draw one line.
+
+#: Values just past the published bounds (or of the wrong kind) of any field. Near misses are written by :func:`_json`,
+#: which (unlike orjson) writes any integer and 2e308: both are JSON, neither is a double.
+EDGE = st.one_of(JSON, st.sampled_from([
+    "", "x" * 257, "x" * 1025, 7.5, -1, -0.5, 2, 0.5, 1e19, -1e19, 1 << 63, -(1 << 63), (1 << 63) - 1, (1 << 64) - 1,
+    1 << 64, 10**20, 10**400, -(10**400), 1.7976931348623157e308, math.inf, -math.inf, {"a": 10**400}, {"a": math.inf},
+    True, False, None, [], {}, "1", 1e15, {"a": None}, {"a": True}, {"a": [1]}, {"a": "x" * 1025}, {"x" * 1025: 1},
+    {f"f{i}": 1 for i in range(257)}, {f"f{i}": 1 for i in range(256)}]))
+
+
+def _json(obj) -> bytes:
+    """``obj`` as JSON text, where an infinite float is written ``2e308`` (which a JSON reader makes infinite again:
+    valid JSON that no double holds)."""
+
+    def text(v) -> str:
+        if isinstance(v, dict):
+            return "{" + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{text(x)}" for k, x in v.items()) + "}"
+        if isinstance(v, list):
+            return "[" + ",".join(map(text, v)) + "]"
+        if isinstance(v, float) and math.isinf(v):
+            return "2e308" if v > 0 else "-2e308"
+        return json.dumps(v, ensure_ascii=False)
+
+    return text(obj).encode()
+
+
+def _near_miss(base: dict, where: str, key: str, value):
+    """``base`` with one change: ``key`` set to ``value`` (at the top or in ``features``) or, for ``value`` ``...``,
+    removed."""
+    obj = {**base, "features": dict(base.get("features", {}))} if where == "features" else dict(base)
+    target = obj["features"] if where == "features" else obj
+    if value is ...:
+        target.pop(key, None)
+    else:
+        target[key] = value
+    return obj
+
+
+_EVENT_FIELDS = st.sampled_from(sorted(EVENT_SCHEMA["properties"]) + ["colour"])
+
+
+@given(cases=st.lists(st.tuples(EVENT, st.one_of(st.tuples(st.just("top"), _EVENT_FIELDS),
+                                                 st.tuples(st.just("features"), FEATURE_NAME)),
+                                st.one_of(EDGE, st.just(...))), min_size=5, max_size=5))
+@fast(max_examples=300)
+def _event_near_misses(cases):
+    for base, (where, key), value in cases:
+        COUNTS["near misses"] += 1
+        obj = _near_miss(base, where, key, value)
+        schema_ok = EVENT_VALIDATOR.is_valid(obj)
+        try:
+            parse_event(_json(obj))  # no record key: the schema cannot see one
+        except InvalidEvent as exc:
+            assert exc.reason in DLQ_REASONS
+            # The one refusal the schema cannot state: a ts too far ahead of the clock (prose in the schema).
+            future = exc.reason == "bad_ts" and schema_ok and obj["ts"] > NOW
+            assert not schema_ok or future, f"the schema accepts what parse_event refuses ({exc}): {obj}"
+            continue
+        assert schema_ok, f"parse_event accepts what the event schema refuses: {obj}"
+
+
+def test_what_parse_event_refuses_the_event_schema_refuses():
+    _event_near_misses()
+    assert COUNTS["near misses"] >= 1500, COUNTS
+
+
+_REQUEST_FIELDS = st.sampled_from(sorted(REQUEST_SCHEMA["properties"]) + ["colour"])
+_CANDIDATE_FIELDS = st.sampled_from(["item_id", "features", "colour"])
+
+
+def _request_near_miss(base: dict, where: str, key: str, value):
+    """:func:`_near_miss` of the request, or of its first candidate (``candidate``: the candidate's own fields,
+    ``features``: its features)."""
+    if where == "top":
+        return _near_miss(base, "top", key, value)
+    first = _near_miss(base["candidates"][0], "top" if where == "candidate" else "features", key, value)
+    return {**base, "candidates": [first, *base["candidates"][1:]]}
+
+
+@given(cases=st.lists(st.tuples(REQUEST, st.one_of(st.tuples(st.just("top"), _REQUEST_FIELDS),
+                                                   st.tuples(st.just("candidate"), _CANDIDATE_FIELDS),
+                                                   st.tuples(st.just("features"), FEATURE_NAME)),
+                                st.one_of(EDGE, st.just(...))), min_size=4, max_size=4))
+@fast(max_examples=300)
+def _request_near_misses(cases):
+    for base, (where, key), value in cases:
+        COUNTS["request near misses"] += 1
+        obj = _request_near_miss(base, where, key, value)
+        body = _json(obj)
+        schema_ok = REQUEST_VALIDATOR.is_valid(obj)
+        try:
+            parse_score_request(body)
+        except BadRequest as exc:
+            assert not schema_ok or exc.status == 413, f"the schema accepts what the API refuses ({exc}): {obj}"
+            continue
+        assert schema_ok, f"the API accepts what its published schema refuses: {obj}"
+
+
+def test_what_the_score_api_refuses_its_published_schema_refuses():
+    _request_near_misses()
+    assert COUNTS["request near misses"] >= 1200, COUNTS
