@@ -16,6 +16,7 @@ from typing import MutableMapping, Sequence
 from stream_ctr.ab.assignment import Experiment
 from stream_ctr.ab.attribution import ArmResults, PendingExposures
 from stream_ctr.events import Event, InvalidEvent, parse_record
+from stream_ctr.freshness import Staleness
 from stream_ctr.heads import HeadParams
 from stream_ctr.isolation import isolate
 from stream_ctr.learning import test_then_train
@@ -31,7 +32,7 @@ __all__ = ["PersonalizeStep"]
 class PersonalizeStep:
     def __init__(self, users: MutableMapping[str, UserState], holder: SnapshotHolder, metrics: WorkerMetrics,
                  dead_letters: DeadLetters, params: HeadParams, experiment: Experiment, pending: PendingExposures,
-                 results: ArmResults, partitions: int):
+                 results: ArmResults, partitions: int, staleness: Staleness):
         self.users = users  # the Faust table in a worker; any mapping in the in-process tests
         self.holder = holder
         self.metrics = metrics
@@ -39,6 +40,7 @@ class PersonalizeStep:
         self.params = params
         self.experiment, self.pending, self.results = experiment, pending, results
         self.partitions = partitions  # of ctr.events: a user's events must be on the user's partition
+        self.staleness = staleness
 
     async def __call__(self, batch: Sequence) -> None:
         """Process ``batch``, records of ``ctr.events`` in offset order per partition (aiokafka ``ConsumerRecord``
@@ -58,6 +60,10 @@ class PersonalizeStep:
         model = self.holder.current  # one model for the whole batch: swaps are atomic per batch
         for (_, record), exc in isolate(parsed, lambda chunk: self._learn(chunk, model), FATAL):
             await self.dead_letters.internal_error(record, exc)
+        if parsed:
+            self.staleness.events(model.snapshot.offsets, model.snapshot.trained_ts, [r.partition for _, r in parsed],
+                                  [r.offset for _, r in parsed], [e.ts for e, _ in parsed])
+        self.staleness.passed([r.partition for r in batch], [r.offset for r in batch])  # dead-lettered ones too
 
     def _learn(self, parsed: Sequence[tuple[Event, object]], model) -> None:
         records = [(event, record.offset) for event, record in parsed]

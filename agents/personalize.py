@@ -23,6 +23,7 @@ from stream_ctr.arms import ARMS
 from stream_ctr.broker.lag import StallDetector, group_lag
 from stream_ctr.config import Settings
 from stream_ctr.drift import DriftParams
+from stream_ctr.freshness import Staleness
 from stream_ctr.heads import HeadParams
 from stream_ctr.monitoring import DRIFT_BUCKETS, WorkerMetrics
 from stream_ctr.state import UserState
@@ -66,9 +67,11 @@ class PersonalizeWorker:
         self.table = _users_table(self.app, settings)
         self.metrics = WorkerMetrics(ARMS, settings.metrics_window, settings.user_idle_s, settings.active_users_max,
                                      DriftParams.from_settings(settings))
+        self.staleness = Staleness(settings.events_partitions)
+        self.metrics.registry.register(self.staleness)
         self.follower = SnapshotFollower(settings.kafka_bootstrap, (topics.model(settings).name,
                                          topics.model_updates(settings).name), self.metrics,
-                                         window=2 * settings.full_snapshot_every + 2)
+                                         window=2 * settings.full_snapshot_every + 2, gate=self.staleness.covers)
         self.dead_letters = DeadLetters(raw_topic(self.app, topics.dead_letters(settings)), self.metrics, "worker")
         self.experiment = Experiment.configured(settings.experiment_file)
         self.pending = PendingExposures(settings.pending_exposures, settings.attribution_window_s)
@@ -78,7 +81,7 @@ class PersonalizeWorker:
         self.exposures = raw_topic(self.app, topics.exposures(settings))
         self.step = PersonalizeStep(self.table if users is None else users, self.follower.holder, self.metrics,
                                     self.dead_letters, HeadParams.from_settings(settings), self.experiment,
-                                    self.pending, self.results, settings.events_partitions)
+                                    self.pending, self.results, settings.events_partitions, self.staleness)
         self.scoring = ScoringView(self)
         self.stalls = StallDetector(settings.stall_after_s)
         self.partitions: dict[str, dict] = {}  # owned partition -> lag and stalled, as of the last lag check
@@ -115,6 +118,7 @@ class PersonalizeWorker:
 
     async def _forget_moved_users(self, sender, assigned, **kwargs) -> None:
         mine = {tp.partition for tp in assigned if tp.topic == self.events.get_topic_name()}
+        self.staleness.keep(mine)
         forgotten = self.metrics.keep_partitions(mine)
         if forgotten:
             log.info("rebalance: %d users moved to other workers", forgotten)
@@ -156,6 +160,8 @@ class PersonalizeWorker:
             "partitions": self.partitions,
             "metrics_refreshed_at": m.refreshed_at,
             "global_ctr": current.snapshot.global_ctr if current else None,
+            "staleness": {**{f"p{q}": self.staleness.quantile(q / 100) for q in (50, 90, 99)},
+                          "scored": self.staleness.scored, "ahead": self.staleness.ahead},
             "window": m.summary("window"),
             "lifetime": m.summary("lifetime"),
             "detectors": m.drift.state(time.time()),

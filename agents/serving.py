@@ -55,6 +55,7 @@ class ScoringView:
         model = w.follower.holder.current
         unknown = model.encoder.unknown_features
         response = rank(req, model, w.users.get(req.user_id), assignment, w.experiment)
+        w.staleness.request(model.snapshot.offsets, model.snapshot.trained_ts)
         w.metrics.unknown_features.inc(model.encoder.unknown_features - unknown)
         exposure = exposure_record(req, response)
         w.pending.add(req.request_id, Served(response.arm, response.in_experiment, exposure.ts,

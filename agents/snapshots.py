@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Callable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -15,6 +16,9 @@ from stream_ctr.snapshot import Snapshot, SnapshotHolder, decode_update
 from stream_ctr.topics import MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
+
+#: How often a held-back update asks its gate again, in seconds.
+GATE_POLL_S = 0.005
 
 __all__ = ["SnapshotFollower", "read_latest_snapshot", "read_newest_version"]
 
@@ -66,12 +70,21 @@ class SnapshotFollower:
     and swapped in if newer; a delta is applied in place if it is based on the version in use, skipped if it is
     not newer, and counted as a gap otherwise (the next full snapshot repairs it). Scorers read
     ``holder.current`` once per batch.
+
+    ``gate`` holds back an update trained past what the worker has read (:meth:`Staleness.covers
+    <stream_ctr.freshness.Staleness.covers>`): a trainer that runs ahead of the worker would otherwise hand it a
+    model that already learned the events it is about to score, and its progressive metrics would no longer be
+    test-then-train. The first model is never held back: nothing can be scored without one.
     """
 
-    def __init__(self, bootstrap: str, topics_: tuple[str, str], metrics: WorkerMetrics, window: int = 2002):
+    def __init__(self, bootstrap: str, topics_: tuple[str, str], metrics: WorkerMetrics, window: int = 2002,
+                 gate: Callable[[Mapping[int, int]], bool] = lambda offsets: True):
         self.bootstrap, (self.model_topic, self.updates_topic), self.metrics = bootstrap, topics_, metrics
         self.window = window
         self.holder = SnapshotHolder()
+        #: Whether an update trained up to these ``ctr.events`` offsets may be used now; the follower waits (and
+        #: reads no further update) until it may.
+        self.gate = gate
 
     def offer(self, snap: Snapshot) -> bool:
         """Swap ``snap`` in now (building it here); tests and the first snapshot use this."""
@@ -111,14 +124,21 @@ class SnapshotFollower:
     async def _follow(self, msg) -> None:
         try:
             if is_delta(msg.value):  # a few KB: decoded and applied right here, between batches
-                self.take(Delta.from_bytes(msg.value))
+                delta = Delta.from_bytes(msg.value)
+                await self._wait_for_gate(delta.offsets)
+                self.take(delta)
                 return
             snap = await asyncio.get_running_loop().run_in_executor(None, Snapshot.from_bytes, msg.value)
         except Exception:  # a foreign record must not stop scoring
             log.exception("skipping unreadable record at %s offset %d", self.updates_topic, msg.offset)
             return
         if self.holder.is_newer(snap.version):
+            await self._wait_for_gate(snap.offsets)
             await self._swap(snap)
+
+    async def _wait_for_gate(self, offsets) -> None:
+        while self.holder.current is not None and not self.gate(offsets):
+            await asyncio.sleep(GATE_POLL_S)
 
     async def _swap(self, snap: Snapshot) -> None:
         # Building is a few ms of torch work that would otherwise stall scoring requests and batches.

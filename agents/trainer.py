@@ -41,19 +41,21 @@ QUIET_PUBLISH_S = 3.0
 
 class TrainerWorker:
     """The Faust app of the trainer role: consumes ``events``, keeps a :class:`GlobalTrainer`, publishes to
-    ``model_topic``, serves :mod:`.views`. Its HTTP port is the worker's + 1 unless given."""
+    ``model_topic``, serves :mod:`.views`. Its HTTP port is ``settings.trainer_port`` unless given."""
 
     def __init__(self, settings: Settings, web_port: int | None = None):
         self.settings = settings
-        self.app = create_app(settings, "trainer", settings.web_port + 1 if web_port is None else web_port)
+        self.app = create_app(settings, "trainer", settings.trainer_port if web_port is None else web_port)
         self.model_topic = raw_topic(self.app, topics.model(settings))
         self.updates_topic = raw_topic(self.app, topics.model_updates(settings))
         self.trainer = GlobalTrainer(settings)
         self.metrics = TrainerMetrics()
         self.ready = asyncio.Event()
         self.last_event = time.monotonic()
-        # One fetch, one publication check: at most a delta's worth of samples, so a delta is never held back.
-        self._fetch = min(settings.snapshot_every, 4 * settings.trainer_batch)
+        # A fetch holds up to 16 of the largest mini-batches: while the trainer keeps up, fetches are small (what
+        # arrived since the last one); with a backlog, a fetch is trained in big steps (GlobalTrainer.batch_for).
+        self._fetch = 16 * settings.trainer_batch_max
+        self._highwater: dict[int, int] = {}  # partition -> end offset, as of the last fetch
         self._lag_read_at = 0.0
         self.dead_letters = DeadLetters(raw_topic(self.app, topics.dead_letters(settings)), self.metrics, "trainer")
 
@@ -124,6 +126,7 @@ class TrainerWorker:
                     await consumer.seek_to_beginning(tp)
             while True:
                 fetched = await consumer.getmany(timeout_ms=1000, max_records=self._fetch)
+                self._highwater = {tp.partition: end for tp in tps if (end := consumer.highwater(tp)) is not None}
                 if fetched:
                     await self.train_batch([r for records in fetched.values() for r in records])
                 self._read_lag(consumer, tps)
@@ -142,8 +145,18 @@ class TrainerWorker:
                                                         for p, end in ends.items() if end is not None})
 
     async def train_batch(self, records) -> None:
-        """Learn the valid events of ``records`` (aiokafka records, any partitions) and advance past all of them.
-        A valid event whose training raises is dead-lettered with reason ``internal_error``; the rest are learned."""
+        """Learn the valid events of ``records`` (aiokafka records, any partitions) and advance past all of them,
+        in slices of ``snapshot_every`` samples or one mini-batch (:meth:`GlobalTrainer.batch_for` of the backlog),
+        whichever is larger: each slice is learned, recorded as trained up to its records, and published as a delta
+        when one is due, so the model leaves the trainer a slice at a time, never a whole fetch at once."""
+        backlog = max(len(records), self._backlog())
+        size = max(self.settings.snapshot_every, self.trainer.batch_for(backlog))
+        for lo in range(0, len(records), size):
+            await self._train_slice(records[lo: lo + size], backlog - lo)
+
+    async def _train_slice(self, records, backlog: int) -> None:
+        """One slice of :meth:`train_batch`. A valid event whose training raises is dead-lettered with reason
+        ``internal_error``; the rest are learned."""
         parsed, positions, record_of = [], {}, {}
         for record in records:
             positions[record.partition] = record.offset + 1
@@ -163,7 +176,8 @@ class TrainerWorker:
         if parsed:
             unknown = self.trainer.encoder.unknown_features
             with self.metrics.step_seconds.time():
-                failed = self.trainer.learn_many(parsed)
+                failed = self.trainer.learn_many(parsed, backlog=backlog)
+            self.metrics.batch_size.set(self.trainer.last_batch)
             self.metrics.unknown_features.inc(self.trainer.encoder.unknown_features - unknown)
         for event, exc in failed:
             await self.dead_letters.internal_error(record_of[id(event)], exc)
@@ -175,6 +189,11 @@ class TrainerWorker:
         self.metrics.samples.inc(learned)
         self.metrics.loss.set(self.trainer.last_loss)
         await self.publish_due(self.last_event)
+
+    def _backlog(self) -> int:
+        """Samples between the position trained up to and the end of each partition, as of the last fetch."""
+        offsets = self.trainer.offsets
+        return sum(max(0, end - offsets.get(p, 0)) for p, end in self._highwater.items())
 
     async def publish_on_time(self) -> None:
         """Every ``snapshot_interval_s``: pending samples go out as a delta; once the stream has been quiet for

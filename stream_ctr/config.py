@@ -15,7 +15,9 @@ stream_ctr.config.ConfigError: STREAM_CTR_BATCH_SIZE: expected int, got 'many'
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -84,6 +86,9 @@ class Settings:
                                      _positive)
     web_port: int = _knob(6066, "STREAM_CTR_WEB_PORT", "HTTP port of /metrics, /healthz, /v1/*",
                           lambda v: 0 < v <= 65535)
+    trainer_web_port: int = _knob(0, "STREAM_CTR_TRAINER_WEB_PORT",
+                                  "HTTP port of the trainer's /metrics and /healthz; 0 = STREAM_CTR_WEB_PORT + 1",
+                                  lambda v: 0 <= v <= 65535)
     web_bind: str = _knob("127.0.0.1", "STREAM_CTR_WEB_BIND", "address the HTTP server binds (0.0.0.0 = all)")
     web_host: str = _knob("", "STREAM_CTR_WEB_HOST",
                           "host other workers and clients reach this worker at; empty = the bind address")
@@ -140,8 +145,10 @@ class Settings:
                               _family)
     features: str = _knob("age,gender,occupation,genres:multi:6", "STREAM_CTR_FEATURES",
                           "event features the model reads: name[:cat|num|multi[:width]], comma separated")
-    hash_buckets: int = _knob(1 << 15, "STREAM_CTR_HASH_BUCKETS", "hashed feature space size", _positive)
-    embed_dim: int = _knob(8, "STREAM_CTR_EMBED_DIM", "embedding width", _positive)
+    hash_buckets: int = _knob(1 << 15, "STREAM_CTR_HASH_BUCKETS",
+                              "hashed feature space size (at least 2: id 0 is padding, real tokens take 1 and up)",
+                              lambda v: v >= 2)
+    embed_dim: int = _knob(8, "STREAM_CTR_EMBED_DIM", "embedding width", lambda v: 0 < v <= 1024)
     hidden: str = _knob("64,32", "STREAM_CTR_HIDDEN", "MLP widths, comma separated; the last is the head's input")
     trainer_optimizer: str = _knob("adagrad", "STREAM_CTR_TRAINER_OPTIMIZER",
                                    "optimiser of the global model: adagrad (per-coordinate steps that shrink with "
@@ -149,8 +156,12 @@ class Settings:
                                    "rows its batch used) or adam",
                                    lambda v: v in ("adam", "adagrad"))
     trainer_lr: float = _knob(0.1, "STREAM_CTR_TRAINER_LR", "step size of the global model's optimiser", _positive)
-    trainer_batch: int = _knob(8, "STREAM_CTR_TRAINER_BATCH", "global model mini-batch size", _positive)
-    snapshot_every: int = _knob(8, "STREAM_CTR_SNAPSHOT_EVERY",
+    trainer_batch: int = _knob(8, "STREAM_CTR_TRAINER_BATCH",
+                               "global model mini-batch size when the trainer keeps up with the stream", _positive)
+    trainer_batch_max: int = _knob(256, "STREAM_CTR_TRAINER_BATCH_MAX",
+                                   "largest mini-batch the trainer grows to while it has a backlog (see "
+                                   "GlobalTrainer.batch_for)", _positive)
+    snapshot_every: int = _knob(64, "STREAM_CTR_SNAPSHOT_EVERY",
                                 "publish a model delta (the embedding rows that changed) every K samples", _positive)
     snapshot_interval_s: float = _knob(1.0, "STREAM_CTR_SNAPSHOT_INTERVAL_S",
                                        "publish a delta of pending samples at least this often, in seconds",
@@ -161,8 +172,9 @@ class Settings:
     full_snapshot_every: int = _knob(1000, "STREAM_CTR_FULL_SNAPSHOT_EVERY",
                                      "deltas between full snapshots on ctr.model (where a starting scorer or "
                                      "trainer begins)", _positive)
-    seed: int = _knob(0, "STREAM_CTR_SEED", "seed of model initialisation and shuffles")
-    device: str = _knob("cpu", "STREAM_CTR_DEVICE", "torch device of the global trainer (cpu, cuda)")
+    seed: int = _knob(0, "STREAM_CTR_SEED", "seed of model initialisation and shuffles", lambda v: 0 <= v < 2 ** 63)
+    device: str = _knob("cpu", "STREAM_CTR_DEVICE", "torch device of the global trainer (cpu, cuda, cuda:N)",
+                        lambda v: re.fullmatch(r"cpu|cuda(:\d+)?", v) is not None)
 
     @property
     def hidden_sizes(self) -> tuple[int, ...]:
@@ -176,6 +188,15 @@ class Settings:
     @property
     def web_url(self) -> str:
         return f"http://{self.advertised_host}:{self.web_port}"
+
+    @property
+    def trainer_port(self) -> int:
+        """The trainer's HTTP port: ``trainer_web_port``, or the worker's + 1 when that is 0."""
+        return self.trainer_web_port or self.web_port + 1
+
+    @property
+    def trainer_url(self) -> str:
+        return f"http://{self.advertised_host}:{self.trainer_port}"
 
     def topic(self, base: str) -> str:
         return f"{self.topic_prefix}{base}"
@@ -237,6 +258,11 @@ class Settings:
         if self.min_insync_replicas > self.replication_factor:
             raise ConfigError(f"STREAM_CTR_MIN_INSYNC_REPLICAS: {self.min_insync_replicas} exceeds "
                               f"STREAM_CTR_REPLICATION_FACTOR ({self.replication_factor}): no write could succeed")
+        if self.trainer_batch_max < self.trainer_batch:
+            raise ConfigError(f"STREAM_CTR_TRAINER_BATCH_MAX: {self.trainer_batch_max} is below "
+                              f"STREAM_CTR_TRAINER_BATCH ({self.trainer_batch})")
+        if self.trainer_port > 65535:
+            raise ConfigError("STREAM_CTR_TRAINER_WEB_PORT: must be set when STREAM_CTR_WEB_PORT is 65535")
         if self.kafka_bootstrap and ":" not in self.kafka_bootstrap:
             raise ConfigError(f"KAFKA_BOOTSTRAP: expected host:port, got {self.kafka_bootstrap!r}")
 
@@ -252,10 +278,16 @@ class Settings:
 
 
 def _parse(name: str, type_name: str, raw: Any) -> Any:
+    """``raw`` as the knob's type. A float knob must be finite: none means anything at infinity (an infinite
+    STREAM_CTR_HEAD_LR or STREAM_CTR_TRAINER_LR made every score NaN), and NaN would pass no range check anyway."""
     kind = {"int": int, "float": float, "str": str}[type_name]
     if isinstance(raw, kind) and not isinstance(raw, bool):
-        return raw
-    try:
-        return kind(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected {type_name}, got {raw!r}") from None
+        value = raw
+    else:
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"{name}: expected {type_name}, got {raw!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{name}: expected a finite number, got {raw!r}")
+    return value

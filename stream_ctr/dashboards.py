@@ -285,17 +285,25 @@ def _pipeline_model() -> Row:
              [q(f"min({sel('stream_ctr_model_version')})", "in use (oldest worker)"),
               q(f"max({sel('stream_ctr_model_version', TRAINER)})", "published (trainer)"),
               q(f"sum(increase({sel('stream_ctr_model_swaps_total')}[1h]))", "swaps in 1h")],
-             "none", w=8, decimals=0),
+             "none", w=6, decimals=0),
+        timeseries("Model staleness (events behind)",
+                   "How many events the model in use had not learned when it scored an event, p50 and p99 over "
+                   "the last minutes, and the p99 for scoring requests (alert StreamCtrModelStaleness). It grows "
+                   "when the trainer falls behind the stream.",
+                   [*(q(quantile(p, sel("stream_ctr_model_staleness_samples_bucket", WORKER, scored="event"),
+                                 rated=True), f"events p{round(p * 100)}") for p in (0.5, 0.99)),
+                    q(quantile(0.99, sel("stream_ctr_model_staleness_samples_bucket", WORKER, scored="request"),
+                               rated=True), "requests p99")], "none", w=6, min=0),
         timeseries("Model age",
                    "How stale is the model in use? Seconds since the trainer published the version each "
                    "worker scores with (alert StreamCtrModelStale).",
                    [q(f"max by (instance) ({sel('stream_ctr_model_age_seconds')})", "{{instance}}")], "s",
-                   w=8, min=0),
+                   w=6, min=0),
         timeseries("Model bytes published by kind",
                    "What the model updates cost the broker: bytes per second the trainer writes to the model "
                    "topics, deltas (every few samples) and full snapshots (every N deltas and when quiet).",
                    [q(f"sum by (kind) ({rate(sel('stream_ctr_model_published_bytes_total', TRAINER), '1m')})",
-                      "{{kind}}")], "Bps", w=8, min=0))
+                      "{{kind}}")], "Bps", w=6, min=0))
 
 
 def _pipeline_processes() -> Row:

@@ -9,7 +9,7 @@ waits for the next full snapshot instead of serving a model that never existed (
 freshness").
 
 Wire format: ``b"SCTRD1"``, a 4-byte header length, an orjson header (version, base, global CTR, samples,
-``ctr.events`` offsets, publish time, and the name, dtype and shape of each array), then the arrays' raw bytes in
+``ctr.events`` offsets, publish time, newest event time learned, and the name, dtype and shape of each array), then the arrays' raw bytes in
 header order.
 
 >>> import torch
@@ -55,6 +55,8 @@ class Delta:
     rows: dict[str, tuple[np.ndarray, np.ndarray]] = field(repr=False)
     #: Every dense tensor (state-dict key -> array), or None in a delta that leaves them as they were.
     dense: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    #: Event time (``ts``) of the newest event the weights have learned; 0 before any (and in older records).
+    trained_ts: float = 0.0
 
     @classmethod
     def of(cls, model: CTRModel, rows: np.ndarray, with_dense: bool, **meta) -> "Delta":
@@ -86,7 +88,7 @@ class Delta:
         header = orjson.dumps({
             "version": self.version, "base": self.base, "global_ctr": self.global_ctr, "samples": self.samples,
             "offsets": {str(p): o for p, o in self.offsets.items()}, "published_at": self.published_at,
-            "dense": self.dense is not None,
+            "trained_ts": self.trained_ts, "dense": self.dense is not None,
             "arrays": [[name, a.dtype.str, list(a.shape)] for name, a in arrays],
         })
         return b"".join([_MAGIC, struct.pack("<I", len(header)), header, *(a.tobytes() for _, a in arrays)])
@@ -109,4 +111,4 @@ class Delta:
         return cls(int(h["version"]), int(h["base"]), float(h["global_ctr"]), int(h["samples"]),
                    {int(p): int(o) for p, o in h["offsets"].items()}, float(h["published_at"]),
                    {k: (ids, group["values"][k]) for k, ids in group["rows"].items()},
-                   group["dense"] if h["dense"] else None)
+                   group["dense"] if h["dense"] else None, float(h.get("trained_ts", 0.0)))

@@ -19,7 +19,7 @@ from .arms import ARMS
 from .config import Settings
 from .data import load_dataset
 from .data.synthetic import FEATURES as SYNTHETIC_FEATURES
-from .net import free_port_pair, port_free
+from .net import free_port
 from .replay import replay
 from .stack import Stack
 from .timeline import Timeline, plot_timeline
@@ -29,6 +29,10 @@ __all__ = ["render_report", "run_demo"]
 
 def _fmt(x) -> str:
     return "n/a" if x is None or x != x else f"{x:.4f}"
+
+
+def _count(x) -> str:
+    return "n/a" if x is None or x != x else f"{x:.0f}"
 
 
 def render_report(stats: dict, meta: dict) -> str:
@@ -43,6 +47,9 @@ def render_report(stats: dict, meta: dict) -> str:
         f"- wall time {meta['seconds']:.0f} s from first event to last applied: "
         f"{stats['applied'] / max(meta['seconds'], 1e-9):.0f} events/s end to end",
         f"- final model version {stats['model_version']}, global CTR {_fmt(stats['global_ctr'])}",
+        f"- staleness p50 {_count(stats['staleness']['p50'])} p99 {_count(stats['staleness']['p99'])} samples "
+        f"(events the model in use had not learned when it scored an event); {stats['staleness']['ahead']} of "
+        f"{stats['staleness']['scored']} events scored by a model that had already learned them",
         "",
         "## Per-arm online metrics (test-then-train, every event scored before it is learned)",
         "",
@@ -95,17 +102,6 @@ def _progress_line(stats: dict, total: int, rate: float) -> str:
     done = stats["applied"] + stats["dead_letters"]
     return (f"{done:>7}/{total} events  {rate:7.0f} ev/s  lag {max(total - done, 0):>6}  "
             f"model v{stats['model_version']}  window gAUC {gaucs}")
-
-
-def _ports(settings: Settings) -> Settings:
-    """The configured worker/trainer ports, or a free pair when they are taken (say, by another demo)."""
-    host = settings.web_bind
-    if port_free(host, settings.web_port) and port_free(host, settings.web_port + 1):
-        return settings
-    port = free_port_pair(host)
-    print(f"ports {settings.web_port}/{settings.web_port + 1} are taken; the worker and trainer use "
-          f"{port}/{port + 1}", flush=True)
-    return settings.replace(web_port=port)
 
 
 class _Producer(threading.Thread):
@@ -167,7 +163,8 @@ def _closed_loop(settings: Settings, args, logs: Path) -> str:
     from .simulate import SimConfig
 
     sim_settings = settings.replace(topic_prefix=f"{settings.topic_prefix}sim.", app_id=f"{settings.app_id}-sim",
-                                    web_port=free_port_pair(settings.web_bind), **CLOSED_LOOP)
+                                    web_port=free_port(settings.web_bind),
+                                    trainer_web_port=free_port(settings.web_bind), **CLOSED_LOOP)
     sim = SimConfig(requests=args.sim_requests, start_ts=time.time())
     print(f"closed loop: {sim.requests} scoring requests from {SyntheticConfig().users} simulated users "
           f"({sim.candidates} candidates, top {sim.k} shown)", flush=True)
@@ -198,7 +195,6 @@ def _attributed(stack: Stack) -> int:
 
 
 def run_demo(settings: Settings, args) -> int:
-    settings = _ports(settings)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     events = load_dataset("ml-100k", args.limit)
@@ -208,7 +204,7 @@ def run_demo(settings: Settings, args) -> int:
           flush=True)
     with Stack(settings, out / "logs") as stack:
         s = stack.settings
-        print(f"Kafka {s.kafka_bootstrap}; worker {stack.worker_url}/metrics; trainer :{s.web_port + 1}/metrics",
+        print(f"Kafka {s.kafka_bootstrap}; worker {stack.worker_url}/metrics; trainer {s.trainer_url}/metrics",
               flush=True)
         producer = _Producer(events, s, args.rate, args.malformed_every)
         t0, timeline = time.monotonic(), Timeline(start=time.time())

@@ -284,6 +284,8 @@ class TrainerMetrics:
         self.dead_letters = Counter("stream_ctr_dead_letter", "Events the trainer sent to the dead-letter topic "
                                     "(valid events whose training raised)", ["reason"], registry=r)
         self.dead_letters.labels("internal_error")
+        self.batch_size = Gauge("stream_ctr_trainer_minibatch_size", "Mini-batch size of the last training step "
+                                "(grows with the backlog)", registry=r)
         self.unknown_features = Counter("stream_ctr_unknown_features", "Features of trained events that the "
                                         "feature spec does not name (ignored)", registry=r)
         self.loss = Gauge("stream_ctr_trainer_loss", "Training logloss of the last mini-batch", registry=r)

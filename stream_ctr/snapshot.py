@@ -2,7 +2,7 @@
 
 Wire format: ``b"SCTR1"``, a 4-byte header length, an orjson header (version, family, model config, feature
 spec, global CTR, samples seen, the ``ctr.events`` position per partition the weights have trained up to, publish
-time) and the ``torch.save`` bytes of the state dict. Between full snapshots the model moves by
+time, the newest event time learned) and the ``torch.save`` bytes of the state dict. Between full snapshots the model moves by
 :class:`~stream_ctr.delta.Delta` (:meth:`LoadedModel.advanced`).
 """
 
@@ -37,6 +37,8 @@ class Snapshot:
     offsets: dict[int, int] = field(default_factory=dict)
     #: Trainer's wall clock at publication (seconds since the epoch); 0 for one never published.
     published_at: float = 0.0
+    #: Event time (``ts``) of the newest event the weights have learned; 0 before any (and in older records).
+    trained_ts: float = 0.0
 
     @property
     def family(self) -> str:
@@ -47,6 +49,7 @@ class Snapshot:
             "version": self.version, "model": self.model_cfg.to_dict(), "features": self.spec.to_dict(),
             "global_ctr": self.global_ctr, "samples": self.samples,
             "offsets": {str(p): o for p, o in self.offsets.items()}, "published_at": self.published_at,
+            "trained_ts": self.trained_ts,
         })
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in self.state_dict.items()}, buf)
@@ -62,7 +65,8 @@ class Snapshot:
         weights = torch.load(io.BytesIO(data[start + n:]), weights_only=True)
         return cls(h["version"], ModelConfig.from_dict(h["model"]), FeatureSpec.from_dict(h["features"]),
                    float(h["global_ctr"]), int(h["samples"]), weights,
-                   {int(p): int(o) for p, o in h.get("offsets", {}).items()}, float(h.get("published_at", 0.0)))
+                   {int(p): int(o) for p, o in h.get("offsets", {}).items()}, float(h.get("published_at", 0.0)),
+                   float(h.get("trained_ts", 0.0)))
 
     def build(self) -> "LoadedModel":
         model = build_model(self.model_cfg)
@@ -101,7 +105,7 @@ class LoadedModel:
         delta.apply_to(self.model)
         snapshot = replace(self.snapshot, version=delta.version, global_ctr=delta.global_ctr, samples=delta.samples,
                            offsets=dict(delta.offsets), published_at=delta.published_at,
-                           state_dict=self.model.state_dict())
+                           trained_ts=delta.trained_ts, state_dict=self.model.state_dict())
         return LoadedModel(snapshot, self.model, self.encoder)
 
     def forward(self, events) -> tuple[np.ndarray, np.ndarray]:

@@ -60,6 +60,8 @@ class GlobalTrainer:
         self._deltas_since_dense = 0
         self._deltas_since_full = 0
         self.last_loss = float("nan")
+        self.last_batch = settings.trainer_batch  # the mini-batch size of the last learn_many
+        self.trained_ts = 0.0  # event time of the newest event learned
         #: Next offset per partition of ``ctr.events`` (what the weights have seen); published in snapshots.
         self.offsets: dict[int, int] = {}
 
@@ -93,14 +95,30 @@ class GlobalTrainer:
         self.version = newest_version + 1 if newer else snapshot.version
         self.samples = snapshot.samples
         self.clicks = round(snapshot.global_ctr * snapshot.samples)
+        self.trained_ts = snapshot.trained_ts
         self._pending = 0
         self._touched.clear()
 
-    def learn_many(self, events: Sequence) -> list[tuple[object, Exception]]:
-        """One optimiser step per ``trainer_batch`` slice of ``events``. A slice whose step raises is retried in
-        parts (:func:`~stream_ctr.isolation.isolate`): the events that raise alone are returned with their
-        exceptions, not learned, and every other event is learned once."""
-        step = self.settings.trainer_batch
+    def batch_for(self, backlog: int) -> int:
+        """The mini-batch size for ``backlog`` samples waiting: ``trainer_batch`` while the trainer keeps up, then
+        doubling with the backlog (a sixteenth of it, rounded down to a power of two times the base) up to
+        ``trainer_batch_max``. A trainer that falls behind takes bigger steps and so fewer of them, and catches
+        up; a trainer that keeps up learns in small steps. The step size stays ``trainer_lr``: Adagrad divides each
+        coordinate's step by its own gradient history, so a mean over more samples moves the weights about as far
+        as a mean over fewer (measured on ML-100K, docs/results/trainer-batch.md: batch 64 as good as 8)."""
+        base, cap = self.settings.trainer_batch, self.settings.trainer_batch_max
+        size = base
+        while size * 2 <= cap and size * 2 * 16 <= backlog:
+            size *= 2
+        return min(size, cap)
+
+    def learn_many(self, events: Sequence, backlog: int | None = None) -> list[tuple[object, Exception]]:
+        """One optimiser step per mini-batch of ``events``, of :meth:`batch_for` ``backlog`` samples (the samples
+        waiting, these included; None: the base ``trainer_batch``). A mini-batch whose step raises is retried in parts
+        (:func:`~stream_ctr.isolation.isolate`): the events that raise alone are returned with their exceptions,
+        not learned, and every other event is learned once."""
+        step = self.batch_for(backlog or 0)
+        self.last_batch = step
         failed: list[tuple[object, Exception]] = []
         for lo in range(0, len(events), step):
             failed += isolate(events[lo: lo + step], self._step)
@@ -115,6 +133,7 @@ class GlobalTrainer:
         self._touched.append(ids.ravel())
         self.samples += len(chunk)
         self.clicks += int(y.sum().item())
+        self.trained_ts = max(self.trained_ts, max(e.ts for e in chunk))
         self._pending += len(chunk)
 
     def advance(self, positions) -> None:
@@ -132,7 +151,7 @@ class GlobalTrainer:
         self._deltas_since_full = 0
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         return Snapshot(self.version, self.cfg, self.spec, float(self.global_ctr), self.samples, state,
-                        dict(self.offsets), time.time())
+                        dict(self.offsets), time.time(), self.trained_ts)
 
     def maybe_delta(self, now: float | None = None) -> Delta | None:
         """The next delta once ``snapshot_every`` samples are pending, or once any are and ``snapshot_interval_s``
@@ -158,7 +177,7 @@ class GlobalTrainer:
         self.version += 1
         return Delta.of(self.model, rows[rows > 0], with_dense, version=self.version, base=self.version - 1,
                         global_ctr=float(self.global_ctr), samples=self.samples, offsets=dict(self.offsets),
-                        published_at=time.time())
+                        published_at=time.time(), trained_ts=self.trained_ts)
 
     def predict_proba(self, events) -> np.ndarray:
         """Click probabilities of the current weights for ``events`` (what a snapshot taken now would score)."""

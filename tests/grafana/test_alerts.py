@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stream_ctr.net import free_port
+from stream_ctr.net import reserve_port
 
 pytestmark = pytest.mark.prometheus
 
@@ -160,6 +160,28 @@ tests:
       - eval_time: 20m
         alertname: StreamCtrInternalError
         exp_alerts: []
+  # Staleness: 100 events a minute scored, from 5m on 99 of them 20,000 behind (le 50000), 1 fresh; before, all 40.
+  - interval: 1m
+    input_series:
+      - series: 'stream_ctr_model_staleness_samples_bucket{job="stream-ctr-worker", instance="w1", scored="event", le="50"}'
+        values: '0+100x5 500+1x30'
+      - series: 'stream_ctr_model_staleness_samples_bucket{job="stream-ctr-worker", instance="w1", scored="event", le="10000"}'
+        values: '0+100x5 500+1x30'
+      - series: 'stream_ctr_model_staleness_samples_bucket{job="stream-ctr-worker", instance="w1", scored="event", le="50000"}'
+        values: '0+100x35'
+      - series: 'stream_ctr_model_staleness_samples_bucket{job="stream-ctr-worker", instance="w1", scored="event", le="+Inf"}'
+        values: '0+100x35'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: StreamCtrModelStaleness
+        exp_alerts: []
+      - eval_time: 30m
+        alertname: StreamCtrModelStaleness
+        exp_alerts:
+          - exp_labels: {severity: warning}
+            exp_annotations:
+              summary: "p99 model staleness is 49.6k events"
+              description: "Events are scored by a global model that has not learned the last 10,000+ events before them: the trainer cannot keep up. Check trainer samples/s and its mini-batch size on the Pipeline dashboard; raise STREAM_CTR_TRAINER_BATCH_MAX or give the trainer more CPU."
   # The experiment's split breaks on w1 after 5m (p drops below 0.001); w2 stays healthy.
   - interval: 1m
     input_series:
@@ -489,7 +511,8 @@ def test_alert_reaches_its_receiver_end_to_end(tmp_path, run_server, run_prometh
                 assert hook["url"].startswith("http://example.invalid/stream-ctr/"), hook
                 hook["url"] = f"{hooks.url}/{receiver['name']}"
         (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(am))
-        am_port = free_port()
+        am_reservation = reserve_port()  # held until alertmanager stops
+        am_port = am_reservation.getsockname()[1]
         am_url = f"http://127.0.0.1:{am_port}"
 
         cfg = _compose_layout(tmp_path)
@@ -506,7 +529,8 @@ def test_alert_reaches_its_receiver_end_to_end(tmp_path, run_server, run_prometh
                    f"--storage.path={tmp_path / 'alertmanager-data'}", f"--web.listen-address=127.0.0.1:{am_port}",
                    "--cluster.listen-address=", "--log.level=warn"]
         _, prometheus = run_prometheus(cfg, tmp_path)
-        with run_server("alertmanager", am_argv, f"{am_url}/-/ready", tmp_path / "alertmanager.log"), prometheus:
+        with run_server("alertmanager", am_argv, f"{am_url}/-/ready", tmp_path / "alertmanager.log",
+                        am_reservation), prometheus:
             deadline = time.monotonic() + 30
             while not hooks.posts and time.monotonic() < deadline:
                 time.sleep(0.5)

@@ -98,3 +98,17 @@ def test_the_trainer_learns_every_event_but_the_one_that_raises(make_events):
     # Not one step twice: the samples of a slice that raised were trained once, in its parts.
     twin.learn_many([e for e in events if e is not events[13]])
     assert twin.samples == trainer.samples
+
+
+def test_the_mini_batch_grows_with_the_backlog_up_to_its_cap(make_events):
+    settings = Settings.from_env({}, features="category,segment", hash_buckets=2048, trainer_batch=8,
+                                 trainer_batch_max=128)
+    trainer = GlobalTrainer(settings)
+    sizes = {backlog: trainer.batch_for(backlog) for backlog in (0, 8, 255, 256, 1023, 1024, 4096, 10 ** 6)}
+    assert sizes == {0: 8, 8: 8, 255: 8, 256: 16, 1023: 32, 1024: 64, 4096: 128, 10 ** 6: 128}
+    events = make_events(users=10, events_per_user=30, seed=3).events
+    steps = []
+    step = GlobalTrainer._step
+    trainer._step = lambda chunk: (steps.append(len(chunk)), step(trainer, chunk))
+    assert trainer.learn_many(events, backlog=1024) == []
+    assert steps == [64] * 4 + [44] and trainer.samples == 300 and trainer.last_batch == 64

@@ -16,7 +16,8 @@ def _stats(applied: int, alarm_times=()) -> dict:
     return {"applied": applied, "dead_letters": 1, "duplicates": 0, "users": 10, "model_version": 3,
             "global_ctr": 0.5, "window": {"arms": arms}, "lifetime": {"n": applied, "arms": arms},
             "drift": {"buckets": [0.1, 0.2], "counts": [5, 3, 2], "quantiles": {"0.1": 0.0, "0.5": 0.1, "0.9": 0.3}},
-            "detectors": detectors, "users_drifting": 4}
+            "detectors": detectors, "users_drifting": 4, "staleness": {"p50": 12.0, "p90": 80.0, "p99": 1843.0,
+                                                                           "scored": 300, "ahead": 2}}
 
 
 def test_the_timeline_keeps_each_reading_and_the_alarms_since_the_start(tmp_path):
@@ -43,3 +44,4 @@ def test_the_report_lists_every_detector_and_links_the_picture():
     assert "| global_ctr | 1 | 30 | yes |" in report and "| logloss_ft | 0 | - | no |" in report
     assert "![throughput, per-arm gAUC and drift alarms over the run](demo-timeline.png)" in report
     assert "Users beyond their own band (STREAM_CTR_USER_DRIFT_Z sampling stds from p_g): 4." in report
+    assert "- staleness p50 12 p99 1843 samples (" in report and "2 of 300 events scored by a model" in report
