@@ -3,7 +3,7 @@
 The value and key are the original raw bytes; headers carry ``reason`` (a closed set,
 :data:`stream_ctr.events.DLQ_REASONS`), ``detail`` and the source ``topic``, ``partition`` and ``offset``, so an
 operator can find and replay it. Every dead letter is counted by reason. Besides invalid records, a valid record
-whose processing raised goes here too, with reason ``internal_error`` (:mod:`.isolation`): a bug met by one record
+whose processing raised goes here too, with reason ``internal_error`` (:mod:`stream_ctr.isolation`): a bug met by one record
 must not stop the consumer. Its traceback is logged the first time each kind of failure (exception type and the line
 that raised it) is met, and every further one in a line, so one bad record shape cannot flood the log.
 """

@@ -1,6 +1,6 @@
 """Choosing a deployment's correction method from paired per-user results, only once the evidence is clear.
 
-``auto`` (issue #13, item 5) keeps the method in use (the *default*) until a challenger is better with a CI that
+``auto`` keeps the method in use (the *default*) until a challenger is better with a CI that
 excludes 0, then switches to the best such challenger. Its input is paired per-user evidence: for each
 challenger, one metric difference per user (challenger minus default on the same users: per-user AUC on the
 offline validation split, or per-user AUC / logloss from the service's shadow arms or A/B cells), with optional

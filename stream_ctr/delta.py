@@ -9,8 +9,8 @@ waits for the next full snapshot instead of serving a model that never existed (
 freshness").
 
 Wire format: ``b"SCTRD1"``, a 4-byte header length, an orjson header (version, base, global CTR, samples,
-``ctr.events`` offsets, publish time, newest event time learned, and the name, dtype and shape of each array), then the arrays' raw bytes in
-header order.
+``ctr.events`` offsets, publish time, newest event time learned, and the name, dtype and shape of each array),
+then the arrays' raw bytes in header order.
 
 >>> import torch
 >>> from stream_ctr.models import ModelConfig, build_model

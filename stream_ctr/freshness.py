@@ -102,9 +102,9 @@ class Staleness:
 
     def passed(self, partitions: Sequence[int], offsets: Sequence[int]) -> None:
         """Records at ``offsets`` of ``partitions`` were read (valid or not, scored or dead-lettered)."""
-        for p, o in zip(partitions, offsets):
-            if 0 <= p < self.partitions and o >= self.read[p]:
-                self.read[p] = o + 1
+        part, off = np.asarray(partitions, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
+        mine = (part >= 0) & (part < self.partitions)
+        np.maximum.at(self.read, part[mine], off[mine] + 1)
 
     def covers(self, model_offsets: Mapping[int, int]) -> bool:
         """Whether this worker has read every event that a model at ``model_offsets`` learned, on each partition it

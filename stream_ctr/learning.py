@@ -81,7 +81,7 @@ def test_then_train(
     p_g = model.snapshot.global_ctr
 
     # Nothing below writes to a state until the scatter: a batch that raises part-way leaves every user as it was,
-    # so the caller may retry its records (agents/isolation.py) without learning any of them twice.
+    # so the caller may retry its records (stream_ctr.isolation) without learning any of them twice.
     user_states = [cached[uid] or UserState.new(params.window, model.rep_dim, tuple(FINE_TUNED)) for uid in users]
     heads = {arm: _gather(user_states, arm, model.rep_dim) for arm in FINE_TUNED}
     rows = np.repeat(np.arange(len(users)), counts)
@@ -109,8 +109,19 @@ def test_then_train(
         if method != "none":
             result.label_shift += float(np.abs(targets.labels - y).sum())
 
+    _scatter(groups, user_states, ctrs, heads, model, states, band_z, result)
+    for i, uid in enumerate(users):
+        result.gaps[uid] = float(p_u[i]) - p_g
+    return result
+
+
+def _scatter(groups: dict[str, list[tuple[Event, int]]], user_states: list[UserState], ctrs: list, heads: dict,
+             model: LoadedModel, states: MutableMapping[str, UserState], band_z: float, result: BatchResult) -> None:
+    """Write each user's learned heads, rolling CTR, last offset and drift back into its state, and the state into
+    ``states``: one write per user per batch (one changelog record in Faust). The only step that changes a state."""
+    p_g = model.snapshot.global_ctr
     scatter = {arm: (b.tolist(), w) for arm, (b, w) in heads.items()}
-    for i, (uid, state, ctr) in enumerate(zip(users, user_states, ctrs)):
+    for i, (uid, state, ctr) in enumerate(zip(groups, user_states, ctrs)):
         state.reanchor(model.version, model.rep_dim)
         state.ctr = ctr
         for arm, (b, w) in scatter.items():
@@ -119,9 +130,8 @@ def test_then_train(
         state.last_offset = max(offset for _, offset in groups[uid])
         z = user_z(ctr.window_clicks, ctr.window_n, p_g)
         state.drifting(abs(z) > band_z, groups[uid][-1][0].ts)
-        states[uid] = state  # one write per user per batch (one changelog record in Faust)
-        result.gaps[uid], result.z[uid] = float(p_u[i]) - p_g, z
-    return result
+        states[uid] = state
+        result.z[uid] = z
 
 
 def _fresh_by_user(records: Sequence[tuple[Event, int]], states: MutableMapping[str, UserState],

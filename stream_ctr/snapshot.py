@@ -2,8 +2,8 @@
 
 Wire format: ``b"SCTR1"``, a 4-byte header length, an orjson header (version, family, model config, feature
 spec, global CTR, samples seen, the ``ctr.events`` position per partition the weights have trained up to, publish
-time, the newest event time learned) and the ``torch.save`` bytes of the state dict. Between full snapshots the model moves by
-:class:`~stream_ctr.delta.Delta` (:meth:`LoadedModel.advanced`).
+time, the newest event time learned) and the ``torch.save`` bytes of the state dict. Between full snapshots the
+model moves by :class:`~stream_ctr.delta.Delta` (:meth:`LoadedModel.advanced`).
 """
 
 from __future__ import annotations

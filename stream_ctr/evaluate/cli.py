@@ -60,7 +60,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--pg", default="aligned", choices=PG,
                    help="the global CTR correction aligns to: aligned (default: the running click share of all events "
                         "up to each user's fine-tuning step, as in the service) or cloud (click share of the cloud "
-                        "part, the tables before issue #13)")
+                        "part, as the earliest result tables under docs/results used)")
     p.add_argument("--max-users", type=int, default=None, help="evaluate a seeded sample of this many users")
     p.add_argument("--full-users", type=int, default=200,
                    help="users in the full scope's seeded sample (0 = all); the full scope's cloud row uses it too")

@@ -53,7 +53,7 @@ class EvalConfig:
     threads: int = 1
     # The global CTR correction aligns to: "cloud" (the cloud part's click share) or "aligned" (the running CTR
     # of all events up to the fine-tuning step, as the service has it); see SplitData.priors.
-    pg: str = "aligned"  # issue #13: the service's definition; as good or better on every run (README)
+    pg: str = "aligned"  # the service's definition; as good or better on every run (README)
 
     def __post_init__(self):
         if self.pg not in PG:

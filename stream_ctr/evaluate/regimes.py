@@ -1,4 +1,4 @@
-"""The regime map (issue #13, item 4): where fine-tuning and label correction help, on the synthetic generator.
+"""The regime map: where fine-tuning and label correction help, on the synthetic generator.
 
 One axis at a time is swept around a small base world (:data:`BASE`), the others held at the base:
 

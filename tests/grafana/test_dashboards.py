@@ -351,7 +351,7 @@ def test_no_user_label_or_value(prometheus, service):
 #: Grafana unit ids the dashboards use; "none" for a dimensionless number (gAUC, logloss, a version).
 UNITS = {"none", "short", "s", "bytes", "Bps", "ops", "reqps", "percentunit"}
 
-#: What each dashboard must show (issue #12).
+#: What each dashboard must show: the metric names its panels must query.
 REQUIRED = {
     "pipeline.json": ("stream_ctr_events_total", "stream_ctr_dead_letter_total", "stream_ctr_consumer_lag_events",
                       "stream_ctr_partitions_stalled", "stream_ctr_batch_seconds_bucket",

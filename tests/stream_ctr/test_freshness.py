@@ -43,3 +43,11 @@ def test_quantiles_are_exact_and_the_histogram_agrees():
     buckets = {x.labels["le"]: x.value for x in samples.samples
                if x.name.endswith("_bucket") and x.labels["scored"] == "event"}
     assert buckets[str(SAMPLE_BUCKETS[3])] == 101 and buckets["+Inf"] == 1000  # le 100: 0..100
+
+
+def test_records_passed_move_the_read_position_and_gate_newer_models():
+    s = Staleness(2)
+    s.passed([0, 0, 1], [3, 7, 2])  # dead-lettered records count as read too
+    assert s.read.tolist() == [8, 3]
+    assert s.covers({0: 8, 1: 3}) and not s.covers({0: 9, 1: 0})
+    assert Staleness(2).covers({0: 100})  # partitions never read hold nothing back
