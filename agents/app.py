@@ -45,7 +45,8 @@ def _idempotent_producer() -> None:
 _idempotent_producer()
 
 
-def create_app(settings: Settings, role: str, web_port: int) -> faust.App:
+def create_app(settings: Settings, role: str, web_port: int | None) -> faust.App:
+    """The Faust app of ``role`` (its app id and consumer group); ``web_port`` None: no HTTP server."""
     if not settings.kafka_bootstrap:
         raise ConfigError("KAFKA_BOOTSTRAP: required to run an agent (stream-ctr up sets it for you)")
     return faust.App(
@@ -65,10 +66,10 @@ def create_app(settings: Settings, role: str, web_port: int) -> faust.App:
         producer_acks=-1,  # every record, changelog writes included, acknowledged by all in-sync replicas
         producer_max_request_size=MAX_RECORD_BYTES,
         consumer_auto_offset_reset="earliest",
-        web_enabled=True,
+        web_enabled=web_port is not None,
         web_bind=settings.web_bind,
         web_host=settings.advertised_host,  # canonical URL: where other workers forward a user's requests
-        web_port=web_port,
+        web_port=web_port or 6066,  # Faust's default, never bound when web_port is None
     )
 
 

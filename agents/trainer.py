@@ -7,11 +7,17 @@ offset per partition its weights have trained up to, and a starting trainer resu
 offsets (or publishes v0 and starts at the beginning), numbering on past any delta published after them. Killed
 at any point, it neither skips samples the full snapshot never saw nor trains a sample twice into it. The consumer
 is a plain aiokafka one with every partition assigned (one trainer, one global model); Faust runs the producer,
-the timer and the HTTP views."""
+the timer and the HTTP views.
+
+In a group of ranks (:mod:`stream_ctr.distributed`, ``stream-ctr trainer --world-size N`` or torchrun) each rank
+runs this worker on its share of the partitions and takes its part of every step (:meth:`TrainerWorker.run_rounds`);
+rank 0 resumes, hands its weights and position to the others, publishes, and serves the group's figures. Ranks
+other than a machine's first serve no HTTP."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 
@@ -20,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from stream_ctr import topics
 from stream_ctr.config import Settings
 from stream_ctr.delta import Delta
+from stream_ctr.distributed import Group
 from stream_ctr.events import InvalidEvent, parse_record
 from stream_ctr.monitoring import TrainerMetrics
 from stream_ctr.snapshot import Snapshot
@@ -37,18 +44,25 @@ __all__ = ["QUIET_PUBLISH_S", "TrainerWorker"]
 
 #: Publish pending samples after this many seconds without new events.
 QUIET_PUBLISH_S = 3.0
+#: In a group, how long a rank waits for records before it joins a step while the whole group had none.
+ROUND_WAIT_MS = 100
 
 
 class TrainerWorker:
     """The Faust app of the trainer role: consumes ``events``, keeps a :class:`GlobalTrainer`, publishes to
     ``model_topic``, serves :mod:`.views`. Its HTTP port is ``settings.trainer_port`` unless given."""
 
-    def __init__(self, settings: Settings, web_port: int | None = None):
+    def __init__(self, settings: Settings, web_port: int | None = None, group: Group | None = None):
         self.settings = settings
-        self.app = create_app(settings, "trainer", settings.trainer_port if web_port is None else web_port)
+        self.group = group
+        #: Whether this process publishes the model (the only trainer, or rank 0 of a group).
+        self.speaks = group is None or group.publishes
+        port = settings.trainer_port if web_port is None else web_port
+        role = "trainer" if group is None or group.rank == 0 else f"trainer-rank{group.rank}"
+        self.app = create_app(settings, role, port if group is None or group.local_rank == 0 else None)
         self.model_topic = raw_topic(self.app, topics.model(settings))
         self.updates_topic = raw_topic(self.app, topics.model_updates(settings))
-        self.trainer = GlobalTrainer(settings)
+        self.trainer = GlobalTrainer(settings, group)
         self.metrics = TrainerMetrics()
         self.ready = asyncio.Event()
         self.last_event = time.monotonic()
@@ -60,12 +74,14 @@ class TrainerWorker:
         self.dead_letters = DeadLetters(raw_topic(self.app, topics.dead_letters(settings)), self.metrics, "trainer")
 
     @classmethod
-    def build(cls, settings: Settings, web_port: int | None = None) -> "TrainerWorker":
-        worker = cls(settings, web_port)
+    def build(cls, settings: Settings, web_port: int | None = None, group: Group | None = None) -> "TrainerWorker":
+        worker = cls(settings, web_port, group)
         app = worker.app
         app.task(worker.run)
-        app.timer(settings.snapshot_interval_s, name="publish_on_time")(worker.publish_on_time)
-        views.register_trainer_views(worker)
+        if worker.speaks:
+            app.timer(settings.snapshot_interval_s, name="publish_on_time")(worker.publish_on_time)
+        if app.conf.web_enabled:
+            views.register_trainer_views(worker)
         return worker
 
     async def publish(self, snap: Snapshot) -> None:
@@ -109,40 +125,74 @@ class TrainerWorker:
         self.ready.set()
 
     async def run(self) -> None:
-        """Resume, then train on every partition of ``ctr.events`` from the resumed snapshot's offsets."""
-        await self.resume()
+        """Resume, then train on every partition of ``ctr.events`` (in a group: this rank's share) from the
+        resumed snapshot's offsets."""
+        if self.group is not None:
+            await asyncio.to_thread(self.group.join, self.trainer.device)
+        if self.speaks:
+            await self.resume()
+        if self.group is not None:
+            await asyncio.to_thread(self.trainer.sync_group)
+            self.ready.set()
         topic = topics.events(self.settings).name
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     max_partition_fetch_bytes=MAX_RECORD_BYTES, fetch_max_bytes=MAX_RECORD_BYTES)
         await consumer.start()
         try:
-            tps = [TopicPartition(topic, p) for p in range(self.settings.events_partitions)]
+            tps = [TopicPartition(topic, p) for p in range(self.settings.events_partitions)
+                   if self.group is None or self.group.owns(p)]
             consumer.assign(tps)
             for tp in tps:
                 if tp.partition in self.trainer.offsets:
                     consumer.seek(tp, self.trainer.offsets[tp.partition])
                 else:
                     await consumer.seek_to_beginning(tp)
-            while True:
-                fetched = await consumer.getmany(timeout_ms=1000, max_records=self._fetch)
-                self._highwater = {tp.partition: end for tp in tps if (end := consumer.highwater(tp)) is not None}
-                if fetched:
-                    await self.train_batch([r for records in fetched.values() for r in records])
-                self._read_lag(consumer, tps)
+            await (self.run_alone(consumer, tps) if self.group is None else self.run_rounds(consumer, tps))
         finally:
             await consumer.stop()
+            if self.group is not None:
+                self.group.leave()
 
-    def _read_lag(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+    async def run_alone(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        while True:
+            fetched = await consumer.getmany(timeout_ms=1000, max_records=self._fetch)
+            self._highwater = {tp.partition: end for tp in tps if (end := consumer.highwater(tp)) is not None}
+            if fetched:
+                await self.train_batch([r for records in fetched.values() for r in records])
+            self._read_lag()
+
+    async def run_rounds(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        """A rank's loop: one group step per round, this rank's part being up to its share of the mini-batch
+        (:meth:`GlobalTrainer.batch_for` of the group's backlog, split over the ranks). Every rank joins every
+        step; while the whole group had nothing, each waits up to ``ROUND_WAIT_MS`` for records first."""
+        buffer: collections.deque = collections.deque()
+        idle = False
+        while True:
+            share = -(-self.trainer.batch_for(self._backlog()) // self.group.world)
+            if len(buffer) < share:
+                wait = ROUND_WAIT_MS if idle and not buffer else 0
+                fetched = await consumer.getmany(timeout_ms=wait, max_records=self._fetch)
+                for records in fetched.values():
+                    buffer.extend(records)
+            part = [buffer.popleft() for _ in range(min(share, len(buffer)))]
+            ends = {tp.partition: end for tp in tps if (end := consumer.highwater(tp)) is not None}
+            samples = self.trainer.samples
+            await self._learn(part, lambda parsed, positions: self.trainer.learn_round(parsed, positions, ends))
+            idle = self.trainer.samples == samples
+            self._highwater = self.trainer.ends
+            if self.speaks:
+                self._read_lag()
+
+    def _read_lag(self) -> None:
         """Lag per partition: the end offset the last fetch saw against the position trained up to. The trainer
         has no consumer group (its position lives in its snapshots), so its ``group`` label is ``trainer``."""
         now = time.monotonic()
         if now - self._lag_read_at < 1.0:
             return
         self._lag_read_at = now
-        ends = {tp.partition: consumer.highwater(tp) for tp in tps}
-        self.metrics.lag.read(tps[0].topic, "trainer", {p: (self.trainer.offsets.get(p, 0), end)
-                                                        for p, end in ends.items() if end is not None})
+        self.metrics.lag.read(topics.events(self.settings).name, "trainer",
+                              {p: (self.trainer.offsets.get(p, 0), end) for p, end in self._highwater.items()})
 
     async def train_batch(self, records) -> None:
         """Learn the valid events of ``records`` (aiokafka records, any partitions) and advance past all of them,
@@ -157,6 +207,17 @@ class TrainerWorker:
     async def _train_slice(self, records, backlog: int) -> None:
         """One slice of :meth:`train_batch`. A valid event whose training raises is dead-lettered with reason
         ``internal_error``; the rest are learned."""
+        await self._learn(records, lambda parsed, positions: self._learn_many(parsed, positions, backlog))
+
+    def _learn_many(self, parsed, positions, backlog: int):
+        failed = self.trainer.learn_many(parsed, backlog=backlog) if parsed else []
+        self.trainer.advance(positions)
+        return failed
+
+    async def _learn(self, records, learn) -> None:
+        """Parse ``records``, ``learn(events, positions)`` (returns the events that failed, with their exceptions),
+        dead-letter those, count and publish what is due. Invalid records are skipped (the personalize worker owns
+        dead-lettering them)."""
         parsed, positions, record_of = [], {}, {}
         for record in records:
             positions[record.partition] = record.offset + 1
@@ -164,7 +225,7 @@ class TrainerWorker:
                 parsed.append(parse_record(record.value, record.key, record.partition,
                                            self.settings.events_partitions))
             except InvalidEvent:
-                self.metrics.skipped.inc()  # the personalize worker owns dead-lettering invalid records
+                self.metrics.skipped.inc()
                 continue
             except FATAL:
                 raise
@@ -172,23 +233,21 @@ class TrainerWorker:
                 await self.dead_letters.internal_error(record, exc)
                 continue
             record_of[id(parsed[-1])] = record
-        failed = []
-        if parsed:
-            unknown = self.trainer.encoder.unknown_features
-            with self.metrics.step_seconds.time():
-                failed = self.trainer.learn_many(parsed, backlog=backlog)
-            self.metrics.batch_size.set(self.trainer.last_batch)
-            self.metrics.unknown_features.inc(self.trainer.encoder.unknown_features - unknown)
+        samples, unknown = self.trainer.samples, self.trainer.encoder.unknown_features
+        with self.metrics.step_seconds.time():
+            failed = learn(parsed, positions)
+        self.metrics.batch_size.set(self.trainer.last_batch)
+        self.metrics.unknown_features.inc(self.trainer.encoder.unknown_features - unknown)
         for event, exc in failed:
             await self.dead_letters.internal_error(record_of[id(event)], exc)
-        self.trainer.advance(positions)
-        learned = len(parsed) - len(failed)
+        learned = self.trainer.samples - samples
         if not learned:
             return
         self.last_event = time.monotonic()
-        self.metrics.samples.inc(learned)
         self.metrics.loss.set(self.trainer.last_loss)
-        await self.publish_due(self.last_event)
+        if self.speaks:  # in a group, rank 0 counts the group's samples
+            self.metrics.samples.inc(learned)
+            await self.publish_due(self.last_event)
 
     def _backlog(self) -> int:
         """Samples between the position trained up to and the end of each partition, as of the last fetch."""

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Mapping
 
-__all__ = ["describe_exit", "log_tail", "start", "stop"]
+__all__ = ["describe_exit", "die_with_parent", "log_tail", "start", "stop"]
 
 _PR_SET_PDEATHSIG = 1
 try:
@@ -30,9 +30,14 @@ except (AttributeError, OSError):  # not Linux
 
 def _tie_to_parent():
     """The ``preexec_fn`` that ties a child to this process, or None where it cannot be tied."""
-    if _prctl is None or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         return None
-    parent = os.getpid()
+    return _tie_to_parent_of(os.getpid())
+
+
+def _tie_to_parent_of(parent: int):
+    if _prctl is None:
+        return None
 
     def tie() -> None:
         _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
@@ -40,6 +45,14 @@ def _tie_to_parent():
             os.kill(os.getpid(), signal.SIGKILL)
 
     return tie
+
+
+def die_with_parent() -> None:
+    """Tie this process to its parent (for children started by code that is not ours, like torch's elastic
+    agent): SIGKILL as soon as the parent is gone."""
+    tie = _tie_to_parent_of(os.getppid())
+    if tie is not None:
+        tie()
 
 
 def start(argv: list[str], log: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:

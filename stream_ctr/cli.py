@@ -70,13 +70,24 @@ def cmd_worker(args) -> int:
 
 
 def cmd_trainer(args) -> int:
+    """The trainer; with ``--world-size N`` (or STREAM_CTR_TRAINER_WORLD_SIZE) > 1 the elastic agent of N ranks,
+    each of them this command again in the group the agent made (:mod:`stream_ctr.distributed`)."""
     from .agents.trainer import TrainerWorker
+    from .children import die_with_parent
+    from .distributed import Group, launch
 
     import torch
 
     settings = _broker_settings("the trainer consumes ctr.events")
+    if args.world_size is not None:
+        settings = settings.replace(trainer_world_size=args.world_size)
+    group = Group.from_env()
+    if group is None and settings.trainer_world_size > 1:
+        return launch(settings.trainer_world_size, ["-m", "stream_ctr.cli", "trainer"], settings.trainer_restarts)
+    if group is not None:
+        die_with_parent()  # the agent: a rank never outlives it
     torch.set_num_threads(settings.trainer_threads)
-    return _run_faust(TrainerWorker.build(settings, settings.trainer_port).app)
+    return _run_faust(TrainerWorker.build(settings, settings.trainer_port, group).app)
 
 
 def _interrupt(*_) -> None:
@@ -206,7 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("config", help="list every setting with its env name and default").set_defaults(func=cmd_config)
     sub.add_parser("worker", help="run the personalize worker (Faust)").set_defaults(func=cmd_worker)
-    sub.add_parser("trainer", help="run the global trainer (Faust)").set_defaults(func=cmd_trainer)
+    tr = sub.add_parser("trainer", help="run the global trainer (Faust)")
+    tr.add_argument("--world-size", type=int, metavar="N",
+                    help="run N data-parallel ranks on this machine (default: STREAM_CTR_TRAINER_WORLD_SIZE, 1)")
+    tr.set_defaults(func=cmd_trainer)
     sub.add_parser("kafka", help="run a local Kafka until Ctrl-C").set_defaults(func=cmd_kafka)
     up = sub.add_parser("up", help="start (or connect to) Kafka, create topics, run worker + trainer")
     up.add_argument("--logs", help="directory for process logs (default: a temp dir)")

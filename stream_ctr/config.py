@@ -119,6 +119,12 @@ class Settings:
     trainer_threads: int = _knob(1, "STREAM_CTR_TRAINER_THREADS",
                                  "torch threads of the trainer (a step on 8 samples is too small to split: a second "
                                  "thread fighting the worker and the broker for a core made it 5x slower)", _positive)
+    trainer_world_size: int = _knob(1, "STREAM_CTR_TRAINER_WORLD_SIZE",
+                                    "ranks of the global trainer on this machine (stream_ctr.distributed: each takes "
+                                    "a share of the partitions, gradients all-reduced every step)", _positive)
+    trainer_restarts: int = _knob(3, "STREAM_CTR_TRAINER_RESTARTS",
+                                  "times a trainer group with a dead rank is started again (from the newest full "
+                                  "snapshot) before the trainer exits", lambda v: v >= 0)
     store: str = _knob("memory", "STREAM_CTR_STORE",
                        "where the users table lives: memory (all users in RAM, rebuilt from the changelog at start) "
                        "or rocksdb (on disk under STREAM_CTR_DATA_DIR; a restart replays only the changelog's tail)",
@@ -261,6 +267,10 @@ class Settings:
         if self.trainer_batch_max < self.trainer_batch:
             raise ConfigError(f"STREAM_CTR_TRAINER_BATCH_MAX: {self.trainer_batch_max} is below "
                               f"STREAM_CTR_TRAINER_BATCH ({self.trainer_batch})")
+        if self.trainer_world_size > self.events_partitions:
+            raise ConfigError(f"STREAM_CTR_TRAINER_WORLD_SIZE: {self.trainer_world_size} ranks for "
+                              f"{self.events_partitions} partitions (STREAM_CTR_EVENTS_PARTITIONS): a rank would "
+                              "have none")
         if self.trainer_port > 65535:
             raise ConfigError("STREAM_CTR_TRAINER_WEB_PORT: must be set when STREAM_CTR_WEB_PORT is 65535")
         if self.kafka_bootstrap and ":" not in self.kafka_bootstrap:

@@ -64,9 +64,23 @@ def port_taken(exc: BaseException | None) -> bool:
     return False
 
 
+def _family(pid: int) -> list[int]:
+    """``pid`` and its descendants (from ``/proc``)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                todo += [int(c) for c in Path(f"/proc/{p}/task/{task}/children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
 def listens(pid: int, port: int) -> bool:
-    """Whether process ``pid`` holds a TCP socket listening on ``port`` (read from ``/proc``; where there is no
-    ``/proc/net/tcp``, True: nothing to check against)."""
+    """Whether process ``pid`` or one of its descendants (a trainer group's rank 0) holds a TCP socket listening
+    on ``port`` (read from ``/proc``; where there is no ``/proc/net/tcp``, True: nothing to check against)."""
     tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
     if not tables[0].exists():
         return True
@@ -80,14 +94,15 @@ def listens(pid: int, port: int) -> bool:
             fields = row.split()
             if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
                 sockets.add(f"socket:[{fields[9]}]")
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
+    for member in _family(pid):
         try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") in sockets:
-                return True
+            fds = os.listdir(f"/proc/{member}/fd")
         except OSError:
             continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{member}/fd/{fd}") in sockets:
+                    return True
+            except OSError:
+                continue
     return False

@@ -3,6 +3,8 @@ every ``snapshot_interval_s``) and a full snapshot every ``full_snapshot_every``
 
 Kafka-free: the Faust trainer agent feeds it batches of events and publishes what :meth:`maybe_delta` and
 :meth:`snapshot` return. The global CTR it publishes is the lifetime click share of everything it has trained on.
+In a group of ranks (:mod:`stream_ctr.distributed`) each rank's trainer takes its part of every step through
+:meth:`learn_round`, and every rank holds the same weights, counts and stream position.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import torch
 
 from .config import Settings
 from .delta import Delta
+from .distributed import Group
 from .features import FeatureSpec, HashingEncoder
 from .heads import sigmoid
-from .isolation import isolate
+from .isolation import FATAL, isolate
 from .models import ModelConfig, build_model, embedding_tables, infer, train_step
 from .snapshot import Snapshot
 
@@ -34,8 +37,9 @@ def model_config(settings: Settings, spec: FeatureSpec, family: str | None = Non
 
 
 class GlobalTrainer:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, group: Group | None = None):
         self.settings = settings
+        self.group = group
         self.spec = feature_spec(settings)
         self.cfg = model_config(settings, self.spec)
         self.device = torch.device(settings.device)
@@ -44,7 +48,7 @@ class GlobalTrainer:
         #: Whether a step changes only the rows its batch used (Adagrad). Adam's momentum moves every row it ever
         #: touched on every step, so its deltas must carry whole tables.
         self.sparse = settings.trainer_optimizer == "adagrad"
-        if self.sparse:
+        if self.sparse and group is None:  # a group all-reduces dense gradients (stream_ctr.distributed)
             # Adagrad builds its sparse tensors from autograd's own gradients: validating them would cost a step.
             torch.sparse.check_sparse_tensor_invariants.disable()
             for table in embedding_tables(self.model).values():
@@ -64,6 +68,9 @@ class GlobalTrainer:
         self.trained_ts = 0.0  # event time of the newest event learned
         #: Next offset per partition of ``ctr.events`` (what the weights have seen); published in snapshots.
         self.offsets: dict[int, int] = {}
+        #: In a group, the end offset of every partition as of the last step (:meth:`learn_round`).
+        self.ends: dict[int, int] = {}
+        self._tables = list(embedding_tables(self.model))
 
     @property
     def global_ctr(self) -> float:
@@ -99,6 +106,16 @@ class GlobalTrainer:
         self._pending = 0
         self._touched.clear()
 
+    def sync_group(self) -> None:
+        """Take rank 0's weights, counts, version and stream position (after rank 0 resumed or started afresh)."""
+        meta = self.group.broadcast_model(self.model, {
+            "offsets": self.offsets, "samples": self.samples, "clicks": self.clicks, "version": self.version,
+            "trained_ts": self.trained_ts})
+        self.offsets, self.samples, self.clicks = dict(meta["offsets"]), meta["samples"], meta["clicks"]
+        self.version, self.trained_ts = meta["version"], meta["trained_ts"]
+        self._pending = 0
+        self._touched.clear()
+
     def batch_for(self, backlog: int) -> int:
         """The mini-batch size for ``backlog`` samples waiting: ``trainer_batch`` while the trainer keeps up, then
         doubling with the backlog (a sixteenth of it, rounded down to a power of two times the base) up to
@@ -123,6 +140,42 @@ class GlobalTrainer:
         for lo in range(0, len(events), step):
             failed += isolate(events[lo: lo + step], self._step)
         return failed
+
+    def learn_round(self, events: Sequence, positions: dict[int, int], ends: dict[int, int]
+                    ) -> list[tuple[object, Exception]]:
+        """This rank's part of one step of the group: ``events`` (possibly none) learned together with the other
+        ranks' parts, ``positions`` (partition -> next offset) the records read for them, ``ends`` the end offset
+        of this rank's partitions. Every rank leaves with the group's weights, counts and offsets (and the group's
+        end offsets in :attr:`ends`). Events that cannot be encoded are returned with their exceptions."""
+        events, (ids, vals), failed = self._encode(events)
+        y = torch.tensor([e.label for e in events], dtype=torch.float32, device=self.device)
+        step = self.group.step(self.model, self.optimizer, torch.from_numpy(ids).to(self.device),
+                               torch.from_numpy(vals).to(self.device), y, self._tables)
+        self.advance(positions)
+        local_ts = max((e.ts for e in events), default=self.trained_ts)
+        self.offsets, self.ends, self.trained_ts = self.group.merge_positions(
+            self.offsets, ends, max(self.trained_ts, local_ts), self.settings.events_partitions)
+        if step.samples:
+            self.last_loss = step.loss
+            self.last_batch = step.samples
+            if self.group.publishes:  # only rank 0 makes deltas
+                self._touched.append(torch.cat(list(step.touched.values())).cpu().numpy())
+            self.samples += step.samples
+            self.clicks += step.clicks
+            self._pending += step.samples
+        return failed
+
+    def _encode(self, events: Sequence):
+        """``(events that encode, their (ids, vals), [(event, exception)] for those that do not)``."""
+        try:
+            return events, self.encoder.encode_events(events), []
+        except FATAL:
+            raise
+        except Exception:
+            failed = isolate(events, self.encoder.encode_events)
+            bad = {id(e) for e, _ in failed}
+            events = [e for e in events if id(e) not in bad]
+            return events, self.encoder.encode_events(events), failed
 
     def _step(self, chunk: Sequence) -> None:
         """One optimiser step on ``chunk``; raises before changing anything, or not at all."""

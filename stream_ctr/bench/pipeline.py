@@ -6,10 +6,13 @@
   its JSON with orjson, the Python-side limit of any consumer of this topic;
 - **pipeline**: personalize worker processes of a fresh consumer group (durable per-user state: the users table
   and its changelog) drain it, 1 worker and then 2 (a new group each time); the clock runs from the moment every
-  worker is healthy to the moment their applied counts sum to the topic's size.
+  worker is healthy to the moment their applied counts sum to the topic's size;
+- **trainer**: the global trainer learns the whole topic, as 1 rank and then as a group of 2
+  (:mod:`stream_ctr.distributed`), each starting from an untrained snapshot published for it; the clock runs from
+  the moment it is healthy to the moment its samples reach the topic's size.
 
-The global model is a fixed v0 snapshot published by the benchmark (no trainer), so the worker path is what is
-measured. ``pipeline_ratio`` = pipeline events/s with one worker / raw consume events/s.
+While the workers drain, the global model is a fixed v0 snapshot published by the benchmark (no trainer), so the
+worker path is what is measured. ``pipeline_ratio`` = pipeline events/s with one worker / raw consume events/s.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from .state import publish_v0
 __all__ = ["run_pipeline_bench"]
 
 
-def run_pipeline_bench(settings: Settings, limit: int | None = None, workers=(1, 2)) -> tuple[list[str], dict]:
-    """Markdown lines and ``{raw_consume_eps, pipeline_eps, pipeline_ratio, workers_eps}``."""
+def run_pipeline_bench(settings: Settings, limit: int | None = None, workers=(1, 2), ranks=(1, 2)
+                       ) -> tuple[list[str], dict]:
+    """Markdown lines and ``{raw_consume_eps, pipeline_eps, pipeline_ratio, workers_eps, trainer_ranks_sps}``."""
     events = load_dataset("ml-100k", limit)
     tag = f"bench-pipe-{time.time_ns() % 10**9}"
     settings = settings.replace(topic_prefix=f"{tag}.", app_id=tag)
@@ -43,14 +47,18 @@ def run_pipeline_bench(settings: Settings, limit: int | None = None, workers=(1,
         publish_v0(s)
         raw = asyncio.run(_raw_consume(s, len(events)))
         drained = {n: _drain(stack, n, len(events)) for n in workers}
+        trained = {n: _train(stack, n, len(events)) for n in ranks}
     one = drained[workers[0]]
     result = {"raw_consume_eps": raw, "pipeline_eps": one, "pipeline_ratio": one / raw,
-              "workers_eps": {str(n): eps for n, eps in drained.items()}}
+              "workers_eps": {str(n): eps for n, eps in drained.items()},
+              "trainer_ranks_sps": {str(n): sps for n, sps in trained.items()}}
     lines = ["", f"## Kafka path against its limit ({len(events):,} events pre-filled on {s.events_partitions} "
              "partitions, one broker)", "", "| consumer | events/s | ratio to raw consume |", "|---|---|---|",
              f"| raw aiokafka consume + orjson parse | {raw:,.0f} | 1.000 |"]
     lines += [f"| personalize pipeline, {n} worker{'s' if n > 1 else ''} | {eps:,.0f} | {eps / raw:.3f} |"
               for n, eps in drained.items()]
+    lines += [f"| global trainer, {n} rank{'s' if n > 1 else ''} (samples/s) | {sps:,.0f} | {sps / raw:.3f} |"
+              for n, sps in trained.items()]
     return lines, result
 
 
@@ -99,6 +107,33 @@ def _drain(stack: Stack, n_workers: int, expect: int) -> float:
             proc = stack.procs.pop(name)
             proc.terminate()
             proc.wait(60)
+
+
+def _train(stack: Stack, ranks: int, expect: int) -> float:
+    """Samples/s of a trainer of ``ranks`` ranks learning the pre-filled topic from an untrained snapshot."""
+    name = f"trainer-{ranks}"
+    publish_v0(stack.settings, version=10**9 * ranks)  # newer than anything published before: it resumes here
+    stack.spawn("trainer", name, trainer_world_size=ranks)
+    try:
+        stack.wait_healthy(180, name, every=0.05)
+        url = stack.url(name)
+        t0, before = time.monotonic(), _samples(url)
+        if before >= expect / 2:
+            raise ValueError(f"the trainer of {ranks} rank(s) learned {before} of {expect} samples before it was "
+                             "healthy: too few events to measure (use a larger --limit)")
+        while (done := _samples(url)) < expect:
+            if time.monotonic() - t0 > expect / 100 + 300:
+                raise TimeoutError(f"the trainer of {ranks} rank(s) learned {done} of {expect} samples")
+            time.sleep(0.2)
+        return (done - before) / (time.monotonic() - t0)
+    finally:
+        proc = stack.procs.pop(name)
+        proc.terminate()
+        proc.wait(60)
+
+
+def _samples(url: str) -> int:
+    return get_json(f"{url}/healthz", timeout=30)[1].get("samples", 0)
 
 
 def _applied(urls: list[str]) -> int:

@@ -62,11 +62,14 @@ def _rss(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def publish_v0(settings: Settings) -> None:
-    """Put an untrained snapshot on ``ctr.model``: a worker measured without a trainer is healthy once it has it."""
+def publish_v0(settings: Settings, version: int = 0) -> None:
+    """Put an untrained snapshot (at ``version``, offsets at the start) on ``ctr.model``: a worker measured without
+    a trainer is healthy once it has it, and a trainer that starts resumes from it when it is the newest."""
+    trainer = GlobalTrainer(settings)
+    trainer.version = version
     prod = producer(settings.kafka_bootstrap)
     try:
-        prod.send(topics.model(settings).name, key=b"global", value=GlobalTrainer(settings).snapshot().to_bytes())
+        prod.send(topics.model(settings).name, key=b"global", value=trainer.snapshot().to_bytes())
         prod.flush()
     finally:
         prod.close()
