@@ -9,14 +9,14 @@ so they hold the same model after every step, and the group learns as one traine
 mini-batch (docs/ARCHITECTURE.md, "Scaling out the trainer"). A rank with nothing to learn still joins the step
 with a zero gradient: the group moves in lockstep, as fast as its busiest rank.
 
-A second, small all-reduce (max) merges what only one rank knows: the next offset and the end offset of each
-partition and the newest event time learned. Every rank then holds the whole group's stream position, and rank 0,
-the one that publishes deltas and snapshots, writes every rank's offsets into them: a restarted group resumes
-each partition exactly where the published weights stopped.
-
-The embedding tables take dense gradients here (a sparse all-reduce is not in gloo's fast path); Adagrad leaves a
-row with a zero gradient exactly as it was, so the rows a delta must carry are those with a non-zero reduced
-gradient.
+Three collectives make a step. A small all-reduce (max) merges what only one rank knows: the next offset and the
+end offset of each partition, the newest event time learned, and how many distinct table rows each part uses.
+Every rank then holds the whole group's stream position, and rank 0, the one that publishes deltas and snapshots,
+writes every rank's offsets into them: a restarted group resumes each partition exactly where the published
+weights stopped. An all-gather of each part's row ids gives every rank the union of the rows this step uses; the
+one all-reduce (sum) then carries the dense layers' gradients, the embedding gradients of those rows only (a few
+hundred of the 32,768, not whole tables) and the sample, click and loss counts. The sparse optimiser (Adagrad)
+steps those rows, and a delta carries them.
 
 Launch: ``torchrun`` (each rank reads ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) or
 ``stream-ctr trainer --world-size N``, which runs torch's elastic agent (:func:`launch`): the rendezvous binds
@@ -39,11 +39,20 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-__all__ = ["Group", "Step", "launch"]
+__all__ = ["Group", "Position", "Step", "launch"]
 
 #: How long a rank waits for the others in a collective (or to join) before it gives up and exits; the agent then
 #: restarts the group. A rank that waits on a stream with nothing new joins a step every 100 ms.
 COLLECTIVE_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the stream stands, as one rank knows it or (merged) as the group does."""
+
+    offsets: dict[int, int]  # partition -> next offset learned
+    ends: dict[int, int]  # partition -> end offset, as of the last fetch
+    trained_ts: float  # newest event time learned
 
 
 @dataclass(frozen=True)
@@ -53,8 +62,9 @@ class Step:
     samples: int
     clicks: int
     loss: float  # mean over the group's samples (nan when there were none)
-    #: Per table key, the rows whose reduced gradient was non-zero (the rows the step changed).
-    touched: dict[str, torch.Tensor]
+    #: The table rows the step may have changed: every id any rank's part used.
+    rows: torch.Tensor
+    position: Position
 
 
 @dataclass(frozen=True)
@@ -106,49 +116,78 @@ class Group:
         return box[0]
 
     def step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ids: torch.Tensor, vals: torch.Tensor,
-             labels: torch.Tensor, tables: Sequence[str]) -> Step:
-        """One synchronous step on this rank's part (``labels`` may be empty); see the module doc."""
+             labels: torch.Tensor, tables: Sequence[str], position: Position, partitions: int) -> Step:
+        """One synchronous step on this rank's part (``labels`` may be empty; ``tables``: the sparse embedding
+        tables, all indexed by ``ids``), and the group's merged position; see the module doc."""
         model.train()
-        params = [p for p in model.parameters() if p.requires_grad]
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            else:
-                p.grad.zero_()
+        optimizer.zero_grad(set_to_none=True)
         loss = torch.zeros((), device=labels.device)
         if len(labels):
             logit, _ = model(ids, vals)
             loss = F.binary_cross_entropy_with_logits(logit, labels, reduction="sum")
             loss.backward()
+        mine = torch.unique(ids) if len(labels) else torch.zeros(0, dtype=torch.long, device=ids.device)
+        merged, widest = self._merge(position, len(mine), partitions)
+        rows = self._union(mine, widest)
+        named = dict(model.named_parameters())
+        dense = [p for key, p in named.items() if key not in tables and p.requires_grad]
+        sparse = [named[key] for key in tables]
         counts = torch.stack([torch.tensor(float(len(labels)), device=labels.device), labels.sum(), loss.detach()])
-        flat = torch.cat([p.grad.reshape(-1) for p in params] + [counts])
+        parts = [torch.zeros_like(p).reshape(-1) if p.grad is None else p.grad.reshape(-1) for p in dense]
+        parts += [_rows_of(p, rows).reshape(-1) for p in sparse]
+        flat = torch.cat(parts + [counts])
         dist.all_reduce(flat)
         samples, clicks, loss_sum = (float(v) for v in flat[-3:].tolist())
         if samples == 0:
-            return Step(0, 0, float("nan"), {})
+            return Step(0, 0, float("nan"), rows, merged)
         flat = flat[:-3] / samples
         offset = 0
-        for p in params:
-            p.grad.copy_(flat[offset: offset + p.numel()].view_as(p))
+        for p in dense:
+            p.grad = flat[offset: offset + p.numel()].view_as(p).clone()
             offset += p.numel()
+        for p in sparse:
+            n = len(rows) * p.shape[1]
+            p.grad = torch.sparse_coo_tensor(rows[None], flat[offset: offset + n].view(len(rows), p.shape[1]),
+                                             p.shape)
+            offset += n
         optimizer.step()
-        state = dict(model.named_parameters())
-        touched = {key: state[key].grad.abs().sum(1).nonzero().flatten() for key in tables}
-        return Step(int(samples), int(round(clicks)), loss_sum / samples, touched)
+        return Step(int(samples), int(round(clicks)), loss_sum / samples, rows, merged)
 
-    def merge_positions(self, offsets: Mapping[int, int], ends: Mapping[int, int], trained_ts: float,
-                        partitions: int) -> tuple[dict[int, int], dict[int, int], float]:
-        """Every rank's offsets, end offsets and newest event time, merged (max) across the group."""
-        v = torch.zeros(1 + 2 * partitions, dtype=torch.float64)
-        v[0] = trained_ts
-        for p, o in offsets.items():
-            v[1 + p] = o
-        for p, e in ends.items():
-            v[1 + partitions + p] = e
+    def _merge(self, position: Position, ids: int, partitions: int) -> tuple[Position, int]:
+        """Every rank's offsets, end offsets and newest event time, merged (max) across the group, and the most
+        distinct ids any rank's part used."""
+        v = torch.zeros(2 + 2 * partitions, dtype=torch.float64)
+        v[0], v[1] = position.trained_ts, ids
+        for p, o in position.offsets.items():
+            v[2 + p] = o
+        for p, e in position.ends.items():
+            v[2 + partitions + p] = e
         dist.all_reduce(v, op=dist.ReduceOp.MAX)
-        vals = [int(x) for x in v[1:].tolist()]
-        merged = {p: vals[p] for p in range(partitions) if vals[p] > 0 or p in offsets}
-        return merged, {p: vals[partitions + p] for p in range(partitions)}, float(v[0])
+        vals = [int(x) for x in v[2:].tolist()]
+        offsets = {p: vals[p] for p in range(partitions) if vals[p] > 0 or p in position.offsets}
+        return Position(offsets, {p: vals[partitions + p] for p in range(partitions)}, float(v[0])), int(v[1])
+
+    def _union(self, mine: torch.Tensor, widest: int) -> torch.Tensor:
+        """The sorted union of every rank's ids (each rank's padded to ``widest`` for the all-gather)."""
+        if widest == 0:
+            return mine
+        padded = torch.full((widest,), -1, dtype=torch.long, device=mine.device)
+        padded[: len(mine)] = mine
+        gathered = [torch.empty_like(padded) for _ in range(self.world)]
+        dist.all_gather(gathered, padded)
+        union = torch.unique(torch.cat(gathered))
+        return union[union >= 0]
+
+
+def _rows_of(table: torch.nn.Parameter, rows: torch.Tensor) -> torch.Tensor:
+    """This rank's gradient of ``table`` at ``rows`` (zeros where its part did not use a row)."""
+    out = torch.zeros(len(rows), table.shape[1], dtype=table.dtype, device=table.device)
+    if table.grad is None:
+        return out
+    grad = table.grad.coalesce()
+    idx, values = grad.indices()[0], grad.values()
+    out[torch.searchsorted(rows, idx)] = values
+    return out
 
 
 def launch(world: int, argv: Sequence[str], max_restarts: int) -> int:

@@ -17,7 +17,7 @@ import torch
 
 from .config import Settings
 from .delta import Delta
-from .distributed import Group
+from .distributed import Group, Position
 from .features import FeatureSpec, HashingEncoder
 from .heads import sigmoid
 from .isolation import FATAL, isolate
@@ -48,7 +48,7 @@ class GlobalTrainer:
         #: Whether a step changes only the rows its batch used (Adagrad). Adam's momentum moves every row it ever
         #: touched on every step, so its deltas must carry whole tables.
         self.sparse = settings.trainer_optimizer == "adagrad"
-        if self.sparse and group is None:  # a group all-reduces dense gradients (stream_ctr.distributed)
+        if self.sparse:
             # Adagrad builds its sparse tensors from autograd's own gradients: validating them would cost a step.
             torch.sparse.check_sparse_tensor_invariants.disable()
             for table in embedding_tables(self.model).values():
@@ -149,17 +149,18 @@ class GlobalTrainer:
         end offsets in :attr:`ends`). Events that cannot be encoded are returned with their exceptions."""
         events, (ids, vals), failed = self._encode(events)
         y = torch.tensor([e.label for e in events], dtype=torch.float32, device=self.device)
-        step = self.group.step(self.model, self.optimizer, torch.from_numpy(ids).to(self.device),
-                               torch.from_numpy(vals).to(self.device), y, self._tables)
         self.advance(positions)
-        local_ts = max((e.ts for e in events), default=self.trained_ts)
-        self.offsets, self.ends, self.trained_ts = self.group.merge_positions(
-            self.offsets, ends, max(self.trained_ts, local_ts), self.settings.events_partitions)
+        here = Position(self.offsets, ends, max((e.ts for e in events), default=self.trained_ts))
+        step = self.group.step(self.model, self.optimizer, torch.from_numpy(ids).to(self.device),
+                               torch.from_numpy(vals).to(self.device), y, self._tables, here,
+                               self.settings.events_partitions)
+        self.offsets, self.ends = step.position.offsets, step.position.ends
+        self.trained_ts = max(self.trained_ts, step.position.trained_ts)
         if step.samples:
             self.last_loss = step.loss
             self.last_batch = step.samples
             if self.group.publishes:  # only rank 0 makes deltas
-                self._touched.append(torch.cat(list(step.touched.values())).cpu().numpy())
+                self._touched.append(step.rows.cpu().numpy())
             self.samples += step.samples
             self.clicks += step.clicks
             self._pending += step.samples

@@ -60,7 +60,7 @@ def test_two_ranks_learn_as_one_trainer_with_the_group_batch(make_events, tmp_pa
     assert got["samples"] == alone.samples == len(stream)
     assert got["clicks"] == alone.clicks
     for key, value in alone.model.state_dict().items():
-        torch.testing.assert_close(got["state"][key], value, atol=1e-5, rtol=1e-4, msg=key)
+        torch.testing.assert_close(got["state"][key], value, atol=1e-4, rtol=1e-3, msg=lambda m: f"{key}: {m}")
     assert len(got["deltas"]) == len(deltas)
     for mine, theirs in zip(got["deltas"], deltas):
         np.testing.assert_array_equal(mine, theirs)  # a delta carries exactly the rows the step changed
