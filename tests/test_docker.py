@@ -5,6 +5,7 @@ environment must be settings a worker accepts, and the brokers must be able to k
 ask for."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -21,7 +22,8 @@ COMPOSE = ROOT / "docker" / "compose.yml"
 #: The Docker Compose release ``make compose`` builds (its Makefile pin) into the stream-ctr cache.
 COMPOSE_VERSION = re.search(r"^COMPOSE_VERSION\s*:=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
 #: Services that run until stopped (the others do one job and exit).
-LONG_RUNNING = {"kafka-1", "kafka-2", "kafka-3", "worker", "trainer", "prometheus", "alertmanager", "grafana"}
+LONG_RUNNING = {"kafka-1", "kafka-2", "kafka-3", "worker", "trainer", "trainer-replica", "prometheus", "alertmanager",
+                "grafana"}
 
 
 def _services() -> dict:
@@ -64,9 +66,26 @@ def _compose_command() -> list[str]:
     pytest.skip(f"no docker compose v2: `make compose` builds {built}")
 
 
-def _compose(*args: str) -> subprocess.CompletedProcess:
+def _compose(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*_compose_command(), "-f", str(COMPOSE), *args], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env={**os.environ, **(env or {})})
+
+
+def test_trainer_is_a_group_of_replicas_meeting_at_the_trainer_service():
+    out = _compose("config", "--format", "json", env={"STREAM_CTR_TRAINER_REPLICAS": "3"})
+    assert out.returncode == 0, out.stderr
+    services = json.loads(out.stdout)["services"]
+    head, replica = services["trainer"], services["trainer-replica"]
+    assert head["entrypoint"] == replica["entrypoint"] == ["torchrun"]
+    assert head["command"] == replica["command"]  # one group: the same rendezvous, the same trainer
+    args = head["command"]
+    endpoint = args[args.index("--rdzv-endpoint") + 1]
+    assert endpoint.split(":")[0] == head["hostname"]  # the trainer service hosts the rendezvous
+    assert args[args.index("--nproc-per-node") + 1] == "1" and args[-3:] == ["-m", "stream_ctr.cli", "trainer"]
+    assert replica["deploy"]["replicas"] == 3
+    prometheus = yaml.safe_load((ROOT / "docker" / "prometheus.yml").read_text())
+    job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "stream-ctr-trainer")
+    assert job["dns_sd_configs"][0]["names"] == ["trainer-replica"]  # every node's /metrics
 
 
 def test_docker_compose_config_is_valid():
