@@ -203,7 +203,7 @@ def cmd_bench(args) -> int:
     if args.quality:
         for dataset in args.datasets:
             lines += run_quality_bench(settings, dataset, args.limit, args.cadences, args.quality_families,
-                                       args.corrections)[0]
+                                       args.corrections, None if args.live_rate < 0 else args.live_rate)[0]
     text = "\n".join(lines)
     print(text)
     if args.out:
@@ -300,6 +300,9 @@ def _add_bench_parser(sub) -> None:
     bn.add_argument("--corrections", type=_corrections, default=(),
                     help="label-correction methods of --quality's ft_lc arm to compare, comma separated "
                          "(e.g. lc,lc_evidence,lc_significant,lc_bias)")
+    bn.add_argument("--live-rate", type=float, default=3000.0, metavar="N",
+                    help="--quality's live rows: replay the events through Kafka, the worker and the trainer at N "
+                         "events/s (0: as fast as the producer goes; negative: no live rows)")
     bn.add_argument("--quality-families", type=_quality_families, default=None,
                     help="model families of --quality, comma separated (default: STREAM_CTR_MODEL_FAMILY)")
     bn.add_argument("--pipeline", action="store_true",

@@ -24,7 +24,11 @@ from .replay import replay
 from .stack import Stack
 from .timeline import Timeline, plot_timeline
 
-__all__ = ["render_report", "run_demo"]
+__all__ = ["render_report", "replay_live", "run_demo"]
+
+#: The in-process figure the demo prints beside its live one: the service's own code in lockstep
+#: (:mod:`stream_ctr.lockstep`) with a delta every 8 samples and batches of 8, the bench's finest cadence.
+IN_PROCESS_EVERY = 8
 
 
 def _fmt(x) -> str:
@@ -66,6 +70,7 @@ def render_report(stats: dict, meta: dict) -> str:
         lo, hi = d["ci"]
         star = " *" if lo > 0 or hi < 0 else ""
         lines.append(f"| {name} | {d['delta']:+.4f}{star} | [{lo:+.4f}, {hi:+.4f}] | {d['users']} |")
+    lines += _live_vs_inprocess(life["arms"]["global"], meta)
     if "auto" in life:
         lines += ["", f"Auto choice of the fine-tuned head to serve (stream_ctr.auto on these shadow arms): "
                       f"**{life['auto']['arm']}**, {life['auto']['reason']}."]
@@ -82,6 +87,22 @@ def render_report(stats: dict, meta: dict) -> str:
                   f"90th percentile {_fmt(q['0.9'])}. Users beyond their own band (STREAM_CTR_USER_DRIFT_Z "
                   f"sampling stds from p_g): {stats.get('users_drifting', 'n/a')}.", ""]
     return "\n".join(lines + _detector_lines(stats.get("detectors", {}), meta))
+
+
+def _live_vs_inprocess(live: dict, meta: dict) -> list[str]:
+    """The global arm live beside the same events in-process (``meta["in_process"]``, when measured)."""
+    ref = meta.get("in_process")
+    if ref is None:
+        return []
+    rate = f"{meta['rate']:,.0f} events/s" if meta.get("rate") else "as fast as the producer goes"
+    return ["", f"## Live against in-process (global arm, the same {meta['sent']:,} events)", "",
+            "| run | AUC | logloss | gAUC |", "|---|---|---|---|",
+            f"| live: Kafka, worker and trainer processes, replayed at {rate} | {_fmt(live['auc'])} | "
+            f"{_fmt(live['logloss'])} | {_fmt(live['gauc'])} |",
+            f"| in-process: the same code in lockstep, a delta every {IN_PROCESS_EVERY} samples | {_fmt(ref['auc'])} | "
+            f"{_fmt(ref['logloss'])} | {_fmt(ref['gauc'])} |",
+            "", f"Live minus in-process: AUC {live['auc'] - ref['auc']:+.4f}, logloss "
+                f"{live['logloss'] - ref['logloss']:+.4f} (the live model is older when it scores: staleness above)."]
 
 
 def _detector_lines(detectors: dict, meta: dict) -> list[str]:
@@ -194,29 +215,41 @@ def _attributed(stack: Stack) -> int:
     return sum(arm["impressions"] for arm in results["arms"].values())
 
 
+def replay_live(stack: Stack, events, rate: float, malformed_every: int = 0) -> tuple[dict, dict, Timeline]:
+    """Replay ``events`` into ``stack`` at ``rate`` events/s (0: as fast as the producer goes) with live progress,
+    until every record is applied or dead-lettered: the worker's final ``/v1/stats``, the run's facts (sent,
+    malformed, seconds, start, rate) and its timeline."""
+    producer = _Producer(events, stack.settings, rate, malformed_every)
+    total = len(events) + (len(events) // malformed_every if malformed_every else 0)
+    t0, timeline = time.monotonic(), Timeline(start=time.time())
+    producer.start()
+    _watch(stack, producer, total, stack.log_dir, timeline)
+    meta = {"sent": producer.sent, "malformed": producer.bad, "seconds": time.monotonic() - t0,
+            "start": timeline.start, "rate": rate}
+    return stack.stats(fresh=True), meta, timeline
+
+
 def run_demo(settings: Settings, args) -> int:
+    from .bench.quality import in_process_quality
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     events = load_dataset("ml-100k", args.limit)
     malformed = len(events) // args.malformed_every if args.malformed_every else 0
-    total = len(events) + malformed
     print(f"stream-ctr demo: {len(events)} MovieLens-100K events (+{malformed} malformed), logs in {out}/logs",
           flush=True)
     with Stack(settings, out / "logs") as stack:
         s = stack.settings
         print(f"Kafka {s.kafka_bootstrap}; worker {stack.worker_url}/metrics; trainer {s.trainer_url}/metrics",
               flush=True)
-        producer = _Producer(events, s, args.rate, args.malformed_every)
-        t0, timeline = time.monotonic(), Timeline(start=time.time())
-        producer.start()
-        _watch(stack, producer, total, out / "logs", timeline)
-        seconds = time.monotonic() - t0
-        final = stack.stats(fresh=True)
+        final, meta, timeline = replay_live(stack, events, args.rate, args.malformed_every)
         png = plot_timeline(timeline, out / "demo-timeline.png")
-        report = render_report(final, {"dataset": "ml-100k", "sent": producer.sent, "malformed": producer.bad,
-                                       "seconds": seconds, "start": timeline.start, "timeline": png.name})
-        if args.sim_requests:
-            report += "\n" + _closed_loop(s, args, out / "logs")
+        closed_loop = _closed_loop(s, args, out / "logs") if args.sim_requests else ""
+    print("the same events in-process, for comparison ...", flush=True)
+    meta |= {"dataset": "ml-100k", "timeline": png.name,
+             "in_process": in_process_quality(settings.replace(snapshot_every=IN_PROCESS_EVERY,
+                                                               batch_size=IN_PROCESS_EVERY), events)["global"]}
+    report = render_report(final, meta) + ("\n" + closed_loop if closed_loop else "")
     (out / "demo-report.md").write_text(report)
     print(report)
     print(f"report saved to {out / 'demo-report.md'}")

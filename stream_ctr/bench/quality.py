@@ -3,6 +3,9 @@
 The service's path runs in-process and deterministically (:mod:`stream_ctr.lockstep`: the worker's step and the
 trainer's deltas without the race between them), so a change can be judged by these numbers.
 
+With ``live_rate``, the same events also go through the service as it runs: Kafka, the worker and the trainer
+processes, replayed at that rate, each arm's progressive metrics read from the worker (a live row per arm).
+
 The reference row scores each event by its user's past click rate, no model at all. The baselines are River
 ``LogisticRegression`` (SGD, step 0.05) over one-hot features: item id and every event
 feature (multi-valued ones split), and the same with the user id and user x feature-value crosses. Every event
@@ -25,11 +28,12 @@ from ..heads import HeadParams
 from ..lockstep import lockstep
 from ..metrics import auc, calibration, gauc, logloss, per_user_auc
 
-__all__ = ["run_quality_bench"]
+__all__ = ["in_process_quality", "run_quality_bench"]
 
 
 def run_quality_bench(settings: Settings, dataset: str, limit: int | None = None, cadences=(1000, 200, 8),
-                      families: tuple[str, ...] | None = None, corrections=()) -> tuple[list[str], dict]:
+                      families: tuple[str, ...] | None = None, corrections=(), live_rate: float | None = None
+                      ) -> tuple[list[str], dict]:
     """Markdown lines and ``{learner: {auc, logloss, calibration, gauc, eps, model_bytes}}`` on ``dataset``, for
     each model family in ``families`` (default: the configured one) at each delta cadence in ``cadences``, and
     the ``ft_lc`` arm with each label-correction method in ``corrections`` (the configured family, the finest
@@ -59,6 +63,8 @@ def run_quality_bench(settings: Settings, dataset: str, limit: int | None = None
             cost = {"eps": len(events) / (time.perf_counter() - t0), "model_bytes": published / len(events)}
             for arm in ARMS:
                 rows[f"{family} {arm}, delta every {every:,}"] = _quality(users, labels, preds[arm]) | cost
+    if live_rate is not None:
+        rows |= _live_rows(settings, events, live_rate)
     for method in corrections:
         run = settings.replace(correction=method, snapshot_every=min(cadences),
                                batch_size=min(settings.batch_size, min(cadences)))
@@ -67,6 +73,33 @@ def run_quality_bench(settings: Settings, dataset: str, limit: int | None = None
         rows[f"{run.model_family} ft_lc with {method}, delta every {min(cadences):,}"] = (
             _quality(users, labels, preds["ft_lc"]) | {"eps": float("nan")} | paired)
     return _table(dataset, len(events), settings, rows), rows
+
+
+def _live_rows(settings: Settings, events, rate: float) -> dict[str, dict]:
+    """A row per arm: the events through a stack of its own (fresh topics) at ``rate`` events/s."""
+    import tempfile
+    from pathlib import Path
+
+    from ..demo import replay_live
+    from ..stack import Stack
+
+    tag = f"bench-live-{time.time_ns() % 10**9}"
+    logs = Path(tempfile.mkdtemp(prefix="stream-ctr-bench-live-"))
+    with Stack(settings.replace(topic_prefix=f"{tag}.", app_id=tag), logs) as stack:
+        stats, meta, _ = replay_live(stack, events, rate)
+    speed = f"{rate:,.0f} events/s" if rate else "full speed"
+    eps = stats["applied"] / meta["seconds"]
+    return {f"service live ({speed}: Kafka, worker and trainer processes) {settings.model_family} {arm}":
+            {k: stats["lifetime"]["arms"][arm][k] for k in ("auc", "logloss", "calibration", "gauc")} | {"eps": eps}
+            for arm in ARMS}
+
+
+def in_process_quality(settings: Settings, events) -> dict[str, dict]:
+    """Per arm: AUC, logloss, calibration and gAUC of ``events`` through the service's code in lockstep."""
+    users = np.array([e.user_id for e in events], dtype=object)
+    labels = np.array([e.label for e in events], dtype=np.float32)
+    preds, _ = _service_progressive(settings, events)
+    return {arm: _quality(users, labels, p) for arm, p in preds.items()}
 
 
 def _paired_gauc(users: np.ndarray, labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict:

@@ -101,3 +101,21 @@ def test_inprocess_bench_times_test_then_train_with_and_without_the_forward_pass
     assert r["lc_head_eps"] > max(r["test_then_train_eps"].values()) > 0
     assert r["lc_head_eps_shuffled"] > 0
     assert any(line.startswith("| 1024, shuffled (") for line in lines)
+
+
+@pytest.mark.broker
+def test_quality_bench_live_rows_come_from_the_running_service(settings_factory):
+    """The live rows: the same events through Kafka, a worker and a trainer process, beside the in-process rows."""
+    from stream_ctr.bench import run_quality_bench
+    from stream_ctr.bench.quality import in_process_quality
+    from stream_ctr.data import load_dataset
+
+    settings = settings_factory(snapshot_every=8, batch_size=8)
+    lines, rows = run_quality_bench(settings, "synthetic", limit=2000, cadences=[8], live_rate=1000)
+    live = {name: r for name, r in rows.items() if name.startswith("service live (1,000 events/s")}
+    assert len(live) == 3  # one per arm
+    assert all(0.5 < r["auc"] < 1 and 0 < r["logloss"] < 1 and 0 < r["eps"] < 1500 for r in live.values())
+    assert sum("service live" in line for line in lines) == 3
+    # The lockstep run of the same events is the in-process row (one owner of that figure).
+    again = in_process_quality(settings.replace(features="category,segment"), load_dataset("synthetic", 2000))
+    assert again["global"]["auc"] == pytest.approx(rows["deepfm global, delta every 8"]["auc"], abs=1e-9)
