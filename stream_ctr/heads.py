@@ -65,10 +65,18 @@ def learn_rows(b: np.ndarray, w: np.ndarray, counts: np.ndarray, g: np.ndarray, 
 
     Where ``targets.bias_labels`` are given, the bias learns them at the plain logit and the weights learn
     ``targets.labels`` at the logit plus ``targets.logit_offset``."""
+    y, wts = targets.labels, targets.weights
+    if len(counts) == len(y):  # one event a head (test-then-train's waves): no segments to sum
+        for _ in range(steps):
+            logit = g + b + np.einsum("nd,nd->n", h, w)
+            err = wts * (sigmoid(logit + targets.logit_offset) - y)
+            err_bias = err if targets.bias_labels is None else wts * (sigmoid(logit) - targets.bias_labels)
+            b -= (lr * (err_bias + l2 * b)).astype(np.float32)
+            w -= (lr * (h * err[:, None] + l2 * w)).astype(np.float32)
+        return
     rows = np.repeat(np.arange(len(counts)), counts)
     starts = np.cumsum(counts) - counts
     n = np.maximum(counts, 1).astype(np.float32)
-    y, wts = targets.labels, targets.weights
     for _ in range(steps):
         logit = head_logits(b, w, rows, g, h)
         err = wts * (sigmoid(logit + targets.logit_offset) - y)

@@ -1,8 +1,9 @@
 """Test-then-train: the one core loop. The Faust agent and the offline replay both call :func:`test_then_train`.
 
-For a batch of events it (1) scores every event with every arm's model, as they stand *before* the batch,
-(2) returns those predictions for online metrics, then (3) learns: updates each user's rolling CTR, corrects the
-user's labels for the fine-tuned arms and takes a head step. Events at or below a user's last applied offset
+For a batch of events it (1) scores every event with every arm's model *before* learning it (a user's head as it
+stands after the user's earlier events in the batch), (2) returns those predictions for online metrics, and
+(3) learns: updates each user's rolling CTR, corrects the user's labels for the fine-tuned arms and takes a head
+step, one event of each user at a time. Events at or below a user's last applied offset
 are skipped, so a redelivered batch is not learned twice. Each user's gap to the global CTR comes back for the
 drift metrics (:mod:`stream_ctr.drift`), and the user's state remembers since when the gap is beyond the
 user's band.
@@ -23,7 +24,7 @@ from .arms import ARMS, FINE_TUNED
 from .correction import correct
 from .drift import DriftParams, user_z
 from .events import Event
-from .heads import HeadParams, head_logits, learn_rows, sigmoid
+from .heads import HeadParams, learn_rows, sigmoid
 from .snapshot import LoadedModel
 from .state import UserState
 
@@ -65,8 +66,10 @@ def test_then_train(
     CTR lies more than ``band_z`` sampling stds from ``p_g`` is drifting (``UserState.drift_since``).
 
     The batch is one gather-update-scatter: the events are grouped by user, every user's heads are stacked into
-    one matrix per arm (gather), scored, corrected and stepped for all users at once (:func:`learn_rows`), and
-    written back, one state write per user (scatter). Per-user Python is only the gather and the scatter."""
+    one matrix per arm (gather), then scored, corrected and stepped in waves (:func:`_waves`): each user's events
+    in order, all users of a wave at once (:func:`learn_rows`), so an event is scored after its user's earlier
+    events in the batch were learned; then written back, one state write per user (scatter). The global arm is
+    the model as it stands for the whole batch (it learns in the trainer)."""
     result = BatchResult()
     groups, cached = _fresh_by_user(records, states, result)
     if not groups:
@@ -84,35 +87,58 @@ def test_then_train(
     # so the caller may retry its records (stream_ctr.isolation) without learning any of them twice.
     user_states = [cached[uid] or UserState.new(params.window, model.rep_dim, tuple(FINE_TUNED)) for uid in users]
     heads = {arm: _gather(user_states, arm, model.rep_dim) for arm in FINE_TUNED}
-    rows = np.repeat(np.arange(len(users)), counts)
-
-    # Test: every arm scores the batch before learning from it.
     result.users = [e.user_id for e in ordered]
     result.events = ordered
     result.labels.append(y)
-    result.preds["global"].append(sigmoid(g))
-    for arm, (b, w) in heads.items():
-        result.preds[arm].append(sigmoid(head_logits(b, w, rows, g, h)))
-
-    # Learn: the rolling CTR first, so p_u reflects the samples being fine-tuned on, then each arm's step on its
-    # (corrected) targets, every event with its own user's p_u.
+    result.preds["global"].append(sigmoid(g))  # the global model does not learn here: scored as it stands
     ctrs = [s.ctr.copy() for s in user_states]
-    for ctr, lo, hi in zip(ctrs, bounds - counts, bounds):
-        ctr.update_many(y[lo:hi])
+    preds = {arm: np.empty(len(ordered), dtype=np.float32) for arm in FINE_TUNED}
+    for wave in _waves(counts):
+        result.label_shift += _test_then_train_wave(wave, bounds - counts, y, g, h, p_g, ctrs, heads, preds, params)
+    for arm in FINE_TUNED:
+        result.preds[arm].append(preds[arm])
     p_u = np.fromiter((c.estimate(p_g, params.shrinkage) for c in ctrs), dtype=np.float64, count=len(users))
-    seen = np.fromiter((c.window_n for c in ctrs), dtype=np.float64, count=len(users))
-    for arm, method in FINE_TUNED.items():
-        method = params.correction if method == "lc" else method  # the label-corrected arm's variant
-        targets = correct(y, p_u[rows], p_g, method, seen[rows])
-        b, w = heads[arm]
-        learn_rows(b, w, counts, g, h, targets, params.lr, params.l2, params.steps)
-        if method != "none":
-            result.label_shift += float(np.abs(targets.labels - y).sum())
 
     _scatter(groups, user_states, ctrs, heads, model, states, band_z, result)
     for i, uid in enumerate(users):
         result.gaps[uid] = float(p_u[i]) - p_g
     return result
+
+
+def _waves(counts: np.ndarray):
+    """The users (indices) with a ``j``-th event in the batch, for ``j`` = 0, 1, ...: wave ``j`` scores and learns
+    each such user's ``j``-th event, so every event is scored after its user's earlier events in the batch were
+    learned, as one at a time would be, while the users of a wave are still one array operation."""
+    for j in range(int(counts.max(initial=0))):
+        yield j, np.flatnonzero(counts > j)
+
+
+def _test_then_train_wave(wave, starts: np.ndarray, y: np.ndarray, g: np.ndarray, h: np.ndarray, p_g: float,
+                          ctrs: list, heads: dict, preds: dict, params: HeadParams) -> float:
+    """Score wave ``(j, users)`` with every head as it stands, then learn it: the users' rolling CTRs first, so
+    ``p_u`` reflects the sample being fine-tuned on, then each arm's step on its (corrected) targets. Writes the
+    heads in ``heads`` and the CTRs in ``ctrs`` (copies: the batch's states change only at the scatter); returns
+    the wave's label shift of the label-corrected arm."""
+    j, who = wave
+    at = starts[who] + j
+    for u, label in zip(who.tolist(), y[at].tolist()):
+        ctrs[u].update(label)
+    p_u = np.fromiter((ctrs[u].estimate(p_g, params.shrinkage) for u in who.tolist()), dtype=np.float64,
+                      count=len(who))
+    seen = np.fromiter((ctrs[u].window_n for u in who.tolist()), dtype=np.float64, count=len(who))
+    ones, ga, ha, ya = np.ones(len(who), dtype=np.int64), g[at], h[at], y[at]
+    shift = 0.0
+    for arm, method in FINE_TUNED.items():
+        b, w = heads[arm]
+        bw, ww = b[who], w[who]
+        preds[arm][at] = sigmoid(ga + bw + np.einsum("nd,nd->n", ha, ww))
+        method = params.correction if method == "lc" else method  # the label-corrected arm's variant
+        targets = correct(ya, p_u, p_g, method, seen)
+        learn_rows(bw, ww, ones, ga, ha, targets, params.lr, params.l2, params.steps)
+        b[who], w[who] = bw, ww
+        if method != "none":
+            shift += float(np.abs(targets.labels - ya).sum())
+    return shift
 
 
 def _scatter(groups: dict[str, list[tuple[Event, int]]], user_states: list[UserState], ctrs: list, heads: dict,
