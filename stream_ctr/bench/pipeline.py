@@ -92,16 +92,7 @@ def _drain(stack: Stack, n_workers: int, expect: int) -> float:
         for name in names:  # a worker consumes from the moment it is healthy: at 30,000 events/s ask often
             stack.wait_healthy(120, name, every=0.02)
         urls = [stack.url(name) for name in names]
-        # A worker may start consuming before the last one is healthy: only what is applied after t0 counts.
-        t0, before = time.monotonic(), _applied(urls)
-        if before >= expect / 2:
-            raise ValueError(f"{n_workers} worker(s) applied {before} of {expect} events before all were healthy: "
-                             "too few events to measure a drain rate (use a larger --limit)")
-        while (done := _applied(urls)) < expect:
-            if time.monotonic() - t0 > expect / 100 + 300:
-                raise TimeoutError(f"{n_workers} worker(s) drained {done} of {expect} events")
-            time.sleep(0.2)
-        return (expect - before) / (time.monotonic() - t0)
+        return _rate(lambda: _applied(urls), expect, f"{n_workers} worker(s)")
     finally:
         for name in names:
             proc = stack.procs.pop(name)
@@ -117,23 +108,26 @@ def _train(stack: Stack, ranks: int, expect: int) -> float:
     try:
         stack.wait_healthy(180, name, every=0.05)
         url = stack.url(name)
-        t0, before = time.monotonic(), _samples(url)
-        if before >= expect / 2:
-            raise ValueError(f"the trainer of {ranks} rank(s) learned {before} of {expect} samples before it was "
-                             "healthy: too few events to measure (use a larger --limit)")
-        while (done := _samples(url)) < expect:
-            if time.monotonic() - t0 > expect / 100 + 300:
-                raise TimeoutError(f"the trainer of {ranks} rank(s) learned {done} of {expect} samples")
-            time.sleep(0.2)
-        return (done - before) / (time.monotonic() - t0)
+        return _rate(lambda: get_json(f"{url}/healthz", timeout=30)[1].get("samples", 0), expect,
+                     f"the trainer of {ranks} rank(s)")
     finally:
         proc = stack.procs.pop(name)
         proc.terminate()
         proc.wait(60)
 
 
-def _samples(url: str) -> int:
-    return get_json(f"{url}/healthz", timeout=30)[1].get("samples", 0)
+def _rate(done, expect: int, who: str) -> float:
+    """Per second, from now until ``done()`` reaches ``expect``. A process may start before it is healthy (or
+    before the last of a group is): only what is done from now on counts."""
+    t0, before = time.monotonic(), done()
+    if before >= expect / 2:
+        raise ValueError(f"{who} did {before} of {expect} before all were healthy: too few events to measure a "
+                         "rate (use a larger --limit)")
+    while (now := done()) < expect:
+        if time.monotonic() - t0 > expect / 100 + 300:
+            raise TimeoutError(f"{who} did {now} of {expect}")
+        time.sleep(0.2)
+    return (now - before) / (time.monotonic() - t0)
 
 
 def _applied(urls: list[str]) -> int:

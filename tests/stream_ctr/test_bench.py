@@ -119,3 +119,13 @@ def test_quality_bench_live_rows_come_from_the_running_service(settings_factory)
     # The lockstep run of the same events is the in-process row (one owner of that figure).
     again = in_process_quality(settings.replace(features="category,segment"), load_dataset("synthetic", 2000))
     assert again["global"]["auc"] == pytest.approx(rows["deepfm global, delta every 8"]["auc"], abs=1e-9)
+
+
+@pytest.mark.broker
+def test_pipeline_bench_measures_workers_and_trainer_ranks_on_one_topic(settings_factory):
+    from stream_ctr.bench import run_pipeline_bench
+
+    lines, result = run_pipeline_bench(settings_factory(), limit=20_000, workers=(1,), ranks=(1, 2))
+    assert result["raw_consume_eps"] > 0 and result["pipeline_eps"] > 0
+    assert set(result["trainer_ranks_sps"]) == {"1", "2"} and min(result["trainer_ranks_sps"].values()) > 0
+    assert sum(line.startswith("| global trainer, ") for line in lines) == 2
