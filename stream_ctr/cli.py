@@ -28,11 +28,12 @@ def cmd_config(args) -> int:
     return 0
 
 
-def _broker_settings(why: str) -> Settings:
-    """The settings of a command that talks to an existing broker: KAFKA_BOOTSTRAP set and answering."""
+def _broker_settings(why: str, **overrides) -> Settings:
+    """The settings of a command that talks to an existing broker (with ``overrides`` from its flags, checked
+    first): KAFKA_BOOTSTRAP set and answering."""
     from .broker.kafka import require_broker
 
-    s = _settings()
+    s = _settings().replace(**overrides)
     if not s.kafka_bootstrap:
         raise ConfigError(f"KAFKA_BOOTSTRAP: {why} (stream-ctr up prints it)")
     require_broker(s.kafka_bootstrap)
@@ -78,9 +79,8 @@ def cmd_trainer(args) -> int:
 
     import torch
 
-    settings = _broker_settings("the trainer consumes ctr.events")
-    if args.world_size is not None:
-        settings = settings.replace(trainer_world_size=args.world_size)
+    flags = {} if args.world_size is None else {"trainer_world_size": args.world_size}
+    settings = _broker_settings("the trainer consumes ctr.events", **flags)
     group = Group.from_env()
     if group is None and settings.trainer_world_size > 1:
         return launch(settings.trainer_world_size, ["-m", "stream_ctr.cli", "trainer"], settings.trainer_restarts)

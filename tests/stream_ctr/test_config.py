@@ -18,6 +18,9 @@ from stream_ctr.config import ConfigError, Settings
     ({"STREAM_CTR_REPLICATION_FACTOR": "0"}, "STREAM_CTR_REPLICATION_FACTOR"),
     ({"STREAM_CTR_TRAINER_OPTIMIZER": "sgd"}, "STREAM_CTR_TRAINER_OPTIMIZER"),
     ({"STREAM_CTR_STORE": "redis"}, "STREAM_CTR_STORE"),
+    ({"STREAM_CTR_TRAINER_WORLD_SIZE": "0"}, "STREAM_CTR_TRAINER_WORLD_SIZE"),
+    ({"STREAM_CTR_TRAINER_WORLD_SIZE": "9"}, "STREAM_CTR_TRAINER_WORLD_SIZE"),  # more ranks than 8 partitions
+    ({"STREAM_CTR_TRAINER_RESTARTS": "-1"}, "STREAM_CTR_TRAINER_RESTARTS"),
 ])
 def test_bad_config_fails_naming_the_key(env, key):
     with pytest.raises(ConfigError, match=key):
@@ -53,6 +56,16 @@ def test_out_of_range_arguments_are_refused(capsys, argv, needle):
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_a_bad_world_size_flag_is_refused_before_the_broker_is_asked(capsys, monkeypatch):
+    from stream_ctr.cli import main
+    from stream_ctr.net import free_port
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")  # nothing listens there
+    assert main(["trainer", "--world-size", "9"]) == 2
+    err = capsys.readouterr().err
+    assert "STREAM_CTR_TRAINER_WORLD_SIZE: 9 ranks for 8 partitions" in err and "cannot reach" not in err
 
 
 def test_an_unreachable_broker_is_one_line_within_seconds(capsys, monkeypatch):
