@@ -66,7 +66,7 @@ def learn_rows(b: np.ndarray, w: np.ndarray, counts: np.ndarray, g: np.ndarray, 
     Where ``targets.bias_labels`` are given, the bias learns them at the plain logit and the weights learn
     ``targets.labels`` at the logit plus ``targets.logit_offset``."""
     y, wts = targets.labels, targets.weights
-    if len(counts) == len(y):  # one event a head (test-then-train's waves): no segments to sum
+    if len(counts) == len(y) and (counts == 1).all():  # one event a head (test-then-train's waves): no sums
         for _ in range(steps):
             logit = g + b + np.einsum("nd,nd->n", h, w)
             err = wts * (sigmoid(logit + targets.logit_offset) - y)

@@ -86,3 +86,27 @@ def test_heads_learned_together_equal_each_learned_alone(method):
     learn_rows(b, w, counts, g, h, correct(y, p_u, 0.4, method, np.repeat(counts, counts)), 0.3, 0.05, 3)
     np.testing.assert_allclose(b, [head.b for head in alone], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(w, np.stack([head.w for head in alone]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["none", "lc", "lc_bias", "logit", "reweight"])
+def test_one_event_a_head_steps_as_each_head_alone(method):
+    """learn_rows' path for one event a head (test-then-train's waves) against the segment-sum path: each head
+    alone on its event twice (the mean of two equal gradients is the one)."""
+    from stream_ctr.correction import correct
+    from stream_ctr.heads import learn_rows
+
+    rng = np.random.default_rng(4)
+    n, d = 5, 3
+    g, h = rng.normal(size=n).astype(np.float32), rng.normal(size=(n, d)).astype(np.float32)
+    y = (rng.random(n) < 0.4).astype(np.float32)
+    targets = correct(y, rng.uniform(0.1, 0.9, n), 0.45, method, np.full(n, 30.0))
+    b, w = rng.normal(size=n).astype(np.float32), rng.normal(size=(n, d)).astype(np.float32)
+    fast_b, fast_w = b.copy(), w.copy()
+    learn_rows(fast_b, fast_w, np.ones(n, dtype=np.int64), g, h, targets, 0.1, 0.01, 3)
+    for i in range(n):
+        one = type(targets)(*(None if v is None else np.asarray(v)[[i, i]] if np.ndim(v) else v
+                              for v in vars(targets).values()))
+        bb, ww = b[[i]].copy(), w[[i]].copy()
+        learn_rows(bb, ww, np.array([2]), g[[i, i]], h[[i, i]], one, 0.1, 0.01, 3)
+        np.testing.assert_allclose(fast_b[i], bb[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(fast_w[i], ww[0], rtol=1e-5, atol=1e-6)
