@@ -50,9 +50,10 @@ def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
 
 
-def head_logits(b: np.ndarray, w: np.ndarray, rows: np.ndarray, g: np.ndarray, h: np.ndarray) -> np.ndarray:
+def head_logits(b: np.ndarray, w: np.ndarray, rows: np.ndarray | slice, g: np.ndarray, h: np.ndarray
+                ) -> np.ndarray:
     """``g + b + h . w`` per event, where event ``i`` uses head ``rows[i]`` of the stacked biases ``b [U]`` and
-    weights ``w [U, d]``."""
+    weights ``w [U, d]`` (``slice(None)``: head ``i``)."""
     return g + b[rows] + np.einsum("nd,nd->n", h, w[rows])
 
 
@@ -67,22 +68,23 @@ def learn_rows(b: np.ndarray, w: np.ndarray, counts: np.ndarray, g: np.ndarray, 
     ``targets.labels`` at the logit plus ``targets.logit_offset``."""
     y, wts = targets.labels, targets.weights
     if len(counts) == len(y) and (counts == 1).all():  # one event a head (test-then-train's waves): no sums
-        for _ in range(steps):
-            logit = g + b + np.einsum("nd,nd->n", h, w)
-            err = wts * (sigmoid(logit + targets.logit_offset) - y)
-            err_bias = err if targets.bias_labels is None else wts * (sigmoid(logit) - targets.bias_labels)
-            b -= (lr * (err_bias + l2 * b)).astype(np.float32)
-            w -= (lr * (h * err[:, None] + l2 * w)).astype(np.float32)
-        return
-    rows = np.repeat(np.arange(len(counts)), counts)
-    starts = np.cumsum(counts) - counts
-    n = np.maximum(counts, 1).astype(np.float32)
+        rows = slice(None)  # head i is event i: views, no gather
+
+        def mean(x):
+            return x
+    else:
+        rows = np.repeat(np.arange(len(counts)), counts)
+        starts = np.cumsum(counts) - counts
+        n = np.maximum(counts, 1).astype(np.float32)
+
+        def mean(x):
+            return np.add.reduceat(x, starts, axis=0) / n.reshape(-1, *([1] * (x.ndim - 1)))
     for _ in range(steps):
         logit = head_logits(b, w, rows, g, h)
         err = wts * (sigmoid(logit + targets.logit_offset) - y)
         err_bias = err if targets.bias_labels is None else wts * (sigmoid(logit) - targets.bias_labels)
-        b -= (lr * (np.add.reduceat(err_bias, starts) / n + l2 * b)).astype(np.float32)
-        w -= (lr * (np.add.reduceat(h * err[:, None], starts, axis=0) / n[:, None] + l2 * w)).astype(np.float32)
+        b -= (lr * (mean(err_bias) + l2 * b)).astype(np.float32)
+        w -= (lr * (mean(h * err[:, None]) + l2 * w)).astype(np.float32)
 
 
 class UserHead:

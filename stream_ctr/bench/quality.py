@@ -14,7 +14,9 @@ is scored before it is learned, by every learner.
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -77,10 +79,7 @@ def run_quality_bench(settings: Settings, dataset: str, limit: int | None = None
 
 def _live_rows(settings: Settings, events, rate: float) -> dict[str, dict]:
     """A row per arm: the events through a stack of its own (fresh topics) at ``rate`` events/s."""
-    import tempfile
-    from pathlib import Path
-
-    from ..demo import replay_live
+    from ..demo import replay_live  # the demo imports this module
     from ..stack import Stack
 
     tag = f"bench-live-{time.time_ns() % 10**9}"
