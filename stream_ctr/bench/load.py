@@ -1,0 +1,180 @@
+"""``/v1/score`` under open-loop load: stepped constant arrival rates against one real worker, with the demo's
+event stream flowing through the same worker at the same time (or not, ``stream_rate=0``).
+
+Open loop: requests are sent at the stated rate whether or not earlier ones were answered, so queueing shows up in
+the latencies instead of slowing the sender down (a closed-loop client hides it: coordinated omission). The
+generator is `vegeta <https://github.com/tsenart/vegeta>`_ (Go, ``make vegeta`` installs it into the cache): a
+Python sender on the same two cores would take the CPU it is meant to measure. Every request ranks 100 MovieLens
+candidates with their ``genres`` for a user the worker has seen.
+
+Per rate it reports p50 / p99 / p99.9 of every response, goodput (200s a second), the share answered 200, the
+non-200s by status with how fast they came back, and timeouts. The capacity is the highest rate with p99 <= 25 ms
+and at least 99% 200s.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from ..config import Settings
+from ..data import load_dataset
+
+__all__ = ["DEFAULT_RATES", "find_vegeta", "run_load_bench", "score_bodies", "summarize"]
+
+DEFAULT_RATES = (250, 500, 1000, 2000, 3000)
+#: A rate is within capacity when its p99 is at most this and at least ``CAPACITY_SUCCESS`` of the answers are 200.
+CAPACITY_P99_MS = 25.0
+CAPACITY_SUCCESS = 0.99
+#: The client gives up after this; a request still unanswered counts as a timeout.
+CLIENT_TIMEOUT_S = 5
+_WARMED_EVENTS = 5000
+
+
+def find_vegeta() -> str:
+    """Path of the vegeta binary: ``$STREAM_CTR_VEGETA``, the project cache (``make vegeta``) or ``$PATH``."""
+    for candidate in (os.environ.get("STREAM_CTR_VEGETA"), Path.home() / ".cache/stream-ctr/bin/vegeta",
+                      shutil.which("vegeta")):
+        if candidate and Path(candidate).is_file():
+            return str(candidate)
+    raise FileNotFoundError("the load bench needs vegeta: run `make vegeta` (go install into ~/.cache/stream-ctr/bin) "
+                            "or set STREAM_CTR_VEGETA to its path")
+
+
+def score_bodies(events, n: int, candidates: int = 100, seed: int = 0) -> list[bytes]:
+    """``n`` request bodies: a user of ``events`` and ``candidates`` distinct items of the stream with their
+    features, as a client of the service would send them."""
+    rng = np.random.default_rng(seed)
+    items: dict[str, dict] = {}
+    for e in events:
+        items.setdefault(e.item_id, dict(e.features))
+    ids = sorted(items)
+    users = sorted({e.user_id for e in events})
+    bodies = []
+    for k in range(n):
+        chosen = rng.choice(len(ids), size=min(candidates, len(ids)), replace=False)
+        bodies.append(orjson.dumps({
+            "user_id": users[int(rng.integers(len(users)))], "request_id": f"load-{seed}-{k}",
+            "candidates": [{"item_id": ids[i], "features": items[ids[i]]} for i in chosen]}))
+    return bodies
+
+
+def _targets(url: str, bodies: list[bytes], path: Path) -> None:
+    with path.open("wb") as f:
+        for body in bodies:
+            f.write(orjson.dumps({"method": "POST", "url": f"{url}/v1/score",
+                                  "header": {"Content-Type": ["application/json"]},
+                                  "body": base64.b64encode(body).decode()}) + b"\n")
+
+
+def attack(vegeta: str, targets: Path, rate: int, seconds: float) -> list[tuple[int, float]]:
+    """(status, latency ms) of every request of an open-loop attack; status 0 is a timeout or a refused
+    connection."""
+    cmd = [vegeta, "attack", "-format=json", f"-targets={targets}", f"-rate={rate}/s", f"-duration={seconds}s",
+           f"-timeout={CLIENT_TIMEOUT_S}s", "-keepalive=true"]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE) as att:
+        enc = subprocess.run([vegeta, "encode", "-to=csv"], stdin=att.stdout, capture_output=True, check=True)
+    out = []
+    for row in csv.reader(enc.stdout.decode().splitlines()):
+        out.append((int(row[1]), int(row[2]) / 1e6))
+    return out
+
+
+def summarize(rate: int, seconds: float, results: list[tuple[int, float]]) -> dict:
+    """One rate's row: latency quantiles of every answer, goodput, the share of 200s, the non-200s."""
+    codes = np.array([c for c, _ in results], dtype=np.int64)
+    lat = np.array([ms for _, ms in results], dtype=np.float64)
+    ok = codes == 200
+    shed = np.isin(codes, (429, 503))
+    p50, p99, p999 = np.percentile(lat, [50, 99, 99.9]) if len(lat) else (float("nan"),) * 3
+    return {"rate": rate, "sent": int(len(codes)), "p50_ms": float(p50), "p99_ms": float(p99),
+            "p999_ms": float(p999), "goodput": float(ok.sum() / seconds),
+            "ok_share": float(ok.mean()) if len(ok) else 0.0, "shed": int(shed.sum()),
+            "shed_p99_ms": float(np.percentile(lat[shed], 99)) if shed.any() else 0.0,
+            "timeouts": int((codes == 0).sum()), "other": int((~ok & ~shed & (codes != 0)).sum())}
+
+
+def capacity(rows: list[dict]) -> int:
+    """The highest rate whose p99 and share of 200s are within the targets (0 when none is)."""
+    good = [r["rate"] for r in rows if r["p99_ms"] <= CAPACITY_P99_MS and r["ok_share"] >= CAPACITY_SUCCESS]
+    return max(good, default=0)
+
+
+def _stream(stack, events, rate: float, stop: threading.Event) -> None:
+    """Replay ``events`` into the stack at ``rate`` until done or ``stop``: the demo's traffic beside the load."""
+    from .. import topics
+    from ..replay import replay
+
+    chunk = max(1, int(rate))  # one second of events a call, so a stop takes effect within a second
+    for start in range(0, len(events), chunk):
+        if stop.is_set():
+            return
+        replay(events[start:start + chunk], stack.settings.kafka_bootstrap, topics.events(stack.settings).name,
+               rate)
+
+
+def run_load_bench(settings: Settings, rates=DEFAULT_RATES, seconds: float = 15.0, candidates: int = 100,
+                   stream_rate: float = 3000.0) -> tuple[list[str], dict]:
+    """Step through ``rates`` against a fresh stack's worker; ``stream_rate`` events/s of MovieLens flow
+    through the same worker meanwhile (0: none)."""
+    from .. import topics
+    from ..replay import replay
+    from ..stack import Stack
+    from .timing import wait_applied
+
+    vegeta = find_vegeta()
+    events = load_dataset("ml-100k")
+    warm, rest = events[:_WARMED_EVENTS], events[_WARMED_EVENTS:]
+    bodies = score_bodies(warm, 20_000, candidates)
+    rows = []
+    with Stack(settings, Path(tempfile.mkdtemp(prefix="stream-ctr-load-"))) as stack:
+        replay(warm, stack.settings.kafka_bootstrap, topics.events(stack.settings).name)
+        wait_applied(stack, len(warm))  # heads exist for the users asked about
+        targets = Path(tempfile.mkdtemp(prefix="stream-ctr-targets-")) / "targets.jsonl"
+        _targets(stack.worker_url, bodies, targets)
+        attack(vegeta, targets, 200, 3)  # warm-up: connections, code paths
+        stop = threading.Event()
+        feeder = threading.Thread(target=_stream, args=(stack, rest, stream_rate, stop), daemon=True)
+        if stream_rate > 0:
+            feeder.start()
+        try:
+            for rate in rates:
+                rows.append(summarize(rate, seconds, attack(vegeta, targets, rate, seconds)))
+                time.sleep(1.0)  # let a backlog of the previous rate drain
+        finally:
+            stop.set()
+            if feeder.is_alive():
+                feeder.join(timeout=10)
+    return render(rows, candidates, stream_rate, seconds), {"load": rows, "capacity_rps": capacity(rows)}
+
+
+def render(rows: list[dict], candidates: int, stream_rate: float, seconds: float) -> list[str]:
+    flowing = f"MovieLens events flowing at {stream_rate:,.0f}/s" if stream_rate > 0 else "no events flowing"
+    lines = ["", f"## Scoring under open-loop load (vegeta, {candidates} candidates a request, {seconds:.0f} s a rate, "
+             f"one worker, {flowing}, {os.cpu_count()} cores)", "",
+             "| requests/s offered | p50 ms | p99 ms | p99.9 ms | 200s/s | 200 share | shed (429/503), p99 ms | "
+             "timeouts | other |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['rate']:,} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['p999_ms']:.1f} | "
+                     f"{r['goodput']:,.0f} | {r['ok_share']:.1%} | {r['shed']:,}, {r['shed_p99_ms']:.1f} | "
+                     f"{r['timeouts']:,} | {r['other']:,} |")
+    lines += ["", f"Capacity (highest rate with p99 <= {CAPACITY_P99_MS:.0f} ms and >= {CAPACITY_SUCCESS:.0%} 200s): "
+              f"{capacity(rows):,} requests/s."]
+    return lines
+
+
+if __name__ == "__main__":  # pragma: no cover - a quick manual run
+    import sys
+
+    print("\n".join(run_load_bench(Settings.from_env(), stream_rate=float(sys.argv[1]) if len(sys.argv) > 1
+                                   else 0.0)[0]))
