@@ -1,70 +1,160 @@
-"""``POST /v1/score`` on a worker: validate, route to the user's owner, rank, log the exposure.
+"""``POST /v1/score`` on a worker: admit, validate, route to the user's owner, rank in micro-batches, log the
+exposure.
 
 A user's head lives on the worker that owns the user's partition of ``ctr.events``. Any worker may receive a
 request: it asks Faust's router which worker owns the user's key (the assignment every worker of the group
 shares) and forwards the body there unless that is itself; a forwarded request is always served where it lands,
 so a request is forwarded at most once. The owner ranks the candidates with the snapshot in use and the user's
-head of the user's arm (:func:`stream_ctr.serving.rank`), writes the exposure to ``ctr.exposures`` and remembers
-it for attribution (:class:`~stream_ctr.ab.attribution.PendingExposures`).
+head of the user's arm (:func:`stream_ctr.serving.rank_many`), writes the exposure to ``ctr.exposures`` and
+remembers it for attribution (:class:`~stream_ctr.ab.attribution.PendingExposures`).
+
+Under load (docs/ARCHITECTURE.md, "Serving under load"):
+
+- **Admission.** At most ``serving_max_in_flight`` requests are held at once; one more is answered 429 with
+  ``Retry-After`` before its body is read, so overload costs a refusal, not a queue every client waits in.
+- **Micro-batching.** Requests whose bodies are read in the same turn of the event loop are ranked together: one
+  encoding and one forward pass over all their candidates (up to ``serving_max_batch`` requests), scheduled with
+  ``call_soon``, so a request alone waits for nothing.
+- **Deadline.** A request carries ``X-Deadline-Ms`` (default ``serving_deadline_ms``); one still waiting for its
+  batch after it is dropped with 503 instead of being computed for a client that has given up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import aiohttp
+import orjson
 
 from stream_ctr.ab.attribution import Served
-from stream_ctr.serving import MAX_BODY_BYTES, BadRequest, exposure_record, parse_score_request, rank
+from stream_ctr.serving import (MAX_BODY_BYTES, BadRequest, Query, exposure_record, head_for, parse_score_request,
+                                rank_many)
 
 if TYPE_CHECKING:
     from .personalize import PersonalizeWorker
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORWARDED", "ScoringView"]
+__all__ = ["DEADLINE_HEADER", "FORWARDED", "ScoringView"]
 
 #: Header marking a request another worker forwarded to its owner.
 FORWARDED = "X-Stream-Ctr-Forwarded"
+#: Header of a request's deadline in milliseconds from its arrival.
+DEADLINE_HEADER = "X-Deadline-Ms"
 _JSON = "application/json"
+
+
+class Shed(Exception):
+    """A request dropped unserved: ``status`` and the message the client gets."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 class ScoringView:
     def __init__(self, worker: "PersonalizeWorker"):
         self.worker = worker
+        s = worker.settings
+        self.max_in_flight, self.max_batch = s.serving_max_in_flight, s.serving_max_batch
+        self.default_deadline_s = s.serving_deadline_ms / 1000.0
+        self.metrics = worker.metrics.serving
+        self.in_flight = 0
+        self._queue: list[tuple[Query, float, float, asyncio.Future]] = []  # query, arrival, deadline, answer
+        self._flushing = False
 
     async def handle(self, web, request):
+        if self.in_flight >= self.max_in_flight:
+            self.metrics.shed.labels("over_capacity").inc()
+            return web.json({"error": f"over capacity: {self.in_flight} scoring requests in flight; retry later"},
+                            status=429, headers={"Retry-After": "1"})
+        self.in_flight += 1
+        self.metrics.in_flight.set(self.in_flight)
         try:
+            return await self._handle(web, request)
+        finally:
+            self.in_flight -= 1
+            self.metrics.in_flight.set(self.in_flight)
+
+    async def _handle(self, web, request):
+        try:
+            deadline_s = _deadline(request.headers.get(DEADLINE_HEADER), self.default_deadline_s)
             body = await _read_body(request)
-            req = parse_score_request(body)
+            query = parse_score_request(body)
         except BadRequest as err:
             return web.json({"error": err.message}, status=err.status)
-        owner = self._owner(req.user_id)
+        owner = self._owner(query.user_id)
         if owner is not None and not request.headers.get(FORWARDED):
             return await self._forward(web, owner, body)
         if self.worker.follower.holder.current is None:
             return web.json({"error": "no model snapshot on ctr.model yet"}, status=503)
-        response = await self.score(req)
-        return web.bytes(response.model_dump_json().encode(), content_type=_JSON)
+        try:
+            return web.bytes(await self.score(query, deadline_s), content_type=_JSON)
+        except Shed as shed:
+            return web.json({"error": shed.message}, status=shed.status, headers={"Retry-After": "1"})
 
-    async def score(self, req):
-        """Rank ``req`` here, log its exposure and remember it for attribution."""
+    def score(self, query: Query, deadline_s: float | None = None) -> asyncio.Future:
+        """Queue ``query`` for the next batch; the future is the response body (or raises :class:`Shed`)."""
+        now = time.monotonic()
+        answer = asyncio.get_running_loop().create_future()
+        self._queue.append((query, now, now + (deadline_s or self.default_deadline_s), answer))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return answer
+
+    def _flush(self) -> None:
+        batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+        if self._queue:
+            asyncio.get_running_loop().call_soon(self._flush)
+        else:
+            self._flushing = False
+        now = time.monotonic()
+        live = []
+        for item in batch:
+            query, arrived, deadline, answer = item
+            self.metrics.queue_seconds.observe(now - arrived)
+            if answer.done():  # the client went away
+                continue
+            if now > deadline:
+                self.metrics.shed.labels("deadline").inc()
+                answer.set_exception(Shed(503, f"deadline passed after {(now - arrived) * 1e3:.0f} ms queued; "
+                                               "retry later"))
+            else:
+                live.append(item)
+        if not live:
+            return
+        try:
+            bodies = self._rank([q for q, *_ in live])
+        except Exception as exc:  # never leave a client waiting: every request of the batch gets the error
+            for *_, answer in live:
+                answer.set_exception(exc)
+            return
+        for (*_, answer), body in zip(live, bodies):
+            answer.set_result(body)
+
+    def _rank(self, queries: list[Query]) -> list[bytes]:
+        """Rank a batch with the snapshot in use, log each exposure and remember it for attribution."""
         w = self.worker
-        assignment = w.experiment.assign(req.user_id)
         model = w.follower.holder.current
         unknown = model.encoder.unknown_features
-        response = rank(req, model, w.users.get(req.user_id), assignment, w.experiment)
-        w.staleness.request(model.snapshot.offsets, model.snapshot.trained_ts)
+        assignments = [w.experiment.assign(q.user_id) for q in queries]
+        heads = [head_for(w.users.get(q.user_id), a, model) for q, a in zip(queries, assignments)]
+        rankings = rank_many(queries, model, heads, assignments, w.experiment)
+        self.metrics.batch_requests.observe(len(queries))
+        w.staleness.request(model.snapshot.offsets, model.snapshot.trained_ts, len(queries))
         w.metrics.unknown_features.inc(model.encoder.unknown_features - unknown)
-        exposure = exposure_record(req, response)
-        w.pending.add(req.request_id, Served(response.arm, response.in_experiment, exposure.ts,
-                                             {it.item_id: it.score for it in response.items}))
-        if response.in_experiment:
-            w.results.requested(response.arm)
-        await w.exposures.send(key=req.user_id.encode(), value=exposure.model_dump_json().encode())
-        return response
-
+        ts = time.time()
+        for q, ranking in zip(queries, rankings):
+            w.pending.add(q.request_id, Served(ranking.arm, ranking.in_experiment, ts,
+                                               dict(zip(ranking.item_ids, ranking.scores))))
+            if ranking.in_experiment:
+                w.results.requested(ranking.arm)
+            w.exposures.send_soon(key=q.user_id.encode(), value=orjson.dumps(exposure_record(q, ranking, ts)))
+        return [r.to_json() for r in rankings]
     def _owner(self, user_id: str):
         """The URL of the worker owning ``user_id``, or None when it is this one (or the assignment is unknown)."""
         app = self.worker.app
@@ -94,3 +184,16 @@ async def _read_body(request) -> bytes:
         return await request.read()
     except Exception as exc:  # aiohttp refuses bodies over its own limit while streaming them
         raise BadRequest(413, f"body could not be read: {exc}") from None
+
+
+def _deadline(header: str | None, default_s: float) -> float:
+    """Seconds a request may wait for its ranking: its ``X-Deadline-Ms`` header, else the default."""
+    if header is None:
+        return default_s
+    try:
+        ms = float(header)
+    except ValueError:
+        ms = float("nan")
+    if not 0 < ms <= 600_000:
+        raise BadRequest(400, f"{DEADLINE_HEADER} must be milliseconds in (0, 600000], not {header!r}")
+    return ms / 1000.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import signal
@@ -67,6 +68,10 @@ def cmd_worker(args) -> int:
     torch.set_num_threads(settings.worker_threads)
     worker = PersonalizeWorker.build(settings)
     register(settings.kafka_bootstrap, topics.experiments(settings).name, worker.experiment)
+    # The ~350,000 objects of the imported libraries, out of every full collection: scanning them stalled the
+    # event loop, and every scoring request waiting on it, for 150-350 ms every few seconds under load.
+    gc.collect()
+    gc.freeze()
     return _run_faust(worker.app)
 
 

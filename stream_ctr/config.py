@@ -101,6 +101,14 @@ class Settings:
     pending_exposures: int = _knob(100_000, "STREAM_CTR_PENDING_EXPOSURES",
                                    "scoring requests kept for attribution per worker (oldest dropped first)",
                                    _positive)
+    serving_max_in_flight: int = _knob(32, "STREAM_CTR_SERVING_MAX_IN_FLIGHT",
+                                       "scoring requests a worker holds at once; one more is answered 429 with "
+                                       "Retry-After at once (load shedding)", _positive)
+    serving_deadline_ms: float = _knob(100.0, "STREAM_CTR_SERVING_DEADLINE_MS",
+                                       "default deadline of a scoring request (header X-Deadline-Ms overrides it): "
+                                       "one still queued after it is dropped with 503, not computed", _positive)
+    serving_max_batch: int = _knob(16, "STREAM_CTR_SERVING_MAX_BATCH",
+                                   "scoring requests ranked together in one forward pass", _positive)
     session_timeout_s: float = _knob(6.0, "STREAM_CTR_SESSION_TIMEOUT_S",
                                      "consumer group session timeout: how soon a killed worker's partitions move "
                                      "(the broker's minimum is 6)", lambda v: v >= 6)

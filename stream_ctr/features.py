@@ -117,7 +117,7 @@ class HashingEncoder:
         self.spec = spec
         self.max_cached = max_cached
         self._caches: dict[str, dict] = {}
-        self._known = frozenset(f.name for f in spec.fields)
+        self._names = tuple(f.name for f in spec.fields)
         #: Features of encoded rows that the spec does not name (ignored), counted.
         self.unknown_features = 0
 
@@ -150,16 +150,18 @@ class HashingEncoder:
         vals = np.zeros((len(rows), s), dtype=np.float32)
         if not rows:
             return ids, vals
-        known = self._known
-        self.unknown_features += sum(len(r[2].keys() - known) for r in rows if not r[2].keys() <= known)
+        users, items, feats = zip(*rows)
+        # Every field's values in one pass over the rows (a feature value is never None: the event and request
+        # schemas say so), so the features the spec does not name are the keys left over.
+        names = self._names
+        columns = list(zip(*[tuple(map(d.get, names)) for d in feats])) if names else []
+        self.unknown_features += sum(map(len, feats)) - sum(len(c) - c.count(None) for c in columns)
         col = 0
-        for name in ("user_id", "item_id")[0 if self.spec.user_id else 1:]:
-            values = [r[0] for r in rows] if name == "user_id" else [r[1] for r in rows]
+        for name, values in (("user_id", users), ("item_id", items))[0 if self.spec.user_id else 1:]:
             ids[:, col] = self._column(name, values, lambda v, name=name: self._hash(f"{name}={v}"))
             vals[:, col] = 1.0
             col += 1
-        for f in self.spec.fields:
-            values = [r[2].get(f.name) for r in rows]
+        for f, values in zip(self.spec.fields, columns):
             if f.kind == "cat":
                 ids[:, col] = self._column(f.name, values, lambda v, f=f: self._category(f, v))
                 vals[:, col] = ids[:, col] > 0

@@ -112,11 +112,11 @@ class Staleness:
         return all(o <= self.read[p] for p, o in model_offsets.items()
                    if 0 <= p < self.partitions and self.read[p] >= 0)
 
-    def request(self, model_offsets: Mapping[int, int], trained_ts: float) -> tuple[int, float]:
-        """The staleness of a scoring request answered now with that model, counted and returned."""
+    def request(self, model_offsets: Mapping[int, int], trained_ts: float, n: int = 1) -> tuple[int, float]:
+        """The staleness of ``n`` scoring requests answered now with that model, counted and returned."""
         samples = self._behind(self.read[None, :], self._trained(model_offsets))
         seconds = max(self.newest_ts - trained_ts, 0.0) if trained_ts > 0 and self.newest_ts else float("nan")
-        self.counts["request"].add(samples, np.array([seconds]))
+        self.counts["request"].add(np.repeat(samples, n), np.full(n, seconds))
         return int(samples[0]), seconds
 
     def _trained(self, model_offsets: Mapping[int, int]) -> np.ndarray:

@@ -22,7 +22,7 @@ from .drift import DriftMonitor, DriftParams, signals
 from .events import DLQ_REASONS
 from .online_metrics import OnlineMetrics
 
-__all__ = ["DRIFT_BUCKETS", "Z_BUCKETS", "TrainerMetrics", "WorkerMetrics"]
+__all__ = ["DRIFT_BUCKETS", "Z_BUCKETS", "ServingMetrics", "TrainerMetrics", "WorkerMetrics"]
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,27 @@ class _ExperimentCollector:
                                 value=summary["srm"]["p_value"])
 
 
+class ServingMetrics:
+    """The scoring endpoint's load: requests held, time queued before ranking, requests per forward pass, and
+    requests shed (``over_capacity``: refused 429 at the door; ``deadline``: dropped 503 after waiting too long)."""
+
+    SHED_REASONS = ("over_capacity", "deadline")
+
+    def __init__(self, registry: CollectorRegistry):
+        r = registry
+        self.in_flight = Gauge("stream_ctr_serving_in_flight", "Scoring requests held by this worker now", registry=r)
+        self.queue_seconds = Histogram("stream_ctr_serving_queue_seconds", "Time a scoring request waited between "
+                                       "its body being read and its ranking starting",
+                                       buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+                                       registry=r)
+        self.batch_requests = Histogram("stream_ctr_serving_batch_requests", "Scoring requests ranked in one "
+                                        "forward pass", buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
+        self.shed = Counter("stream_ctr_serving_shed", "Scoring requests shed instead of served, per reason",
+                            ["reason"], registry=r)
+        for reason in self.SHED_REASONS:
+            self.shed.labels(reason)
+
+
 class WorkerMetrics:
     def __init__(self, arms, window: int, idle_s: float = 3600.0, active_max: int = 250_000,
                  drift: DriftParams = DriftParams()):
@@ -184,6 +205,7 @@ class WorkerMetrics:
                                            "worker, from start to table recovery done",
                                            buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=r)
         self.lag = _LagGauge(r)
+        self.serving = ServingMetrics(r)
         self.stalled = Gauge("stream_ctr_partitions_stalled", "Owned partitions with events waiting and no committed "
                              "progress for STREAM_CTR_STALL_AFTER_S", registry=r)
         self.label_shift = Counter("stream_ctr_label_shift", "Sum over learned events of |label-corrected target - "

@@ -28,7 +28,9 @@ def run_serving_bench(settings: Settings, requests: int = 2000,
     from ..ab.assignment import Experiment
     from ..client import ScoringClient
     from ..replay import replay
-    from ..serving import ScoreRequest, rank
+    import orjson
+
+    from ..serving import parse_score_request, rank
     from ..stack import Stack
 
     events = load_dataset("synthetic")
@@ -48,7 +50,7 @@ def run_serving_bench(settings: Settings, requests: int = 2000,
         rps = _concurrent_rps(stack.worker_url, reqs, threads=4)
     model = GlobalTrainer(settings).snapshot().build()
     exp = Experiment.default()
-    parsed = [ScoreRequest.model_validate(r) for r in reqs]
+    parsed = [parse_score_request(orjson.dumps(r)) for r in reqs]
     dt = timed(lambda: [rank(r, model, None, exp.assign(r.user_id), exp) for r in parsed])
     lat = np.array(latencies) * 1e3
     p50, p99 = np.percentile(lat, [50, 99])

@@ -120,18 +120,22 @@ def train_step(model: CTRModel, optimizer: torch.optim.Optimizer, ids: torch.Ten
     return float(loss.detach())
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def infer(model: CTRModel, ids: np.ndarray, vals: np.ndarray, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """``(g, h)`` as float32 numpy: the model's logits ``[n]`` and representations ``[n, rep_dim]``, in eval mode,
-    in batches of ``batch`` rows, on whatever device the model lives on."""
-    model.eval()
+    in batches of ``batch`` rows, on whatever device the model lives on. Serving calls it per request batch, so
+    the common case (one batch, a model already in eval mode) costs no copy and no walk over the modules."""
+    if model.training:
+        model.eval()
     device = model.bias.device
     gs, hs = [], []
     for lo in range(0, len(ids), batch):
         g, h = model(torch.from_numpy(ids[lo: lo + batch]).to(device),
                      torch.from_numpy(vals[lo: lo + batch]).to(device))
-        gs.append(g.cpu().numpy())
-        hs.append(h.cpu().numpy())
+        gs.append(g.float().cpu().numpy())
+        hs.append(h.float().cpu().numpy())
     if not gs:
         return np.zeros(0, np.float32), np.zeros((0, model.rep_dim), np.float32)
-    return np.concatenate(gs).astype(np.float32), np.concatenate(hs).astype(np.float32)
+    if len(gs) == 1:
+        return gs[0], hs[0]
+    return np.concatenate(gs), np.concatenate(hs)

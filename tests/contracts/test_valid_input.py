@@ -49,7 +49,7 @@ from stream_ctr.data import load_dataset
 from stream_ctr.events import DLQ_REASONS, InvalidEvent, parse_event, partition_of
 from stream_ctr.features import FeatureSpec, HashingEncoder
 from stream_ctr.heads import HeadParams
-from stream_ctr.serving import MAX_BODY_BYTES, BadRequest, ScoreRequest, openapi, parse_score_request, rank
+from stream_ctr.serving import MAX_BODY_BYTES, BadRequest, Query, ScoreRequest, openapi, parse_score_request, rank
 from stream_ctr.state import UserState
 from stream_ctr.trainer import GlobalTrainer
 
@@ -453,17 +453,17 @@ def test_valid_events_flow_through_every_stage():
 # --- 2. POST /v1/score: parse_score_request -> rank, for a user with heads and a cold user ---------------------------
 
 
-def _check_ranking(request: ScoreRequest, model, state, assignment: Assignment, twice: bool = True):
+def _check_ranking(request: Query, model, state, assignment: Assignment, twice: bool = True):
     """Rank (``twice``: twice, for the same response), every score finite in [0, 1], highest first, every candidate
     once."""
     response = rank(request, model, state, assignment, Experiment.default())
     if twice:
         again = rank(request, model, state, assignment, Experiment.default())
-        assert response.model_dump() == again.model_dump()
+        assert response == again
     scores = [it.score for it in response.items]
     _assert_probs(scores, f"score ({assignment.arm})")
     assert scores == sorted(scores, reverse=True)
-    assert sorted(it.item_id for it in response.items) == sorted(c.item_id for c in request.candidates)
+    assert sorted(response.item_ids) == sorted(request.item_ids)
     assert (response.arm, response.request_id, response.model_version) == (assignment.arm, request.request_id,
                                                                             model.version)
     return response
@@ -493,6 +493,9 @@ def _requests_ranked(obj, variant, arm):
         assert exc.status == 413 and len(body) > MAX_BODY_BYTES, f"contract mismatch: {exc} for {body[:300]!r}"
         return
     assert request == parse_score_request(body)
+    schema = ScoreRequest.model_validate_json(body)  # the fast check's values are the schema's
+    assert request == (schema.user_id, schema.request_id, [c.item_id for c in schema.candidates],
+                       [c.features for c in schema.candidates])
     w = world()[variant]
     model, states = w["model"], w["states"]
     # A user whose heads learned (every arm, the control's included: it ignores them), and a cold user (no state)

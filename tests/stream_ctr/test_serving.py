@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from stream_ctr.ab.assignment import Assignment, Experiment
 from stream_ctr import learning
 from stream_ctr.heads import HeadParams, sigmoid
-from stream_ctr.serving import (MAX_BODY_BYTES, MAX_CANDIDATES, BadRequest, ScoreRequest, exposure_record, openapi,
-                                parse_score_request, rank)
+from stream_ctr.serving import (MAX_BODY_BYTES, MAX_CANDIDATES, BadRequest, Query, ScoreRequest, ScoreResponse,
+                                exposure_record, head_for, openapi, parse_score_request, rank, rank_many)
 
 
 def _body(**changes) -> bytes:
@@ -68,14 +68,21 @@ def test_every_bad_request_is_a_4xx_with_a_message(name, body, status, needle):
                                max_size=3)}).map(lambda v: json.dumps(v).encode()),
 ))
 def test_any_body_is_either_a_valid_request_or_a_4xx(body):
+    """Whatever the body, the fast check and pydantic agree: accepted with the same values, or the schema's 4xx."""
     try:
         req = parse_score_request(body)
     except BadRequest as err:
         assert 400 <= err.status < 500 and err.message
+        with pytest.raises(Exception):
+            ScoreRequest.model_validate_json(body)
         return
-    assert isinstance(req, ScoreRequest) and req.user_id and 1 <= len(req.candidates) <= MAX_CANDIDATES
-    for c in req.candidates:
-        assert all(isinstance(v, str) or math.isfinite(v) for v in c.features.values())
+    schema = ScoreRequest.model_validate_json(body)
+    assert isinstance(req, Query) and req.user_id and 1 <= len(req.item_ids) == len(req.features) <= MAX_CANDIDATES
+    assert (req.user_id, req.request_id, req.item_ids) == (schema.user_id, schema.request_id,
+                                                            [c.item_id for c in schema.candidates])
+    assert req.features == [c.features for c in schema.candidates]
+    for f in req.features:
+        assert all(isinstance(v, str) or math.isfinite(v) for v in f.values())
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +95,9 @@ def trained(make_events, make_snapshot):
     return model, states
 
 
-def _request(user: str, n: int = 30) -> ScoreRequest:
-    return ScoreRequest(user_id=user, request_id="r", candidates=[
-        {"item_id": f"i{k}", "features": {"category": f"c{k % 12}", "segment": "s1"}} for k in range(n)])
+def _request(user: str, n: int = 30) -> Query:
+    return parse_score_request(orjson.dumps({"user_id": user, "request_id": "r", "candidates": [
+        {"item_id": f"i{k}", "features": {"category": f"c{k % 12}", "segment": "s1"}} for k in range(n)]}))
 
 
 @pytest.mark.parametrize("arm", ["global", "ft", "ft_lc"])
@@ -98,10 +105,10 @@ def test_each_arm_is_served_by_its_own_treatment_only(trained, arm):
     model, states = trained
     req = _request("u3")
     resp = rank(req, model, states["u3"], Assignment(arm, True, 0), Experiment.default())
-    g, h = model.forward_rows([(req.user_id, c.item_id, c.features) for c in req.candidates])
+    g, h = model.forward_rows([(req.user_id, i, f) for i, f in zip(req.item_ids, req.features)])
     expected = sigmoid(g) if arm == "global" else states["u3"].heads[arm].predict_proba_many(g, h)
     got = {it.item_id: it.score for it in resp.items}
-    np.testing.assert_allclose([got[c.item_id] for c in req.candidates], expected, rtol=1e-6)
+    np.testing.assert_allclose([got[i] for i in req.item_ids], expected, rtol=1e-6)
     assert [it.score for it in resp.items] == sorted(got.values(), reverse=True)
     assert (resp.arm, resp.model_version, resp.request_id) == (arm, model.version, "r")
 
@@ -118,7 +125,7 @@ def test_unknown_user_is_scored_by_the_global_model(trained):
     model, _ = trained
     req = _request("never-seen")
     resp = rank(req, model, None, Assignment("ft_lc", True, 0), Experiment.default())
-    g, _ = model.forward_rows([(req.user_id, c.item_id, c.features) for c in req.candidates])
+    g, _ = model.forward_rows([(req.user_id, i, f) for i, f in zip(req.item_ids, req.features)])
     assert sorted(it.score for it in resp.items) == pytest.approx(sorted(sigmoid(g).tolist()), rel=1e-6)
     assert resp.arm == "ft_lc" and len(resp.items) == 30
 
@@ -131,7 +138,7 @@ def test_exposure_record_follows_the_published_schema(trained):
     model, states = trained
     req = _request("u1", 5)
     exp = exposure_record(req, rank(req, model, states["u1"], Assignment("ft", True, 0), Experiment.default()))
-    record = orjson.loads(exp.model_dump_json())
+    record = orjson.loads(orjson.dumps(exp))
     jsonschema.validate(record, topics.schema("exposure"))
     assert [it["position"] for it in record["items"]] == [0, 1, 2, 3, 4]
     assert record["user_id"] == "u1" and record["experiment"] == "label-correction"
@@ -142,3 +149,22 @@ def test_openapi_describes_the_endpoint():
     post = doc["paths"]["/v1/score"]["post"]
     assert {"200", "400", "413", "422"} <= set(post["responses"])
     assert doc["components"]["schemas"]["ScoreRequest"]["properties"]["candidates"]["maxItems"] == MAX_CANDIDATES
+
+
+def test_a_batch_ranks_each_request_as_it_would_alone(trained):
+    """Micro-batching is invisible: requests of different users, arms and sizes ranked in one forward pass get the
+    ranking (order and scores) each gets alone, and each body is a valid ScoreResponse."""
+    model, states = trained
+    exp = Experiment.default()
+    cases = [("u3", "ft", 30), ("u5", "ft_lc", 7), ("never-seen", "ft", 12), ("u1", "global", 1), ("u5", "ft", 30)]
+    queries = [_request(user, n)._replace(request_id=f"r{k}") for k, (user, _, n) in enumerate(cases)]
+    assignments = [Assignment(arm, True, 0) for _, arm, _ in cases]
+    heads = [head_for(states.get(user), a, model) for (user, _, _), a in zip(cases, assignments)]
+    assert sum(h is not None for h in heads) == 3  # two arms' heads and the cold user's and control's None
+    together = rank_many(queries, model, heads, assignments, exp)
+    for q, (user, _, _), a, got in zip(queries, cases, assignments, together):
+        alone = rank(q, model, states.get(user), a, exp)
+        assert got.item_ids == alone.item_ids
+        np.testing.assert_allclose(got.scores, alone.scores, rtol=1e-6)
+        body = ScoreResponse.model_validate_json(got.to_json())
+        assert (body.request_id, body.arm, [it.item_id for it in body.items]) == (q.request_id, a.arm, got.item_ids)
