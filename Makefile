@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test test-fast bench evaluate kafka-jars prometheus compose clean
+.PHONY: demo test test-fast bench bench-load evaluate kafka-jars prometheus compose vegeta clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,17 +49,33 @@ $(COMPOSE):
 	mv $@.tmp $@
 	$@ version
 
+# vegeta, the open-loop HTTP load generator of `stream-ctr bench --serving-load`, built once from its Go module
+# into ~/.cache/stream-ctr/bin (about 20 s; Go 1.22+).
+VEGETA_VERSION := 12.12.0
+VEGETA         := $(STREAM_CTR_CACHE)/bin/vegeta
+
+vegeta: $(VEGETA)
+
+$(VEGETA):
+	@test -x "$(GO)" || { echo "Go is required once to build vegeta (or set GO=/path/to/go)" >&2; exit 1; }
+	mkdir -p $(@D)
+	GOBIN=$(@D) GOFLAGS=-mod=mod $(GO) install github.com/tsenart/vegeta/v12@v$(VEGETA_VERSION)
+
 demo: $(STAMP) kafka-jars
 	$(BIN)/stream-ctr demo --out reports
 
-test: $(STAMP) kafka-jars prometheus compose
-	$(BIN)/python -m pytest
+test: $(STAMP) kafka-jars prometheus compose vegeta
+	STREAM_CTR_VEGETA=$(VEGETA) $(BIN)/python -m pytest
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not broker and not prometheus"
 
 bench: $(STAMP) kafka-jars
 	$(BIN)/stream-ctr bench --json reports/bench.json --out reports/bench.md
+
+# /v1/score under open-loop load, without and with the demo's events flowing (about 3 minutes).
+bench-load: $(STAMP) kafka-jars vegeta
+	STREAM_CTR_VEGETA=$(VEGETA) $(BIN)/stream-ctr bench --no-inprocess --serving-load --out reports/load.md
 
 # The offline reproduction on MovieLens-100K, all five families and modes, head scope (about 4 minutes).
 evaluate: $(STAMP)

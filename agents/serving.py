@@ -64,7 +64,8 @@ class ScoringView:
         self.metrics = worker.metrics.serving
         self.in_flight = 0
         self._queue: list[tuple[Query, float, float, asyncio.Future]] = []  # query, arrival, deadline, answer
-        self._flushing = False
+        self._timer: asyncio.Handle | None = None  # the flush to come, when one is scheduled
+        self.linger_s = 0.001
 
     async def handle(self, web, request):
         if self.in_flight >= self.max_in_flight:
@@ -98,20 +99,22 @@ class ScoringView:
 
     def score(self, query: Query, deadline_s: float | None = None) -> asyncio.Future:
         """Queue ``query`` for the next batch; the future is the response body (or raises :class:`Shed`)."""
+        loop = asyncio.get_running_loop()
         now = time.monotonic()
-        answer = asyncio.get_running_loop().create_future()
+        answer = loop.create_future()
         self._queue.append((query, now, now + (deadline_s or self.default_deadline_s), answer))
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        if len(self._queue) >= self.max_batch:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_soon(self._flush)
+        elif self._timer is None:
+            # Alone: now. Others are held (their bodies are being read): wait a moment for them to join.
+            self._timer = loop.call_later(self.linger_s if self.in_flight > len(self._queue) else 0, self._flush)
         return answer
 
     def _flush(self) -> None:
         batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
-        if self._queue:
-            asyncio.get_running_loop().call_soon(self._flush)
-        else:
-            self._flushing = False
+        self._timer = asyncio.get_running_loop().call_soon(self._flush) if self._queue else None
         now = time.monotonic()
         live = []
         for item in batch:

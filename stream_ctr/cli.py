@@ -205,6 +205,11 @@ def cmd_bench(args) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
         lines += ["", "## Headline (" + args.json + ")", "", "```json", json.dumps(summary, indent=2), "```"]
+    if args.serving_load:
+        from .bench.load import run_load_bench
+
+        lines += run_load_bench(settings, args.load_rates, args.load_seconds,
+                                stream_rates=(0.0, args.load_stream_rate) if args.load_stream_rate > 0 else (0.0,))[0]
     if args.quality:
         for dataset in args.datasets:
             lines += run_quality_bench(settings, dataset, args.limit, args.cadences, args.quality_families,
@@ -284,6 +289,7 @@ def _number(kind, lowest, what: str):
 _positive_int = _number(int, 1, "a positive integer")
 _non_negative_int = _number(int, 0, "an integer >= 0")
 _non_negative = _number(float, 0.0, "a number >= 0")
+_positive_float = _number(float, 1e-9, "a number > 0")
 
 
 def _add_bench_parser(sub) -> None:
@@ -293,6 +299,14 @@ def _add_bench_parser(sub) -> None:
     bn.add_argument("--out", help="also write the markdown here")
     bn.add_argument("--serving", action="store_true", help="also measure the scoring API on a real worker")
     bn.add_argument("--serving-requests", type=_positive_int, default=2000)
+    bn.add_argument("--serving-load", action="store_true",
+                    help="also drive /v1/score open-loop at stepped rates (vegeta: `make vegeta`), without and with "
+                         "events flowing, and report latency quantiles, goodput, shed requests and the capacity")
+    bn.add_argument("--load-rates", type=_rates, default="250,500,1000,2000,3000",
+                    help="requests/s of --serving-load's steps, comma separated")
+    bn.add_argument("--load-seconds", type=_positive_float, default=15.0, help="seconds of each --serving-load step")
+    bn.add_argument("--load-stream-rate", type=_non_negative, default=3000.0,
+                    help="events/s flowing during --serving-load's second pass (0: only the pass without events)")
     bn.add_argument("--state", action="store_true",
                     help="also measure state and memory per user and recovery time on a real worker")
     bn.add_argument("--users", type=_positive_int, default=100_000, help="distinct users of --state")
@@ -332,6 +346,9 @@ def _choices(*allowed: str):
 
 def _cadences(text: str) -> list[int]:
     return [_positive_int(part) for part in text.split(",")]
+
+
+_rates = _cadences
 
 
 _datasets = _choices("ml-100k", "synthetic")

@@ -124,9 +124,10 @@ def _stream(stack, events, rate: float, stop: threading.Event) -> None:
 
 
 def run_load_bench(settings: Settings, rates=DEFAULT_RATES, seconds: float = 15.0, candidates: int = 100,
-                   stream_rate: float = 3000.0) -> tuple[list[str], dict]:
-    """Step through ``rates`` against a fresh stack's worker; ``stream_rate`` events/s of MovieLens flow
-    through the same worker meanwhile (0: none)."""
+                   stream_rates=(0.0, 3000.0)) -> tuple[list[str], dict]:
+    """Step through ``rates`` against a fresh stack's worker, once per rate of ``stream_rates``: MovieLens events/s
+    flowing through the same worker meanwhile (0: none). The baseline, in the same run: ``GET /healthz`` of the
+    same server at the highest rate (what HTTP alone costs here)."""
     from .. import topics
     from ..replay import replay
     from ..stack import Stack
@@ -136,26 +137,42 @@ def run_load_bench(settings: Settings, rates=DEFAULT_RATES, seconds: float = 15.
     events = load_dataset("ml-100k")
     warm, rest = events[:_WARMED_EVENTS], events[_WARMED_EVENTS:]
     bodies = score_bodies(warm, 20_000, candidates)
-    rows = []
+    lines, numbers = [], {}
     with Stack(settings, Path(tempfile.mkdtemp(prefix="stream-ctr-load-"))) as stack:
         replay(warm, stack.settings.kafka_bootstrap, topics.events(stack.settings).name)
         wait_applied(stack, len(warm))  # heads exist for the users asked about
-        targets = Path(tempfile.mkdtemp(prefix="stream-ctr-targets-")) / "targets.jsonl"
-        _targets(stack.worker_url, bodies, targets)
-        attack(vegeta, targets, 200, 3)  # warm-up: connections, code paths
-        stop = threading.Event()
-        feeder = threading.Thread(target=_stream, args=(stack, rest, stream_rate, stop), daemon=True)
-        if stream_rate > 0:
-            feeder.start()
-        try:
-            for rate in rates:
-                rows.append(summarize(rate, seconds, attack(vegeta, targets, rate, seconds)))
-                time.sleep(1.0)  # let a backlog of the previous rate drain
-        finally:
-            stop.set()
-            if feeder.is_alive():
-                feeder.join(timeout=10)
-    return render(rows, candidates, stream_rate, seconds), {"load": rows, "capacity_rps": capacity(rows)}
+        folder = Path(tempfile.mkdtemp(prefix="stream-ctr-targets-"))
+        _targets(stack.worker_url, bodies, folder / "score.jsonl")
+        health = {"method": "GET", "url": f"{stack.worker_url}/healthz"}
+        (folder / "health.jsonl").write_bytes(orjson.dumps(health) + b"\n")
+        attack(vegeta, folder / "score.jsonl", 200, 3)  # warm-up: connections, code paths
+        floor = summarize(max(rates), seconds, attack(vegeta, folder / "health.jsonl", max(rates), seconds))
+        for stream_rate in stream_rates:
+            rows = _steps(stack, vegeta, folder / "score.jsonl", rates, seconds, rest, stream_rate)
+            lines += render(rows, candidates, stream_rate, seconds)
+            numbers[f"stream_{stream_rate:.0f}"] = {"rows": rows, "capacity_rps": capacity(rows)}
+            rest = rest[int(stream_rate * (seconds + 1) * len(rates)):]  # the next phase streams later events
+    lines += ["", f"Baseline, same server and run: `GET /healthz` at {floor['rate']:,}/s: p50 {floor['p50_ms']:.1f} ms, "
+              f"p99 {floor['p99_ms']:.1f} ms, {floor['ok_share']:.1%} 200s (the cost of HTTP alone)."]
+    numbers["healthz"] = floor
+    return lines, numbers
+
+
+def _steps(stack, vegeta: str, targets: Path, rates, seconds: float, events, stream_rate: float) -> list[dict]:
+    stop = threading.Event()
+    feeder = threading.Thread(target=_stream, args=(stack, events, stream_rate, stop), daemon=True)
+    if stream_rate > 0:
+        feeder.start()
+    rows = []
+    try:
+        for rate in rates:
+            rows.append(summarize(rate, seconds, attack(vegeta, targets, rate, seconds)))
+            time.sleep(1.0)  # let a backlog of the previous rate drain
+    finally:
+        stop.set()
+        if feeder.is_alive():
+            feeder.join(timeout=10)
+    return rows
 
 
 def render(rows: list[dict], candidates: int, stream_rate: float, seconds: float) -> list[str]:
@@ -171,10 +188,3 @@ def render(rows: list[dict], candidates: int, stream_rate: float, seconds: float
     lines += ["", f"Capacity (highest rate with p99 <= {CAPACITY_P99_MS:.0f} ms and >= {CAPACITY_SUCCESS:.0%} 200s): "
               f"{capacity(rows):,} requests/s."]
     return lines
-
-
-if __name__ == "__main__":  # pragma: no cover - a quick manual run
-    import sys
-
-    print("\n".join(run_load_bench(Settings.from_env(), stream_rate=float(sys.argv[1]) if len(sys.argv) > 1
-                                   else 0.0)[0]))

@@ -129,3 +129,21 @@ def test_pipeline_bench_measures_workers_and_trainer_ranks_on_one_topic(settings
     assert result["raw_consume_eps"] > 0 and result["pipeline_eps"] > 0
     assert set(result["trainer_ranks_sps"]) == {"1", "2"} and min(result["trainer_ranks_sps"].values()) > 0
     assert sum(line.startswith("| global trainer, ") for line in lines) == 2
+
+
+@pytest.mark.broker
+def test_load_bench_drives_the_real_worker_open_loop_with_and_without_events(settings_factory):
+    """A short run of ``bench --serving-load``: vegeta against a real worker, every request sent at its rate and
+    answered, the rows summarising what came back, and the HTTP baseline measured in the same run."""
+    from stream_ctr.bench.load import run_load_bench
+
+    lines, r = run_load_bench(settings_factory(), rates=(20, 60), seconds=2, candidates=20, stream_rates=(0, 300))
+    for phase in ("stream_0", "stream_300"):
+        rows = r[phase]["rows"]
+        assert [row["rate"] for row in rows] == [20, 60]
+        for row in rows:
+            assert row["sent"] == pytest.approx(2 * row["rate"], abs=2) and row["timeouts"] == 0
+            assert row["ok_share"] > 0.95 and 0 < row["p50_ms"] <= row["p99_ms"] <= row["p999_ms"]
+        assert r[phase]["capacity_rps"] in (0, 20, 60)
+    assert r["healthz"]["ok_share"] == 1.0 and r["healthz"]["sent"] >= 110
+    assert sum("Scoring under open-loop load" in line for line in lines) == 2
