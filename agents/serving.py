@@ -30,20 +30,18 @@ import aiohttp
 import orjson
 
 from stream_ctr.ab.attribution import Served
-from stream_ctr.serving import (MAX_BODY_BYTES, BadRequest, Query, exposure_record, head_for, parse_score_request,
-                                rank_many)
+from stream_ctr.serving import (DEADLINE_HEADER, MAX_BODY_BYTES, BadRequest, Query, exposure_record, head_for,
+                                parse_deadline, parse_score_request, rank_many)
 
 if TYPE_CHECKING:
     from .personalize import PersonalizeWorker
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEADLINE_HEADER", "FORWARDED", "ScoringView"]
+__all__ = ["FORWARDED", "ScoringView"]
 
 #: Header marking a request another worker forwarded to its owner.
 FORWARDED = "X-Stream-Ctr-Forwarded"
-#: Header of a request's deadline in milliseconds from its arrival.
-DEADLINE_HEADER = "X-Deadline-Ms"
 _JSON = "application/json"
 
 
@@ -82,7 +80,7 @@ class ScoringView:
 
     async def _handle(self, web, request):
         try:
-            deadline_s = _deadline(request.headers.get(DEADLINE_HEADER), self.default_deadline_s)
+            deadline_s = parse_deadline(request.headers.get(DEADLINE_HEADER), self.default_deadline_s)
             body = await _read_body(request)
             query = parse_score_request(body)
         except BadRequest as err:
@@ -188,15 +186,3 @@ async def _read_body(request) -> bytes:
     except Exception as exc:  # aiohttp refuses bodies over its own limit while streaming them
         raise BadRequest(413, f"body could not be read: {exc}") from None
 
-
-def _deadline(header: str | None, default_s: float) -> float:
-    """Seconds a request may wait for its ranking: its ``X-Deadline-Ms`` header, else the default."""
-    if header is None:
-        return default_s
-    try:
-        ms = float(header)
-    except ValueError:
-        ms = float("nan")
-    if not 0 < ms <= 600_000:
-        raise BadRequest(400, f"{DEADLINE_HEADER} must be milliseconds in (0, 600000], not {header!r}")
-    return ms / 1000.0

@@ -276,6 +276,30 @@ def _pipeline_latency_and_trainer() -> Row:
                    "none", w=6, decimals=3))
 
 
+def _pipeline_serving() -> Row:
+    served = rate(sel("stream_ctr_serving_batch_requests_sum"))
+    return row(
+        "Serving: /v1/score",
+        timeseries("Scoring requests / s",
+                   "Requests ranked, and requests shed (alert StreamCtrScoringShed): over_capacity = refused 429 at "
+                   "the door (more than STREAM_CTR_SERVING_MAX_IN_FLIGHT held), deadline = dropped 503 after "
+                   "waiting past X-Deadline-Ms.",
+                   [q(f"sum({served})", "ranked"),
+                    q(f"sum by (reason) ({rate(sel('stream_ctr_serving_shed_total'))})", "shed {{reason}}")],
+                   "reqps", w=8, min=0),
+        timeseries("Scoring queue time and requests held",
+                   "Time from a request's body being read to its ranking starting (p50, p99), and the requests "
+                   "each worker holds now.",
+                   [*(q(quantile(p, sel("stream_ctr_serving_queue_seconds_bucket"), rated=True),
+                        f"queued p{round(p * 100)}") for p in (0.5, 0.99)),
+                    q(f"max({sel('stream_ctr_serving_in_flight')})", "held (most on a worker)")], "s", w=8, min=0),
+        timeseries("Requests per forward pass",
+                   "How many scoring requests share one encoding and forward pass (micro-batching): 1 when "
+                   "traffic is light, more as it grows.",
+                   [q(f"sum({served}) / sum({rate(sel('stream_ctr_serving_batch_requests_count'))})", "mean")],
+                   "none", w=8, min=0, decimals=1))
+
+
 def _pipeline_model() -> Row:
     return row(
         "Model: trainer -> workers",
@@ -332,6 +356,7 @@ def pipeline() -> dict:
         _pipeline_throughput(),
         _pipeline_consumer_lag(),
         _pipeline_latency_and_trainer(),
+        _pipeline_serving(),
         _pipeline_model(),
         _pipeline_processes(),
     ])

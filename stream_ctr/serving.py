@@ -14,6 +14,7 @@ stream_ctr.serving.BadRequest: 422: candidates: List should have at least 1 item
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -29,13 +30,17 @@ from .heads import sigmoid
 from .snapshot import LoadedModel
 from .state import UserState
 
-__all__ = ["MAX_BODY_BYTES", "MAX_CANDIDATES", "BadRequest", "Exposure", "Query", "Ranking", "ScoreRequest",
-           "ScoreResponse", "exposure_record", "head_for", "openapi", "parse_score_request", "rank", "rank_many"]
+__all__ = ["DEADLINE_HEADER", "MAX_BODY_BYTES", "MAX_CANDIDATES", "BadRequest", "Exposure", "Query", "Ranking",
+           "ScoreRequest", "ScoreResponse", "exposure_record", "head_for", "openapi", "parse_deadline",
+           "parse_score_request", "rank", "rank_many"]
 
 #: Most candidates one request may rank.
 MAX_CANDIDATES = 1000
 #: Largest request body accepted (413 above it).
 MAX_BODY_BYTES = 1024 * 1024
+#: Header of a request's deadline: milliseconds from its arrival after which it is dropped (503), not ranked.
+DEADLINE_HEADER = "X-Deadline-Ms"
+MAX_DEADLINE_MS = 600_000
 
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 Id = Annotated[StrictStr, Field(min_length=1, max_length=256)]
@@ -162,6 +167,20 @@ def parse_score_request(body: bytes) -> Query:
     return query if query is not None else _validated(body)
 
 
+def parse_deadline(header: str | None, default_s: float) -> float:
+    """Seconds a request may wait for its ranking: its :data:`DEADLINE_HEADER`, else ``default_s``; 400 when the
+    header is not milliseconds in (0, 600000]."""
+    if header is None:
+        return default_s
+    try:
+        ms = float(header)
+    except ValueError:
+        ms = float("nan")
+    if not 0 < ms <= MAX_DEADLINE_MS:
+        raise BadRequest(400, f"{DEADLINE_HEADER} must be milliseconds in (0, {MAX_DEADLINE_MS}], not {header!r}")
+    return ms / 1000.0
+
+
 def _validated(body: bytes) -> Query:
     try:
         text = body.decode("utf-8")
@@ -263,6 +282,7 @@ def exposure_record(request: Query, ranking: Ranking, ts: float | None = None) -
                       for k, (i, s) in enumerate(zip(ranking.item_ids, ranking.scores))]}
 
 
+@functools.cache
 def openapi() -> dict:
     """The OpenAPI 3.1 description of the scoring endpoint (served at ``GET /openapi.json``)."""
     schemas: dict = {}
@@ -275,12 +295,19 @@ def openapi() -> dict:
     error = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
     errors = {str(code): {"description": why, "content": {"application/json": {"schema": error}}}
               for code, why in ((400, "malformed JSON or invalid UTF-8"), (413, f"body over {MAX_BODY_BYTES} bytes"),
-                                (422, "the body breaks the request schema"), (503, "no model yet"))}
+                                (422, "the body breaks the request schema"),
+                                (429, "over capacity: refused at once, retry after Retry-After seconds"),
+                                (503, "no model yet, or the request's deadline (X-Deadline-Ms) passed while it "
+                                      "waited"))}
     return {
         "openapi": "3.1.0",
         "info": {"title": "stream-ctr scoring API", "version": "1"},
         "paths": {"/v1/score": {"post": {
             "summary": "Rank candidate items for a user under the user's experiment arm",
+            "parameters": [{"name": DEADLINE_HEADER, "in": "header", "required": False,
+                            "description": "milliseconds the client waits; a request still queued after them is "
+                                           "dropped with 503 (default: the worker's STREAM_CTR_SERVING_DEADLINE_MS)",
+                            "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DEADLINE_MS}}],
             "requestBody": {"required": True, "content": {"application/json": {"schema": refs[ScoreRequest]}}},
             "responses": {"200": {"description": "candidates ranked by score, highest first",
                                   "content": {"application/json": {"schema": refs[ScoreResponse]}}}, **errors},

@@ -11,7 +11,7 @@ import pytest
 
 from stream_ctr import topics
 from stream_ctr.agents.personalize import PersonalizeWorker
-from stream_ctr.agents.serving import DEADLINE_HEADER
+from stream_ctr.serving import DEADLINE_HEADER
 from stream_ctr.config import Settings
 from stream_ctr.serving import head_for, parse_score_request, rank
 
