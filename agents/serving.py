@@ -10,8 +10,10 @@ remembers it for attribution (:class:`~stream_ctr.ab.attribution.PendingExposure
 
 Under load (docs/ARCHITECTURE.md, "Serving under load"):
 
-- **Admission.** At most ``serving_max_in_flight`` requests are held at once; one more is answered 429 with
-  ``Retry-After`` before its body is read, so overload costs a refusal, not a queue every client waits in.
+- **Admission.** At most ``serving_max_in_flight`` requests are held at once, and none is taken while the event
+  loop runs more than ``serving_max_lag_ms`` late (a probe every 5 ms measures it: requests not yet looked at
+  wait that long); past either, a request is answered 429 with ``Retry-After`` before its body is read, so
+  overload costs a refusal, not a queue every client waits in.
 - **Micro-batching.** Requests whose bodies are read in the same turn of the event loop are ranked together: one
   encoding and one forward pass over all their candidates (up to ``serving_max_batch`` requests), scheduled with
   ``call_soon``, so a request alone waits for nothing.
@@ -43,6 +45,7 @@ __all__ = ["FORWARDED", "ScoringView"]
 #: Header marking a request another worker forwarded to its owner.
 FORWARDED = "X-Stream-Ctr-Forwarded"
 _JSON = "application/json"
+PROBE_EVERY_S = 0.005
 
 
 class Shed(Exception):
@@ -64,11 +67,19 @@ class ScoringView:
         self._queue: list[tuple[Query, float, float, asyncio.Future]] = []  # query, arrival, deadline, answer
         self._timer: asyncio.Handle | None = None  # the flush to come, when one is scheduled
         self.linger_s = 0.001
+        self.max_lag_s = s.serving_max_lag_ms / 1000.0
+        self.lag = 0.0  # how late the event loop ran its last probe: how long a request waits to be looked at
+        self._probe_due: float | None = None
+        self._probe_loop: asyncio.AbstractEventLoop | None = None
 
     async def handle(self, web, request):
-        if self.in_flight >= self.max_in_flight:
+        if self._probe_loop is not asyncio.get_running_loop():
+            self._probe_loop, self._probe_due = asyncio.get_running_loop(), None
+            self._probe()
+        if self.in_flight >= self.max_in_flight or self.lag > self.max_lag_s:
             self.metrics.shed.labels("over_capacity").inc()
-            return web.json({"error": f"over capacity: {self.in_flight} scoring requests in flight; retry later"},
+            return web.json({"error": f"over capacity ({self.in_flight} scoring requests held, the event loop "
+                                      f"{self.lag * 1e3:.0f} ms behind); retry later"},
                             status=429, headers={"Retry-After": "1"})
         self.in_flight += 1
         self.metrics.in_flight.set(self.in_flight)
@@ -94,6 +105,15 @@ class ScoringView:
             return web.bytes(await self.score(query, deadline_s), content_type=_JSON)
         except Shed as shed:
             return web.json({"error": shed.message}, status=shed.status, headers={"Retry-After": "1"})
+
+    def _probe(self) -> None:
+        """Every 5 ms: how late this callback runs is how long anything ready waits for the loop now."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self.lag = 0.0 if self._probe_due is None else max(0.0, now - self._probe_due)
+        self.metrics.loop_lag.set(self.lag)
+        self._probe_due = now + PROBE_EVERY_S
+        loop.call_at(self._probe_due, self._probe)
 
     def score(self, query: Query, deadline_s: float | None = None) -> asyncio.Future:
         """Queue ``query`` for the next batch; the future is the response body (or raises :class:`Shed`)."""

@@ -107,6 +107,10 @@ class Settings:
     serving_deadline_ms: float = _knob(100.0, "STREAM_CTR_SERVING_DEADLINE_MS",
                                        "default deadline of a scoring request (header X-Deadline-Ms overrides it): "
                                        "one still queued after it is dropped with 503, not computed", _positive)
+    serving_max_lag_ms: float = _knob(20.0, "STREAM_CTR_SERVING_MAX_LAG_MS",
+                                      "while the worker's event loop runs this late (it probes every 5 ms), new "
+                                      "scoring requests are answered 429 at once: overload sheds instead of queueing",
+                                      _positive)
     serving_max_batch: int = _knob(16, "STREAM_CTR_SERVING_MAX_BATCH",
                                    "scoring requests ranked together in one forward pass", _positive)
     session_timeout_s: float = _knob(6.0, "STREAM_CTR_SESSION_TIMEOUT_S",

@@ -287,12 +287,13 @@ def _pipeline_serving() -> Row:
                    [q(f"sum({served})", "ranked"),
                     q(f"sum by (reason) ({rate(sel('stream_ctr_serving_shed_total'))})", "shed {{reason}}")],
                    "reqps", w=8, min=0),
-        timeseries("Scoring queue time and requests held",
-                   "Time from a request's body being read to its ranking starting (p50, p99), and the requests "
-                   "each worker holds now.",
+        timeseries("Scoring queue time and event-loop lag",
+                   "Time from a request's body being read to its ranking starting (p50, p99), and how late each "
+                   "worker's event loop runs (requests are refused while it is past STREAM_CTR_SERVING_MAX_LAG_MS).",
                    [*(q(quantile(p, sel("stream_ctr_serving_queue_seconds_bucket"), rated=True),
                         f"queued p{round(p * 100)}") for p in (0.5, 0.99)),
-                    q(f"max({sel('stream_ctr_serving_in_flight')})", "held (most on a worker)")], "s", w=8, min=0),
+                    q(f"max({sel('stream_ctr_serving_loop_lag_seconds')})", "loop lag (worst worker)")], "s",
+                   w=8, min=0),
         timeseries("Requests per forward pass",
                    "How many scoring requests share one encoding and forward pass (micro-batching): 1 when "
                    "traffic is light, more as it grows.",

@@ -157,6 +157,8 @@ class ServingMetrics:
     def __init__(self, registry: CollectorRegistry):
         r = registry
         self.in_flight = Gauge("stream_ctr_serving_in_flight", "Scoring requests held by this worker now", registry=r)
+        self.loop_lag = Gauge("stream_ctr_serving_loop_lag_seconds", "How late the worker's event loop ran its "
+                              "last 5 ms probe (requests are shed past STREAM_CTR_SERVING_MAX_LAG_MS)", registry=r)
         self.queue_seconds = Histogram("stream_ctr_serving_queue_seconds", "Time a scoring request waited between "
                                        "its body being read and its ranking starting",
                                        buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),

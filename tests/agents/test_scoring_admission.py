@@ -117,3 +117,27 @@ def test_requests_batched_together_are_ranked_as_each_would_be_alone(worker, mak
     for exposure in worker.exposures.sent:
         jsonschema.validate(exposure, topics.schema("exposure"))
     assert {e["request_id"] for e in worker.exposures.sent} == {"b0", "b1", "b2"}
+
+
+def test_while_the_event_loop_runs_late_new_requests_are_refused(worker):
+    """The probe measures how late the loop runs; past serving_max_lag_ms (20 ms) the door answers 429, and once
+    the loop catches up requests are taken again."""
+    import time
+
+    async def run():
+        view = worker.scoring
+        first = await view.handle(_Web(), _Request(_body("u1", "a")))  # starts the probe
+        await asyncio.sleep(0.006)
+        time.sleep(0.05)  # the loop is blocked: the probe due meanwhile runs 45+ ms late
+        await asyncio.sleep(0.0005)  # the late probe (due before) runs first
+        late = view.lag
+        refused = await view.handle(_Web(), _Request(_body("u1", "b")))
+        await asyncio.sleep(0.02)  # a few on-time probes
+        again = await view.handle(_Web(), _Request(_body("u1", "c")))
+        return first, late, refused, again
+
+    first, late, refused, again = asyncio.run(run())
+    assert first[0] == 200 and late > 0.02
+    assert refused[0] == 429 and "behind" in refused[1]["error"] and refused[2]["Retry-After"] == "1"
+    assert again[0] == 200
+    assert _metric(worker, "stream_ctr_serving_loop_lag_seconds") < 0.02
