@@ -11,9 +11,10 @@ remembers it for attribution (:class:`~stream_ctr.ab.attribution.PendingExposure
 Under load (docs/ARCHITECTURE.md, "Serving under load"):
 
 - **Admission.** At most ``serving_max_in_flight`` requests are held at once, and none is taken while the event
-  loop runs more than ``serving_max_lag_ms`` late (a probe every 5 ms measures it: requests not yet looked at
-  wait that long); past either, a request is answered 429 with ``Retry-After`` before its body is read, so
-  overload costs a refusal, not a queue every client waits in.
+  loop stays more than ``serving_max_lag_ms`` late (two probes in a row, 5 ms apart: requests not yet looked at
+  wait that long; one late probe is a learning batch that held the loop once, not overload); past either, a
+  request is answered 429 with ``Retry-After`` before its body is read, so overload costs a refusal, not a
+  queue every client waits in.
 - **Micro-batching.** Requests whose bodies are read in the same turn of the event loop are ranked together: one
   encoding and one forward pass over all their candidates (up to ``serving_max_batch`` requests), scheduled with
   ``call_soon``, so a request alone waits for nothing.
@@ -69,6 +70,7 @@ class ScoringView:
         self.linger_s = 0.001
         self.max_lag_s = s.serving_max_lag_ms / 1000.0
         self.lag = 0.0  # how late the event loop ran its last probe: how long a request waits to be looked at
+        self.overloaded = False  # the last two probes both ran past max_lag_s late
         self._probe_due: float | None = None
         self._probe_loop: asyncio.AbstractEventLoop | None = None
 
@@ -76,7 +78,7 @@ class ScoringView:
         if self._probe_loop is not asyncio.get_running_loop():
             self._probe_loop, self._probe_due = asyncio.get_running_loop(), None
             self._probe()
-        if self.in_flight >= self.max_in_flight or self.lag > self.max_lag_s:
+        if self.in_flight >= self.max_in_flight or self.overloaded:
             self.metrics.shed.labels("over_capacity").inc()
             return web.json({"error": f"over capacity ({self.in_flight} scoring requests held, the event loop "
                                       f"{self.lag * 1e3:.0f} ms behind); retry later"},
@@ -110,8 +112,11 @@ class ScoringView:
         """Every 5 ms: how late this callback runs is how long anything ready waits for the loop now."""
         loop = asyncio.get_running_loop()
         now = loop.time()
-        self.lag = 0.0 if self._probe_due is None else max(0.0, now - self._probe_due)
-        self.metrics.loop_lag.set(self.lag)
+        lag = 0.0 if self._probe_due is None else max(0.0, now - self._probe_due)
+        # Sustained, not one late probe: a learning batch that held the loop once is over when this runs.
+        self.overloaded = lag > self.max_lag_s and self.lag > self.max_lag_s
+        self.lag = lag
+        self.metrics.loop_lag.set(lag)
         self._probe_due = now + PROBE_EVERY_S
         loop.call_at(self._probe_due, self._probe)
 

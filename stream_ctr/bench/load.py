@@ -30,7 +30,7 @@ import orjson
 from ..config import Settings
 from ..data import load_dataset
 
-__all__ = ["DEFAULT_RATES", "find_vegeta", "run_load_bench", "score_bodies", "summarize"]
+__all__ = ["DEFAULT_RATES", "capacity", "cpu_seconds", "find_vegeta", "run_load_bench", "score_bodies", "summarize"]
 
 DEFAULT_RATES = (250, 500, 1000, 2000, 3000)
 #: A rate is within capacity when its p99 is at most this and at least ``CAPACITY_SUCCESS`` of the answers are 200.
@@ -104,6 +104,12 @@ def summarize(rate: int, seconds: float, results: list[tuple[int, float]]) -> di
             "timeouts": int((codes == 0).sum()), "other": int((~ok & ~shed & (codes != 0)).sum())}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def capacity(rows: list[dict]) -> int:
     """The highest rate whose p99 and share of 200s are within the targets (0 when none is)."""
     good = [r["rate"] for r in rows if r["p99_ms"] <= CAPACITY_P99_MS and r["ok_share"] >= CAPACITY_SUCCESS]
@@ -164,9 +170,13 @@ def _steps(stack, vegeta: str, targets: Path, rates, seconds: float, events, str
     if stream_rate > 0:
         feeder.start()
     rows = []
+    pid = stack.procs["worker"].pid
     try:
         for rate in rates:
-            rows.append(summarize(rate, seconds, attack(vegeta, targets, rate, seconds)))
+            cpu0, t0 = cpu_seconds(pid), time.monotonic()
+            row = summarize(rate, seconds, attack(vegeta, targets, rate, seconds))
+            row["worker_cores"] = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+            rows.append(row)
             time.sleep(1.0)  # let a backlog of the previous rate drain
     finally:
         stop.set()
@@ -180,11 +190,13 @@ def render(rows: list[dict], candidates: int, stream_rate: float, seconds: float
     lines = ["", f"## Scoring under open-loop load (vegeta, {candidates} candidates a request, {seconds:.0f} s a rate, "
              f"one worker, {flowing}, {os.cpu_count()} cores)", "",
              "| requests/s offered | p50 ms | p99 ms | p99.9 ms | 200s/s | 200 share | shed (429/503), p99 ms | "
-             "timeouts | other |", "|---|---|---|---|---|---|---|---|---|"]
+             "timeouts | other | worker CPU (cores) | 200s/s per worker core |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        per_core = r["goodput"] / r["worker_cores"] if r["worker_cores"] > 0 else float("nan")
         lines.append(f"| {r['rate']:,} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['p999_ms']:.1f} | "
                      f"{r['goodput']:,.0f} | {r['ok_share']:.1%} | {r['shed']:,}, {r['shed_p99_ms']:.1f} | "
-                     f"{r['timeouts']:,} | {r['other']:,} |")
+                     f"{r['timeouts']:,} | {r['other']:,} | {r['worker_cores']:.2f} | {per_core:,.0f} |")
     lines += ["", f"Capacity (highest rate with p99 <= {CAPACITY_P99_MS:.0f} ms and >= {CAPACITY_SUCCESS:.0%} 200s): "
               f"{capacity(rows):,} requests/s."]
     return lines

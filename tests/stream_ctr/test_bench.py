@@ -144,6 +144,7 @@ def test_load_bench_drives_the_real_worker_open_loop_with_and_without_events(set
         for row in rows:
             assert row["sent"] == pytest.approx(2 * row["rate"], abs=2) and row["timeouts"] == 0
             assert row["ok_share"] > 0.95 and 0 < row["p50_ms"] <= row["p99_ms"] <= row["p999_ms"]
+            assert 0 < row["worker_cores"] < 2  # the worker was busy ranking, and it is one process
         assert r[phase]["capacity_rps"] in (0, 20, 60)
     assert r["healthz"]["ok_share"] == 1.0 and r["healthz"]["sent"] >= 110
     assert sum("Scoring under open-loop load" in line for line in lines) == 2
