@@ -158,7 +158,8 @@ def run_load_bench(settings: Settings, rates=DEFAULT_RATES, seconds: float = 15.
             lines += render(rows, candidates, stream_rate, seconds)
             numbers[f"stream_{stream_rate:.0f}"] = {"rows": rows, "capacity_rps": capacity(rows)}
             rest = rest[int(stream_rate * (seconds + 1) * len(rates)):]  # the next phase streams later events
-    lines += ["", f"Baseline, same server and run: `GET /healthz` at {floor['rate']:,}/s: p50 {floor['p50_ms']:.1f} ms, "
+    lines += ["", f"Baseline, same server and run: `GET /healthz` at {floor['rate']:,}/s: "
+              f"p50 {floor['p50_ms']:.1f} ms, "
               f"p99 {floor['p99_ms']:.1f} ms, {floor['ok_share']:.1%} 200s (the cost of HTTP alone)."]
     numbers["healthz"] = floor
     return lines, numbers

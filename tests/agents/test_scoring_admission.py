@@ -1,6 +1,7 @@
 """In-process tier: the worker's scoring view under load, driven through its real handler (no broker, no HTTP
-server, no group: every user is this worker's own; routing is the broker tier's): admission (429 with Retry-After past ``serving_max_in_flight``), the per-request deadline (503, never
-computed), micro-batching (requests of one loop turn ranked together, each as it would be alone) and the
+server, no group: every user is this worker's own; routing is the broker tier's): admission (429 with
+Retry-After past ``serving_max_in_flight`` or while the event loop stays late), the per-request deadline (503,
+never computed), micro-batching (requests held together ranked together, each as it would be alone) and the
 serving metrics. The exposures topic is a recorder; everything else is the worker the CLI runs."""
 
 import asyncio
