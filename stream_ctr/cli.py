@@ -301,7 +301,8 @@ def _add_bench_parser(sub) -> None:
     bn.add_argument("--serving-requests", type=_positive_int, default=2000)
     bn.add_argument("--serving-load", action="store_true",
                     help="also drive /v1/score open-loop at stepped rates (vegeta: `make vegeta`), without and with "
-                         "events flowing, and report latency quantiles, goodput, shed requests and the capacity")
+                         "events flowing, and report latency quantiles, goodput, shed requests and the capacity; "
+                         "then the cost of a request forwarded to another worker")
     bn.add_argument("--load-rates", type=_rates, default="250,500,1000,2000,3000",
                     help="requests/s of --serving-load's steps, comma separated")
     bn.add_argument("--load-seconds", type=_positive_float, default=15.0, help="seconds of each --serving-load step")

@@ -130,10 +130,12 @@ def _stream(stack, events, rate: float, stop: threading.Event) -> None:
 
 
 def run_load_bench(settings: Settings, rates=DEFAULT_RATES, seconds: float = 15.0, candidates: int = 100,
-                   stream_rates=(0.0, 3000.0)) -> tuple[list[str], dict]:
+                   stream_rates=(0.0, 3000.0), routed_rate: int = 200) -> tuple[list[str], dict]:
     """Step through ``rates`` against a fresh stack's worker, once per rate of ``stream_rates``: MovieLens events/s
     flowing through the same worker meanwhile (0: none). The baseline, in the same run: ``GET /healthz`` of the
-    same server at the highest rate (what HTTP alone costs here)."""
+    same server at the highest rate (what HTTP alone costs here). Last, with ``routed_rate`` > 0, a second worker
+    joins and the first is asked, at that rate, for users it owns and then for users the second owns (each
+    forwarded once): what the hop costs."""
     from .. import topics
     from ..replay import replay
     from ..stack import Stack
@@ -158,6 +160,9 @@ def run_load_bench(settings: Settings, rates=DEFAULT_RATES, seconds: float = 15.
             lines += render(rows, candidates, stream_rate, seconds)
             numbers[f"stream_{stream_rate:.0f}"] = {"rows": rows, "capacity_rps": capacity(rows)}
             rest = rest[int(stream_rate * (seconds + 1) * len(rates)):]  # the next phase streams later events
+        if routed_rate > 0:
+            numbers["routed"] = _routed(stack, vegeta, bodies, folder, routed_rate, seconds)
+            lines += render_routed(numbers["routed"])
     lines += ["", f"Baseline, same server and run: `GET /healthz` at {floor['rate']:,}/s: "
               f"p50 {floor['p50_ms']:.1f} ms, "
               f"p99 {floor['p99_ms']:.1f} ms, {floor['ok_share']:.1%} 200s (the cost of HTTP alone)."]
@@ -184,6 +189,51 @@ def _steps(stack, vegeta: str, targets: Path, rates, seconds: float, events, str
         if feeder.is_alive():
             feeder.join(timeout=10)
     return rows
+
+
+def _routed(stack, vegeta: str, bodies: list[bytes], folder: Path, rate: int, seconds: float) -> dict:
+    from ..events import partition_of
+
+    stack.spawn("worker", "worker2")
+    stack.wait_healthy(120, "worker2")
+    mine = _settled_partitions(stack, stack.settings.events_partitions)
+    n = stack.settings.events_partitions
+    local, forwarded = [], []
+    for body in bodies:
+        user = orjson.loads(body)["user_id"]
+        (local if partition_of(user.encode(), n) in mine else forwarded).append(body)
+    out = {}
+    for name, part in (("local", local), ("forwarded", forwarded)):
+        _targets(stack.worker_url, part, folder / f"{name}.jsonl")
+        attack(vegeta, folder / f"{name}.jsonl", rate, 2)  # warm-up: the new connections between the workers
+        out[name] = summarize(rate, seconds, attack(vegeta, folder / f"{name}.jsonl", rate, seconds))
+    return out
+
+
+def _settled_partitions(stack, partitions: int, timeout: float = 90.0) -> set[int]:
+    """The first worker's partitions once the two workers' reports split them all between them."""
+    from ..stack import get_json
+
+    deadline = time.monotonic() + timeout
+    while True:
+        owned = [set(map(int, get_json(f"{url}/v1/stats")[1].get("partitions", {})))
+                 for url in (stack.worker_url, stack.url("worker2"))]
+        if owned[0] and owned[1] and not owned[0] & owned[1] and len(owned[0] | owned[1]) == partitions:
+            return owned[0]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the two workers did not split {partitions} partitions in {timeout:.0f}s: {owned}")
+        time.sleep(1.0)
+
+
+def render_routed(routed: dict) -> list[str]:
+    local, fwd = routed["local"], routed["forwarded"]
+    return ["", f"## Routed requests: two workers, the first asked at {local['rate']:,}/s", "",
+            "| users of | p50 ms | p99 ms | 200 share |", "|---|---|---|---|",
+            *(f"| {name} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['ok_share']:.1%} |"
+              for name, r in (("the first worker (served there)", local),
+                              ("the second worker (forwarded once)", fwd))),
+            "", f"Forwarded / local: p50 {fwd['p50_ms'] / local['p50_ms']:.1f}x, "
+                f"p99 {fwd['p99_ms'] / local['p99_ms']:.1f}x."]
 
 
 def render(rows: list[dict], candidates: int, stream_rate: float, seconds: float) -> list[str]:

@@ -137,7 +137,8 @@ def test_load_bench_drives_the_real_worker_open_loop_with_and_without_events(set
     answered, the rows summarising what came back, and the HTTP baseline measured in the same run."""
     from stream_ctr.bench.load import run_load_bench
 
-    lines, r = run_load_bench(settings_factory(), rates=(20, 60), seconds=2, candidates=20, stream_rates=(0, 300))
+    lines, r = run_load_bench(settings_factory(), rates=(20, 60), seconds=2, candidates=20, stream_rates=(0, 300),
+                              routed_rate=30)
     for phase in ("stream_0", "stream_300"):
         rows = r[phase]["rows"]
         assert [row["rate"] for row in rows] == [20, 60]
@@ -148,3 +149,7 @@ def test_load_bench_drives_the_real_worker_open_loop_with_and_without_events(set
         assert r[phase]["capacity_rps"] in (0, 20, 60)
     assert r["healthz"]["ok_share"] == 1.0 and r["healthz"]["sent"] >= 110
     assert sum("Scoring under open-loop load" in line for line in lines) == 2
+    # Then a second worker: requests for the first worker's users and for the second's (forwarded), both answered
+    for part in ("local", "forwarded"):
+        assert r["routed"][part]["sent"] == pytest.approx(60, abs=2) and r["routed"][part]["ok_share"] == 1.0
+    assert any(line.startswith("Forwarded / local") for line in lines)
