@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
+import itertools
 import os
 import shutil
 import subprocess
@@ -117,16 +119,22 @@ def capacity(rows: list[dict]) -> int:
 
 
 def _stream(stack, events, rate: float, stop: threading.Event) -> None:
-    """Replay ``events`` into the stack at ``rate`` until done or ``stop``: the demo's traffic beside the load."""
+    """Replay ``events`` into the stack at ``rate`` until ``stop``: the demo's traffic beside the load. When they
+    run out they are sent again as new events (fresh ids, later times), so the stream flows through every step."""
     from .. import topics
     from ..replay import replay
 
+    span = events[-1].ts - events[0].ts + 1.0
     chunk = max(1, int(rate))  # one second of events a call, so a stop takes effect within a second
-    for start in range(0, len(events), chunk):
-        if stop.is_set():
-            return
-        replay(events[start:start + chunk], stack.settings.kafka_bootstrap, topics.events(stack.settings).name,
-               rate)
+    for cycle in itertools.count():
+        for start in range(0, len(events), chunk):
+            if stop.is_set():
+                return
+            part = events[start:start + chunk]
+            if cycle:
+                part = [dataclasses.replace(e, event_id=f"{e.event_id}~{cycle}", ts=e.ts + cycle * span)
+                        for e in part]
+            replay(part, stack.settings.kafka_bootstrap, topics.events(stack.settings).name, rate)
 
 
 def run_load_bench(settings: Settings, rates=DEFAULT_RATES, seconds: float = 15.0, candidates: int = 100,
@@ -159,7 +167,6 @@ def run_load_bench(settings: Settings, rates=DEFAULT_RATES, seconds: float = 15.
             rows = _steps(stack, vegeta, folder / "score.jsonl", rates, seconds, rest, stream_rate)
             lines += render(rows, candidates, stream_rate, seconds)
             numbers[f"stream_{stream_rate:.0f}"] = {"rows": rows, "capacity_rps": capacity(rows)}
-            rest = rest[int(stream_rate * (seconds + 1) * len(rates)):]  # the next phase streams later events
         if routed_rate > 0:
             numbers["routed"] = _routed(stack, vegeta, bodies, folder, routed_rate, seconds)
             lines += render_routed(numbers["routed"])
