@@ -15,9 +15,9 @@ Under load (docs/ARCHITECTURE.md, "Serving under load"):
   wait that long; one late probe is a learning batch that held the loop once, not overload); past either, a
   request is answered 429 with ``Retry-After`` before its body is read, so overload costs a refusal, not a
   queue every client waits in.
-- **Micro-batching.** Requests whose bodies are read in the same turn of the event loop are ranked together: one
-  encoding and one forward pass over all their candidates (up to ``serving_max_batch`` requests), scheduled with
-  ``call_soon``, so a request alone waits for nothing.
+- **Micro-batching.** Requests held together are ranked together: one encoding and one forward pass over all
+  their candidates (up to ``serving_max_batch`` requests). A request alone is ranked at once; while others are
+  being read, the batch waits up to ``LINGER_S`` (1 ms) for them to join.
 - **Deadline.** A request carries ``X-Deadline-Ms`` (default ``serving_deadline_ms``); one still waiting for its
   batch after it is dropped with 503 instead of being computed for a client that has given up.
 """
@@ -47,6 +47,8 @@ __all__ = ["FORWARDED", "ScoringView"]
 FORWARDED = "X-Stream-Ctr-Forwarded"
 _JSON = "application/json"
 PROBE_EVERY_S = 0.005
+#: How long a batch waits for requests still being read to join it (only when there are such requests).
+LINGER_S = 0.001
 
 
 class Shed(Exception):
@@ -67,7 +69,6 @@ class ScoringView:
         self.in_flight = 0
         self._queue: list[tuple[Query, float, float, asyncio.Future]] = []  # query, arrival, deadline, answer
         self._timer: asyncio.Handle | None = None  # the flush to come, when one is scheduled
-        self.linger_s = 0.001
         self.max_lag_s = s.serving_max_lag_ms / 1000.0
         self.lag = 0.0  # how late the event loop ran its last probe: how long a request waits to be looked at
         self.overloaded = False  # the last two probes both ran past max_lag_s late
@@ -132,7 +133,7 @@ class ScoringView:
             self._timer = loop.call_soon(self._flush)
         elif self._timer is None:
             # Alone: now. Others are held (their bodies are being read): wait a moment for them to join.
-            self._timer = loop.call_later(self.linger_s if self.in_flight > len(self._queue) else 0, self._flush)
+            self._timer = loop.call_later(LINGER_S if self.in_flight > len(self._queue) else 0, self._flush)
         return answer
 
     def _flush(self) -> None:
