@@ -8,7 +8,7 @@ import faust
 from faust.serializers import codecs
 
 from stream_ctr.config import ConfigError, Settings
-from stream_ctr.state import UserState
+from stream_ctr.learning.state import UserState
 from stream_ctr.topics import MAX_RECORD_BYTES
 
 from . import faust_fixes

@@ -1,6 +1,6 @@
 """One batch of the personalize worker: validate, dead-letter the bad records, attribute the events that answer a
 scoring request to its arm, and test-then-train the good ones; a record whose processing raises is dead-lettered
-too (:mod:`stream_ctr.isolation`), and the rest of its batch applied.
+too (:mod:`stream_ctr.learning.isolation`), and the rest of its batch applied.
 
 :class:`PersonalizeStep` is the unit the worker calls per chunk of fetched records (:mod:`.batched`). It scores
 the whole batch with one model snapshot (so a swap never lands mid-batch) and writes each user's state once per
@@ -13,16 +13,16 @@ from __future__ import annotations
 import time
 from typing import MutableMapping, Sequence
 
-from stream_ctr.ab.assignment import Experiment
-from stream_ctr.ab.attribution import ArmResults, PendingExposures
-from stream_ctr.events import Event, InvalidEvent, parse_record
-from stream_ctr.freshness import Staleness
-from stream_ctr.heads import HeadParams
-from stream_ctr.isolation import isolate
-from stream_ctr.learning import test_then_train
-from stream_ctr.monitoring import WorkerMetrics
-from stream_ctr.snapshot import SnapshotHolder
-from stream_ctr.state import UserState
+from stream_ctr.experiments.assignment import Experiment
+from stream_ctr.experiments.attribution import ArmResults, PendingExposures
+from stream_ctr.contracts.events import Event, InvalidEvent, parse_record
+from stream_ctr.monitoring.freshness import Staleness
+from stream_ctr.learning.heads import HeadParams
+from stream_ctr.learning.isolation import isolate
+from stream_ctr.learning.loop import test_then_train
+from stream_ctr.monitoring.prometheus import WorkerMetrics
+from stream_ctr.models.snapshot import SnapshotHolder
+from stream_ctr.learning.state import UserState
 
 from .dead_letters import FATAL, DeadLetters
 
@@ -46,7 +46,7 @@ class PersonalizeStep:
         """Process ``batch``, records of ``ctr.events`` in offset order per partition (aiokafka ``ConsumerRecord``
         or anything with ``.topic``, ``.partition``, ``.offset``, ``.key``, ``.value``). A record that fails
         validation is dead-lettered with its reason; one whose processing raises, with ``internal_error``
-        (:mod:`stream_ctr.isolation`); every other record is applied, and the batch never raises for one record."""
+        (:mod:`stream_ctr.learning.isolation`); every other record is applied, and the batch never raises for one record."""
         parsed = []
         for record in batch:
             try:

@@ -1,9 +1,9 @@
 """The dead-letter path: a record that fails validation goes to ``ctr.events.dlq`` untouched, with why and where.
 
 The value and key are the original raw bytes; headers carry ``reason`` (a closed set,
-:data:`stream_ctr.events.DLQ_REASONS`), ``detail`` and the source ``topic``, ``partition`` and ``offset``, so an
+:data:`stream_ctr.contracts.events.DLQ_REASONS`), ``detail`` and the source ``topic``, ``partition`` and ``offset``, so an
 operator can find and replay it. Every dead letter is counted by reason. Besides invalid records, a valid record
-whose processing raised goes here too, with reason ``internal_error`` (:mod:`stream_ctr.isolation`): a bug met by one record
+whose processing raised goes here too, with reason ``internal_error`` (:mod:`stream_ctr.learning.isolation`): a bug met by one record
 must not stop the consumer. Its traceback is logged the first time each kind of failure (exception type and the line
 that raised it) is met, and every further one in a line, so one bad record shape cannot flood the log.
 """
@@ -15,8 +15,8 @@ import traceback
 
 from aiokafka.errors import KafkaError
 
-from stream_ctr.events import InvalidEvent
-from stream_ctr.isolation import FATAL as _FATAL
+from stream_ctr.contracts.events import InvalidEvent
+from stream_ctr.learning.isolation import FATAL as _FATAL
 
 __all__ = ["FATAL", "DeadLetters"]
 
@@ -39,7 +39,7 @@ class DeadLetters:
         await self.send_reason(record, err.reason, err.detail)
 
     async def send_reason(self, record, reason: str, detail: str) -> None:
-        """Dead-letter ``record`` for ``reason`` (one of :data:`stream_ctr.events.DLQ_REASONS`)."""
+        """Dead-letter ``record`` for ``reason`` (one of :data:`stream_ctr.contracts.events.DLQ_REASONS`)."""
         headers = {"reason": reason.encode(), "detail": detail.encode("utf-8", "replace"),
                    "topic": record.topic.encode(), "partition": str(record.partition).encode(),
                    "offset": str(record.offset).encode()}

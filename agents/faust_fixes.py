@@ -120,7 +120,7 @@ def _fetch_only_active_partitions() -> None:
 def _rocksdb_writes_by_key_partition() -> None:
     from faust.stores import rocksdb
 
-    from stream_ctr.events import partition_of
+    from stream_ctr.contracts.events import partition_of
 
     write = rocksdb.Store._set
     assert "current_event()" in inspect.getsource(write), \

@@ -1,7 +1,7 @@
 """The personalize worker: per-user test-then-train on ``ctr.events``, as one typed object.
 
 :meth:`PersonalizeWorker.build` wires the units: what the worker consumes (``events``), what it keeps (``table``
-of :class:`~stream_ctr.state.UserState`, the snapshot ``follower``, ``metrics``, the ``experiment`` it runs with
+of :class:`~stream_ctr.learning.state.UserState`, the snapshot ``follower``, ``metrics``, the ``experiment`` it runs with
 its ``pending`` exposures and per-arm ``results``), what it does per batch (``step``), where bad records go
 (``dead_letters``), what it serves (:mod:`.views`, ``scoring``) and where exposures go (``exposures``).
 """
@@ -17,16 +17,16 @@ import faust
 import numpy as np
 
 from stream_ctr import topics
-from stream_ctr.ab.assignment import Experiment
-from stream_ctr.ab.attribution import ArmResults, PendingExposures
-from stream_ctr.arms import ARMS
+from stream_ctr.experiments.assignment import Experiment
+from stream_ctr.experiments.attribution import ArmResults, PendingExposures
+from stream_ctr.contracts.arms import ARMS
 from stream_ctr.broker.lag import StallDetector, group_lag
 from stream_ctr.config import Settings
-from stream_ctr.drift import DriftParams
-from stream_ctr.freshness import Staleness
-from stream_ctr.heads import HeadParams
-from stream_ctr.monitoring import DRIFT_BUCKETS, WorkerMetrics
-from stream_ctr.state import UserState
+from stream_ctr.learning.drift import DriftParams
+from stream_ctr.monitoring.freshness import Staleness
+from stream_ctr.learning.heads import HeadParams
+from stream_ctr.monitoring.prometheus import DRIFT_BUCKETS, WorkerMetrics
+from stream_ctr.learning.state import UserState
 
 from . import views
 from .app import USER_STATE_CODEC, create_app, raw_topic

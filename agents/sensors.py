@@ -1,7 +1,7 @@
 """Faust's own figures, exported to the worker's Prometheus registry: how long offset commits and rebalances take.
 
 A Faust :class:`~faust.Sensor` is called by the app at each commit and rebalance; this one times them into two
-histograms of :class:`~stream_ctr.monitoring.WorkerMetrics` (``stream_ctr_commit_seconds``,
+histograms of :class:`~stream_ctr.monitoring.prometheus.WorkerMetrics` (``stream_ctr_commit_seconds``,
 ``stream_ctr_rebalance_seconds``). Faust calls the commit hooks on every commit tick, also when nothing was
 acknowledged since the last one; those no-op commits are not timed (they would pull every quantile to 0).
 Events per second need no sensor: ``stream_ctr_events_total`` counts them.
@@ -14,7 +14,7 @@ from typing import Any
 
 import faust
 
-from stream_ctr.monitoring import WorkerMetrics
+from stream_ctr.monitoring.prometheus import WorkerMetrics
 
 __all__ = ["TimingSensor"]
 

@@ -5,8 +5,8 @@ A user's head lives on the worker that owns the user's partition of ``ctr.events
 request: it asks Faust's router which worker owns the user's key (the assignment every worker of the group
 shares) and forwards the body there unless that is itself; a forwarded request is always served where it lands,
 so a request is forwarded at most once. The owner ranks the candidates with the snapshot in use and the user's
-head of the user's arm (:func:`stream_ctr.serving.rank_many`), writes the exposure to ``ctr.exposures`` and
-remembers it for attribution (:class:`~stream_ctr.ab.attribution.PendingExposures`).
+head of the user's arm (:func:`stream_ctr.serving.scoring.rank_many`), writes the exposure to ``ctr.exposures`` and
+remembers it for attribution (:class:`~stream_ctr.experiments.attribution.PendingExposures`).
 
 Under load (docs/ARCHITECTURE.md, "Serving under load"):
 
@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 import orjson
 
-from stream_ctr.ab.attribution import Served
-from stream_ctr.serving import (DEADLINE_HEADER, MAX_BODY_BYTES, BadRequest, Query, exposure_record, head_for,
+from stream_ctr.experiments.attribution import Served
+from stream_ctr.serving.scoring import (DEADLINE_HEADER, MAX_BODY_BYTES, BadRequest, Query, exposure_record, head_for,
                                 parse_deadline, parse_score_request, rank_many)
 
 if TYPE_CHECKING:

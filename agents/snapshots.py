@@ -10,9 +10,9 @@ from typing import Callable, Mapping
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_ctr.broker.admin import topic_partitions
-from stream_ctr.monitoring import WorkerMetrics
-from stream_ctr.delta import Delta, is_delta
-from stream_ctr.snapshot import Snapshot, SnapshotHolder, decode_update
+from stream_ctr.monitoring.prometheus import WorkerMetrics
+from stream_ctr.models.delta import Delta, is_delta
+from stream_ctr.models.snapshot import Snapshot, SnapshotHolder, decode_update
 from stream_ctr.topics import MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class SnapshotFollower:
     ``holder.current`` once per batch.
 
     ``gate`` holds back an update trained past what the worker has read (:meth:`Staleness.covers
-    <stream_ctr.freshness.Staleness.covers>`): a trainer that runs ahead of the worker would otherwise hand it a
+    <stream_ctr.monitoring.freshness.Staleness.covers>`): a trainer that runs ahead of the worker would otherwise hand it a
     model that already learned the events it is about to score, and its progressive metrics would no longer be
     test-then-train. The first model is never held back: nothing can be scored without one.
     """

@@ -9,7 +9,7 @@ at any point, it neither skips samples the full snapshot never saw nor trains a 
 is a plain aiokafka one with every partition assigned (one trainer, one global model); Faust runs the producer,
 the timer and the HTTP views.
 
-In a group of ranks (:mod:`stream_ctr.distributed`, ``stream-ctr trainer --world-size N`` or torchrun) each rank
+In a group of ranks (:mod:`stream_ctr.trainer.distributed`, ``stream-ctr trainer --world-size N`` or torchrun) each rank
 runs this worker on its share of the partitions and takes its part of every step (:meth:`TrainerWorker.run_rounds`);
 rank 0 resumes, hands its weights and position to the others, publishes, and serves the group's figures. Ranks
 other than a machine's first serve no HTTP."""
@@ -25,13 +25,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_ctr import topics
 from stream_ctr.config import Settings
-from stream_ctr.delta import Delta
-from stream_ctr.distributed import Group
-from stream_ctr.events import InvalidEvent, parse_record
-from stream_ctr.monitoring import TrainerMetrics
-from stream_ctr.snapshot import Snapshot
+from stream_ctr.models.delta import Delta
+from stream_ctr.trainer.distributed import Group
+from stream_ctr.contracts.events import InvalidEvent, parse_record
+from stream_ctr.monitoring.prometheus import TrainerMetrics
+from stream_ctr.models.snapshot import Snapshot
 from stream_ctr.topics import MAX_RECORD_BYTES
-from stream_ctr.trainer import GlobalTrainer
+from stream_ctr.trainer.global_trainer import GlobalTrainer
 
 from . import views
 from .app import create_app, raw_topic

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from stream_ctr.serving import openapi
+from stream_ctr.serving.scoring import openapi
 
 if TYPE_CHECKING:
     from .personalize import PersonalizeWorker

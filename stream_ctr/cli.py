@@ -12,10 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from .ab.assignment import ExperimentError
-from .broker.kafka import BrokerUnreachable
-from .config import ConfigError, Settings
-from .evaluate.cli import add_parser as add_evaluate
+from stream_ctr.experiments.assignment import ExperimentError
+from stream_ctr.broker.kafka import BrokerUnreachable
+from stream_ctr.config import ConfigError, Settings
+from stream_ctr.evaluate.cli import add_parser as add_evaluate
 
 __all__ = ["main"]
 
@@ -32,7 +32,7 @@ def cmd_config(args) -> int:
 def _broker_settings(why: str, **overrides) -> Settings:
     """The settings of a command that talks to an existing broker (with ``overrides`` from its flags, checked
     first): KAFKA_BOOTSTRAP set and answering."""
-    from .broker.kafka import require_broker
+    from stream_ctr.broker.kafka import require_broker
 
     s = _settings().replace(**overrides)
     if not s.kafka_bootstrap:
@@ -42,11 +42,11 @@ def _broker_settings(why: str, **overrides) -> Settings:
 
 
 def _run_faust(app) -> int:
-    """Run ``app`` until it stops; :data:`~stream_ctr.net.EXIT_PORT_TAKEN` when its HTTP port was taken (Faust
+    """Run ``app`` until it stops; :data:`~stream_ctr.process.net.EXIT_PORT_TAKEN` when its HTTP port was taken (Faust
     logs the bind error and exits with 1, like for any other failure)."""
     from faust import Worker
 
-    from .net import EXIT_PORT_TAKEN, port_taken
+    from stream_ctr.process.net import EXIT_PORT_TAKEN, port_taken
 
     try:
         Worker(app, loglevel="info").execute_from_commandline()
@@ -58,9 +58,9 @@ def _run_faust(app) -> int:
 
 
 def cmd_worker(args) -> int:
-    from . import topics
-    from .ab.registry import register
-    from .agents.personalize import PersonalizeWorker
+    from stream_ctr import topics
+    from stream_ctr.experiments.registry import register
+    from stream_ctr.agents.personalize import PersonalizeWorker
 
     import torch
 
@@ -77,10 +77,10 @@ def cmd_worker(args) -> int:
 
 def cmd_trainer(args) -> int:
     """The trainer; with ``--world-size N`` (or STREAM_CTR_TRAINER_WORLD_SIZE) > 1 the elastic agent of N ranks,
-    each of them this command again in the group the agent made (:mod:`stream_ctr.distributed`)."""
-    from .agents.trainer import TrainerWorker
-    from .children import die_with_parent
-    from .distributed import Group, launch
+    each of them this command again in the group the agent made (:mod:`stream_ctr.trainer.distributed`)."""
+    from stream_ctr.agents.trainer import TrainerWorker
+    from stream_ctr.process.children import die_with_parent
+    from stream_ctr.trainer.distributed import Group, launch
 
     import torch
 
@@ -108,7 +108,7 @@ def _wait_for_ctrl_c() -> None:
 
 
 def cmd_kafka(args) -> int:
-    from .broker.kafka import LocalKafka
+    from stream_ctr.broker.kafka import LocalKafka
 
     with LocalKafka() as kafka:
         print(f"KAFKA_BOOTSTRAP={kafka.bootstrap}  (Ctrl-C stops it)", flush=True)
@@ -119,8 +119,8 @@ def cmd_kafka(args) -> int:
 def cmd_up(args) -> int:
     """Run the stack until Ctrl-C or SIGTERM (exit 0, everything stopped within seconds) or until one of its
     processes exits (exit 1, after saying which, how and its log's last lines, and stopping the rest). Its
-    processes die with it even when it is SIGKILLed (:mod:`stream_ctr.children`)."""
-    from .stack import Stack
+    processes die with it even when it is SIGKILLed (:mod:`stream_ctr.process.children`)."""
+    from stream_ctr.service.stack import Stack
 
     logs = Path(args.logs or tempfile.mkdtemp(prefix="stream-ctr-logs-"))
     with Stack(_settings(), logs) as stack:
@@ -139,9 +139,9 @@ def cmd_up(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from . import topics
-    from .data import load_dataset
-    from .replay import replay
+    from stream_ctr import topics
+    from stream_ctr.data import load_dataset
+    from stream_ctr.broker.replay import replay
 
     s = _broker_settings("replay needs a broker")
     events = load_dataset(args.dataset, args.limit, args.seed)
@@ -153,9 +153,9 @@ def cmd_replay(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from .ab.closed_loop import render_closed_loop, run_closed_loop
-    from .data.synthetic import SyntheticConfig
-    from .simulate import SimConfig
+    from stream_ctr.service.closed_loop import render_closed_loop, run_closed_loop
+    from stream_ctr.data.synthetic import SyntheticConfig
+    from stream_ctr.experiments.simulate import SimConfig
 
     s = _broker_settings("simulate sends its users' events to ctr.events")
     sim = SimConfig(requests=args.requests, candidates=args.candidates, k=args.k, seed=args.seed,
@@ -169,10 +169,10 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_ab_report(args) -> int:
-    from .ab.report import read_results, render_markdown
+    from stream_ctr.experiments.report import read_results, render_markdown
 
     s = _broker_settings("the report reads ctr.exposures and ctr.events")
-    from .ab.assignment import Experiment
+    from stream_ctr.experiments.assignment import Experiment
 
     experiment = Experiment.configured(args.experiment or s.experiment_file)
     print(render_markdown(read_results(s, experiment), f"A/B experiment {experiment.name!r}"))
@@ -180,13 +180,13 @@ def cmd_ab_report(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from stream_ctr.service.demo import run_demo
 
     return run_demo(_settings(), args)
 
 
 def cmd_bench(args) -> int:
-    from .bench import (headline, run_bench, run_pipeline_bench, run_quality_bench, run_serving_bench,
+    from stream_ctr.bench import (headline, run_bench, run_pipeline_bench, run_quality_bench, run_serving_bench,
                         run_state_bench)
 
     settings = _settings()
@@ -206,7 +206,7 @@ def cmd_bench(args) -> int:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
         lines += ["", "## Headline (" + args.json + ")", "", "```json", json.dumps(summary, indent=2), "```"]
     if args.serving_load:
-        from .bench.load import run_load_bench
+        from stream_ctr.bench.load import run_load_bench
 
         lines += run_load_bench(settings, args.load_rates, args.load_seconds,
                                 stream_rates=(0.0, args.load_stream_rate) if args.load_stream_rate > 0 else (0.0,))[0]
@@ -357,13 +357,13 @@ _stores = _choices("memory", "rocksdb")
 
 
 def _corrections(text: str) -> list[str]:
-    from .correction import LC_VARIANTS
+    from stream_ctr.learning.correction import LC_VARIANTS
 
     return _choices(*LC_VARIANTS)(text)
 
 
 def _quality_families(text: str) -> list[str]:
-    from .models import FAMILIES
+    from stream_ctr.models import FAMILIES
 
     return _choices(*FAMILIES)(text)
 

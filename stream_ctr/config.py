@@ -21,9 +21,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .correction import LC_VARIANTS
-from .drift import DriftParams
-from .heads import HeadParams
+from stream_ctr.learning.correction import LC_VARIANTS
+from stream_ctr.learning.drift import DriftParams
+from stream_ctr.learning.heads import HeadParams
 
 __all__ = ["ConfigError", "Settings"]
 
@@ -44,7 +44,7 @@ def _positive(v) -> bool:
 
 
 def _family(v) -> bool:
-    from .models import FAMILIES  # the registry of model families is their one owner
+    from stream_ctr.models import FAMILIES  # the registry of model families is their one owner
 
     return v in FAMILIES
 
@@ -76,7 +76,7 @@ class Settings:
     head_steps: int = _knob(_HEAD.steps, "STREAM_CTR_HEAD_STEPS", "SGD steps per user per batch", _positive)
     correction: str = _knob(_HEAD.correction, "STREAM_CTR_CORRECTION",
                             "label correction of the ft_lc arm: lc (the paper's), lc_evidence, lc_significant or "
-                            "lc_bias (stream_ctr/correction.py)",
+                            "lc_bias (stream_ctr/learning/correction.py)",
                             lambda v: v in LC_VARIANTS)
     head_l2: float = _knob(_HEAD.l2, "STREAM_CTR_HEAD_L2", "L2 pull of head weights toward 0 (= the global model)",
                            lambda v: v >= 0)
@@ -132,7 +132,7 @@ class Settings:
                                  "torch threads of the trainer (a step on 8 samples is too small to split: a second "
                                  "thread fighting the worker and the broker for a core made it 5x slower)", _positive)
     trainer_world_size: int = _knob(1, "STREAM_CTR_TRAINER_WORLD_SIZE",
-                                    "ranks of the global trainer on this machine (stream_ctr.distributed: each takes "
+                                    "ranks of the global trainer on this machine (stream_ctr.trainer.distributed: each takes "
                                     "a share of the partitions, gradients all-reduced every step)", _positive)
     trainer_restarts: int = _knob(3, "STREAM_CTR_TRAINER_RESTARTS",
                                   "times a trainer group with a dead rank is started again (from the newest full "
@@ -143,7 +143,7 @@ class Settings:
                        lambda v: v in ("memory", "rocksdb"))
     data_dir: str = _knob("", "STREAM_CTR_DATA_DIR", "Faust data dir (the RocksDB files); empty = a temp dir per "
                           "process, so a restart recovers everything from the changelog")
-    # --- drift detection (stream_ctr.drift) ------------------------------------------------------------------
+    # --- drift detection (stream_ctr.learning.drift) ------------------------------------------------------------------
     drift_block: int = _knob(_DRIFT.block, "STREAM_CTR_DRIFT_BLOCK",
                              "events averaged into one input of the Page-Hinkley detectors", _positive)
     drift_adwin_delta: float = _knob(_DRIFT.adwin_delta, "STREAM_CTR_DRIFT_ADWIN_DELTA",
@@ -263,7 +263,7 @@ class Settings:
         if not sizes or min(sizes) <= 0:
             raise ConfigError(f"STREAM_CTR_HIDDEN: widths must be positive, got {self.hidden!r}")
         try:
-            from .features import FeatureSpec
+            from stream_ctr.contracts.features import FeatureSpec
 
             FeatureSpec.parse(self.features, self.hash_buckets)
         except (ValueError, TypeError) as exc:

@@ -17,7 +17,7 @@ import pytest
 
 from stream_ctr.config import Settings
 from stream_ctr.data import SyntheticConfig, generate_synthetic
-from stream_ctr.net import free_port
+from stream_ctr.process.net import free_port
 
 _counter = itertools.count()
 
@@ -37,7 +37,7 @@ def kafka():
 @pytest.fixture(scope="session")
 def settings_factory(kafka):
     """``settings_factory(**overrides)``: settings on the session broker with a fresh topic prefix, app id and
-    two ports free when asked for (worker, trainer). A :class:`~stream_ctr.stack.Stack` holds them from its start,
+    two ports free when asked for (worker, trainer). A :class:`~stream_ctr.service.stack.Stack` holds them from its start,
     or others if they were taken meanwhile: read its ``settings`` or ``url(name)``, not these, for where its
     processes listen."""
 
@@ -65,7 +65,7 @@ def make_events():
 @pytest.fixture(scope="session")
 def make_snapshot():
     """``make_snapshot(settings=None, train_on=())``: a snapshot of the global trainer, trained on ``train_on``."""
-    from stream_ctr.trainer import GlobalTrainer
+    from stream_ctr.trainer.global_trainer import GlobalTrainer
 
     def make(settings: Settings | None = None, train_on=()):
         trainer = GlobalTrainer(settings or Settings.from_env({}, **OFFLINE))

@@ -45,7 +45,7 @@ class TopicSpec:
 
 
 def events(settings) -> TopicSpec:
-    """Click events, JSON (:class:`stream_ctr.events.Event`), keyed by user id so a user stays on one partition."""
+    """Click events, JSON (:class:`stream_ctr.contracts.events.Event`), keyed by user id so a user stays on one partition."""
     return TopicSpec(settings.topic("ctr.events"), "user_id (utf-8)", "Event JSON", settings.events_partitions)
 
 
@@ -56,14 +56,14 @@ def dead_letters(settings) -> TopicSpec:
 
 
 def model(settings) -> TopicSpec:
-    """Global model snapshots (:class:`stream_ctr.snapshot.Snapshot`), key ``global``; compacted, so the newest
+    """Global model snapshots (:class:`stream_ctr.models.snapshot.Snapshot`), key ``global``; compacted, so the newest
     snapshot is always there for a starting scorer."""
     return TopicSpec(settings.topic("ctr.model"), "model name", "Snapshot bytes", 1, compacted=True,
                      config={"max.message.bytes": MAX_RECORD_BYTES})
 
 
 def model_updates(settings) -> TopicSpec:
-    """The global model's update chain, in version order (:class:`stream_ctr.delta.Delta` records and, every
+    """The global model's update chain, in version order (:class:`stream_ctr.models.delta.Delta` records and, every
     ``full_snapshot_every`` deltas and after a trainer restart, full snapshots), key ``global``. Scorers follow it to
     stay within a few samples of the trainer; retention is bounded (an hour, 1 GiB) because ``ctr.model`` keeps
     the newest full snapshot for a starting scorer."""

@@ -13,11 +13,11 @@
 ``--json FILE`` runs all but ``--quality`` and writes the headline numbers (:func:`headline`).
 """
 
-from .inprocess import run_bench
-from .quality import run_quality_bench
-from .pipeline import run_pipeline_bench
-from .serving import run_serving_bench
-from .state import run_state_bench
+from stream_ctr.bench.inprocess import run_bench
+from stream_ctr.bench.quality import run_quality_bench
+from stream_ctr.bench.pipeline import run_pipeline_bench
+from stream_ctr.bench.serving import run_serving_bench
+from stream_ctr.bench.state import run_state_bench
 
 __all__ = ["headline", "machine", "run_bench", "run_pipeline_bench", "run_quality_bench", "run_serving_bench",
            "run_state_bench"]

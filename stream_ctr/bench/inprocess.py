@@ -1,7 +1,7 @@
 """The hot paths measured in-process on MovieLens-100K, printed as numbers and ratios.
 
 - global trainer: samples/s of mini-batch training (per model family);
-- test-then-train: events/s through :func:`~stream_ctr.learning.test_then_train` at several batch sizes, and the
+- test-then-train: events/s through :func:`~stream_ctr.learning.loop.test_then_train` at several batch sizes, and the
   share of that time spent in the global model's forward pass;
 - per-user state: bytes per user in the binary codec against the same state as JSON;
 - snapshots and deltas: bytes and encode + decode (+ build or apply) time.
@@ -14,13 +14,13 @@ import time
 import numpy as np
 import orjson
 
-from ..config import Settings
-from ..data import load_dataset
-from ..delta import Delta
-from ..learning import HeadParams, test_then_train
-from ..snapshot import Snapshot
-from ..trainer import GlobalTrainer
-from .timing import timed
+from stream_ctr.config import Settings
+from stream_ctr.data import load_dataset
+from stream_ctr.models.delta import Delta
+from stream_ctr.learning.loop import HeadParams, test_then_train
+from stream_ctr.models.snapshot import Snapshot
+from stream_ctr.trainer.global_trainer import GlobalTrainer
+from stream_ctr.bench.timing import timed
 
 __all__ = ["run_bench"]
 
@@ -103,8 +103,8 @@ def _test_then_train_rates(stream, batch: int, model, params) -> tuple[float, fl
 def _refresh_seconds(users=(1_000, 100_000, 1_000_000)) -> dict[int, tuple[float, float]]:
     """Seconds of one metrics refresh (as the worker's timer runs it), and of one with the paired bootstrap, with
     4 predictions for each of ``users`` users in the lifetime scope."""
-    from ..arms import ARMS
-    from ..monitoring import WorkerMetrics
+    from stream_ctr.contracts.arms import ARMS
+    from stream_ctr.monitoring.prometheus import WorkerMetrics
 
     rng = np.random.default_rng(0)
     out = {}

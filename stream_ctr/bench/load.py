@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from ..config import Settings
-from ..data import load_dataset
+from stream_ctr.config import Settings
+from stream_ctr.data import load_dataset
 
 __all__ = ["DEFAULT_RATES", "capacity", "cpu_seconds", "find_vegeta", "run_load_bench", "score_bodies", "summarize"]
 
@@ -121,8 +121,8 @@ def capacity(rows: list[dict]) -> int:
 def _stream(stack, events, rate: float, stop: threading.Event) -> None:
     """Replay ``events`` into the stack at ``rate`` until ``stop``: the demo's traffic beside the load. When they
     run out they are sent again as new events (fresh ids, later times), so the stream flows through every step."""
-    from .. import topics
-    from ..replay import replay
+    from stream_ctr import topics
+    from stream_ctr.broker.replay import replay
 
     span = events[-1].ts - events[0].ts + 1.0
     chunk = max(1, int(rate))  # one second of events a call, so a stop takes effect within a second
@@ -144,10 +144,10 @@ def run_load_bench(settings: Settings, rates=DEFAULT_RATES, seconds: float = 15.
     same server at the highest rate (what HTTP alone costs here). Last, with ``routed_rate`` > 0, a second worker
     joins and the first is asked, at that rate, for users it owns and then for users the second owns (each
     forwarded once): what the hop costs."""
-    from .. import topics
-    from ..replay import replay
-    from ..stack import Stack
-    from .timing import wait_applied
+    from stream_ctr import topics
+    from stream_ctr.broker.replay import replay
+    from stream_ctr.service.stack import Stack
+    from stream_ctr.bench.timing import wait_applied
 
     vegeta = find_vegeta()
     events = load_dataset("ml-100k")
@@ -199,7 +199,7 @@ def _steps(stack, vegeta: str, targets: Path, rates, seconds: float, events, str
 
 
 def _routed(stack, vegeta: str, bodies: list[bytes], folder: Path, rate: int, seconds: float) -> dict:
-    from ..events import partition_of
+    from stream_ctr.contracts.events import partition_of
 
     stack.spawn("worker", "worker2")
     stack.wait_healthy(120, "worker2")
@@ -219,7 +219,7 @@ def _routed(stack, vegeta: str, bodies: list[bytes], folder: Path, rate: int, se
 
 def _settled_partitions(stack, partitions: int, timeout: float = 90.0) -> set[int]:
     """The first worker's partitions once the two workers' reports split them all between them."""
-    from ..stack import get_json
+    from stream_ctr.service.stack import get_json
 
     deadline = time.monotonic() + timeout
     while True:

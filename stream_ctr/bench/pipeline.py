@@ -8,7 +8,7 @@
   and its changelog) drain it, 1 worker and then 2 (a new group each time); the clock runs from the moment every
   worker is healthy to the moment their applied counts sum to the topic's size;
 - **trainer**: the global trainer learns the whole topic, as 1 rank and then as a group of 2
-  (:mod:`stream_ctr.distributed`), each starting from an untrained snapshot published for it; the clock runs from
+  (:mod:`stream_ctr.trainer.distributed`), each starting from an untrained snapshot published for it; the clock runs from
   the moment it is healthy to the moment its samples reach the topic's size.
 
 While the workers drain, the global model is a fixed v0 snapshot published by the benchmark (no trainer), so the
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import orjson
 
-from .. import topics
-from ..config import Settings
-from ..data import load_dataset
-from ..replay import replay
-from ..stack import Stack, get_json
-from .state import publish_v0
+from stream_ctr import topics
+from stream_ctr.config import Settings
+from stream_ctr.data import load_dataset
+from stream_ctr.broker.replay import replay
+from stream_ctr.service.stack import Stack, get_json
+from stream_ctr.bench.state import publish_v0
 
 __all__ = ["run_pipeline_bench"]
 

@@ -1,6 +1,6 @@
 """Progressive (test-then-train) prediction quality of the service, beside plain online learners on the same events.
 
-The service's path runs in-process and deterministically (:mod:`stream_ctr.lockstep`: the worker's step and the
+The service's path runs in-process and deterministically (:mod:`stream_ctr.bench.lockstep`: the worker's step and the
 trainer's deltas without the race between them), so a change can be judged by these numbers.
 
 With ``live_rate``, the same events also go through the service as it runs: Kafka, the worker and the trainer
@@ -20,15 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..arms import ARMS
-from ..bootstrap import UserBootstrap, delta_cell
-from ..config import Settings
-from ..correction import shrunk_ctr
-from ..data import load_dataset
-from ..data.synthetic import FEATURES as SYNTHETIC_FEATURES
-from ..heads import HeadParams
-from ..lockstep import lockstep
-from ..metrics import auc, calibration, gauc, logloss, per_user_auc
+from stream_ctr.contracts.arms import ARMS
+from stream_ctr.quality.bootstrap import UserBootstrap, delta_cell
+from stream_ctr.config import Settings
+from stream_ctr.learning.correction import shrunk_ctr
+from stream_ctr.data import load_dataset
+from stream_ctr.data.synthetic import FEATURES as SYNTHETIC_FEATURES
+from stream_ctr.learning.heads import HeadParams
+from stream_ctr.bench.lockstep import lockstep
+from stream_ctr.quality.metrics import auc, calibration, gauc, logloss, per_user_auc
 
 __all__ = ["in_process_quality", "run_quality_bench"]
 
@@ -79,8 +79,8 @@ def run_quality_bench(settings: Settings, dataset: str, limit: int | None = None
 
 def _live_rows(settings: Settings, events, rate: float) -> dict[str, dict]:
     """A row per arm: the events through a stack of its own (fresh topics) at ``rate`` events/s."""
-    from ..demo import replay_live  # the demo imports this module
-    from ..stack import Stack
+    from stream_ctr.service.demo import replay_live  # the demo imports this module
+    from stream_ctr.service.stack import Stack
 
     tag = f"bench-live-{time.time_ns() % 10**9}"
     logs = Path(tempfile.mkdtemp(prefix="stream-ctr-bench-live-"))
@@ -135,7 +135,7 @@ def _quality(users: np.ndarray, labels: np.ndarray, preds: np.ndarray) -> dict:
 
 def _service_progressive(settings: Settings, events) -> tuple[dict[str, np.ndarray], int]:
     """Every arm's probability for every event, scored before the worker and the trainer learn it
-    (:func:`~stream_ctr.lockstep.lockstep`), and the bytes the trainer published to the model topics."""
+    (:func:`~stream_ctr.bench.lockstep.lockstep`), and the bytes the trainer published to the model topics."""
     preds: dict[str, list[np.ndarray]] = {arm: [] for arm in ARMS}
     published = 0
     for step in lockstep(settings, events):
@@ -150,7 +150,7 @@ def _service_progressive(settings: Settings, events) -> tuple[dict[str, np.ndarr
 
 def _past_click_rate(events, shrinkage: float = HeadParams.shrinkage) -> np.ndarray:
     """Each event scored by its user's click rate before it, shrunk toward the click rate of all earlier events
-    as the worker shrinks ``p_u`` (:func:`~stream_ctr.correction.shrunk_ctr`): the reference that shows how much
+    as the worker shrinks ``p_u`` (:func:`~stream_ctr.learning.correction.shrunk_ctr`): the reference that shows how much
     of pooled AUC is knowing each user's prior (and, in gAUC, the negative bias of a score that follows the
     user's own recent labels)."""
     seen: dict[str, tuple[int, int]] = {}

@@ -7,11 +7,11 @@ import time
 
 import numpy as np
 
-from ..config import Settings
-from ..data import load_dataset
-from ..data.synthetic import FEATURES as SYNTHETIC_FEATURES
-from ..trainer import GlobalTrainer
-from .timing import timed, wait_applied
+from stream_ctr.config import Settings
+from stream_ctr.data import load_dataset
+from stream_ctr.data.synthetic import FEATURES as SYNTHETIC_FEATURES
+from stream_ctr.trainer.global_trainer import GlobalTrainer
+from stream_ctr.bench.timing import timed, wait_applied
 
 __all__ = ["run_serving_bench"]
 
@@ -24,14 +24,14 @@ def run_serving_bench(settings: Settings, requests: int = 2000,
     import tempfile
     from pathlib import Path
 
-    from .. import topics
-    from ..ab.assignment import Experiment
-    from ..client import ScoringClient
-    from ..replay import replay
+    from stream_ctr import topics
+    from stream_ctr.experiments.assignment import Experiment
+    from stream_ctr.serving.client import ScoringClient
+    from stream_ctr.broker.replay import replay
     import orjson
 
-    from ..serving import parse_score_request, rank
-    from ..stack import Stack
+    from stream_ctr.serving.scoring import parse_score_request, rank
+    from stream_ctr.service.stack import Stack
 
     events = load_dataset("synthetic")
     settings = settings.replace(features=SYNTHETIC_FEATURES)  # the stack moves to free ports if these are taken
@@ -75,7 +75,7 @@ def _score_request(events, n: int, candidates: int) -> dict:
 def _concurrent_rps(url: str, reqs: list[dict], threads: int) -> float:
     import threading
 
-    from ..client import ScoringClient
+    from stream_ctr.serving.client import ScoringClient
 
     def work(part):
         client = ScoringClient(url)

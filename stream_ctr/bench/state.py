@@ -3,7 +3,7 @@
 
 Measured per table store (``memory`` and ``rocksdb``):
 
-- state bytes per user: the changelog's encoded state (:meth:`~stream_ctr.state.UserState.to_bytes`), and for
+- state bytes per user: the changelog's encoded state (:meth:`~stream_ctr.learning.state.UserState.to_bytes`), and for
   RocksDB the files on disk;
 - the worker's resident memory (``VmRSS``) before and after, and the growth per user;
 - recovery: the worker is killed (SIGKILL) and restarted on the same data dir; the time from the restart until
@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import topics
-from ..config import Settings
-from ..data.synthetic import FEATURES as SYNTHETIC_FEATURES
-from ..events import Event
-from ..replay import producer, replay
-from ..stack import Stack
-from ..trainer import GlobalTrainer
-from .timing import wait_applied
+from stream_ctr import topics
+from stream_ctr.config import Settings
+from stream_ctr.data.synthetic import FEATURES as SYNTHETIC_FEATURES
+from stream_ctr.contracts.events import Event
+from stream_ctr.broker.replay import producer, replay
+from stream_ctr.service.stack import Stack
+from stream_ctr.trainer.global_trainer import GlobalTrainer
+from stream_ctr.bench.timing import wait_applied
 
 __all__ = ["publish_v0", "run_state_bench"]
 
@@ -100,7 +100,7 @@ def _measure(settings: Settings, users: int, store: str) -> dict:
 
 
 def _changelog_bytes(settings: Settings) -> int:
-    from ..broker.read import read_topic
+    from stream_ctr.broker.read import read_topic
 
     return sum(len(m.value or b"") for m in read_topic(settings.kafka_bootstrap,
                                                           f"{settings.app_id}-personalize-users-changelog"))

@@ -3,8 +3,8 @@
 :class:`LocalKafka` resolves the broker jars from Maven Central with the pom beside this file (once; they are
 cached in ``~/.cache/stream-ctr/kafka-<version>``, outside any clone), formats a fresh log dir in a temp
 directory, starts the broker on 127.0.0.1 on ports it holds from the pick until it stops (so no other process
-can take them, :mod:`stream_ctr.net`, and a restarted broker finds them again), waits until it answers metadata
-requests, and stops it cleanly. The broker dies with the process that started it (:mod:`stream_ctr.children`).
+can take them, :mod:`stream_ctr.process.net`, and a restarted broker finds them again), waits until it answers metadata
+requests, and stops it cleanly. The broker dies with the process that started it (:mod:`stream_ctr.process.children`).
 :func:`broker_for` picks it or an :class:`ExternalKafka` from ``KAFKA_BOOTSTRAP``: that is the one line
 to change for another broker.
 """
@@ -25,9 +25,9 @@ from pathlib import Path
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from .. import children
-from ..net import reserve_port
-from ..topics import MAX_RECORD_BYTES
+from stream_ctr.process import children
+from stream_ctr.process.net import reserve_port
+from stream_ctr.topics import MAX_RECORD_BYTES
 
 __all__ = ["BrokerUnreachable", "ExternalKafka", "LocalKafka", "broker_for", "ensure_jars", "require_broker",
            "wait_ready"]

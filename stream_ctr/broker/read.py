@@ -6,8 +6,8 @@ from typing import Iterator
 
 from kafka import KafkaConsumer, TopicPartition
 
-from .admin import topic_partitions
-from ..topics import MAX_RECORD_BYTES
+from stream_ctr.broker.admin import topic_partitions
+from stream_ctr.topics import MAX_RECORD_BYTES
 
 __all__ = ["end_offsets", "read_topic"]
 

@@ -1,7 +1,7 @@
 """Click data sources: MovieLens-100K (from the recbole package), the synthetic generator, and user files."""
 
-from .movielens import load_movielens_100k
-from .synthetic import SyntheticConfig, generate_synthetic
+from stream_ctr.data.movielens import load_movielens_100k
+from stream_ctr.data.synthetic import SyntheticConfig, generate_synthetic
 
 __all__ = ["SyntheticConfig", "generate_synthetic", "load_dataset", "load_movielens_100k"]
 

@@ -11,7 +11,7 @@ import csv
 import importlib.util
 from pathlib import Path
 
-from ..events import Event
+from stream_ctr.contracts.events import Event
 
 __all__ = ["load_movielens_100k", "movielens_dir"]
 

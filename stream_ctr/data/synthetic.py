@@ -14,7 +14,7 @@ Without one, a seed gives the same events as it always has.
 
 The latent world is a :class:`SyntheticWorld`, so that it can be asked directly: :func:`generate_synthetic`
 draws a fixed log from it (``true_prob`` keeps each event's true click probability, so tests can assert what is
-better), and the closed-loop simulation (:mod:`stream_ctr.simulate`) lets its users click on what a ranking
+better), and the closed-loop simulation (:mod:`stream_ctr.experiments.simulate`) lets its users click on what a ranking
 shows them. A world and a log built from the same config share one random stream, in a fixed draw order, so a
 seed gives the same events as it always has (offline evaluation tables depend on it).
 
@@ -35,7 +35,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..events import Event
+from stream_ctr.contracts.events import Event
 
 __all__ = ["FEATURES", "Change", "SyntheticConfig", "SyntheticData", "SyntheticWorld", "generate_synthetic"]
 

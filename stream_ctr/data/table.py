@@ -8,7 +8,7 @@ Layout (one header row for CSV)::
 * ``ts``: epoch seconds (int or float) or a date/time string pandas can parse (converted to epoch seconds);
 * ``label``: 0 or 1 (``true``/``false`` booleans are accepted);
 * every other column is a feature. Declare kinds with ``features="age,gender,genres:multi:6,price:num"`` (the
-  :meth:`stream_ctr.features.FeatureSpec.parse` syntax; columns not named are ignored), or let them be inferred:
+  :meth:`stream_ctr.contracts.features.FeatureSpec.parse` syntax; columns not named are ignored), or let them be inferred:
   string / boolean columns and integer columns with at most ``max_int_levels`` distinct values are categorical,
   other numeric columns are numeric. An empty cell means "feature absent".
 
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..events import Event
-from ..features import FeatureSpec, Field
+from stream_ctr.contracts.events import Event
+from stream_ctr.contracts.features import FeatureSpec, Field
 
 __all__ = ["REQUIRED", "TableData", "TableError", "infer_spec", "load_table"]
 

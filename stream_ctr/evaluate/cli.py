@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from .config import MODES, CloudConfig
-from .split import PG, Protocol
+from stream_ctr.evaluate.config import MODES, CloudConfig
+from stream_ctr.evaluate.split import PG, Protocol
 
 __all__ = ["add_parser", "run"]
 
@@ -81,7 +81,7 @@ def _fail(msg: str) -> int:
 
 
 def _config(args):
-    from .experiment import EvalConfig
+    from stream_ctr.evaluate.experiment import EvalConfig
 
     scopes = _csv(args.scope)
     if (args.drift is not None or args.change is not None or args.regimes) and args.dataset != "synthetic":
@@ -101,7 +101,7 @@ def _change(text: str | None) -> dict | None:
     """``--change KIND:AT:SIZE[:OVER]`` as the synthetic generator's ``change`` setting."""
     if text is None:
         return None
-    from ..data.synthetic import Change
+    from stream_ctr.data.synthetic import Change
 
     kind, *nums = text.split(":")
     try:
@@ -126,8 +126,8 @@ def _seeds(args) -> list[int] | None:
 
 
 def run(args) -> int:
-    from ..data.table import TableError  # heavy imports (torch, pandas) only when the command runs
-    from .datasets import load
+    from stream_ctr.data.table import TableError  # heavy imports (torch, pandas) only when the command runs
+    from stream_ctr.evaluate.datasets import load
 
     command = "stream-ctr evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
         if len(sys.argv) > 1 and sys.argv[1] == "evaluate" else ""
@@ -155,15 +155,15 @@ def run(args) -> int:
 
 
 def _experiment(cfg, loaded, dataset: str):
-    from .experiment import run_experiment
+    from stream_ctr.evaluate.experiment import run_experiment
 
     return run_experiment(*loaded, cfg, dataset=dataset)
 
 
 def _write_one(args, out: Path, result, command: str) -> list[Path]:
     """results.json, results.md and (unless --no-plots) the PNGs of one seed's run, in ``out``."""
-    from .plots import plot_drift_harm, plot_local_ctr
-    from .report import write_results
+    from stream_ctr.evaluate.plots import plot_drift_harm, plot_local_ctr
+    from stream_ctr.evaluate.report import write_results
 
     written = list(write_results(out, result.dataset, result.rows, result.meta, command))
     if not args.no_plots:
@@ -176,8 +176,8 @@ def _write_one(args, out: Path, result, command: str) -> list[Path]:
 
 def _run_seeds(args, cfg, seeds: list[int], load_seed, command: str) -> int:
     """One run per seed (written to DIR/seed-N as it finishes), then the summary over seeds in DIR."""
-    from .report import write_seeds
-    from .seeds import run_seeds
+    from stream_ctr.evaluate.report import write_seeds
+    from stream_ctr.evaluate.seeds import run_seeds
 
     t0 = time.perf_counter()
     ms = run_seeds(load_seed, cfg, seeds, args.dataset,
@@ -194,8 +194,8 @@ def _run_regimes(args, cfg, seeds: list[int], command: str) -> int:
     """The regime map: every world of stream_ctr.evaluate.regimes over ``seeds``, written to DIR."""
     import json
 
-    from .regimes import AXES, BASE, plot_regimes, regimes_table, run_regimes
-    from .report import _clean
+    from stream_ctr.evaluate.regimes import AXES, BASE, plot_regimes, regimes_table, run_regimes
+    from stream_ctr.evaluate.report import _clean
 
     t0 = time.perf_counter()
 

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models import CTRModel, ModelConfig, build_model, train_step
-from .config import CloudConfig
-from .split import SplitData
+from stream_ctr.models import CTRModel, ModelConfig, build_model, train_step
+from stream_ctr.evaluate.config import CloudConfig
+from stream_ctr.evaluate.split import SplitData
 
 __all__ = ["CloudConfig", "train_cloud"]
 

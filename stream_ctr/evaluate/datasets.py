@@ -1,6 +1,6 @@
 """The datasets ``stream-ctr evaluate`` accepts: ``ml-100k``, ``synthetic`` or a path to a CSV/Parquet file.
 
-All three yield ``(events, FeatureSpec)``, encoded by the same :class:`stream_ctr.features.HashingEncoder` as
+All three yield ``(events, FeatureSpec)``, encoded by the same :class:`stream_ctr.contracts.features.HashingEncoder` as
 the streaming path.
 
 * ``ml-100k``: :func:`stream_ctr.data.load_movielens_100k`, with the service's default feature list
@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..config import Settings
-from ..data import SyntheticConfig, generate_synthetic, load_movielens_100k
-from ..data.synthetic import FEATURES as SYNTHETIC_FEATURES
-from ..data.table import load_table
-from ..features import FeatureSpec
+from stream_ctr.config import Settings
+from stream_ctr.data import SyntheticConfig, generate_synthetic, load_movielens_100k
+from stream_ctr.data.synthetic import FEATURES as SYNTHETIC_FEATURES
+from stream_ctr.data.table import load_table
+from stream_ctr.contracts.features import FeatureSpec
 
 __all__ = ["SYNTHETIC", "load"]
 

@@ -16,17 +16,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..auto import choose
-from ..correction import LC_VARIANTS, shrunk_ctr
-from ..heads import HeadParams, sigmoid
-from ..metrics import auc, calibration, logloss, per_user_auc
-from ..bootstrap import UserBootstrap
-from ..models import FAMILIES, infer
-from .cloud import train_cloud
-from .config import MODES, CloudConfig
-from .finetune import SCOPES, FullScope, HeadScope
-from .split import PG, Protocol, SplitData, split_events
-from .tuning import FULL_GRID, HEAD_GRID, Choice, Grid, tune_and_fit
+from stream_ctr.quality.auto import choose
+from stream_ctr.learning.correction import LC_VARIANTS, shrunk_ctr
+from stream_ctr.learning.heads import HeadParams, sigmoid
+from stream_ctr.quality.metrics import auc, calibration, logloss, per_user_auc
+from stream_ctr.quality.bootstrap import UserBootstrap
+from stream_ctr.models import FAMILIES, infer
+from stream_ctr.evaluate.cloud import train_cloud
+from stream_ctr.evaluate.config import MODES, CloudConfig
+from stream_ctr.evaluate.finetune import SCOPES, FullScope, HeadScope
+from stream_ctr.evaluate.split import PG, Protocol, SplitData, split_events
+from stream_ctr.evaluate.tuning import FULL_GRID, HEAD_GRID, Choice, Grid, tune_and_fit
 
 __all__ = ["EvalConfig", "MODES", "Result", "run_experiment"]
 
@@ -188,7 +188,7 @@ def _scope_modes(scope: str, modes: list[str]) -> list[str]:
 
 def pick_auto(choices: dict[str, Choice]) -> str:
     """``ft_auto``'s mode: ``ft`` unless a label-correction mode's per-user validation AUC beats ``ft``'s with a
-    CI above 0 (:func:`stream_ctr.auto.choose`, paired over the users with both classes in validation)."""
+    CI above 0 (:func:`stream_ctr.quality.auto.choose`, paired over the users with both classes in validation)."""
     ft = choices["ft"]
     diffs, weights = {}, {}
     for mode, c in choices.items():

@@ -1,14 +1,14 @@
 """Per-user fine-tuning in two scopes, with the same optimiser for both and for every correction method.
 
-* ``head``: the service's own :class:`stream_ctr.heads.UserHead` over the frozen cloud model's ``(g, h)``;
+* ``head``: the service's own :class:`stream_ctr.learning.heads.UserHead` over the frozen cloud model's ``(g, h)``;
   its L2 pulls ``b, w`` toward 0, i.e. toward the cloud model.
 * ``full``: a per-user copy of the whole torch model (as it would run on a device), every parameter trained,
   with an L2 pull ``l2 * (p - p_cloud)`` toward the cloud weights.
 
 The optimiser is the same everywhere: full-batch gradient descent (SGD over the user's whole fine-tune part) on
-the weighted cross-entropy of the :class:`stream_ctr.correction.Targets` (soft labels, weights, training-only
-logit offset) that :func:`stream_ctr.correction.correct` returns, mean over the user's events. ``p_u`` is
-:func:`stream_ctr.correction.shrunk_ctr` of the labels being trained on. No randomness: a user's result depends
+the weighted cross-entropy of the :class:`stream_ctr.learning.correction.Targets` (soft labels, weights, training-only
+logit offset) that :func:`stream_ctr.learning.correction.correct` returns, mean over the user's events. ``p_u`` is
+:func:`stream_ctr.learning.correction.shrunk_ctr` of the labels being trained on. No randomness: a user's result depends
 only on its data, the cloud model and ``(lr, l2, steps)``.
 
 A run is a *trajectory*: for one ``(lr, l2)`` the model is scored after each step count in ``checkpoints``, so
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..correction import Targets, correct, shrunk_ctr
-from ..heads import UserHead
-from ..models import CTRModel
-from .split import SplitData
+from stream_ctr.learning.correction import Targets, correct, shrunk_ctr
+from stream_ctr.learning.heads import UserHead
+from stream_ctr.models import CTRModel
+from stream_ctr.evaluate.split import SplitData
 
 __all__ = ["FullScope", "HeadScope", "SCOPES", "trajectory"]
 

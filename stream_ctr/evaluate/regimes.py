@@ -22,11 +22,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..bootstrap import delta_cell
-from ..data import SyntheticConfig, generate_synthetic
-from ..data.synthetic import FEATURES, Change
-from ..features import FeatureSpec
-from .seeds import run_seeds
+from stream_ctr.quality.bootstrap import delta_cell
+from stream_ctr.data import SyntheticConfig, generate_synthetic
+from stream_ctr.data.synthetic import FEATURES, Change
+from stream_ctr.contracts.features import FeatureSpec
+from stream_ctr.evaluate.seeds import run_seeds
 
 __all__ = ["AXES", "BASE", "plot_regimes", "regimes_table", "run_regimes", "world"]
 

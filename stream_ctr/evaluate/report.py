@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from ..bootstrap import delta_cell
+from stream_ctr.quality.bootstrap import delta_cell
 
 __all__ = ["markdown_table", "seeds_table", "write_results", "write_seeds"]
 

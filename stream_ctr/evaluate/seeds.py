@@ -35,7 +35,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..bootstrap import UserBootstrap
+from stream_ctr.quality.bootstrap import UserBootstrap
 
 __all__ = ["MultiSeed", "SeedUserBootstrap", "run_seeds", "summarise"]
 
@@ -107,7 +107,7 @@ def run_seeds(load_seed: Callable[[int], tuple], cfg, seeds: Sequence[int], data
     after each seed (to write it out before the next one starts)."""
     from dataclasses import replace
 
-    from .experiment import run_experiment
+    from stream_ctr.evaluate.experiment import run_experiment
 
     results = []
     for s in seeds:

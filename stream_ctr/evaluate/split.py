@@ -28,7 +28,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..features import FeatureSpec, HashingEncoder
+from stream_ctr.contracts.features import FeatureSpec, HashingEncoder
 
 __all__ = ["CLOUD", "FIT", "VAL", "TEST", "PG", "Protocol", "SplitData", "split_events"]
 
@@ -131,7 +131,7 @@ class SplitData:
 
 
 def split_events(events, spec: FeatureSpec, protocol: Protocol = Protocol()) -> SplitData:
-    """Encode ``events`` (``stream_ctr.events.Event``) and cut each user's history per ``protocol``."""
+    """Encode ``events`` (``stream_ctr.contracts.events.Event``) and cut each user's history per ``protocol``."""
     if not events:
         raise ValueError("no events to evaluate")
     ids, vals = HashingEncoder(spec).encode_events(events)

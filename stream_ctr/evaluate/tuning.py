@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..metrics import gauc, per_user_auc
-from .finetune import trajectory
-from .split import SplitData
+from stream_ctr.quality.metrics import gauc, per_user_auc
+from stream_ctr.evaluate.finetune import trajectory
+from stream_ctr.evaluate.split import SplitData
 
 __all__ = ["FULL_GRID", "Grid", "HEAD_GRID", "Choice", "tune_and_fit"]
 
@@ -43,7 +43,7 @@ FULL_GRID = Grid(lrs=(0.05, 0.5), l2s=(0.01, 0.3), steps=(5, 20))
 @dataclass
 class Choice:
     """The validated configuration, its validation gAUC and its per-user validation AUCs (users with both
-    classes in their validation part: codes, AUCs, impressions), which :mod:`stream_ctr.auto` compares."""
+    classes in their validation part: codes, AUCs, impressions), which :mod:`stream_ctr.quality.auto` compares."""
 
     lr: float
     l2: float

@@ -7,12 +7,12 @@
 ((2,), True)
 """
 
-from .base import CTRModel, ModelConfig, embedding_tables, infer, train_step
-from .dcn import DCNv2
-from .deepfm import DeepFM
-from .fm import FM
-from .lr import LogisticRegression
-from .wide_deep import WideDeep
+from stream_ctr.models.base import CTRModel, ModelConfig, embedding_tables, infer, train_step
+from stream_ctr.models.dcn import DCNv2
+from stream_ctr.models.deepfm import DeepFM
+from stream_ctr.models.fm import FM
+from stream_ctr.models.lr import LogisticRegression
+from stream_ctr.models.wide_deep import WideDeep
 
 __all__ = ["CTRModel", "FAMILIES", "ModelConfig", "build_model", "embedding_tables", "infer", "train_step"]
 

@@ -1,6 +1,6 @@
 """What every CTR model family shares: the hashed embedding, an MLP builder, and the output contract.
 
-A model maps ``(ids, vals)`` of shape ``[n, slots]`` (see :mod:`stream_ctr.features`) to ``(logit, rep)``:
+A model maps ``(ids, vals)`` of shape ``[n, slots]`` (see :mod:`stream_ctr.contracts.features`) to ``(logit, rep)``:
 ``logit`` ``[n]`` is the global model's score and ``rep`` ``[n, rep_dim]`` is the representation a per-user head
 reads. Heads never see the raw features, so they stay small and survive a backbone update.
 """

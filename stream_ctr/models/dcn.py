@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from .base import DeepModel
+from stream_ctr.models.base import DeepModel
 
 
 class CrossLayer(nn.Module):

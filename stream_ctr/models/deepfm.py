@@ -2,7 +2,7 @@
 
 import torch
 
-from .base import DeepModel, fm_interaction
+from stream_ctr.models.base import DeepModel, fm_interaction
 
 
 class DeepFM(DeepModel):

@@ -2,7 +2,7 @@
 
 import torch
 
-from .base import EmbeddingModel, fm_interaction
+from stream_ctr.models.base import EmbeddingModel, fm_interaction
 
 
 class FM(EmbeddingModel):

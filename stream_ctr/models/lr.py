@@ -2,7 +2,7 @@
 
 import torch
 
-from .base import CTRModel
+from stream_ctr.models.base import CTRModel
 
 
 class LogisticRegression(CTRModel):

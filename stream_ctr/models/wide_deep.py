@@ -2,7 +2,7 @@
 
 import torch
 
-from .base import DeepModel
+from stream_ctr.models.base import DeepModel
 
 
 class WideDeep(DeepModel):

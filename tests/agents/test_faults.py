@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 from kafka import KafkaConsumer
 
 from stream_ctr import topics
-from stream_ctr.client import ScoringClient
-from stream_ctr.events import DLQ_REASONS, FIELDS, InvalidEvent, encode_event, parse_record, partition_of
-from stream_ctr.replay import producer, replay
-from stream_ctr.stack import Stack, get_json
+from stream_ctr.serving.client import ScoringClient
+from stream_ctr.contracts.events import DLQ_REASONS, FIELDS, InvalidEvent, encode_event, parse_record, partition_of
+from stream_ctr.broker.replay import producer, replay
+from stream_ctr.service.stack import Stack, get_json
 
 pytestmark = [pytest.mark.broker, pytest.mark.faults]
 

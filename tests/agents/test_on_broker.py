@@ -10,9 +10,9 @@ import pytest
 from kafka import KafkaConsumer
 
 from stream_ctr import topics
-from stream_ctr.events import InvalidEvent, parse_record, partition_of
-from stream_ctr.replay import MALFORMED_SAMPLES, replay
-from stream_ctr.stack import Stack, get_json
+from stream_ctr.contracts.events import InvalidEvent, parse_record, partition_of
+from stream_ctr.broker.replay import MALFORMED_SAMPLES, replay
+from stream_ctr.service.stack import Stack, get_json
 
 pytestmark = pytest.mark.broker
 

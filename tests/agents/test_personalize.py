@@ -13,7 +13,7 @@ from aiokafka.structs import ConsumerRecord
 
 from stream_ctr.agents.personalize import PersonalizeWorker
 from stream_ctr.config import Settings
-from stream_ctr.events import encode_event, partition_of
+from stream_ctr.contracts.events import encode_event, partition_of
 
 
 class _RecordingTopic:

@@ -12,9 +12,9 @@ import pytest
 
 from stream_ctr import topics
 from stream_ctr.agents.personalize import PersonalizeWorker
-from stream_ctr.serving import DEADLINE_HEADER
+from stream_ctr.serving.scoring import DEADLINE_HEADER
 from stream_ctr.config import Settings
-from stream_ctr.serving import head_for, parse_score_request, rank
+from stream_ctr.serving.scoring import head_for, parse_score_request, rank
 
 
 class _Exposures:
@@ -99,8 +99,8 @@ def test_a_deadline_that_is_not_milliseconds_is_a_400(worker, header):
 
 def test_requests_batched_together_are_ranked_as_each_would_be_alone(worker, make_events):
     events = make_events(users=6, events_per_user=30, seed=3).events
-    from stream_ctr import learning
-    from stream_ctr.heads import HeadParams
+    from stream_ctr.learning import loop as learning
+    from stream_ctr.learning.heads import HeadParams
     learning.test_then_train([(e, i) for i, e in enumerate(events)], worker.follower.holder.current, worker.users,
                              HeadParams())
     bodies = [_body(u, f"b{k}", n=7 + k) for k, u in enumerate(["u0", "u1", "nobody"])]

@@ -10,15 +10,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_ctr import topics
-from stream_ctr.ab.assignment import Experiment
-from stream_ctr.ab.closed_loop import run_closed_loop
-from stream_ctr.ab.report import read_results
-from stream_ctr.client import ScoringClient
+from stream_ctr.experiments.assignment import Experiment
+from stream_ctr.service.closed_loop import run_closed_loop
+from stream_ctr.experiments.report import read_results
+from stream_ctr.serving.client import ScoringClient
 from stream_ctr.data.synthetic import SyntheticConfig
-from stream_ctr.replay import replay
-from stream_ctr.serving import MAX_BODY_BYTES
-from stream_ctr.simulate import SimConfig
-from stream_ctr.stack import Stack, get_json
+from stream_ctr.broker.replay import replay
+from stream_ctr.serving.scoring import MAX_BODY_BYTES
+from stream_ctr.experiments.simulate import SimConfig
+from stream_ctr.service.stack import Stack, get_json
 
 pytestmark = pytest.mark.broker
 

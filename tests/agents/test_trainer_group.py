@@ -17,10 +17,10 @@ from stream_ctr import topics
 from stream_ctr.agents.snapshots import read_latest_snapshot
 from stream_ctr.bench.state import publish_v0
 from stream_ctr.broker.read import end_offsets
-from stream_ctr.heads import sigmoid
-from stream_ctr.metrics import auc
-from stream_ctr.replay import replay
-from stream_ctr.stack import Stack, get_json
+from stream_ctr.learning.heads import sigmoid
+from stream_ctr.quality.metrics import auc
+from stream_ctr.broker.replay import replay
+from stream_ctr.service.stack import Stack, get_json
 
 pytestmark = pytest.mark.broker
 

@@ -40,18 +40,20 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from stream_ctr import learning, topics
-from stream_ctr.ab.assignment import Assignment, Experiment
-from stream_ctr.arms import ARMS
+from stream_ctr import topics
+
+from stream_ctr.learning import loop as learning
+from stream_ctr.experiments.assignment import Assignment, Experiment
+from stream_ctr.contracts.arms import ARMS
 from stream_ctr.config import ConfigError, Settings
-from stream_ctr.correction import METHODS
+from stream_ctr.learning.correction import METHODS
 from stream_ctr.data import load_dataset
-from stream_ctr.events import DLQ_REASONS, InvalidEvent, parse_event, partition_of
-from stream_ctr.features import FeatureSpec, HashingEncoder
-from stream_ctr.heads import HeadParams
-from stream_ctr.serving import MAX_BODY_BYTES, BadRequest, Query, ScoreRequest, openapi, parse_score_request, rank
-from stream_ctr.state import UserState
-from stream_ctr.trainer import GlobalTrainer
+from stream_ctr.contracts.events import DLQ_REASONS, InvalidEvent, parse_event, partition_of
+from stream_ctr.contracts.features import FeatureSpec, HashingEncoder
+from stream_ctr.learning.heads import HeadParams
+from stream_ctr.serving.scoring import MAX_BODY_BYTES, BadRequest, Query, ScoreRequest, openapi, parse_score_request, rank
+from stream_ctr.learning.state import UserState
+from stream_ctr.trainer.global_trainer import GlobalTrainer
 
 #: Generated inputs each entry point must see in one run.
 QUOTA = 10_000

@@ -3,7 +3,7 @@
 ``run_server(name, argv, ready_url, log)`` runs a server for the length of a ``with`` block and enters it only once
 ``ready_url`` answers (Prometheus' and Alertmanager's ``/-/ready``); a server that exits or is not ready within
 20 s fails the test with the tail of its log. Its port is held from the pick until it stops
-(``reservation=reserve_port()``, :mod:`stream_ctr.net`): no other process can take it before the server binds
+(``reservation=reserve_port()``, :mod:`stream_ctr.process.net`): no other process can take it before the server binds
 it. ``run_prometheus(cfg, tmp)`` is that for ``prometheus`` on a port of its own, returning its URL beside the
 context manager.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from stream_ctr import children
-from stream_ctr.net import reserve_port
+from stream_ctr.process import children
+from stream_ctr.process.net import reserve_port
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 READY_S = 20.0

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stream_ctr.net import reserve_port
+from stream_ctr.process.net import reserve_port
 
 pytestmark = pytest.mark.prometheus
 

@@ -14,4 +14,4 @@ def test_building_the_cli_imports_neither_torch_nor_pandas():
 def test_the_package_still_exports_the_core_loop_lazily():
     import stream_ctr
 
-    assert stream_ctr.test_then_train.__module__ == "stream_ctr.learning" and "ft_lc" in stream_ctr.ARMS
+    assert stream_ctr.test_then_train.__module__ == "stream_ctr.learning.loop" and "ft_lc" in stream_ctr.ARMS

@@ -60,7 +60,7 @@ def test_out_of_range_arguments_are_refused(capsys, argv, needle):
 
 def test_a_bad_world_size_flag_is_refused_before_the_broker_is_asked(capsys, monkeypatch):
     from stream_ctr.cli import main
-    from stream_ctr.net import free_port
+    from stream_ctr.process.net import free_port
 
     monkeypatch.setenv("KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")  # nothing listens there
     assert main(["trainer", "--world-size", "9"]) == 2
@@ -72,7 +72,7 @@ def test_an_unreachable_broker_is_one_line_within_seconds(capsys, monkeypatch):
     import time
 
     from stream_ctr.cli import main
-    from stream_ctr.net import free_port
+    from stream_ctr.process.net import free_port
 
     monkeypatch.setenv("KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")  # nothing listens there
     t0 = time.monotonic()

@@ -6,9 +6,9 @@ import pytest
 
 from stream_ctr import topics
 from stream_ctr.data import load_dataset
-from stream_ctr.events import InvalidEvent, encode_event, parse_event, parse_record, partition_of
-from stream_ctr.replay import MALFORMED_SAMPLES
-from stream_ctr.serving import Exposure
+from stream_ctr.contracts.events import InvalidEvent, encode_event, parse_event, parse_record, partition_of
+from stream_ctr.broker.replay import MALFORMED_SAMPLES
+from stream_ctr.serving.scoring import Exposure
 
 EVENT = jsonschema.Draft202012Validator(topics.schema("event"))
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from stream_ctr.correction import Targets
+from stream_ctr.learning.correction import Targets
 from stream_ctr.data import SyntheticConfig, generate_synthetic
-from stream_ctr.bootstrap import UserBootstrap
+from stream_ctr.quality.bootstrap import UserBootstrap
 from stream_ctr.evaluate.cli import add_parser
 from stream_ctr.evaluate.cloud import CloudConfig, train_cloud
 from stream_ctr.models import infer
@@ -21,8 +21,8 @@ from stream_ctr.evaluate.experiment import EvalConfig, run_experiment
 from stream_ctr.evaluate.finetune import FullScope, HeadScope, trajectory
 from stream_ctr.evaluate.split import CLOUD, FIT, TEST, VAL, Protocol, split_events
 from stream_ctr.evaluate.tuning import Grid
-from stream_ctr.features import FeatureSpec
-from stream_ctr.metrics import gauc, per_user_auc
+from stream_ctr.contracts.features import FeatureSpec
+from stream_ctr.quality.metrics import gauc, per_user_auc
 
 SPEC = FeatureSpec.parse("category,segment", buckets=1 << 12)
 SMALL = SyntheticConfig(users=60, items=60, events_per_user=30, dim=2, categories=6, taste=3.0, seed=3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream_ctr.bootstrap import UserBootstrap
+from stream_ctr.quality.bootstrap import UserBootstrap
 from stream_ctr.evaluate.seeds import SeedUserBootstrap, summarise
 
 

@@ -1,0 +1,245 @@
+"""An online A/B experiment: its definition, its validation and the deterministic assignment of users to arms.
+
+Assignment is a pure function of ``(salt, user_id)``: every worker, every restart and every replay puts a user in
+the same arm, with no table to share. Two independent hashes of the user id do the work:
+
+- the *coverage* hash decides whether the user is in the experiment at all (``bucket < coverage * 10000``);
+- the *arm* hash picks the arm by cumulative weight ranges over the same 10,000 buckets.
+
+Because the two are independent, ramping coverage up only adds users; nobody already in moves to another arm.
+Changing the weights of a running experiment *would* move users between arms, and the users moved would carry
+their history into a new arm, so :func:`check_transition` refuses it unless the salt changes (a new salt is a new
+experiment: everybody is reshuffled and the analysis starts afresh). Users outside coverage get the control arm
+and are not analysed.
+
+>>> exp = Experiment.default()
+>>> [a.name for a in exp.arms], exp.coverage
+(['global', 'ft', 'ft_lc'], 1.0)
+>>> exp.allocation
+(('global', 0, 3333), ('ft', 3333, 6667), ('ft_lc', 6667, 10000))
+>>> exp.assign("42") == exp.assign("42")
+True
+>>> Experiment.from_dict({"name": "x", "salt": "s", "arms": [{"name": "ft", "weight": 0}]})
+Traceback (most recent call last):
+...
+stream_ctr.experiments.assignment.ExperimentError: experiment.arms[0].weight: must be > 0, got 0
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from stream_ctr.contracts.arms import ARMS, CONTROL
+
+__all__ = ["BUCKETS", "Arm", "Assignment", "Experiment", "ExperimentError", "bucket", "check_transition"]
+
+#: Hash buckets a user can fall in; coverage and weights have a resolution of 1 / BUCKETS.
+BUCKETS = 10_000
+
+_TOP_KEYS = {"name": str, "salt": str, "arms": list, "coverage": float}
+_ARM_KEYS = {"name": str, "weight": float}
+
+
+class ExperimentError(ValueError):
+    """An experiment definition is malformed or an illegal change; the message starts with the offending key."""
+
+
+def bucket(salt: str, purpose: str, user_id: str) -> int:
+    """The user's bucket in ``[0, BUCKETS)`` for one purpose: blake2b of ``salt:purpose:user_id``, stable across
+    processes and machines (unlike :func:`hash`).
+
+    >>> bucket("v1", "arm", "42") == bucket("v1", "arm", "42"), 0 <= bucket("v1", "arm", "42") < BUCKETS
+    (True, True)
+    """
+    digest = hashlib.blake2b(f"{salt}:{purpose}:{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+def _check_arm(name: Any, weight: Any, key: str) -> None:
+    if not isinstance(name, str) or name not in ARMS:
+        raise ExperimentError(f"{key}.name: must be one of {list(ARMS)}, got {name!r}")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise ExperimentError(f"{key}.weight: expected a number, got {weight!r}")
+    if not math.isfinite(weight) or weight <= 0:
+        raise ExperimentError(f"{key}.weight: must be > 0, got {weight!r}")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of an experiment; ``weight`` is relative (normalised by the sum over the experiment's arms)."""
+
+    name: str
+    weight: float
+
+    def __post_init__(self) -> None:
+        _check_arm(self.name, self.weight, "arm")
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Where a user goes: ``arm`` to serve, whether they count in the analysis, and their arm bucket (which is
+    the same whether or not they are covered)."""
+
+    arm: str
+    in_experiment: bool
+    bucket: int
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A named, salted split of users over arms, of which ``coverage`` (in (0, 1]) take part."""
+
+    name: str
+    salt: str
+    arms: tuple[Arm, ...]
+    coverage: float = 1.0
+    #: ``(arm, first bucket, end bucket)`` per arm, derived from the weights.
+    allocation: tuple[tuple[str, int, int], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "arms", tuple(self.arms))
+        self._validate()
+        object.__setattr__(self, "allocation", self._allocate())
+
+    def _validate(self) -> None:
+        for key in ("name", "salt"):
+            value = getattr(self, key)
+            if not isinstance(value, str) or not value.strip():
+                raise ExperimentError(f"experiment.{key}: must be a non-empty string, got {value!r}")
+        if not self.arms:
+            raise ExperimentError("experiment.arms: must name at least one arm")
+        seen: set[str] = set()
+        for i, arm in enumerate(self.arms):
+            if not isinstance(arm, Arm):
+                raise ExperimentError(f"experiment.arms[{i}]: expected an Arm, got {arm!r}")
+            if arm.name in seen:
+                raise ExperimentError(f"experiment.arms[{i}].name: duplicate arm {arm.name!r}")
+            seen.add(arm.name)
+        c = self.coverage
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c <= 1:
+            raise ExperimentError(f"experiment.coverage: must be a number in (0, 1], got {c!r}")
+
+    def _allocate(self) -> tuple[tuple[str, int, int], ...]:
+        total = sum(arm.weight for arm in self.arms)
+        out, cumulative, lo = [], 0.0, 0
+        for i, arm in enumerate(self.arms):
+            cumulative += arm.weight
+            hi = BUCKETS if i == len(self.arms) - 1 else round(cumulative / total * BUCKETS)
+            if hi <= lo:
+                raise ExperimentError(f"experiment.arms[{i}].weight: too small to get one of {BUCKETS} buckets")
+            out.append((arm.name, lo, hi))
+            lo = hi
+        return tuple(out)
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Normalised weights per arm (they sum to 1), e.g. for :func:`stream_ctr.experiments.stats.srm_test`."""
+        total = sum(arm.weight for arm in self.arms)
+        return {arm.name: arm.weight / total for arm in self.arms}
+
+    @property
+    def key(self) -> int:
+        """A non-zero 32-bit id of this experiment run (name and salt): what a user's state remembers to be
+        counted once per experiment."""
+        digest = hashlib.blake2b(f"{self.name}:{self.salt}".encode(), digest_size=4).digest()
+        return int.from_bytes(digest, "big") or 1
+
+    def assign(self, user_id: str) -> Assignment:
+        """The user's arm; users outside coverage get :data:`~stream_ctr.contracts.arms.CONTROL` and are not analysed."""
+        arm_bucket = bucket(self.salt, "arm", user_id)
+        if bucket(self.salt, "coverage", user_id) >= round(self.coverage * BUCKETS):
+            return Assignment(CONTROL, False, arm_bucket)
+        arm = next(name for name, lo, hi in self.allocation if lo <= arm_bucket < hi)
+        return Assignment(arm, True, arm_bucket)
+
+    @classmethod
+    def configured(cls, path: str | Path | None) -> "Experiment":
+        """The experiment in the file at ``path`` (``STREAM_CTR_EXPERIMENT``), or :meth:`default` without one."""
+        return cls.load(path) if path else cls.default()
+
+    @classmethod
+    def default(cls) -> "Experiment":
+        """What the service runs without an experiment file: every arm, equal weights, every user."""
+        return cls("label-correction", "v1", tuple(Arm(name, 1.0) for name in ARMS), 1.0)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Experiment":
+        """Parse the JSON shape of :meth:`to_dict`; ``coverage`` may be left out (1.0)."""
+        _check_keys(d, "experiment", _TOP_KEYS, optional=("coverage",))
+        arms = []
+        for i, raw in enumerate(d["arms"]):
+            key = f"experiment.arms[{i}]"
+            _check_keys(raw, key, _ARM_KEYS)
+            _check_arm(raw["name"], raw["weight"], key)
+            arms.append(Arm(raw["name"], float(raw["weight"])))
+        return cls(d["name"], d["salt"], tuple(arms), float(d.get("coverage", 1.0)))
+
+    def to_dict(self) -> dict[str, Any]:
+        arms = [{"name": arm.name, "weight": arm.weight} for arm in self.arms]
+        return {"name": self.name, "salt": self.salt, "arms": arms, "coverage": self.coverage}
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Experiment":
+        """Read a JSON experiment file; every problem is an :class:`ExperimentError` naming the file and key."""
+        try:
+            d = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ExperimentError(f"{path}: cannot read experiment file ({exc.strerror or exc})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ExperimentError(f"{path}: not valid JSON ({exc})") from None
+        try:
+            return cls.from_dict(d)
+        except ExperimentError as exc:
+            raise ExperimentError(f"{path}: {exc}") from None
+
+
+def _check_keys(d: Any, key: str, types: Mapping[str, type], optional: tuple[str, ...] = ()) -> None:
+    """``d`` is an object with exactly the keys of ``types`` (less any ``optional`` left out), each of its type;
+    an int passes for a float, a bool passes for nothing else."""
+    if not isinstance(d, Mapping):
+        raise ExperimentError(f"{key}: expected an object, got {type(d).__name__}")
+    for name in d:
+        if name not in types:
+            raise ExperimentError(f"{key}.{name}: unknown key (expected {sorted(types)})")
+    for name, kind in types.items():
+        if name not in d:
+            if name in optional:
+                continue
+            raise ExperimentError(f"{key}.{name}: missing")
+        value = d[name]
+        accepted = (int, float) if kind is float else kind
+        if isinstance(value, bool) or not isinstance(value, accepted):
+            raise ExperimentError(f"{key}.{name}: expected {kind.__name__}, got {value!r}")
+
+
+def _describe(exp: Experiment) -> str:
+    return " ".join(f"{name}={weight:.4g}" for name, weight in exp.weights.items())
+
+
+def check_transition(previous: Experiment | None, new: Experiment) -> None:
+    """Refuse a change that would move users of a running experiment between arms.
+
+    The same name and salt is the same running experiment: its arms must keep their bucket ranges (so the
+    weights, their order and the arm set stay; proportional rescaling is harmless). Coverage may ramp. A new
+    salt, or a new name, starts a new experiment and is always allowed.
+
+    >>> old = Experiment.default()
+    >>> check_transition(old, Experiment(old.name, old.salt, old.arms, coverage=0.5))
+    >>> check_transition(old, Experiment(old.name, old.salt, old.arms[:2]))
+    Traceback (most recent call last):
+    ...
+    stream_ctr.experiments.assignment.ExperimentError: experiment.arms: weights of running experiment 'label-correction' changed \
+(global=0.3333 ft=0.3333 ft_lc=0.3333 -> global=0.5 ft=0.5); a change of weights needs a new salt
+    """
+    if previous is None or previous.name != new.name or previous.salt != new.salt:
+        return
+    if previous.allocation != new.allocation:
+        raise ExperimentError(
+            f"experiment.arms: weights of running experiment {new.name!r} changed "
+            f"({_describe(previous)} -> {_describe(new)}); a change of weights needs a new salt"
+        )

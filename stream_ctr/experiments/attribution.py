@@ -1,0 +1,148 @@
+"""From exposures to per-arm results: which scoring request an event answers, and what each arm achieved.
+
+The worker that owns a user's partition serves the user's scoring requests (other workers forward them) and
+consumes the user's events, so attribution is local: :class:`PendingExposures` keeps what each recent request
+served (bounded in count and age), and an event carrying that ``request_id`` and one of its items is an
+*impression* of the request's arm, a click if its label is 1. :class:`ArmResults` keeps running per-arm totals
+(requests, impressions, clicks, users, logloss and calibration sums) and a window of served scores per arm for
+gAUC: memory is bounded by the window, whatever the number of users or events.
+
+>>> pending = PendingExposures(capacity=2, window_s=60)
+>>> pending.add("r1", Served("ft", True, ts=100.0, items={"i1": 0.9, "i2": 0.1}))
+>>> pending.match("r1", "i2", now=120.0)
+(Served(arm='ft', in_experiment=True, ts=100.0, items={'i1': 0.9, 'i2': 0.1}), 0.1)
+>>> pending.match("r1", "i2", now=170.0), pending.match("r1", "i9", now=120.0), pending.match("r7", "i1", 120.0)
+('expired', 'item_not_served', 'unknown_request')
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Mapping, NamedTuple
+
+import numpy as np
+
+from stream_ctr.quality.metrics import per_user_auc, user_key
+from stream_ctr.experiments.assignment import Experiment
+from stream_ctr.experiments.stats import srm_test
+
+__all__ = ["ArmResults", "PendingExposures", "Served", "UNATTRIBUTED"]
+
+#: Why an event with a ``request_id`` was not attributed (a closed set: it is a Prometheus label).
+UNATTRIBUTED = ("unknown_request", "expired", "item_not_served")
+
+_EPS = 1e-7
+
+
+class Served(NamedTuple):
+    """One served request. A tuple of atomic values (the score map holds only str and float), so the garbage
+    collector stops tracking it after one pass: 100,000 of them pending cost a full collection nothing."""
+
+    arm: str
+    in_experiment: bool
+    ts: float
+    items: Mapping[str, float]  # item id -> the score it was served with
+
+
+class PendingExposures:
+    """request_id -> :class:`Served`, the newest ``capacity`` requests of the last ``window_s`` seconds."""
+
+    def __init__(self, capacity: int, window_s: float):
+        self.capacity, self.window_s = capacity, window_s
+        self._served: OrderedDict[str, Served] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._served)
+
+    def add(self, request_id: str, served: Served) -> None:
+        self._served[request_id] = served
+        self._served.move_to_end(request_id)
+        while len(self._served) > self.capacity:
+            self._served.popitem(last=False)
+
+    def match(self, request_id: str, item_id: str, now: float) -> tuple[Served, float] | str:
+        """``(served, score)`` for an event answering ``request_id`` with ``item_id``, or why not."""
+        self._expire(now)
+        served = self._served.get(request_id)
+        if served is None:
+            return "unknown_request"
+        if now - served.ts > self.window_s:
+            return "expired"
+        score = served.items.get(item_id)
+        return "item_not_served" if score is None else (served, score)
+
+    def _expire(self, now: float) -> None:
+        while self._served:
+            oldest = next(iter(self._served.values()))
+            if now - oldest.ts <= 2 * self.window_s:  # a grace period, so "expired" is reported, not "unknown"
+                return
+            self._served.popitem(last=False)
+
+
+class _ArmWindow:
+    def __init__(self, size: int):
+        self.users = np.zeros(size, np.int64)
+        self.labels = np.zeros(size, np.float32)
+        self.scores = np.zeros(size, np.float32)
+        self.n = 0  # rows written so far (the ring holds the newest min(n, size))
+
+    def add(self, user: int, label: float, score: float) -> None:
+        i = self.n % len(self.labels)
+        self.users[i], self.labels[i], self.scores[i] = user, label, score
+        self.n += 1
+
+    def gauc(self) -> float:
+        k = min(self.n, len(self.labels))
+        _, aucs, w = per_user_auc(self.users[:k], self.labels[:k], self.scores[:k])
+        return float((aucs * w).sum() / w.sum()) if len(w) else float("nan")
+
+
+class ArmResults:
+    """Running per-arm results of the experiment on this worker (only users inside coverage are analysed)."""
+
+    def __init__(self, experiment: Experiment, window: int = 20000):
+        self.experiment = experiment
+        arms = [a.name for a in experiment.arms]
+        self.totals = {arm: dict.fromkeys(("requests", "impressions", "clicks", "users", "score", "logloss"), 0.0)
+                       for arm in arms}
+        self.windows = {arm: _ArmWindow(window) for arm in arms}
+        self.unattributed = dict.fromkeys(UNATTRIBUTED, 0)
+        self.gauc = dict.fromkeys(arms, float("nan"))
+
+    def requested(self, arm: str) -> None:
+        self.totals[arm]["requests"] += 1
+
+    def impression(self, arm: str, user_id: str, label: int, score: float) -> None:
+        t = self.totals[arm]
+        p = min(max(score, _EPS), 1 - _EPS)
+        t["impressions"] += 1
+        t["clicks"] += label
+        t["score"] += float(score)
+        t["logloss"] -= math.log(p) if label else math.log(1 - p)
+        self.windows[arm].add(user_key(user_id), label, score)
+
+    def new_user(self, arm: str) -> None:
+        self.totals[arm]["users"] += 1
+
+    def refresh(self) -> None:
+        self.gauc = {arm: w.gauc() for arm, w in self.windows.items()}
+
+    def srm(self):
+        return srm_test({arm: int(t["users"]) for arm, t in self.totals.items()}, self.experiment.weights)
+
+    def summary(self) -> dict:
+        """Per arm: requests, impressions, clicks, users, CTR, logloss, calibration, windowed gAUC; and the SRM."""
+        arms = {}
+        for arm, t in self.totals.items():
+            n, clicks = t["impressions"], t["clicks"]
+            arms[arm] = {k: int(t[k]) for k in ("requests", "impressions", "clicks", "users")} | {
+                "ctr": clicks / n if n else None, "logloss": t["logloss"] / n if n else None,
+                "calibration": t["score"] / clicks if clicks else None, "gauc": _finite(self.gauc[arm])}
+        srm = self.srm()
+        return {"experiment": self.experiment.name, "arms": arms, "unattributed": dict(self.unattributed),
+                "srm": {"chi2": float(srm.chi2), "p_value": float(srm.p_value), "alarm": bool(srm.alarm)}}
+
+
+def _finite(x: float) -> float | None:
+    return None if x != x else x

@@ -1,0 +1,141 @@
+"""``stream-ctr ab report``: the experiment's per-arm results, read back from the topics, with confidence intervals.
+
+Every exposure on ``ctr.exposures`` (what a scoring request served, to whom, under which arm) is joined with the
+events on ``ctr.events`` that carry its ``request_id`` and arrived within the attribution window. Users inside the
+experiment's coverage are the units: per user and arm the report sums impressions, clicks and served scores, so a
+ratio metric (CTR) gets its delta-method CI over users (:mod:`.stats`), each treatment arm is compared with the
+control, and the users per arm are checked against the configured weights (sample-ratio mismatch).
+
+>>> exposures = [{"request_id": "r1", "user_id": "a", "arm": "ft", "in_experiment": True, "ts": 0.0,
+...               "items": [{"item_id": "i1", "score": 0.8, "position": 0}]}]
+>>> events = [({"request_id": "r1", "user_id": "a", "item_id": "i1", "label": 1}, 5.0)]
+>>> arms = collect(exposures, events, window_s=60)
+>>> arms["ft"].users, arms["ft"].clicks
+({'a': [1, 1, 0.8]}, [1])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from stream_ctr.contracts.arms import CONTROL
+from stream_ctr.quality.metrics import calibration, gauc, logloss
+from stream_ctr.experiments.stats import ratio_difference, ratio_estimate, srm_test
+
+__all__ = ["ArmData", "analyse", "collect", "read_results", "render_markdown"]
+
+#: Record timestamps are whole milliseconds, possibly from another host's clock: an event may look a little
+#: older than the exposure it answers.
+_SKEW_S = 1.0
+
+
+@dataclass
+class ArmData:
+    """One arm's attributed impressions: per user ``[impressions, clicks, score sum]`` and the rows for gAUC."""
+
+    users: dict[str, list] = field(default_factory=dict)
+    requested: set[str] = field(default_factory=set)  # users with at least one request in the experiment
+    row_users: list[str] = field(default_factory=list)
+    clicks: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+
+    def add(self, user: str, label: int, score: float) -> None:
+        t = self.users.setdefault(user, [0, 0, 0.0])
+        t[0] += 1
+        t[1] += label
+        t[2] += score
+        self.row_users.append(user)
+        self.clicks.append(label)
+        self.scores.append(score)
+
+
+def collect(exposures: Iterable[Mapping], events: Iterable[tuple[Mapping, float]], window_s: float
+            ) -> dict[str, ArmData]:
+    """Join exposure records with ``(event, arrival epoch seconds)`` pairs; only in-experiment users count."""
+    served, arms = {}, {}
+    for exp in exposures:
+        if not exp["in_experiment"]:
+            continue
+        arms.setdefault(exp["arm"], ArmData()).requested.add(exp["user_id"])
+        served[exp["request_id"]] = (exp["arm"], exp["user_id"], exp["ts"],
+                                     {it["item_id"]: it["score"] for it in exp["items"]})
+    for event, arrived in events:
+        hit = served.get(event.get("request_id"))
+        if hit is None or hit[1] != event["user_id"] or not -_SKEW_S <= arrived - hit[2] <= window_s:
+            continue
+        score = hit[3].get(event["item_id"])
+        if score is not None:
+            arms[hit[0]].add(event["user_id"], int(event["label"]), score)
+    return arms
+
+
+def analyse(arms: Mapping[str, ArmData], weights: Mapping[str, float]) -> dict:
+    """Per-arm CTR with CI, difference to the control with CI, logloss, calibration, gAUC, and the SRM test."""
+    out = {}
+    per_user = {arm: np.array(list(d.users.values()), dtype=float).reshape(-1, 3) for arm, d in arms.items()}
+    for arm, data in arms.items():
+        t = per_user[arm]
+        y, p = np.array(data.clicks, dtype=float), np.array(data.scores, dtype=float)
+        ctr = ratio_estimate(t[:, 1], t[:, 0]) if len(t) else None
+        out[arm] = {"users": len(data.requested), "impressions": int(t[:, 0].sum()), "clicks": int(t[:, 1].sum()),
+                    "ctr": ctr, "logloss": logloss(y, p) if len(y) else None,
+                    "calibration": calibration(y, p) if len(y) else None,
+                    "gauc": gauc(np.array(data.row_users, dtype=object), y, p) if len(y) else None}
+    control = CONTROL if CONTROL in arms else next(iter(arms), None)
+    for arm in arms:
+        if arm != control and out[arm]["ctr"] and out[control]["ctr"]:
+            a, b = per_user[arm], per_user[control]
+            out[arm]["vs_control"] = ratio_difference(a[:, 1], a[:, 0], b[:, 1], b[:, 0])
+    srm = srm_test({arm: out.get(arm, {"users": 0})["users"] for arm in weights}, weights)
+    return {"control": control, "arms": out, "srm": srm}
+
+
+def _f(x, fmt: str = "{:.4f}") -> str:
+    return "n/a" if x is None or x != x else fmt.format(x)
+
+
+def render_markdown(result: dict, title: str = "A/B experiment") -> str:
+    lines = [f"## {title}", "", "| arm | users | impressions | clicks | CTR [95% CI] | Δ CTR vs "
+             f"{result['control']} [95% CI] | lift | logloss | calibration | gAUC |", "|---|---:|---:|---:|---|---|---|---|---|---|"]
+    for arm, m in result["arms"].items():
+        ctr = m["ctr"]
+        ctr_s = f"{ctr.value:.4f} [{ctr.ci[0]:.4f}, {ctr.ci[1]:.4f}]" if ctr else "n/a"
+        d = m.get("vs_control")
+        lift = f"{d.lift:+.1%}" if d else "—"
+        lines.append(f"| {arm} | {m['users']} | {m['impressions']} | {m['clicks']} | {ctr_s} | {d or '—'} | {lift} | "
+                     f"{_f(m['logloss'])} | {_f(m['calibration'])} | {_f(m['gauc'])} |")
+    srm = result["srm"]
+    verdict = "**SRM alarm**: the split does not match the weights" if srm.alarm else "no sample-ratio mismatch"
+    lines += ["", f"Sample-ratio check of users per arm against the configured weights: chi² = {srm.chi2:.2f}, "
+                  f"p = {srm.p_value:.4g} ({verdict}; alarm below p = 0.001). * = the CI excludes 0.", ""]
+    return "\n".join(lines)
+
+
+def read_results(settings, experiment) -> dict:
+    """:func:`analyse` of everything on the settings' ``ctr.exposures`` and ``ctr.events`` for ``experiment``."""
+    import orjson
+
+    from stream_ctr import topics
+    from stream_ctr.broker.read import read_topic
+    from stream_ctr.contracts.events import InvalidEvent, parse_record
+
+    def exposures():
+        for msg in read_topic(settings.kafka_bootstrap, topics.exposures(settings).name):
+            record = orjson.loads(msg.value)
+            if record.get("experiment") == experiment.name:
+                yield record
+
+    def events():
+        for msg in read_topic(settings.kafka_bootstrap, topics.events(settings).name):
+            try:
+                # The worker's rule: an event it dead-letters (null key, off its partition, ...) is not counted.
+                event = parse_record(msg.value, msg.key, msg.partition, settings.events_partitions)
+            except InvalidEvent:
+                continue
+            if event.request_id is not None:
+                yield event.to_dict(), msg.timestamp / 1000.0
+
+    return analyse(collect(exposures(), events(), settings.attribution_window_s), experiment.weights)

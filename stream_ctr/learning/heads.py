@@ -1,0 +1,142 @@
+"""A lightweight per-user head on top of the global model: ``logit = g(x) + b + w . h(x)``.
+
+``g`` is the global model's logit and ``h`` its representation (:mod:`stream_ctr.models`). The head starts at
+zero, so an untrained head *is* the global model, and L2 pulls it back toward zero, i.e. toward the global model.
+It follows river's small online protocol (``learn_one`` / ``predict_proba_one`` and batched ``*_many``), where
+one input ``x`` is the pair ``(g, h)``.
+
+>>> import numpy as np
+>>> head = UserHead(dim=2, lr=0.5)
+>>> x = (0.0, np.array([1.0, 0.0], dtype=np.float32))
+>>> for _ in range(20): head.learn_one(x, 1)
+>>> head.predict_proba_one(x) > 0.8
+True
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream_ctr.learning.correction import Targets
+
+__all__ = ["HeadParams", "UserHead", "head_logits", "learn_rows", "sigmoid"]
+
+
+@dataclass(frozen=True)
+class HeadParams:
+    """How per-user heads learn. The one owner of these defaults: settings, heads and the evaluator read them.
+
+    ``window`` events feed the rolling local CTR, which is shrunk toward the global CTR by ``shrinkage``
+    pseudo-events; each batch takes ``steps`` SGD steps of size ``lr`` with an L2 pull ``l2`` toward zero. The
+    label-corrected arm corrects with ``correction`` (a method of :mod:`stream_ctr.learning.correction`).
+    """
+
+    window: int = 100
+    shrinkage: float = 20.0
+    lr: float = 0.05
+    l2: float = 0.01
+    steps: int = 1
+    correction: str = "lc"
+
+    @classmethod
+    def from_settings(cls, s) -> "HeadParams":
+        return cls(s.ctr_window, s.shrinkage, s.head_lr, s.head_l2, s.head_steps, s.correction)
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
+
+
+def head_logits(b: np.ndarray, w: np.ndarray, rows: np.ndarray | slice, g: np.ndarray, h: np.ndarray
+                ) -> np.ndarray:
+    """``g + b + h . w`` per event, where event ``i`` uses head ``rows[i]`` of the stacked biases ``b [U]`` and
+    weights ``w [U, d]`` (``slice(None)``: head ``i``)."""
+    return g + b[rows] + np.einsum("nd,nd->n", h, w[rows])
+
+
+def learn_rows(b: np.ndarray, w: np.ndarray, counts: np.ndarray, g: np.ndarray, h: np.ndarray, targets: Targets,
+               lr: float, l2: float, steps: int) -> None:
+    """Train ``U`` heads at once, in place: row ``u`` of ``b [U]`` and ``w [U, d]`` takes ``steps`` gradient steps
+    of weighted cross-entropy on its own ``counts[u]`` events, which lie contiguous (user 0's first) in ``g``,
+    ``h`` and ``targets``. Each head's step is the mean over its events, as if it were trained alone: one gather,
+    one update and one segment sum per step for the whole batch, no per-user Python.
+
+    Where ``targets.bias_labels`` are given, the bias learns them at the plain logit and the weights learn
+    ``targets.labels`` at the logit plus ``targets.logit_offset``."""
+    y, wts = targets.labels, targets.weights
+    if len(counts) == len(y) and (counts == 1).all():  # one event a head (test-then-train's waves): no sums
+        rows = slice(None)  # head i is event i: views, no gather
+
+        def mean(x):
+            return x
+    else:
+        rows = np.repeat(np.arange(len(counts)), counts)
+        starts = np.cumsum(counts) - counts
+        n = np.maximum(counts, 1).astype(np.float32)
+
+        def mean(x):
+            return np.add.reduceat(x, starts, axis=0) / n.reshape(-1, *([1] * (x.ndim - 1)))
+    for _ in range(steps):
+        logit = head_logits(b, w, rows, g, h)
+        err = wts * (sigmoid(logit + targets.logit_offset) - y)
+        err_bias = err if targets.bias_labels is None else wts * (sigmoid(logit) - targets.bias_labels)
+        b -= (lr * (mean(err_bias) + l2 * b)).astype(np.float32)
+        w -= (lr * (mean(h * err[:, None]) + l2 * w)).astype(np.float32)
+
+
+class UserHead:
+    """Bias plus a weight vector over the representation; trained by SGD on (soft) targets."""
+
+    __slots__ = ("b", "w", "lr", "l2", "steps")
+
+    def __init__(self, dim: int, lr: float = HeadParams.lr, l2: float = HeadParams.l2, steps: int = HeadParams.steps):
+        self.b = 0.0
+        self.w = np.zeros(dim, dtype=np.float32)
+        self.lr, self.l2, self.steps = lr, l2, steps
+
+    # --- batched protocol ----------------------------------------------------------------------------------
+    def logit_many(self, g: np.ndarray, h: np.ndarray) -> np.ndarray:
+        return g + self.b + h @ self.w
+
+    def predict_proba_many(self, g: np.ndarray, h: np.ndarray) -> np.ndarray:
+        return sigmoid(self.logit_many(g, h))
+
+    def learn_many(self, g: np.ndarray, h: np.ndarray, targets: Targets | np.ndarray) -> None:
+        """``steps`` gradient steps of weighted cross-entropy on ``targets`` (labels may be soft): this head alone
+        through :func:`learn_rows`."""
+        if not len(g):
+            return
+        if not isinstance(targets, Targets):
+            targets = Targets(np.asarray(targets, dtype=np.float32), np.ones(len(g), dtype=np.float32))
+        b, w = np.array([self.b], dtype=np.float32), self.w.reshape(1, -1)
+        learn_rows(b, w, np.array([len(g)]), g, h, targets, self.lr, self.l2, self.steps)
+        # The bias stays at float32 precision, as it is stored, so a restored head is the same head.
+        self.b, self.w = float(b[0]), w.reshape(-1)
+
+    # --- one-at-a-time protocol ----------------------------------------------------------------------------
+    def predict_proba_one(self, x: tuple[float, np.ndarray]) -> float:
+        g, h = x
+        return float(self.predict_proba_many(np.array([g], np.float32), h[None, :])[0])
+
+    def learn_one(self, x: tuple[float, np.ndarray], y: float) -> None:
+        g, h = x
+        self.learn_many(np.array([g], np.float32), h[None, :], np.array([y], np.float32))
+
+    # --- state ---------------------------------------------------------------------------------------------
+    @property
+    def norm(self) -> float:
+        return float(np.sqrt(self.b * self.b + float(self.w @ self.w)))
+
+    def to_bytes(self) -> bytes:
+        return struct.pack("<fH", self.b, len(self.w)) + self.w.astype("<f4").tobytes()
+
+    def load_bytes(self, data: bytes, offset: int = 0) -> int:
+        """Restore weights from ``data`` at ``offset``; returns the offset after them."""
+        b, dim = struct.unpack_from("<fH", data, offset)
+        offset += 6
+        self.b = float(b)
+        self.w = np.frombuffer(data, dtype="<f4", count=dim, offset=offset).astype(np.float32)
+        return offset + 4 * dim
