@@ -11,18 +11,18 @@ users).
 from __future__ import annotations
 
 import time
-from typing import MutableMapping, Sequence
+from collections.abc import MutableMapping, Sequence
 
+from stream_ctr.contracts.events import Event, InvalidEvent, parse_record
 from stream_ctr.experiments.assignment import Experiment
 from stream_ctr.experiments.attribution import ArmResults, PendingExposures
-from stream_ctr.contracts.events import Event, InvalidEvent, parse_record
-from stream_ctr.monitoring.freshness import Staleness
 from stream_ctr.learning.heads import HeadParams
 from stream_ctr.learning.isolation import isolate
 from stream_ctr.learning.loop import test_then_train
-from stream_ctr.monitoring.prometheus import WorkerMetrics
-from stream_ctr.models.snapshot import SnapshotHolder
 from stream_ctr.learning.state import UserState
+from stream_ctr.models.snapshot import SnapshotHolder
+from stream_ctr.monitoring.freshness import Staleness
+from stream_ctr.monitoring.prometheus import WorkerMetrics
 
 from .dead_letters import FATAL, DeadLetters
 
@@ -30,9 +30,19 @@ __all__ = ["PersonalizeStep"]
 
 
 class PersonalizeStep:
-    def __init__(self, users: MutableMapping[str, UserState], holder: SnapshotHolder, metrics: WorkerMetrics,
-                 dead_letters: DeadLetters, params: HeadParams, experiment: Experiment, pending: PendingExposures,
-                 results: ArmResults, partitions: int, staleness: Staleness):
+    def __init__(
+        self,
+        users: MutableMapping[str, UserState],
+        holder: SnapshotHolder,
+        metrics: WorkerMetrics,
+        dead_letters: DeadLetters,
+        params: HeadParams,
+        experiment: Experiment,
+        pending: PendingExposures,
+        results: ArmResults,
+        partitions: int,
+        staleness: Staleness,
+    ):
         self.users = users  # the Faust table in a worker; any mapping in the in-process tests
         self.holder = holder
         self.metrics = metrics
@@ -46,7 +56,8 @@ class PersonalizeStep:
         """Process ``batch``, records of ``ctr.events`` in offset order per partition (aiokafka ``ConsumerRecord``
         or anything with ``.topic``, ``.partition``, ``.offset``, ``.key``, ``.value``). A record that fails
         validation is dead-lettered with its reason; one whose processing raises, with ``internal_error``
-        (:mod:`stream_ctr.learning.isolation`); every other record is applied, and the batch never raises for one record."""
+        (:mod:`stream_ctr.learning.isolation`); every other record is applied, and the batch never raises for one
+        record."""
         parsed = []
         for record in batch:
             try:
@@ -61,8 +72,13 @@ class PersonalizeStep:
         for (_, record), exc in isolate(parsed, lambda chunk: self._learn(chunk, model), FATAL):
             await self.dead_letters.internal_error(record, exc)
         if parsed:
-            self.staleness.events(model.snapshot.offsets, model.snapshot.trained_ts, [r.partition for _, r in parsed],
-                                  [r.offset for _, r in parsed], [e.ts for e, _ in parsed])
+            self.staleness.events(
+                model.snapshot.offsets,
+                model.snapshot.trained_ts,
+                [r.partition for _, r in parsed],
+                [r.offset for _, r in parsed],
+                [e.ts for e, _ in parsed],
+            )
         self.staleness.passed([r.partition for r in batch], [r.offset for r in batch])  # dead-lettered ones too
 
     def _learn(self, parsed: Sequence[tuple[Event, object]], model) -> None:

@@ -29,8 +29,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Sequence
 
 import faust
 
@@ -70,9 +70,15 @@ def _patch_consumer() -> None:
 
     drain = Consumer._drain_messages
     source = inspect.getsource(drain)
-    assert all(s in source for s in ("getmany(timeout=1.0)", "callback(message)", "set_read_offset(tp, offset)",
-                                     "await self._add_gap(tp, r_offset + 1, offset)")), \
-        "faust Consumer._drain_messages is not the version agents/batched.py replaces"
+    assert all(
+        s in source
+        for s in (
+            "getmany(timeout=1.0)",
+            "callback(message)",
+            "set_read_offset(tp, offset)",
+            "await self._add_gap(tp, r_offset + 1, offset)",
+        )
+    ), "faust Consumer._drain_messages is not the version agents/batched.py replaces"
 
     async def _drain_messages(self, fetcher) -> None:
         batched = getattr(self.app, "_stream_ctr_batched", None)
@@ -129,7 +135,7 @@ class _BatchedDrain:
                 continue
             self.app.monitor.track_tp_end_offset(tp, consumer.highwater(tp))
             for start in range(0, len(fresh), self.batched.batch_size):
-                chunk = fresh[start:start + self.batched.batch_size]
+                chunk = fresh[start : start + self.batched.batch_size]
                 if not consumer.flow_active or self.app.consumer_generation_id != generation:
                     return  # rebalancing: the new owner reads it again from the committed offset
                 await self.batched.handler(chunk)

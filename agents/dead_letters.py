@@ -1,11 +1,11 @@
 """The dead-letter path: a record that fails validation goes to ``ctr.events.dlq`` untouched, with why and where.
 
 The value and key are the original raw bytes; headers carry ``reason`` (a closed set,
-:data:`stream_ctr.contracts.events.DLQ_REASONS`), ``detail`` and the source ``topic``, ``partition`` and ``offset``, so an
-operator can find and replay it. Every dead letter is counted by reason. Besides invalid records, a valid record
-whose processing raised goes here too, with reason ``internal_error`` (:mod:`stream_ctr.learning.isolation`): a bug met by one record
-must not stop the consumer. Its traceback is logged the first time each kind of failure (exception type and the line
-that raised it) is met, and every further one in a line, so one bad record shape cannot flood the log.
+:data:`stream_ctr.contracts.events.DLQ_REASONS`), ``detail`` and the source ``topic``, ``partition`` and ``offset``, so
+an operator can find and replay it. Every dead letter is counted by reason. Besides invalid records, a valid record
+whose processing raised goes here too, with reason ``internal_error`` (:mod:`stream_ctr.learning.isolation`): a bug met
+by one record must not stop the consumer. Its traceback is logged the first time each kind of failure (exception type
+and the line that raised it) is met, and every further one in a line, so one bad record shape cannot flood the log.
 """
 
 from __future__ import annotations
@@ -40,9 +40,13 @@ class DeadLetters:
 
     async def send_reason(self, record, reason: str, detail: str) -> None:
         """Dead-letter ``record`` for ``reason`` (one of :data:`stream_ctr.contracts.events.DLQ_REASONS`)."""
-        headers = {"reason": reason.encode(), "detail": detail.encode("utf-8", "replace"),
-                   "topic": record.topic.encode(), "partition": str(record.partition).encode(),
-                   "offset": str(record.offset).encode()}
+        headers = {
+            "reason": reason.encode(),
+            "detail": detail.encode("utf-8", "replace"),
+            "topic": record.topic.encode(),
+            "partition": str(record.partition).encode(),
+            "offset": str(record.offset).encode(),
+        }
         await self.topic.send(key=record.key, value=record.value or b"", headers=headers)
         self.metrics.dead_lettered(reason)
 
@@ -60,5 +64,4 @@ class DeadLetters:
             return
         if len(self._logged) < self.max_kinds:
             self._logged.add(kind)
-        log.error("record %s raised; dead-lettered with reason internal_error, the batch goes on", where,
-                  exc_info=exc)
+        log.error("record %s raised; dead-lettered with reason internal_error, the batch goes on", where, exc_info=exc)

@@ -62,8 +62,10 @@ def _flush_waits_for_every_write() -> None:
     from faust.transport.drivers import aiokafka as driver
 
     put, flush = buffer_module.ProducerBuffer.put, driver.Producer.flush
-    assert (list(inspect.signature(put).parameters), list(inspect.signature(flush).parameters)) == \
-        (["self", "fut"], ["self"]), "faust ProducerBuffer.put / Producer.flush are not the versions patched here"
+    assert (list(inspect.signature(put).parameters), list(inspect.signature(flush).parameters)) == (
+        ["self", "fut"],
+        ["self"],
+    ), "faust ProducerBuffer.put / Producer.flush are not the versions patched here"
 
     def tracked_put(self, fut) -> None:
         _outstanding.add(fut)
@@ -86,14 +88,13 @@ def _flush_waits_for_every_write() -> None:
 def _seek_before_resume() -> None:
     from faust.tables import recovery
 
-    resume = ("consumer.resume_partitions(\n"
-              "    {tp for tp in assignment if not self._is_changelog_tp(tp)}\n"
-              ")\n")
+    resume = "consumer.resume_partitions(\n    {tp for tp in assignment if not self._is_changelog_tp(tp)}\n)\n"
     after = "consumer.resume_flow()\n"
     source = textwrap.dedent(inspect.getsource(recovery.Recovery.on_recovery_completed))
     body = textwrap.indent(resume, "    ")
-    assert source.count(body) == 1 and source.count("    " + after) == 1, \
+    assert source.count(body) == 1 and source.count("    " + after) == 1, (
         "faust Recovery.on_recovery_completed is not the version agents/faust_fixes.py patches"
+    )
     source = source.replace(body, "").replace("    " + after, "    " + after + body)
     namespace = dict(vars(recovery))
     exec(compile(source, f"{recovery.__file__} (stream-ctr: seek before resume)", "exec"), namespace)
@@ -104,8 +105,9 @@ def _fetch_only_active_partitions() -> None:
     from faust.transport.drivers import aiokafka as driver
 
     getmany = driver.AIOKafkaConsumerThread.getmany
-    assert list(inspect.signature(getmany).parameters) == ["self", "active_partitions", "timeout"], \
+    assert list(inspect.signature(getmany).parameters) == ["self", "active_partitions", "timeout"], (
         "faust AIOKafkaConsumerThread.getmany is not the version agents/faust_fixes.py patches"
+    )
 
     async def getmany_of_active(self, active_partitions, timeout: float):
         if active_partitions is not None:
@@ -123,8 +125,9 @@ def _rocksdb_writes_by_key_partition() -> None:
     from stream_ctr.contracts.events import partition_of
 
     write = rocksdb.Store._set
-    assert "current_event()" in inspect.getsource(write), \
+    assert "current_event()" in inspect.getsource(write), (
         "faust rocksdb Store._set is not the version agents/faust_fixes.py patches"
+    )
 
     def _set(self, key: bytes, value) -> None:
         if not self.table.use_partitioner:

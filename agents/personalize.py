@@ -1,8 +1,8 @@
 """The personalize worker: per-user test-then-train on ``ctr.events``, as one typed object.
 
 :meth:`PersonalizeWorker.build` wires the units: what the worker consumes (``events``), what it keeps (``table``
-of :class:`~stream_ctr.learning.state.UserState`, the snapshot ``follower``, ``metrics``, the ``experiment`` it runs with
-its ``pending`` exposures and per-arm ``results``), what it does per batch (``step``), where bad records go
+of :class:`~stream_ctr.learning.state.UserState`, the snapshot ``follower``, ``metrics``, the ``experiment`` it runs
+with its ``pending`` exposures and per-arm ``results``), what it does per batch (``step``), where bad records go
 (``dead_letters``), what it serves (:mod:`.views`, ``scoring``) and where exposures go (``exposures``).
 """
 
@@ -11,22 +11,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import MutableMapping
+from collections.abc import MutableMapping
 
 import faust
 import numpy as np
 
 from stream_ctr import topics
-from stream_ctr.experiments.assignment import Experiment
-from stream_ctr.experiments.attribution import ArmResults, PendingExposures
-from stream_ctr.contracts.arms import ARMS
 from stream_ctr.broker.lag import StallDetector, group_lag
 from stream_ctr.config import Settings
+from stream_ctr.contracts.arms import ARMS
+from stream_ctr.experiments.assignment import Experiment
+from stream_ctr.experiments.attribution import ArmResults, PendingExposures
 from stream_ctr.learning.drift import DriftParams
-from stream_ctr.monitoring.freshness import Staleness
 from stream_ctr.learning.heads import HeadParams
-from stream_ctr.monitoring.prometheus import DRIFT_BUCKETS, WorkerMetrics
 from stream_ctr.learning.state import UserState
+from stream_ctr.monitoring.freshness import Staleness
+from stream_ctr.monitoring.prometheus import DRIFT_BUCKETS, WorkerMetrics
 
 from . import views
 from .app import USER_STATE_CODEC, create_app, raw_topic
@@ -48,11 +48,20 @@ def _users_table(app: faust.App, settings: Settings) -> faust.Table:
     # Faust derives a table's serializers from its types (JSON otherwise), so the changelog topic is declared
     # here: keys as utf-8 (the same bytes as the events' keys), values in the compact state codec. acks=False is
     # Faust's own setting for changelogs: no consumer offsets are tracked for them (producer acks are "all").
-    changelog = app.topic(f"{app.conf.id}-users-changelog", key_type=str, key_serializer="raw",
-                          value_serializer=USER_STATE_CODEC, partitions=settings.events_partitions,
-                          compacting=True, deleting=False, acks=False, internal=True)
-    table = app.Table("users", key_type=str, partitions=settings.events_partitions, use_partitioner=True,
-                      changelog_topic=changelog)
+    changelog = app.topic(
+        f"{app.conf.id}-users-changelog",
+        key_type=str,
+        key_serializer="raw",
+        value_serializer=USER_STATE_CODEC,
+        partitions=settings.events_partitions,
+        compacting=True,
+        deleting=False,
+        acks=False,
+        internal=True,
+    )
+    table = app.Table(
+        "users", key_type=str, partitions=settings.events_partitions, use_partitioner=True, changelog_topic=changelog
+    )
     table.key_serializer, table.value_serializer = "raw", USER_STATE_CODEC
     return table
 
@@ -65,13 +74,22 @@ class PersonalizeWorker:
         self.app = create_app(settings, "personalize", settings.web_port)
         self.events = raw_topic(self.app, topics.events(settings), partitions=settings.events_partitions)
         self.table = _users_table(self.app, settings)
-        self.metrics = WorkerMetrics(ARMS, settings.metrics_window, settings.user_idle_s, settings.active_users_max,
-                                     DriftParams.from_settings(settings))
+        self.metrics = WorkerMetrics(
+            ARMS,
+            settings.metrics_window,
+            settings.user_idle_s,
+            settings.active_users_max,
+            DriftParams.from_settings(settings),
+        )
         self.staleness = Staleness(settings.events_partitions)
         self.metrics.registry.register(self.staleness)
-        self.follower = SnapshotFollower(settings.kafka_bootstrap, (topics.model(settings).name,
-                                         topics.model_updates(settings).name), self.metrics,
-                                         window=2 * settings.full_snapshot_every + 2, gate=self.staleness.covers)
+        self.follower = SnapshotFollower(
+            settings.kafka_bootstrap,
+            (topics.model(settings).name, topics.model_updates(settings).name),
+            self.metrics,
+            window=2 * settings.full_snapshot_every + 2,
+            gate=self.staleness.covers,
+        )
         self.dead_letters = DeadLetters(raw_topic(self.app, topics.dead_letters(settings)), self.metrics, "worker")
         self.experiment = Experiment.configured(settings.experiment_file)
         self.pending = PendingExposures(settings.pending_exposures, settings.attribution_window_s)
@@ -79,9 +97,18 @@ class PersonalizeWorker:
         self.metrics.track_experiment(self.results)
         self.app.sensors.add(TimingSensor(self.metrics))
         self.exposures = raw_topic(self.app, topics.exposures(settings))
-        self.step = PersonalizeStep(self.table if users is None else users, self.follower.holder, self.metrics,
-                                    self.dead_letters, HeadParams.from_settings(settings), self.experiment,
-                                    self.pending, self.results, settings.events_partitions, self.staleness)
+        self.step = PersonalizeStep(
+            self.table if users is None else users,
+            self.follower.holder,
+            self.metrics,
+            self.dead_letters,
+            HeadParams.from_settings(settings),
+            self.experiment,
+            self.pending,
+            self.results,
+            settings.events_partitions,
+            self.staleness,
+        )
         self.scoring = ScoringView(self)
         self.stalls = StallDetector(settings.stall_after_s)
         self.partitions: dict[str, dict] = {}  # owned partition -> lag and stalled, as of the last lag check
@@ -91,8 +118,9 @@ class PersonalizeWorker:
         return self.step.users
 
     @classmethod
-    def build(cls, settings: Settings, follow: bool = True,
-              users: MutableMapping[str, UserState] | None = None) -> "PersonalizeWorker":
+    def build(
+        cls, settings: Settings, follow: bool = True, users: MutableMapping[str, UserState] | None = None
+    ) -> PersonalizeWorker:
         """The wired worker. ``follow=False`` leaves ``ctr.model`` alone (tests offer snapshots themselves);
         ``users`` replaces the Faust table with any mapping (the in-process tests, which have no broker)."""
         worker = cls(settings, users)
@@ -135,17 +163,23 @@ class PersonalizeWorker:
         owned = sorted(tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic)
         try:
             lags = await asyncio.get_running_loop().run_in_executor(
-                None, group_lag, self.settings.kafka_bootstrap, self.app.conf.id, topic, owned)
+                None, group_lag, self.settings.kafka_bootstrap, self.app.conf.id, topic, owned
+            )
         except Exception as exc:  # the broker is away: no reading this time, the next one will tell
             log.warning("lag check failed: %s", exc)
             return
         stalled = self.stalls.update(lags, time.monotonic())
         if stalled:
-            log.error("partitions %s of %s: events waiting, no committed progress for %.0fs", sorted(stalled),
-                      topic, self.settings.stall_after_s)
+            log.error(
+                "partitions %s of %s: events waiting, no committed progress for %.0fs",
+                sorted(stalled),
+                topic,
+                self.settings.stall_after_s,
+            )
         self.metrics.lag_read(topic, self.app.conf.id, lags, stalled)
-        self.partitions = {str(p): {"lag": end - committed, "stalled": p in stalled}
-                           for p, (committed, end) in lags.items()}
+        self.partitions = {
+            str(p): {"lag": end - committed, "stalled": p in stalled} for p, (committed, end) in lags.items()
+        }
 
     def stats(self) -> dict:
         """Progress and quality of this worker, for ``stream-ctr demo`` and operators (``GET /v1/stats``)."""
@@ -160,8 +194,11 @@ class PersonalizeWorker:
             "partitions": self.partitions,
             "metrics_refreshed_at": m.refreshed_at,
             "global_ctr": current.snapshot.global_ctr if current else None,
-            "staleness": {**{f"p{q}": self.staleness.quantile(q / 100) for q in (50, 90, 99)},
-                          "scored": self.staleness.scored, "ahead": self.staleness.ahead},
+            "staleness": {
+                **{f"p{q}": self.staleness.quantile(q / 100) for q in (50, 90, 99)},
+                "scored": self.staleness.scored,
+                "ahead": self.staleness.ahead,
+            },
             "window": m.summary("window"),
             "lifetime": m.summary("lifetime"),
             "detectors": m.drift.state(time.time()),
@@ -169,7 +206,8 @@ class PersonalizeWorker:
             "drift": {
                 "buckets": list(DRIFT_BUCKETS),
                 "counts": np.histogram(drift, bins=[0.0, *DRIFT_BUCKETS, np.inf])[0].tolist(),
-                "quantiles": {q: float(np.quantile(drift, float(q))) if len(drift) else None
-                              for q in ("0.1", "0.5", "0.9")},
+                "quantiles": {
+                    q: float(np.quantile(drift, float(q))) if len(drift) else None for q in ("0.1", "0.5", "0.9")
+                },
             },
         }

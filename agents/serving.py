@@ -33,8 +33,17 @@ import aiohttp
 import orjson
 
 from stream_ctr.experiments.attribution import Served
-from stream_ctr.serving.scoring import (DEADLINE_HEADER, MAX_BODY_BYTES, BadRequest, Query, exposure_record, head_for,
-                                parse_deadline, parse_score_request, rank_many)
+from stream_ctr.serving.scoring import (
+    DEADLINE_HEADER,
+    MAX_BODY_BYTES,
+    BadRequest,
+    Query,
+    exposure_record,
+    head_for,
+    parse_deadline,
+    parse_score_request,
+    rank_many,
+)
 
 if TYPE_CHECKING:
     from .personalize import PersonalizeWorker
@@ -60,7 +69,7 @@ class Shed(Exception):
 
 
 class ScoringView:
-    def __init__(self, worker: "PersonalizeWorker"):
+    def __init__(self, worker: PersonalizeWorker):
         self.worker = worker
         s = worker.settings
         self.max_in_flight, self.max_batch = s.serving_max_in_flight, s.serving_max_batch
@@ -81,9 +90,14 @@ class ScoringView:
             self._probe()
         if self.in_flight >= self.max_in_flight or self.overloaded:
             self.metrics.shed.labels("over_capacity").inc()
-            return web.json({"error": f"over capacity ({self.in_flight} scoring requests held, the event loop "
-                                      f"{self.lag * 1e3:.0f} ms behind); retry later"},
-                            status=429, headers={"Retry-After": "1"})
+            return web.json(
+                {
+                    "error": f"over capacity ({self.in_flight} scoring requests held, the event loop "
+                    f"{self.lag * 1e3:.0f} ms behind); retry later"
+                },
+                status=429,
+                headers={"Retry-After": "1"},
+            )
         self.in_flight += 1
         self.metrics.in_flight.set(self.in_flight)
         try:
@@ -137,7 +151,7 @@ class ScoringView:
         return answer
 
     def _flush(self) -> None:
-        batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+        batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
         self._timer = asyncio.get_running_loop().call_soon(self._flush) if self._queue else None
         now = time.monotonic()
         live = []
@@ -148,8 +162,9 @@ class ScoringView:
                 continue
             if now > deadline:
                 self.metrics.shed.labels("deadline").inc()
-                answer.set_exception(Shed(503, f"deadline passed after {(now - arrived) * 1e3:.0f} ms queued; "
-                                               "retry later"))
+                answer.set_exception(
+                    Shed(503, f"deadline passed after {(now - arrived) * 1e3:.0f} ms queued; retry later")
+                )
             else:
                 live.append(item)
         if not live:
@@ -176,12 +191,15 @@ class ScoringView:
         w.metrics.unknown_features.inc(model.encoder.unknown_features - unknown)
         ts = time.time()
         for q, ranking in zip(queries, rankings):
-            w.pending.add(q.request_id, Served(ranking.arm, ranking.in_experiment, ts,
-                                               dict(zip(ranking.item_ids, ranking.scores))))
+            w.pending.add(
+                q.request_id,
+                Served(ranking.arm, ranking.in_experiment, ts, dict(zip(ranking.item_ids, ranking.scores))),
+            )
             if ranking.in_experiment:
                 w.results.requested(ranking.arm)
             w.exposures.send_soon(key=q.user_id.encode(), value=orjson.dumps(exposure_record(q, ranking, ts)))
         return [r.to_json() for r in rankings]
+
     def _owner(self, user_id: str):
         """The URL of the worker owning ``user_id``, or None when it is this one (or the assignment is unknown)."""
         app = self.worker.app
@@ -211,4 +229,3 @@ async def _read_body(request) -> bytes:
         return await request.read()
     except Exception as exc:  # aiohttp refuses bodies over its own limit while streaming them
         raise BadRequest(413, f"body could not be read: {exc}") from None
-

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_ctr.broker.admin import topic_partitions
-from stream_ctr.monitoring.prometheus import WorkerMetrics
 from stream_ctr.models.delta import Delta, is_delta
 from stream_ctr.models.snapshot import Snapshot, SnapshotHolder, decode_update
+from stream_ctr.monitoring.prometheus import WorkerMetrics
 from stream_ctr.topics import MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
@@ -24,9 +24,14 @@ __all__ = ["SnapshotFollower", "read_latest_snapshot", "read_newest_version"]
 
 
 async def _assigned_consumer(bootstrap: str, topic: str) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest",  # a seek before the log start lands on its start
-                                max_partition_fetch_bytes=MAX_RECORD_BYTES, fetch_max_bytes=MAX_RECORD_BYTES)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",  # a seek before the log start lands on its start
+        max_partition_fetch_bytes=MAX_RECORD_BYTES,
+        fetch_max_bytes=MAX_RECORD_BYTES,
+    )
     parts = await asyncio.get_running_loop().run_in_executor(None, topic_partitions, bootstrap, topic)
     await consumer.start()
     tps = [TopicPartition(topic, p) for p in parts]
@@ -72,13 +77,19 @@ class SnapshotFollower:
     ``holder.current`` once per batch.
 
     ``gate`` holds back an update trained past what the worker has read (:meth:`Staleness.covers
-    <stream_ctr.monitoring.freshness.Staleness.covers>`): a trainer that runs ahead of the worker would otherwise hand it a
-    model that already learned the events it is about to score, and its progressive metrics would no longer be
+    <stream_ctr.monitoring.freshness.Staleness.covers>`): a trainer that runs ahead of the worker would otherwise hand
+    it a model that already learned the events it is about to score, and its progressive metrics would no longer be
     test-then-train. The first model is never held back: nothing can be scored without one.
     """
 
-    def __init__(self, bootstrap: str, topics_: tuple[str, str], metrics: WorkerMetrics, window: int = 2002,
-                 gate: Callable[[Mapping[int, int]], bool] = lambda offsets: True):
+    def __init__(
+        self,
+        bootstrap: str,
+        topics_: tuple[str, str],
+        metrics: WorkerMetrics,
+        window: int = 2002,
+        gate: Callable[[Mapping[int, int]], bool] = lambda offsets: True,
+    ):
         self.bootstrap, (self.model_topic, self.updates_topic), self.metrics = bootstrap, topics_, metrics
         self.window = window
         self.holder = SnapshotHolder()

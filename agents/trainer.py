@@ -20,17 +20,18 @@ import asyncio
 import collections
 import logging
 import time
+from functools import partial
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_ctr import topics
 from stream_ctr.config import Settings
-from stream_ctr.models.delta import Delta
-from stream_ctr.trainer.distributed import Group
 from stream_ctr.contracts.events import InvalidEvent, parse_record
-from stream_ctr.monitoring.prometheus import TrainerMetrics
+from stream_ctr.models.delta import Delta
 from stream_ctr.models.snapshot import Snapshot
+from stream_ctr.monitoring.prometheus import TrainerMetrics
 from stream_ctr.topics import MAX_RECORD_BYTES
+from stream_ctr.trainer.distributed import Group
 from stream_ctr.trainer.global_trainer import GlobalTrainer
 
 from . import views
@@ -74,7 +75,7 @@ class TrainerWorker:
         self.dead_letters = DeadLetters(raw_topic(self.app, topics.dead_letters(settings)), self.metrics, "trainer")
 
     @classmethod
-    def build(cls, settings: Settings, web_port: int | None = None, group: Group | None = None) -> "TrainerWorker":
+    def build(cls, settings: Settings, web_port: int | None = None, group: Group | None = None) -> TrainerWorker:
         worker = cls(settings, web_port, group)
         app = worker.app
         app.task(worker.run)
@@ -90,8 +91,13 @@ class TrainerWorker:
         await self.model_topic.send(key=b"global", value=data)
         await self.updates_topic.send(key=b"global", value=data)
         self.metrics.published(snap, len(data))
-        log.info("published model v%d (%d samples, global CTR %.4f, %d bytes)", snap.version, snap.samples,
-                 snap.global_ctr, len(data))
+        log.info(
+            "published model v%d (%d samples, global CTR %.4f, %d bytes)",
+            snap.version,
+            snap.samples,
+            snap.global_ctr,
+            len(data),
+        )
 
     async def publish_delta(self, delta: Delta) -> None:
         data = delta.to_bytes()
@@ -135,13 +141,21 @@ class TrainerWorker:
             await asyncio.to_thread(self.trainer.sync_group)
             self.ready.set()
         topic = topics.events(self.settings).name
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest",
-                                    max_partition_fetch_bytes=MAX_RECORD_BYTES, fetch_max_bytes=MAX_RECORD_BYTES)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=MAX_RECORD_BYTES,
+            fetch_max_bytes=MAX_RECORD_BYTES,
+        )
         await consumer.start()
         try:
-            tps = [TopicPartition(topic, p) for p in range(self.settings.events_partitions)
-                   if self.group is None or self.group.owns(p)]
+            tps = [
+                TopicPartition(topic, p)
+                for p in range(self.settings.events_partitions)
+                if self.group is None or self.group.owns(p)
+            ]
             consumer.assign(tps)
             for tp in tps:
                 if tp.partition in self.trainer.offsets:
@@ -178,7 +192,7 @@ class TrainerWorker:
             part = [buffer.popleft() for _ in range(min(share, len(buffer)))]
             ends = {tp.partition: end for tp in tps if (end := consumer.highwater(tp)) is not None}
             samples = self.trainer.samples
-            await self._learn(part, lambda parsed, positions: self.trainer.learn_round(parsed, positions, ends))
+            await self._learn(part, partial(self.trainer.learn_round, ends=ends))
             idle = self.trainer.samples == samples
             self._highwater = self.trainer.ends
             if self.speaks:
@@ -191,8 +205,11 @@ class TrainerWorker:
         if now - self._lag_read_at < 1.0:
             return
         self._lag_read_at = now
-        self.metrics.lag.read(topics.events(self.settings).name, "trainer",
-                              {p: (self.trainer.offsets.get(p, 0), end) for p, end in self._highwater.items()})
+        self.metrics.lag.read(
+            topics.events(self.settings).name,
+            "trainer",
+            {p: (self.trainer.offsets.get(p, 0), end) for p, end in self._highwater.items()},
+        )
 
     async def train_batch(self, records) -> None:
         """Learn the valid events of ``records`` (aiokafka records, any partitions) and advance past all of them,
@@ -202,7 +219,7 @@ class TrainerWorker:
         backlog = max(len(records), self._backlog())
         size = max(self.settings.snapshot_every, self.trainer.batch_for(backlog))
         for lo in range(0, len(records), size):
-            await self._train_slice(records[lo: lo + size], backlog - lo)
+            await self._train_slice(records[lo : lo + size], backlog - lo)
 
     async def _train_slice(self, records, backlog: int) -> None:
         """One slice of :meth:`train_batch`. A valid event whose training raises is dead-lettered with reason
@@ -222,8 +239,7 @@ class TrainerWorker:
         for record in records:
             positions[record.partition] = record.offset + 1
             try:
-                parsed.append(parse_record(record.value, record.key, record.partition,
-                                           self.settings.events_partitions))
+                parsed.append(parse_record(record.value, record.key, record.partition, self.settings.events_partitions))
             except InvalidEvent:
                 self.metrics.skipped.inc()
                 continue

@@ -28,7 +28,7 @@ def _error(web, status: int, message: str):
     return web.json({"error": message}, status=status)
 
 
-def register_worker_views(worker: "PersonalizeWorker") -> None:
+def register_worker_views(worker: PersonalizeWorker) -> None:
     app, metrics, holder = worker.app, worker.metrics, worker.follower.holder
 
     @app.page("/metrics")
@@ -57,8 +57,17 @@ def register_worker_views(worker: "PersonalizeWorker") -> None:
     @app.page("/v1/experiments")
     async def experiments_view(web, request):
         exp = worker.experiment
-        return web.json({"experiments": [{**exp.to_dict(), "allocation": [list(a) for a in exp.allocation],
-                                          "results_on_this_worker": worker.results.summary()}]})
+        return web.json(
+            {
+                "experiments": [
+                    {
+                        **exp.to_dict(),
+                        "allocation": [list(a) for a in exp.allocation],
+                        "results_on_this_worker": worker.results.summary(),
+                    }
+                ]
+            }
+        )
 
     @app.page("/openapi.json")
     async def openapi_view(web, request):
@@ -71,7 +80,7 @@ def register_worker_views(worker: "PersonalizeWorker") -> None:
         return web.json(worker.stats())
 
 
-def register_trainer_views(worker: "TrainerWorker") -> None:
+def register_trainer_views(worker: TrainerWorker) -> None:
     app = worker.app
 
     @app.page("/metrics")

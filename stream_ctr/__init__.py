@@ -3,14 +3,25 @@
 from importlib import import_module
 
 from stream_ctr.config import ConfigError, Settings
-from stream_ctr.learning.correction import correct, shrunk_ctr
 from stream_ctr.contracts.events import Event, InvalidEvent, parse_event
+from stream_ctr.learning.correction import correct, shrunk_ctr
 from stream_ctr.learning.heads import UserHead
 from stream_ctr.quality.metrics import auc, gauc, logloss
 
 __all__ = [
-    "ARMS", "ConfigError", "Event", "InvalidEvent", "Settings", "UserHead", "auc", "correct", "gauc", "logloss",
-    "parse_event", "shrunk_ctr", "test_then_train",
+    "ARMS",
+    "ConfigError",
+    "Event",
+    "InvalidEvent",
+    "Settings",
+    "UserHead",
+    "auc",
+    "correct",
+    "gauc",
+    "logloss",
+    "parse_event",
+    "shrunk_ctr",
+    "test_then_train",
 ]
 __version__ = "0.1.0"
 

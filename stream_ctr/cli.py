@@ -12,10 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from stream_ctr.experiments.assignment import ExperimentError
 from stream_ctr.broker.kafka import BrokerUnreachable
 from stream_ctr.config import ConfigError, Settings
 from stream_ctr.evaluate.cli import add_parser as add_evaluate
+from stream_ctr.experiments.assignment import ExperimentError
 
 __all__ = ["main"]
 
@@ -58,11 +58,11 @@ def _run_faust(app) -> int:
 
 
 def cmd_worker(args) -> int:
-    from stream_ctr import topics
-    from stream_ctr.experiments.registry import register
-    from stream_ctr.agents.personalize import PersonalizeWorker
-
     import torch
+
+    from stream_ctr import topics
+    from stream_ctr.agents.personalize import PersonalizeWorker
+    from stream_ctr.experiments.registry import register
 
     settings = _broker_settings("the worker consumes ctr.events")
     torch.set_num_threads(settings.worker_threads)
@@ -78,11 +78,11 @@ def cmd_worker(args) -> int:
 def cmd_trainer(args) -> int:
     """The trainer; with ``--world-size N`` (or STREAM_CTR_TRAINER_WORLD_SIZE) > 1 the elastic agent of N ranks,
     each of them this command again in the group the agent made (:mod:`stream_ctr.trainer.distributed`)."""
+    import torch
+
     from stream_ctr.agents.trainer import TrainerWorker
     from stream_ctr.process.children import die_with_parent
     from stream_ctr.trainer.distributed import Group, launch
-
-    import torch
 
     flags = {} if args.world_size is None else {"trainer_world_size": args.world_size}
     settings = _broker_settings("the trainer consumes ctr.events", **flags)
@@ -125,23 +125,29 @@ def cmd_up(args) -> int:
     logs = Path(args.logs or tempfile.mkdtemp(prefix="stream-ctr-logs-"))
     with Stack(_settings(), logs) as stack:
         s = stack.settings
-        print(f"Kafka      {s.kafka_bootstrap}\nworker     {stack.worker_url}  (/metrics /healthz /v1/stats "
-              f"/v1/users/<id>)\ntrainer    {s.trainer_url}  (/metrics /healthz)\nlogs       {logs}\n"
-              f"replay:    KAFKA_BOOTSTRAP={s.kafka_bootstrap} stream-ctr replay --dataset ml-100k\n"
-              "Ctrl-C stops everything.", flush=True)
+        print(
+            f"Kafka      {s.kafka_bootstrap}\nworker     {stack.worker_url}  (/metrics /healthz /v1/stats "
+            f"/v1/users/<id>)\ntrainer    {s.trainer_url}  (/metrics /healthz)\nlogs       {logs}\n"
+            f"replay:    KAFKA_BOOTSTRAP={s.kafka_bootstrap} stream-ctr replay --dataset ml-100k\n"
+            "Ctrl-C stops everything.",
+            flush=True,
+        )
         try:
             gone = stack.watch()
         except KeyboardInterrupt:
             return 0
-        print(f"stream-ctr: {stack.describe_exit(gone)}\nstream-ctr: {gone} is gone; stopping the rest",
-              file=sys.stderr, flush=True)
+        print(
+            f"stream-ctr: {stack.describe_exit(gone)}\nstream-ctr: {gone} is gone; stopping the rest",
+            file=sys.stderr,
+            flush=True,
+        )
     return 1
 
 
 def cmd_replay(args) -> int:
     from stream_ctr import topics
-    from stream_ctr.data import load_dataset
     from stream_ctr.broker.replay import replay
+    from stream_ctr.data import load_dataset
 
     s = _broker_settings("replay needs a broker")
     events = load_dataset(args.dataset, args.limit, args.seed)
@@ -153,13 +159,12 @@ def cmd_replay(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from stream_ctr.service.closed_loop import render_closed_loop, run_closed_loop
     from stream_ctr.data.synthetic import SyntheticConfig
     from stream_ctr.experiments.simulate import SimConfig
+    from stream_ctr.service.closed_loop import render_closed_loop, run_closed_loop
 
     s = _broker_settings("simulate sends its users' events to ctr.events")
-    sim = SimConfig(requests=args.requests, candidates=args.candidates, k=args.k, seed=args.seed,
-                    start_ts=time.time())
+    sim = SimConfig(requests=args.requests, candidates=args.candidates, k=args.k, seed=args.seed, start_ts=time.time())
     world = SyntheticConfig(users=args.users, items=args.items, drift=args.drift, seed=args.seed)
     t0 = time.monotonic()
     loop = run_closed_loop(s, sim, world, args.url)
@@ -186,17 +191,26 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from stream_ctr.bench import (headline, run_bench, run_pipeline_bench, run_quality_bench, run_serving_bench,
-                        run_state_bench)
+    from stream_ctr.bench import (
+        headline,
+        run_bench,
+        run_pipeline_bench,
+        run_quality_bench,
+        run_serving_bench,
+        run_state_bench,
+    )
 
     settings = _settings()
     every = args.json is not None  # --json: every part but --quality, one run, one broker
-    lines, numbers = ([], {}) if args.no_inprocess and not every else run_bench(settings, args.families.split(","),
-                                                                              args.limit)
+    lines, numbers = (
+        ([], {}) if args.no_inprocess and not every else run_bench(settings, args.families.split(","), args.limit)
+    )
     parts = {}
-    for flag, part, run in (("serving", "serving", lambda: run_serving_bench(settings, args.serving_requests)),
-                            ("state", "state", lambda: run_state_bench(settings, args.users, args.stores)),
-                            ("pipeline", "pipeline", lambda: run_pipeline_bench(settings, args.limit))):
+    for flag, part, run in (
+        ("serving", "serving", lambda: run_serving_bench(settings, args.serving_requests)),
+        ("state", "state", lambda: run_state_bench(settings, args.users, args.stores)),
+        ("pipeline", "pipeline", lambda: run_pipeline_bench(settings, args.limit)),
+    ):
         if getattr(args, flag) or every:
             more, parts[part] = run()
             lines += more
@@ -208,12 +222,23 @@ def cmd_bench(args) -> int:
     if args.serving_load:
         from stream_ctr.bench.load import run_load_bench
 
-        lines += run_load_bench(settings, args.load_rates, args.load_seconds,
-                                stream_rates=(0.0, args.load_stream_rate) if args.load_stream_rate > 0 else (0.0,))[0]
+        lines += run_load_bench(
+            settings,
+            args.load_rates,
+            args.load_seconds,
+            stream_rates=(0.0, args.load_stream_rate) if args.load_stream_rate > 0 else (0.0,),
+        )[0]
     if args.quality:
         for dataset in args.datasets:
-            lines += run_quality_bench(settings, dataset, args.limit, args.cadences, args.quality_families,
-                                       args.corrections, None if args.live_rate < 0 else args.live_rate)[0]
+            lines += run_quality_bench(
+                settings,
+                dataset,
+                args.limit,
+                args.cadences,
+                args.quality_families,
+                args.corrections,
+                None if args.live_rate < 0 else args.live_rate,
+            )[0]
     text = "\n".join(lines)
     print(text)
     if args.out:
@@ -228,8 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("config", help="list every setting with its env name and default").set_defaults(func=cmd_config)
     sub.add_parser("worker", help="run the personalize worker (Faust)").set_defaults(func=cmd_worker)
     tr = sub.add_parser("trainer", help="run the global trainer (Faust)")
-    tr.add_argument("--world-size", type=int, metavar="N",
-                    help="run N data-parallel ranks on this machine (default: STREAM_CTR_TRAINER_WORLD_SIZE, 1)")
+    tr.add_argument(
+        "--world-size",
+        type=int,
+        metavar="N",
+        help="run N data-parallel ranks on this machine (default: STREAM_CTR_TRAINER_WORLD_SIZE, 1)",
+    )
     tr.set_defaults(func=cmd_trainer)
     sub.add_parser("kafka", help="run a local Kafka until Ctrl-C").set_defaults(func=cmd_kafka)
     up = sub.add_parser("up", help="start (or connect to) Kafka, create topics, run worker + trainer")
@@ -240,18 +269,30 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--rate", type=_non_negative, default=0.0, help="events per second (0 = as fast as possible)")
     rp.add_argument("--limit", type=_positive_int, default=None, help="replay only the first N events")
     rp.add_argument("--seed", type=int, default=0, help="seed of the synthetic generator")
-    rp.add_argument("--malformed-every", type=_non_negative_int, default=0,
-                    help="inject a malformed record every N events (0 = none)")
+    rp.add_argument(
+        "--malformed-every",
+        type=_non_negative_int,
+        default=0,
+        help="inject a malformed record every N events (0 = none)",
+    )
     rp.set_defaults(func=cmd_replay)
     dm = sub.add_parser("demo", help="Kafka + worker + trainer, replay ML-100K, print the per-arm report")
     dm.add_argument("--limit", type=_positive_int, default=None)
-    dm.add_argument("--rate", type=_non_negative, default=3000.0,
-                    help="events/s replayed (0 = as fast as the producer goes); the default keeps the stream at a "
-                         "rate the global trainer follows on 2 cores, as a live stream would arrive")
+    dm.add_argument(
+        "--rate",
+        type=_non_negative,
+        default=3000.0,
+        help="events/s replayed (0 = as fast as the producer goes); the default keeps the stream at a "
+        "rate the global trainer follows on 2 cores, as a live stream would arrive",
+    )
     dm.add_argument("--malformed-every", type=_non_negative_int, default=5000)
     dm.add_argument("--out", default="reports", help="where demo-report.md and logs go")
-    dm.add_argument("--sim-requests", type=_non_negative_int, default=10000,
-                    help="scoring requests of the closed-loop A/B phase (0 skips it)")
+    dm.add_argument(
+        "--sim-requests",
+        type=_non_negative_int,
+        default=10000,
+        help="scoring requests of the closed-loop A/B phase (0 skips it)",
+    )
     dm.add_argument("--sim-seed", type=int, default=0, help="seed of the simulated users' world")
     dm.set_defaults(func=cmd_demo)
     _add_bench_parser(sub)
@@ -299,43 +340,80 @@ def _add_bench_parser(sub) -> None:
     bn.add_argument("--out", help="also write the markdown here")
     bn.add_argument("--serving", action="store_true", help="also measure the scoring API on a real worker")
     bn.add_argument("--serving-requests", type=_positive_int, default=2000)
-    bn.add_argument("--serving-load", action="store_true",
-                    help="also drive /v1/score open-loop at stepped rates (vegeta: `make vegeta`), without and with "
-                         "events flowing, and report latency quantiles, goodput, shed requests and the capacity; "
-                         "then the cost of a request forwarded to another worker")
-    bn.add_argument("--load-rates", type=_rates, default="250,500,1000,2000,3000",
-                    help="requests/s of --serving-load's steps, comma separated")
+    bn.add_argument(
+        "--serving-load",
+        action="store_true",
+        help="also drive /v1/score open-loop at stepped rates (vegeta: `make vegeta`), without and with "
+        "events flowing, and report latency quantiles, goodput, shed requests and the capacity; "
+        "then the cost of a request forwarded to another worker",
+    )
+    bn.add_argument(
+        "--load-rates",
+        type=_rates,
+        default="250,500,1000,2000,3000",
+        help="requests/s of --serving-load's steps, comma separated",
+    )
     bn.add_argument("--load-seconds", type=_positive_float, default=15.0, help="seconds of each --serving-load step")
-    bn.add_argument("--load-stream-rate", type=_non_negative, default=3000.0,
-                    help="events/s flowing during --serving-load's second pass (0: only the pass without events)")
-    bn.add_argument("--state", action="store_true",
-                    help="also measure state and memory per user and recovery time on a real worker")
+    bn.add_argument(
+        "--load-stream-rate",
+        type=_non_negative,
+        default=3000.0,
+        help="events/s flowing during --serving-load's second pass (0: only the pass without events)",
+    )
+    bn.add_argument(
+        "--state", action="store_true", help="also measure state and memory per user and recovery time on a real worker"
+    )
     bn.add_argument("--users", type=_positive_int, default=100_000, help="distinct users of --state")
     bn.add_argument("--stores", type=_stores, default="memory,rocksdb", help="table stores of --state")
-    bn.add_argument("--quality", action="store_true",
-                    help="also measure progressive prediction quality per arm against River baselines")
+    bn.add_argument(
+        "--quality",
+        action="store_true",
+        help="also measure progressive prediction quality per arm against River baselines",
+    )
     bn.add_argument("--datasets", type=_datasets, default="ml-100k,synthetic", help="datasets of --quality")
-    bn.add_argument("--cadences", type=_cadences, default="1000,200,8",
-                    help="model delta cadences (samples) of --quality, comma separated")
-    bn.add_argument("--corrections", type=_corrections, default=(),
-                    help="label-correction methods of --quality's ft_lc arm to compare, comma separated "
-                         "(e.g. lc,lc_evidence,lc_significant,lc_bias)")
-    bn.add_argument("--live-rate", type=float, default=3000.0, metavar="N",
-                    help="--quality's live rows: replay the events through Kafka, the worker and the trainer at N "
-                         "events/s (0: as fast as the producer goes; negative: no live rows)")
-    bn.add_argument("--quality-families", type=_quality_families, default=None,
-                    help="model families of --quality, comma separated (default: STREAM_CTR_MODEL_FAMILY)")
-    bn.add_argument("--pipeline", action="store_true",
-                    help="also measure the worker draining a pre-filled ctr.events (1 and 2 workers) against a raw "
-                         "aiokafka consumer of the same topic")
-    bn.add_argument("--json", metavar="FILE",
-                    help="run every part but --quality and write the headline numbers to FILE")
+    bn.add_argument(
+        "--cadences",
+        type=_cadences,
+        default="1000,200,8",
+        help="model delta cadences (samples) of --quality, comma separated",
+    )
+    bn.add_argument(
+        "--corrections",
+        type=_corrections,
+        default=(),
+        help="label-correction methods of --quality's ft_lc arm to compare, comma separated "
+        "(e.g. lc,lc_evidence,lc_significant,lc_bias)",
+    )
+    bn.add_argument(
+        "--live-rate",
+        type=float,
+        default=3000.0,
+        metavar="N",
+        help="--quality's live rows: replay the events through Kafka, the worker and the trainer at N "
+        "events/s (0: as fast as the producer goes; negative: no live rows)",
+    )
+    bn.add_argument(
+        "--quality-families",
+        type=_quality_families,
+        default=None,
+        help="model families of --quality, comma separated (default: STREAM_CTR_MODEL_FAMILY)",
+    )
+    bn.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="also measure the worker draining a pre-filled ctr.events (1 and 2 workers) against a raw "
+        "aiokafka consumer of the same topic",
+    )
+    bn.add_argument(
+        "--json", metavar="FILE", help="run every part but --quality and write the headline numbers to FILE"
+    )
     bn.add_argument("--no-inprocess", action="store_true", help="skip the in-process measurements")
     bn.set_defaults(func=cmd_bench)
 
 
 def _choices(*allowed: str):
     """A comma-separated list of ``allowed`` values, as a list."""
+
     def parse(text: str) -> list[str]:
         values = text.split(",")
         if not set(values) <= set(allowed):

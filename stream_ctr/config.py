@@ -18,8 +18,9 @@ import dataclasses
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from stream_ctr.learning.correction import LC_VARIANTS
 from stream_ctr.learning.drift import DriftParams
@@ -55,144 +56,276 @@ class Settings:
     kafka_bootstrap: str = _knob("", "KAFKA_BOOTSTRAP", "host:port of an existing broker; empty = start a local one")
     topic_prefix: str = _knob("", "STREAM_CTR_TOPIC_PREFIX", "prefix for every topic name (tests isolate by it)")
     app_id: str = _knob("stream-ctr", "STREAM_CTR_APP_ID", "Faust app id; consumer groups derive from it")
-    events_partitions: int = _knob(8, "STREAM_CTR_EVENTS_PARTITIONS",
-                                   "partitions of ctr.events: the most personalize workers that can share the "
-                                   "stream (one more partition costs a worker nothing measurable)", _positive)
-    replication_factor: int = _knob(1, "STREAM_CTR_REPLICATION_FACTOR",
-                                    "replicas of every topic stream-ctr creates, Faust's changelogs included "
-                                    "(1 on a single local broker; 3 in production)", _positive)
-    min_insync_replicas: int = _knob(1, "STREAM_CTR_MIN_INSYNC_REPLICAS",
-                                     "replicas that must have a write before acks=all succeeds (2 of 3 in "
-                                     "production: one broker may fail without losing an acknowledged write)",
-                                     _positive)
+    events_partitions: int = _knob(
+        8,
+        "STREAM_CTR_EVENTS_PARTITIONS",
+        "partitions of ctr.events: the most personalize workers that can share the "
+        "stream (one more partition costs a worker nothing measurable)",
+        _positive,
+    )
+    replication_factor: int = _knob(
+        1,
+        "STREAM_CTR_REPLICATION_FACTOR",
+        "replicas of every topic stream-ctr creates, Faust's changelogs included "
+        "(1 on a single local broker; 3 in production)",
+        _positive,
+    )
+    min_insync_replicas: int = _knob(
+        1,
+        "STREAM_CTR_MIN_INSYNC_REPLICAS",
+        "replicas that must have a write before acks=all succeeds (2 of 3 in "
+        "production: one broker may fail without losing an acknowledged write)",
+        _positive,
+    )
     # --- personalize agent -----------------------------------------------------------------------------------
-    batch_size: int = _knob(1024, "STREAM_CTR_BATCH_SIZE",
-                            "max events per personalize step (a fetch is cut into steps of this size)", _positive)
-    ctr_window: int = _knob(_HEAD.window, "STREAM_CTR_CTR_WINDOW", "events in each user's rolling CTR window",
-                            _positive)
-    shrinkage: float = _knob(_HEAD.shrinkage, "STREAM_CTR_SHRINKAGE", "pseudo-events pulling p_u toward p_g",
-                             lambda v: v >= 0)
+    batch_size: int = _knob(
+        1024,
+        "STREAM_CTR_BATCH_SIZE",
+        "max events per personalize step (a fetch is cut into steps of this size)",
+        _positive,
+    )
+    ctr_window: int = _knob(
+        _HEAD.window, "STREAM_CTR_CTR_WINDOW", "events in each user's rolling CTR window", _positive
+    )
+    shrinkage: float = _knob(
+        _HEAD.shrinkage, "STREAM_CTR_SHRINKAGE", "pseudo-events pulling p_u toward p_g", lambda v: v >= 0
+    )
     head_lr: float = _knob(_HEAD.lr, "STREAM_CTR_HEAD_LR", "SGD step size of user heads", _positive)
     head_steps: int = _knob(_HEAD.steps, "STREAM_CTR_HEAD_STEPS", "SGD steps per user per batch", _positive)
-    correction: str = _knob(_HEAD.correction, "STREAM_CTR_CORRECTION",
-                            "label correction of the ft_lc arm: lc (the paper's), lc_evidence, lc_significant or "
-                            "lc_bias (stream_ctr/learning/correction.py)",
-                            lambda v: v in LC_VARIANTS)
-    head_l2: float = _knob(_HEAD.l2, "STREAM_CTR_HEAD_L2", "L2 pull of head weights toward 0 (= the global model)",
-                           lambda v: v >= 0)
-    metrics_window: int = _knob(20000, "STREAM_CTR_METRICS_WINDOW", "predictions in the windowed online metrics",
-                                _positive)
-    metrics_refresh_s: float = _knob(5.0, "STREAM_CTR_METRICS_REFRESH_S", "seconds between gAUC/logloss refreshes",
-                                     _positive)
-    web_port: int = _knob(6066, "STREAM_CTR_WEB_PORT", "HTTP port of /metrics, /healthz, /v1/*",
-                          lambda v: 0 < v <= 65535)
-    trainer_web_port: int = _knob(0, "STREAM_CTR_TRAINER_WEB_PORT",
-                                  "HTTP port of the trainer's /metrics and /healthz; 0 = STREAM_CTR_WEB_PORT + 1",
-                                  lambda v: 0 <= v <= 65535)
+    correction: str = _knob(
+        _HEAD.correction,
+        "STREAM_CTR_CORRECTION",
+        "label correction of the ft_lc arm: lc (the paper's), lc_evidence, lc_significant or "
+        "lc_bias (stream_ctr/learning/correction.py)",
+        lambda v: v in LC_VARIANTS,
+    )
+    head_l2: float = _knob(
+        _HEAD.l2, "STREAM_CTR_HEAD_L2", "L2 pull of head weights toward 0 (= the global model)", lambda v: v >= 0
+    )
+    metrics_window: int = _knob(
+        20000, "STREAM_CTR_METRICS_WINDOW", "predictions in the windowed online metrics", _positive
+    )
+    metrics_refresh_s: float = _knob(
+        5.0, "STREAM_CTR_METRICS_REFRESH_S", "seconds between gAUC/logloss refreshes", _positive
+    )
+    web_port: int = _knob(
+        6066, "STREAM_CTR_WEB_PORT", "HTTP port of /metrics, /healthz, /v1/*", lambda v: 0 < v <= 65535
+    )
+    trainer_web_port: int = _knob(
+        0,
+        "STREAM_CTR_TRAINER_WEB_PORT",
+        "HTTP port of the trainer's /metrics and /healthz; 0 = STREAM_CTR_WEB_PORT + 1",
+        lambda v: 0 <= v <= 65535,
+    )
     web_bind: str = _knob("127.0.0.1", "STREAM_CTR_WEB_BIND", "address the HTTP server binds (0.0.0.0 = all)")
-    web_host: str = _knob("", "STREAM_CTR_WEB_HOST",
-                          "host other workers and clients reach this worker at; empty = the bind address")
+    web_host: str = _knob(
+        "", "STREAM_CTR_WEB_HOST", "host other workers and clients reach this worker at; empty = the bind address"
+    )
     # --- serving and the A/B experiment ------------------------------------------------------------------------
-    experiment_file: str = _knob("", "STREAM_CTR_EXPERIMENT",
-                                 "experiment definition (JSON: name, salt, arms, coverage); empty = the default")
-    attribution_window_s: float = _knob(1800.0, "STREAM_CTR_ATTRIBUTION_WINDOW_S",
-                                        "seconds after a scoring request during which its events are attributed",
-                                        _positive)
-    pending_exposures: int = _knob(100_000, "STREAM_CTR_PENDING_EXPOSURES",
-                                   "scoring requests kept for attribution per worker (oldest dropped first)",
-                                   _positive)
-    serving_max_in_flight: int = _knob(32, "STREAM_CTR_SERVING_MAX_IN_FLIGHT",
-                                       "scoring requests a worker holds at once; one more is answered 429 with "
-                                       "Retry-After at once (load shedding)", _positive)
-    serving_deadline_ms: float = _knob(100.0, "STREAM_CTR_SERVING_DEADLINE_MS",
-                                       "default deadline of a scoring request (header X-Deadline-Ms overrides it): "
-                                       "one still queued after it is dropped with 503, not computed", _positive)
-    serving_max_lag_ms: float = _knob(20.0, "STREAM_CTR_SERVING_MAX_LAG_MS",
-                                      "while the worker's event loop runs this late (it probes every 5 ms), new "
-                                      "scoring requests are answered 429 at once: overload sheds instead of queueing",
-                                      _positive)
-    serving_max_batch: int = _knob(16, "STREAM_CTR_SERVING_MAX_BATCH",
-                                   "scoring requests ranked together in one forward pass", _positive)
-    session_timeout_s: float = _knob(6.0, "STREAM_CTR_SESSION_TIMEOUT_S",
-                                     "consumer group session timeout: how soon a killed worker's partitions move "
-                                     "(the broker's minimum is 6)", lambda v: v >= 6)
+    experiment_file: str = _knob(
+        "", "STREAM_CTR_EXPERIMENT", "experiment definition (JSON: name, salt, arms, coverage); empty = the default"
+    )
+    attribution_window_s: float = _knob(
+        1800.0,
+        "STREAM_CTR_ATTRIBUTION_WINDOW_S",
+        "seconds after a scoring request during which its events are attributed",
+        _positive,
+    )
+    pending_exposures: int = _knob(
+        100_000,
+        "STREAM_CTR_PENDING_EXPOSURES",
+        "scoring requests kept for attribution per worker (oldest dropped first)",
+        _positive,
+    )
+    serving_max_in_flight: int = _knob(
+        32,
+        "STREAM_CTR_SERVING_MAX_IN_FLIGHT",
+        "scoring requests a worker holds at once; one more is answered 429 with Retry-After at once (load shedding)",
+        _positive,
+    )
+    serving_deadline_ms: float = _knob(
+        100.0,
+        "STREAM_CTR_SERVING_DEADLINE_MS",
+        "default deadline of a scoring request (header X-Deadline-Ms overrides it): "
+        "one still queued after it is dropped with 503, not computed",
+        _positive,
+    )
+    serving_max_lag_ms: float = _knob(
+        20.0,
+        "STREAM_CTR_SERVING_MAX_LAG_MS",
+        "while the worker's event loop runs this late (it probes every 5 ms), new "
+        "scoring requests are answered 429 at once: overload sheds instead of queueing",
+        _positive,
+    )
+    serving_max_batch: int = _knob(
+        16, "STREAM_CTR_SERVING_MAX_BATCH", "scoring requests ranked together in one forward pass", _positive
+    )
+    session_timeout_s: float = _knob(
+        6.0,
+        "STREAM_CTR_SESSION_TIMEOUT_S",
+        "consumer group session timeout: how soon a killed worker's partitions move (the broker's minimum is 6)",
+        lambda v: v >= 6,
+    )
     heartbeat_s: float = _knob(1.0, "STREAM_CTR_HEARTBEAT_S", "consumer group heartbeat interval", _positive)
-    user_idle_s: float = _knob(3600.0, "STREAM_CTR_USER_IDLE_S",
-                               "seconds without an event after which a user leaves the worker's in-memory working "
-                               "set (drift histogram, user count); the user's state stays in the table", _positive)
-    active_users_max: int = _knob(250_000, "STREAM_CTR_ACTIVE_USERS_MAX",
-                                  "most users in that working set (least recently active leave first)", _positive)
-    stall_after_s: float = _knob(60.0, "STREAM_CTR_STALL_AFTER_S",
-                                 "seconds a partition with events waiting may go without committed progress "
-                                 "before it is reported stalled (metric stream_ctr_partitions_stalled)", _positive)
-    worker_threads: int = _knob(1, "STREAM_CTR_WORKER_THREADS",
-                                "torch threads of a personalize worker (its batches and scoring requests are small: "
-                                "one thread avoids contention with the trainer and the broker)", _positive)
-    trainer_threads: int = _knob(1, "STREAM_CTR_TRAINER_THREADS",
-                                 "torch threads of the trainer (a step on 8 samples is too small to split: a second "
-                                 "thread fighting the worker and the broker for a core made it 5x slower)", _positive)
-    trainer_world_size: int = _knob(1, "STREAM_CTR_TRAINER_WORLD_SIZE",
-                                    "ranks of the global trainer on this machine (stream_ctr.trainer.distributed: each takes "
-                                    "a share of the partitions, gradients all-reduced every step)", _positive)
-    trainer_restarts: int = _knob(3, "STREAM_CTR_TRAINER_RESTARTS",
-                                  "times a trainer group with a dead rank is started again (from the newest full "
-                                  "snapshot) before the trainer exits", lambda v: v >= 0)
-    store: str = _knob("memory", "STREAM_CTR_STORE",
-                       "where the users table lives: memory (all users in RAM, rebuilt from the changelog at start) "
-                       "or rocksdb (on disk under STREAM_CTR_DATA_DIR; a restart replays only the changelog's tail)",
-                       lambda v: v in ("memory", "rocksdb"))
-    data_dir: str = _knob("", "STREAM_CTR_DATA_DIR", "Faust data dir (the RocksDB files); empty = a temp dir per "
-                          "process, so a restart recovers everything from the changelog")
+    user_idle_s: float = _knob(
+        3600.0,
+        "STREAM_CTR_USER_IDLE_S",
+        "seconds without an event after which a user leaves the worker's in-memory working "
+        "set (drift histogram, user count); the user's state stays in the table",
+        _positive,
+    )
+    active_users_max: int = _knob(
+        250_000,
+        "STREAM_CTR_ACTIVE_USERS_MAX",
+        "most users in that working set (least recently active leave first)",
+        _positive,
+    )
+    stall_after_s: float = _knob(
+        60.0,
+        "STREAM_CTR_STALL_AFTER_S",
+        "seconds a partition with events waiting may go without committed progress "
+        "before it is reported stalled (metric stream_ctr_partitions_stalled)",
+        _positive,
+    )
+    worker_threads: int = _knob(
+        1,
+        "STREAM_CTR_WORKER_THREADS",
+        "torch threads of a personalize worker (its batches and scoring requests are small: "
+        "one thread avoids contention with the trainer and the broker)",
+        _positive,
+    )
+    trainer_threads: int = _knob(
+        1,
+        "STREAM_CTR_TRAINER_THREADS",
+        "torch threads of the trainer (a step on 8 samples is too small to split: a second "
+        "thread fighting the worker and the broker for a core made it 5x slower)",
+        _positive,
+    )
+    trainer_world_size: int = _knob(
+        1,
+        "STREAM_CTR_TRAINER_WORLD_SIZE",
+        "ranks of the global trainer on this machine (stream_ctr.trainer.distributed: each takes "
+        "a share of the partitions, gradients all-reduced every step)",
+        _positive,
+    )
+    trainer_restarts: int = _knob(
+        3,
+        "STREAM_CTR_TRAINER_RESTARTS",
+        "times a trainer group with a dead rank is started again (from the newest full "
+        "snapshot) before the trainer exits",
+        lambda v: v >= 0,
+    )
+    store: str = _knob(
+        "memory",
+        "STREAM_CTR_STORE",
+        "where the users table lives: memory (all users in RAM, rebuilt from the changelog at start) "
+        "or rocksdb (on disk under STREAM_CTR_DATA_DIR; a restart replays only the changelog's tail)",
+        lambda v: v in ("memory", "rocksdb"),
+    )
+    data_dir: str = _knob(
+        "",
+        "STREAM_CTR_DATA_DIR",
+        "Faust data dir (the RocksDB files); empty = a temp dir per "
+        "process, so a restart recovers everything from the changelog",
+    )
     # --- drift detection (stream_ctr.learning.drift) ------------------------------------------------------------------
-    drift_block: int = _knob(_DRIFT.block, "STREAM_CTR_DRIFT_BLOCK",
-                             "events averaged into one input of the Page-Hinkley detectors", _positive)
-    drift_adwin_delta: float = _knob(_DRIFT.adwin_delta, "STREAM_CTR_DRIFT_ADWIN_DELTA",
-                                     "ADWIN confidence on the global click rate (smaller: fewer false alarms, later "
-                                     "detection)", lambda v: 0 < v < 1)
-    drift_loss_threshold: float = _knob(_DRIFT.loss_threshold, "STREAM_CTR_DRIFT_LOSS_THRESHOLD",
-                                        "Page-Hinkley threshold on block means of each arm's logloss (upward)",
-                                        _positive)
-    drift_hold_s: float = _knob(_DRIFT.hold_s, "STREAM_CTR_DRIFT_HOLD_S",
-                                "seconds a signal stays drifting after its last alarm", _positive)
-    user_drift_z: float = _knob(_DRIFT.user_z, "STREAM_CTR_USER_DRIFT_Z",
-                                "a user is drifting while the window CTR lies beyond this many of its own "
-                                "sampling stds from the global CTR", _positive)
+    drift_block: int = _knob(
+        _DRIFT.block,
+        "STREAM_CTR_DRIFT_BLOCK",
+        "events averaged into one input of the Page-Hinkley detectors",
+        _positive,
+    )
+    drift_adwin_delta: float = _knob(
+        _DRIFT.adwin_delta,
+        "STREAM_CTR_DRIFT_ADWIN_DELTA",
+        "ADWIN confidence on the global click rate (smaller: fewer false alarms, later detection)",
+        lambda v: 0 < v < 1,
+    )
+    drift_loss_threshold: float = _knob(
+        _DRIFT.loss_threshold,
+        "STREAM_CTR_DRIFT_LOSS_THRESHOLD",
+        "Page-Hinkley threshold on block means of each arm's logloss (upward)",
+        _positive,
+    )
+    drift_hold_s: float = _knob(
+        _DRIFT.hold_s, "STREAM_CTR_DRIFT_HOLD_S", "seconds a signal stays drifting after its last alarm", _positive
+    )
+    user_drift_z: float = _knob(
+        _DRIFT.user_z,
+        "STREAM_CTR_USER_DRIFT_Z",
+        "a user is drifting while the window CTR lies beyond this many of its own sampling stds from the global CTR",
+        _positive,
+    )
     # --- global model / trainer -------------------------------------------------------------------------------
-    model_family: str = _knob("deepfm", "STREAM_CTR_MODEL_FAMILY",
-                              "global model family, a key of stream_ctr.models.FAMILIES",
-                              _family)
-    features: str = _knob("age,gender,occupation,genres:multi:6", "STREAM_CTR_FEATURES",
-                          "event features the model reads: name[:cat|num|multi[:width]], comma separated")
-    hash_buckets: int = _knob(1 << 15, "STREAM_CTR_HASH_BUCKETS",
-                              "hashed feature space size (at least 2: id 0 is padding, real tokens take 1 and up)",
-                              lambda v: v >= 2)
+    model_family: str = _knob(
+        "deepfm", "STREAM_CTR_MODEL_FAMILY", "global model family, a key of stream_ctr.models.FAMILIES", _family
+    )
+    features: str = _knob(
+        "age,gender,occupation,genres:multi:6",
+        "STREAM_CTR_FEATURES",
+        "event features the model reads: name[:cat|num|multi[:width]], comma separated",
+    )
+    hash_buckets: int = _knob(
+        1 << 15,
+        "STREAM_CTR_HASH_BUCKETS",
+        "hashed feature space size (at least 2: id 0 is padding, real tokens take 1 and up)",
+        lambda v: v >= 2,
+    )
     embed_dim: int = _knob(8, "STREAM_CTR_EMBED_DIM", "embedding width", lambda v: 0 < v <= 1024)
     hidden: str = _knob("64,32", "STREAM_CTR_HIDDEN", "MLP widths, comma separated; the last is the head's input")
-    trainer_optimizer: str = _knob("adagrad", "STREAM_CTR_TRAINER_OPTIMIZER",
-                                   "optimiser of the global model: adagrad (per-coordinate steps that shrink with "
-                                   "each embedding row's own gradient history; sparse, so a step touches only the "
-                                   "rows its batch used) or adam",
-                                   lambda v: v in ("adam", "adagrad"))
+    trainer_optimizer: str = _knob(
+        "adagrad",
+        "STREAM_CTR_TRAINER_OPTIMIZER",
+        "optimiser of the global model: adagrad (per-coordinate steps that shrink with "
+        "each embedding row's own gradient history; sparse, so a step touches only the "
+        "rows its batch used) or adam",
+        lambda v: v in ("adam", "adagrad"),
+    )
     trainer_lr: float = _knob(0.1, "STREAM_CTR_TRAINER_LR", "step size of the global model's optimiser", _positive)
-    trainer_batch: int = _knob(8, "STREAM_CTR_TRAINER_BATCH",
-                               "global model mini-batch size when the trainer keeps up with the stream", _positive)
-    trainer_batch_max: int = _knob(256, "STREAM_CTR_TRAINER_BATCH_MAX",
-                                   "largest mini-batch the trainer grows to while it has a backlog (see "
-                                   "GlobalTrainer.batch_for)", _positive)
-    snapshot_every: int = _knob(64, "STREAM_CTR_SNAPSHOT_EVERY",
-                                "publish a model delta (the embedding rows that changed) every K samples", _positive)
-    snapshot_interval_s: float = _knob(1.0, "STREAM_CTR_SNAPSHOT_INTERVAL_S",
-                                       "publish a delta of pending samples at least this often, in seconds",
-                                       _positive)
-    dense_every: int = _knob(64, "STREAM_CTR_DENSE_EVERY",
-                             "deltas between two that carry the dense layers too (they change in every step but "
-                             "cost ~30 KB; sparse rows are what must be fresh)", _positive)
-    full_snapshot_every: int = _knob(1000, "STREAM_CTR_FULL_SNAPSHOT_EVERY",
-                                     "deltas between full snapshots on ctr.model (where a starting scorer or "
-                                     "trainer begins)", _positive)
-    seed: int = _knob(0, "STREAM_CTR_SEED", "seed of model initialisation and shuffles", lambda v: 0 <= v < 2 ** 63)
-    device: str = _knob("cpu", "STREAM_CTR_DEVICE", "torch device of the global trainer (cpu, cuda, cuda:N)",
-                        lambda v: re.fullmatch(r"cpu|cuda(:\d+)?", v) is not None)
+    trainer_batch: int = _knob(
+        8,
+        "STREAM_CTR_TRAINER_BATCH",
+        "global model mini-batch size when the trainer keeps up with the stream",
+        _positive,
+    )
+    trainer_batch_max: int = _knob(
+        256,
+        "STREAM_CTR_TRAINER_BATCH_MAX",
+        "largest mini-batch the trainer grows to while it has a backlog (see GlobalTrainer.batch_for)",
+        _positive,
+    )
+    snapshot_every: int = _knob(
+        64,
+        "STREAM_CTR_SNAPSHOT_EVERY",
+        "publish a model delta (the embedding rows that changed) every K samples",
+        _positive,
+    )
+    snapshot_interval_s: float = _knob(
+        1.0,
+        "STREAM_CTR_SNAPSHOT_INTERVAL_S",
+        "publish a delta of pending samples at least this often, in seconds",
+        _positive,
+    )
+    dense_every: int = _knob(
+        64,
+        "STREAM_CTR_DENSE_EVERY",
+        "deltas between two that carry the dense layers too (they change in every step but "
+        "cost ~30 KB; sparse rows are what must be fresh)",
+        _positive,
+    )
+    full_snapshot_every: int = _knob(
+        1000,
+        "STREAM_CTR_FULL_SNAPSHOT_EVERY",
+        "deltas between full snapshots on ctr.model (where a starting scorer or trainer begins)",
+        _positive,
+    )
+    seed: int = _knob(0, "STREAM_CTR_SEED", "seed of model initialisation and shuffles", lambda v: 0 <= v < 2**63)
+    device: str = _knob(
+        "cpu",
+        "STREAM_CTR_DEVICE",
+        "torch device of the global trainer (cpu, cuda, cuda:N)",
+        lambda v: re.fullmatch(r"cpu|cuda(:\d+)?", v) is not None,
+    )
 
     @property
     def hidden_sizes(self) -> tuple[int, ...]:
@@ -220,7 +353,7 @@ class Settings:
         return f"{self.topic_prefix}{base}"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read every knob from ``env`` (default ``os.environ``); ``overrides`` win over both."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
@@ -245,7 +378,7 @@ class Settings:
         """
         return {f.metadata["env"]: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         new = dataclasses.replace(self, **changes)
         new.validate()
         return new
@@ -271,18 +404,26 @@ class Settings:
         if self.ctr_window > 65535:
             raise ConfigError(f"STREAM_CTR_CTR_WINDOW: at most 65535, got {self.ctr_window}")
         if self.heartbeat_s * 3 > self.session_timeout_s:
-            raise ConfigError(f"STREAM_CTR_HEARTBEAT_S: {self.heartbeat_s} must be at most a third of "
-                              f"STREAM_CTR_SESSION_TIMEOUT_S ({self.session_timeout_s})")
+            raise ConfigError(
+                f"STREAM_CTR_HEARTBEAT_S: {self.heartbeat_s} must be at most a third of "
+                f"STREAM_CTR_SESSION_TIMEOUT_S ({self.session_timeout_s})"
+            )
         if self.min_insync_replicas > self.replication_factor:
-            raise ConfigError(f"STREAM_CTR_MIN_INSYNC_REPLICAS: {self.min_insync_replicas} exceeds "
-                              f"STREAM_CTR_REPLICATION_FACTOR ({self.replication_factor}): no write could succeed")
+            raise ConfigError(
+                f"STREAM_CTR_MIN_INSYNC_REPLICAS: {self.min_insync_replicas} exceeds "
+                f"STREAM_CTR_REPLICATION_FACTOR ({self.replication_factor}): no write could succeed"
+            )
         if self.trainer_batch_max < self.trainer_batch:
-            raise ConfigError(f"STREAM_CTR_TRAINER_BATCH_MAX: {self.trainer_batch_max} is below "
-                              f"STREAM_CTR_TRAINER_BATCH ({self.trainer_batch})")
+            raise ConfigError(
+                f"STREAM_CTR_TRAINER_BATCH_MAX: {self.trainer_batch_max} is below "
+                f"STREAM_CTR_TRAINER_BATCH ({self.trainer_batch})"
+            )
         if self.trainer_world_size > self.events_partitions:
-            raise ConfigError(f"STREAM_CTR_TRAINER_WORLD_SIZE: {self.trainer_world_size} ranks for "
-                              f"{self.events_partitions} partitions (STREAM_CTR_EVENTS_PARTITIONS): a rank would "
-                              "have none")
+            raise ConfigError(
+                f"STREAM_CTR_TRAINER_WORLD_SIZE: {self.trainer_world_size} ranks for "
+                f"{self.events_partitions} partitions (STREAM_CTR_EVENTS_PARTITIONS): a rank would "
+                "have none"
+            )
         if self.trainer_port > 65535:
             raise ConfigError("STREAM_CTR_TRAINER_WEB_PORT: must be set when STREAM_CTR_WEB_PORT is 65535")
         if self.kafka_bootstrap and ":" not in self.kafka_bootstrap:

@@ -37,15 +37,22 @@ def kafka():
 @pytest.fixture(scope="session")
 def settings_factory(kafka):
     """``settings_factory(**overrides)``: settings on the session broker with a fresh topic prefix, app id and
-    two ports free when asked for (worker, trainer). A :class:`~stream_ctr.service.stack.Stack` holds them from its start,
-    or others if they were taken meanwhile: read its ``settings`` or ``url(name)``, not these, for where its
+    two ports free when asked for (worker, trainer). A :class:`~stream_ctr.service.stack.Stack` holds them from its
+    start, or others if they were taken meanwhile: read its ``settings`` or ``url(name)``, not these, for where its
     processes listen."""
 
     def make(**overrides) -> Settings:
         tag = f"t{next(_counter)}-{uuid.uuid4().hex[:6]}"
-        base = dict(kafka_bootstrap=kafka.bootstrap, topic_prefix=f"{tag}.", app_id=f"stream-ctr-{tag}",
-                    web_port=free_port(), trainer_web_port=free_port(), features="category,segment",
-                    snapshot_every=1000, batch_size=128)
+        base = dict(
+            kafka_bootstrap=kafka.bootstrap,
+            topic_prefix=f"{tag}.",
+            app_id=f"stream-ctr-{tag}",
+            web_port=free_port(),
+            trainer_web_port=free_port(),
+            features="category,segment",
+            snapshot_every=1000,
+            batch_size=128,
+        )
         return Settings.from_env({}, **{**base, **overrides})
 
     return make

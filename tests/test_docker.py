@@ -22,8 +22,17 @@ COMPOSE = ROOT / "docker" / "compose.yml"
 #: The Docker Compose release ``make compose`` builds (its Makefile pin) into the stream-ctr cache.
 COMPOSE_VERSION = re.search(r"^COMPOSE_VERSION\s*:=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
 #: Services that run until stopped (the others do one job and exit).
-LONG_RUNNING = {"kafka-1", "kafka-2", "kafka-3", "worker", "trainer", "trainer-replica", "prometheus", "alertmanager",
-                "grafana"}
+LONG_RUNNING = {
+    "kafka-1",
+    "kafka-2",
+    "kafka-3",
+    "worker",
+    "trainer",
+    "trainer-replica",
+    "prometheus",
+    "alertmanager",
+    "grafana",
+}
 
 
 def _services() -> dict:
@@ -33,7 +42,7 @@ def _services() -> dict:
 def test_every_service_environment_is_valid_settings():
     ours = {name: svc for name, svc in _services().items() if svc.get("image") == "stream-ctr:local"}
     assert {"worker", "trainer", "replay", "topics"} <= set(ours)
-    for name, svc in ours.items():
+    for svc in ours.values():
         env = {k: str(v) for k, v in svc["environment"].items()}
         Settings.from_env(env)  # raises ConfigError naming the key
 
@@ -67,8 +76,13 @@ def _compose_command() -> list[str]:
 
 
 def _compose(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*_compose_command(), "-f", str(COMPOSE), *args], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*_compose_command(), "-f", str(COMPOSE), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_trainer_is_a_group_of_replicas_meeting_at_the_trainer_service():
@@ -110,8 +124,10 @@ def test_rendered_stack_has_healthchecks_restarts_volumes_and_alertmanager():
     am = services["alertmanager"]
     assert am["image"].startswith("prom/alertmanager:")
     assert {p["target"] for p in am["ports"]} == {9093}
-    assert any(v["target"] == "/etc/alertmanager/alertmanager.yml" and v["source"].endswith("docker/alertmanager.yml")
-               for v in am["volumes"])
+    assert any(
+        v["target"] == "/etc/alertmanager/alertmanager.yml" and v["source"].endswith("docker/alertmanager.yml")
+        for v in am["volumes"]
+    )
     assert "alertmanager" in services["prometheus"]["depends_on"]
 
     # Every named volume is declared and used; each long-running service with state keeps it in one.

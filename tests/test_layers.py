@@ -29,8 +29,11 @@ LAYER = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
 
 def source_files() -> dict[str, Path]:
     """Dotted module name -> file, for stream_ctr and the two folders installed inside it."""
-    roots = {"stream_ctr": ROOT / "stream_ctr", "stream_ctr.agents": ROOT / "agents",
-             "stream_ctr.topics": ROOT / "topics"}
+    roots = {
+        "stream_ctr": ROOT / "stream_ctr",
+        "stream_ctr.agents": ROOT / "agents",
+        "stream_ctr.topics": ROOT / "topics",
+    }
     files = {}
     for prefix, folder in roots.items():
         for path in folder.rglob("*.py"):

@@ -17,8 +17,18 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-__all__ = ["MAX_RECORD_BYTES", "TopicSpec", "dead_letters", "declared", "events", "experiments", "exposures", "model",
-           "model_updates", "schema"]
+__all__ = [
+    "MAX_RECORD_BYTES",
+    "TopicSpec",
+    "dead_letters",
+    "declared",
+    "events",
+    "experiments",
+    "exposures",
+    "model",
+    "model_updates",
+    "schema",
+]
 
 _SCHEMAS = Path(__file__).parent / "schemas"
 
@@ -39,13 +49,17 @@ class TopicSpec:
     min_insync: int = 1
 
     def kafka_config(self) -> dict[str, str]:
-        cfg = {"cleanup.policy": "compact" if self.compacted else "delete", "min.insync.replicas": self.min_insync,
-               **self.config}
+        cfg = {
+            "cleanup.policy": "compact" if self.compacted else "delete",
+            "min.insync.replicas": self.min_insync,
+            **self.config,
+        }
         return {k: str(v) for k, v in cfg.items()}
 
 
 def events(settings) -> TopicSpec:
-    """Click events, JSON (:class:`stream_ctr.contracts.events.Event`), keyed by user id so a user stays on one partition."""
+    """Click events, JSON (:class:`stream_ctr.contracts.events.Event`), keyed by user id so a user stays on one
+    partition."""
     return TopicSpec(settings.topic("ctr.events"), "user_id (utf-8)", "Event JSON", settings.events_partitions)
 
 
@@ -58,8 +72,14 @@ def dead_letters(settings) -> TopicSpec:
 def model(settings) -> TopicSpec:
     """Global model snapshots (:class:`stream_ctr.models.snapshot.Snapshot`), key ``global``; compacted, so the newest
     snapshot is always there for a starting scorer."""
-    return TopicSpec(settings.topic("ctr.model"), "model name", "Snapshot bytes", 1, compacted=True,
-                     config={"max.message.bytes": MAX_RECORD_BYTES})
+    return TopicSpec(
+        settings.topic("ctr.model"),
+        "model name",
+        "Snapshot bytes",
+        1,
+        compacted=True,
+        config={"max.message.bytes": MAX_RECORD_BYTES},
+    )
 
 
 def model_updates(settings) -> TopicSpec:
@@ -67,9 +87,13 @@ def model_updates(settings) -> TopicSpec:
     ``full_snapshot_every`` deltas and after a trainer restart, full snapshots), key ``global``. Scorers follow it to
     stay within a few samples of the trainer; retention is bounded (an hour, 1 GiB) because ``ctr.model`` keeps
     the newest full snapshot for a starting scorer."""
-    return TopicSpec(settings.topic("ctr.model.updates"), "model name", "Delta or Snapshot bytes", 1,
-                     config={"max.message.bytes": MAX_RECORD_BYTES, "retention.ms": 3_600_000,
-                             "retention.bytes": 1 << 30})
+    return TopicSpec(
+        settings.topic("ctr.model.updates"),
+        "model name",
+        "Delta or Snapshot bytes",
+        1,
+        config={"max.message.bytes": MAX_RECORD_BYTES, "retention.ms": 3_600_000, "retention.bytes": 1 << 30},
+    )
 
 
 def exposures(settings) -> TopicSpec:
@@ -87,9 +111,17 @@ def experiments(settings) -> TopicSpec:
 def declared(settings) -> list[TopicSpec]:
     """Every topic, with the deployment's durability: ``replication_factor`` replicas, of which
     ``min_insync_replicas`` must have each acknowledged write."""
-    return [replace(spec, replicas=settings.replication_factor, min_insync=settings.min_insync_replicas)
-            for spec in (events(settings), dead_letters(settings), model(settings), model_updates(settings),
-                         exposures(settings), experiments(settings))]
+    return [
+        replace(spec, replicas=settings.replication_factor, min_insync=settings.min_insync_replicas)
+        for spec in (
+            events(settings),
+            dead_letters(settings),
+            model(settings),
+            model_updates(settings),
+            exposures(settings),
+            experiments(settings),
+        )
+    ]
 
 
 def schema(name: str) -> dict:

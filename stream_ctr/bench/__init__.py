@@ -14,13 +14,20 @@
 """
 
 from stream_ctr.bench.inprocess import run_bench
-from stream_ctr.bench.quality import run_quality_bench
 from stream_ctr.bench.pipeline import run_pipeline_bench
+from stream_ctr.bench.quality import run_quality_bench
 from stream_ctr.bench.serving import run_serving_bench
 from stream_ctr.bench.state import run_state_bench
 
-__all__ = ["headline", "machine", "run_bench", "run_pipeline_bench", "run_quality_bench", "run_serving_bench",
-           "run_state_bench"]
+__all__ = [
+    "headline",
+    "machine",
+    "run_bench",
+    "run_pipeline_bench",
+    "run_quality_bench",
+    "run_serving_bench",
+    "run_state_bench",
+]
 
 
 def machine() -> dict:
@@ -28,8 +35,14 @@ def machine() -> dict:
     import os
     from pathlib import Path
 
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "unknown")
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
     return {"cores": os.cpu_count(), "cpu_model": model}
 
 
@@ -39,9 +52,12 @@ def headline(inprocess: dict, serving: dict, state: dict, pipeline: dict) -> dic
     return {
         "machine": machine(),
         **pipeline,
-        "lc_head_eps": inprocess["lc_head_eps"], "lc_head_eps_shuffled": inprocess.get("lc_head_eps_shuffled"),
+        "lc_head_eps": inprocess["lc_head_eps"],
+        "lc_head_eps_shuffled": inprocess.get("lc_head_eps_shuffled"),
         "trainer_sps": inprocess["trainer_sps"],
-        "score_p50_ms": serving["score_p50_ms"], "score_p99_ms": serving["score_p99_ms"],
-        "state_bytes_per_user": state[store]["state_bytes_per_user"], "recovery_s": state[store]["recovery_s"],
+        "score_p50_ms": serving["score_p50_ms"],
+        "score_p99_ms": serving["score_p99_ms"],
+        "state_bytes_per_user": state[store]["state_bytes_per_user"],
+        "recovery_s": state[store]["recovery_s"],
         "state_store": store,
     }

@@ -10,17 +10,18 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import numpy as np
 import orjson
 
+from stream_ctr.bench.timing import timed
 from stream_ctr.config import Settings
 from stream_ctr.data import load_dataset
-from stream_ctr.models.delta import Delta
 from stream_ctr.learning.loop import HeadParams, test_then_train
+from stream_ctr.models.delta import Delta
 from stream_ctr.models.snapshot import Snapshot
 from stream_ctr.trainer.global_trainer import GlobalTrainer
-from stream_ctr.bench.timing import timed
 
 __all__ = ["run_bench"]
 
@@ -33,19 +34,28 @@ def run_bench(settings: Settings, families: list[str], limit: int) -> tuple[list
     train, stream = events[:half], events[half:]
     lines = [f"# stream-ctr bench: {len(events)} MovieLens-100K events, torch on {settings.device}", ""]
 
-    lines += ["## Global trainer (one pass, batch %d)" % settings.trainer_batch, "", "| family | samples/s |",
-              "|---|---|"]
+    lines += [
+        f"## Global trainer (one pass, batch {settings.trainer_batch})",
+        "",
+        "| family | samples/s |",
+        "|---|---|",
+    ]
     trainers, sps = {}, {}
     for family in families:
         trainer = GlobalTrainer(settings.replace(model_family=family))
-        dt = timed(lambda: trainer.learn_many(train))
+        dt = timed(partial(trainer.learn_many, train))
         trainers[family], sps[family] = trainer, len(train) / dt
         lines.append(f"| {family} | {sps[family]:,.0f} |")
 
     model = trainers[families[0]].snapshot().build()
     params = HeadParams.from_settings(settings)
-    lines += ["", f"## Test-then-train ({families[0]}, 3 arms, {len(stream)} events)", "",
-              "| batch | events/s | forward share |", "|---|---|---|"]
+    lines += [
+        "",
+        f"## Test-then-train ({families[0]}, 3 arms, {len(stream)} events)",
+        "",
+        "| batch | events/s | forward share |",
+        "|---|---|---|",
+    ]
     rates, heads = {}, {}
     for batch in (16, 64, 256, 1024):
         rates[batch], heads[batch], share, states = _test_then_train_rates(stream, batch, model, params)
@@ -54,47 +64,82 @@ def run_bench(settings: Settings, families: list[str], limit: int) -> tuple[list
     # shuffled put hundreds of users in each batch, so the per-user gather and scatter show.
     shuffled = [stream[i] for i in np.random.default_rng(0).permutation(len(stream))]
     many_rate, many_heads, share, _ = _test_then_train_rates(shuffled, 1024, model, params)
-    per_batch = np.mean([len({e.user_id for e in shuffled[lo: lo + 1024]}) for lo in range(0, len(shuffled), 1024)])
+    per_batch = np.mean([len({e.user_id for e in shuffled[lo : lo + 1024]}) for lo in range(0, len(shuffled), 1024)])
     lines.append(f"| 1024, shuffled ({per_batch:.0f} users a batch) | {many_rate:,.0f} | {share:.0%} |")
-    lines.append(f"\nBatch 256 vs batch 16: {rates[256] / rates[16]:.1f}x events/s. Without the forward pass (rolling "
-                 f"CTR, label correction and the head steps of 3 arms, all heads of a batch at once): "
-                 f"{max(heads.values()):,.0f} events/s in time order, {many_heads:,.0f} events/s shuffled.")
+    lines.append(
+        f"\nBatch 256 vs batch 16: {rates[256] / rates[16]:.1f}x events/s. Without the forward pass (rolling "
+        f"CTR, label correction and the head steps of 3 arms, all heads of a batch at once): "
+        f"{max(heads.values()):,.0f} events/s in time order, {many_heads:,.0f} events/s shuffled."
+    )
 
     sizes = [len(s.to_bytes()) for s in states.values()]
-    as_json = [len(orjson.dumps({**s.summary(), "heads": {a: [h.b, h.w.tolist()] for a, h in s.heads.items()},
-                                 "window": s.ctr.window_labels})) for s in states.values()]
-    lines += ["", "## Per-user state", "",
-              f"{len(sizes)} users: binary codec {np.mean(sizes):.0f} bytes/user (max {max(sizes)}), "
-              f"JSON of the same state {np.mean(as_json):.0f} bytes/user: {np.mean(as_json) / np.mean(sizes):.1f}x "
-              "smaller."]
+    as_json = [
+        len(
+            orjson.dumps(
+                {
+                    **s.summary(),
+                    "heads": {a: [h.b, h.w.tolist()] for a, h in s.heads.items()},
+                    "window": s.ctr.window_labels,
+                }
+            )
+        )
+        for s in states.values()
+    ]
+    lines += [
+        "",
+        "## Per-user state",
+        "",
+        f"{len(sizes)} users: binary codec {np.mean(sizes):.0f} bytes/user (max {max(sizes)}), "
+        f"JSON of the same state {np.mean(as_json):.0f} bytes/user: {np.mean(as_json) / np.mean(sizes):.1f}x "
+        "smaller.",
+    ]
 
     snap = trainers[families[0]].snapshot()
     data = snap.to_bytes()
     dt = timed(lambda: Snapshot.from_bytes(snap.to_bytes()).build(), repeat=3)
-    lines += ["", "## Snapshot and delta", "",
-              f"{families[0]} full snapshot: {len(data) / 1e6:.2f} MB, encode + decode + build {dt * 1e3:.0f} ms."]
+    lines += [
+        "",
+        "## Snapshot and delta",
+        "",
+        f"{families[0]} full snapshot: {len(data) / 1e6:.2f} MB, encode + decode + build {dt * 1e3:.0f} ms.",
+    ]
     lines += _delta_lines(trainers[families[0]], stream, settings.snapshot_every)
     refresh = _refresh_seconds()
-    lines += ["", "## Online metrics refresh (window 20,000 rows + lifetime, 3 arms, 4 predictions a user)", "",
-              "| users | lifetime rows | refresh | with paired CIs (a report) |", "|---|---|---|---|"]
-    lines += [f"| {u:,} | {4 * u:,} | {t:.2f} s | " + ("not run (a 500 x users matrix)" if np.isnan(tp) else f"{tp:.2f} s")
-              + " |" for u, (t, tp) in refresh.items()]
-    numbers = {"refresh_s": {str(u): t for u, (t, _) in refresh.items()}, "trainer_sps": sps, "test_then_train_eps": {str(b): r for b, r in rates.items()},
-               "lc_head_eps": max(heads.values()), "lc_head_eps_shuffled": many_heads,
-               "state_bytes_per_user_inprocess": float(np.mean(sizes))}
+    lines += [
+        "",
+        "## Online metrics refresh (window 20,000 rows + lifetime, 3 arms, 4 predictions a user)",
+        "",
+        "| users | lifetime rows | refresh | with paired CIs (a report) |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {u:,} | {4 * u:,} | {t:.2f} s | "
+        + ("not run (a 500 x users matrix)" if np.isnan(tp) else f"{tp:.2f} s")
+        + " |"
+        for u, (t, tp) in refresh.items()
+    ]
+    numbers = {
+        "refresh_s": {str(u): t for u, (t, _) in refresh.items()},
+        "trainer_sps": sps,
+        "test_then_train_eps": {str(b): r for b, r in rates.items()},
+        "lc_head_eps": max(heads.values()),
+        "lc_head_eps_shuffled": many_heads,
+        "state_bytes_per_user_inprocess": float(np.mean(sizes)),
+    }
     return lines, numbers
 
 
 def _test_then_train_rates(stream, batch: int, model, params) -> tuple[float, float, float, dict]:
     """Events/s through test-then-train in batches of ``batch``; events/s of what is left without the global
     forward pass; the forward pass's share of the time; and the users' states afterwards."""
-    batches = [[(e, lo + i) for i, e in enumerate(stream[lo: lo + batch])] for lo in range(0, len(stream), batch)]
+    batches = [[(e, lo + i) for i, e in enumerate(stream[lo : lo + batch])] for lo in range(0, len(stream), batch)]
     states: dict = {}
 
     def run():
         states.clear()
         for records in batches:
             test_then_train(records, model, states, params)
+
     dt = timed(run, repeat=2)
     fwd = timed(lambda: [model.forward([e for e, _ in records]) for records in batches], repeat=2)
     return len(stream) / dt, len(stream) / max(dt - fwd, 1e-9), fwd / dt, states
@@ -113,7 +158,10 @@ def _refresh_seconds(users=(1_000, 100_000, 1_000_000)) -> dict[int, tuple[float
         ids = np.repeat(np.arange(n), 4).astype(str)
         labels = (rng.random(len(ids)) < 0.3).astype(np.float32)
         metrics.online.record(ids, labels, {arm: rng.random(len(ids)).astype(np.float32) for arm in ARMS})
-        out[n] = (timed(metrics.refresh), timed(lambda: metrics.refresh(paired=True)) if n <= 100_000 else float("nan"))
+        out[n] = (
+            timed(metrics.refresh),
+            timed(partial(metrics.refresh, paired=True)) if n <= 100_000 else float("nan"),
+        )
     return out
 
 
@@ -123,13 +171,15 @@ def _delta_lines(trainer: GlobalTrainer, stream, every: int) -> list[str]:
     model = trainer.snapshot().build()
     sizes, spent = [], 0.0
     for lo in range(0, 200 * every, every):
-        trainer.learn_many(stream[lo: lo + every])
+        trainer.learn_many(stream[lo : lo + every])
         delta = trainer.next_delta()
         t0 = time.perf_counter()
         data = delta.to_bytes()
         model = model.advanced(Delta.from_bytes(data))
         spent += time.perf_counter() - t0
         sizes.append(len(data))
-    return [f"Delta of {every} samples (the default cadence), mean over {len(sizes)}: {np.mean(sizes):,.0f} bytes "
-            f"(max {max(sizes):,}, dense layers every {trainer.settings.dense_every}), encode + decode + apply "
-            f"{spent / len(sizes) * 1e6:.0f} µs."]
+    return [
+        f"Delta of {every} samples (the default cadence), mean over {len(sizes)}: {np.mean(sizes):,.0f} bytes "
+        f"(max {max(sizes):,}, dense layers every {trainer.settings.dense_every}), encode + decode + apply "
+        f"{spent / len(sizes) * 1e6:.0f} µs."
+    ]

@@ -45,12 +45,17 @@ _WARMED_EVENTS = 5000
 
 def find_vegeta() -> str:
     """Path of the vegeta binary: ``$STREAM_CTR_VEGETA``, the project cache (``make vegeta``) or ``$PATH``."""
-    for candidate in (os.environ.get("STREAM_CTR_VEGETA"), Path.home() / ".cache/stream-ctr/bin/vegeta",
-                      shutil.which("vegeta")):
+    for candidate in (
+        os.environ.get("STREAM_CTR_VEGETA"),
+        Path.home() / ".cache/stream-ctr/bin/vegeta",
+        shutil.which("vegeta"),
+    ):
         if candidate and Path(candidate).is_file():
             return str(candidate)
-    raise FileNotFoundError("the load bench needs vegeta: run `make vegeta` (go install into ~/.cache/stream-ctr/bin) "
-                            "or set STREAM_CTR_VEGETA to its path")
+    raise FileNotFoundError(
+        "the load bench needs vegeta: run `make vegeta` (go install into ~/.cache/stream-ctr/bin) "
+        "or set STREAM_CTR_VEGETA to its path"
+    )
 
 
 def score_bodies(events, n: int, candidates: int = 100, seed: int = 0) -> list[bytes]:
@@ -65,25 +70,47 @@ def score_bodies(events, n: int, candidates: int = 100, seed: int = 0) -> list[b
     bodies = []
     for k in range(n):
         chosen = rng.choice(len(ids), size=min(candidates, len(ids)), replace=False)
-        bodies.append(orjson.dumps({
-            "user_id": users[int(rng.integers(len(users)))], "request_id": f"load-{seed}-{k}",
-            "candidates": [{"item_id": ids[i], "features": items[ids[i]]} for i in chosen]}))
+        bodies.append(
+            orjson.dumps(
+                {
+                    "user_id": users[int(rng.integers(len(users)))],
+                    "request_id": f"load-{seed}-{k}",
+                    "candidates": [{"item_id": ids[i], "features": items[ids[i]]} for i in chosen],
+                }
+            )
+        )
     return bodies
 
 
 def _targets(url: str, bodies: list[bytes], path: Path) -> None:
     with path.open("wb") as f:
         for body in bodies:
-            f.write(orjson.dumps({"method": "POST", "url": f"{url}/v1/score",
-                                  "header": {"Content-Type": ["application/json"]},
-                                  "body": base64.b64encode(body).decode()}) + b"\n")
+            f.write(
+                orjson.dumps(
+                    {
+                        "method": "POST",
+                        "url": f"{url}/v1/score",
+                        "header": {"Content-Type": ["application/json"]},
+                        "body": base64.b64encode(body).decode(),
+                    }
+                )
+                + b"\n"
+            )
 
 
 def attack(vegeta: str, targets: Path, rate: int, seconds: float) -> list[tuple[int, float]]:
     """(status, latency ms) of every request of an open-loop attack; status 0 is a timeout or a refused
     connection."""
-    cmd = [vegeta, "attack", "-format=json", f"-targets={targets}", f"-rate={rate}/s", f"-duration={seconds}s",
-           f"-timeout={CLIENT_TIMEOUT_S}s", "-keepalive=true"]
+    cmd = [
+        vegeta,
+        "attack",
+        "-format=json",
+        f"-targets={targets}",
+        f"-rate={rate}/s",
+        f"-duration={seconds}s",
+        f"-timeout={CLIENT_TIMEOUT_S}s",
+        "-keepalive=true",
+    ]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE) as att:
         enc = subprocess.run([vegeta, "encode", "-to=csv"], stdin=att.stdout, capture_output=True, check=True)
     out = []
@@ -99,11 +126,19 @@ def summarize(rate: int, seconds: float, results: list[tuple[int, float]]) -> di
     ok = codes == 200
     shed = np.isin(codes, (429, 503))
     p50, p99, p999 = np.percentile(lat, [50, 99, 99.9]) if len(lat) else (float("nan"),) * 3
-    return {"rate": rate, "sent": int(len(codes)), "p50_ms": float(p50), "p99_ms": float(p99),
-            "p999_ms": float(p999), "goodput": float(ok.sum() / seconds),
-            "ok_share": float(ok.mean()) if len(ok) else 0.0, "shed": int(shed.sum()),
-            "shed_p99_ms": float(np.percentile(lat[shed], 99)) if shed.any() else 0.0,
-            "timeouts": int((codes == 0).sum()), "other": int((~ok & ~shed & (codes != 0)).sum())}
+    return {
+        "rate": rate,
+        "sent": int(len(codes)),
+        "p50_ms": float(p50),
+        "p99_ms": float(p99),
+        "p999_ms": float(p999),
+        "goodput": float(ok.sum() / seconds),
+        "ok_share": float(ok.mean()) if len(ok) else 0.0,
+        "shed": int(shed.sum()),
+        "shed_p99_ms": float(np.percentile(lat[shed], 99)) if shed.any() else 0.0,
+        "timeouts": int((codes == 0).sum()),
+        "other": int((~ok & ~shed & (codes != 0)).sum()),
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -130,24 +165,29 @@ def _stream(stack, events, rate: float, stop: threading.Event) -> None:
         for start in range(0, len(events), chunk):
             if stop.is_set():
                 return
-            part = events[start:start + chunk]
+            part = events[start : start + chunk]
             if cycle:
-                part = [dataclasses.replace(e, event_id=f"{e.event_id}~{cycle}", ts=e.ts + cycle * span)
-                        for e in part]
+                part = [dataclasses.replace(e, event_id=f"{e.event_id}~{cycle}", ts=e.ts + cycle * span) for e in part]
             replay(part, stack.settings.kafka_bootstrap, topics.events(stack.settings).name, rate)
 
 
-def run_load_bench(settings: Settings, rates=DEFAULT_RATES, seconds: float = 15.0, candidates: int = 100,
-                   stream_rates=(0.0, 3000.0), routed_rate: int = 200) -> tuple[list[str], dict]:
+def run_load_bench(
+    settings: Settings,
+    rates=DEFAULT_RATES,
+    seconds: float = 15.0,
+    candidates: int = 100,
+    stream_rates=(0.0, 3000.0),
+    routed_rate: int = 200,
+) -> tuple[list[str], dict]:
     """Step through ``rates`` against a fresh stack's worker, once per rate of ``stream_rates``: MovieLens events/s
     flowing through the same worker meanwhile (0: none). The baseline, in the same run: ``GET /healthz`` of the
     same server at the highest rate (what HTTP alone costs here). Last, with ``routed_rate`` > 0, a second worker
     joins and the first is asked, at that rate, for users it owns and then for users the second owns (each
     forwarded once): what the hop costs."""
     from stream_ctr import topics
+    from stream_ctr.bench.timing import wait_applied
     from stream_ctr.broker.replay import replay
     from stream_ctr.service.stack import Stack
-    from stream_ctr.bench.timing import wait_applied
 
     vegeta = find_vegeta()
     events = load_dataset("ml-100k")
@@ -170,9 +210,12 @@ def run_load_bench(settings: Settings, rates=DEFAULT_RATES, seconds: float = 15.
         if routed_rate > 0:
             numbers["routed"] = _routed(stack, vegeta, bodies, folder, routed_rate, seconds)
             lines += render_routed(numbers["routed"])
-    lines += ["", f"Baseline, same server and run: `GET /healthz` at {floor['rate']:,}/s: "
-              f"p50 {floor['p50_ms']:.1f} ms, "
-              f"p99 {floor['p99_ms']:.1f} ms, {floor['ok_share']:.1%} 200s (the cost of HTTP alone)."]
+    lines += [
+        "",
+        f"Baseline, same server and run: `GET /healthz` at {floor['rate']:,}/s: "
+        f"p50 {floor['p50_ms']:.1f} ms, "
+        f"p99 {floor['p99_ms']:.1f} ms, {floor['ok_share']:.1%} 200s (the cost of HTTP alone).",
+    ]
     numbers["healthz"] = floor
     return lines, numbers
 
@@ -223,8 +266,10 @@ def _settled_partitions(stack, partitions: int, timeout: float = 90.0) -> set[in
 
     deadline = time.monotonic() + timeout
     while True:
-        owned = [set(map(int, get_json(f"{url}/v1/stats")[1].get("partitions", {})))
-                 for url in (stack.worker_url, stack.url("worker2"))]
+        owned = [
+            set(map(int, get_json(f"{url}/v1/stats")[1].get("partitions", {})))
+            for url in (stack.worker_url, stack.url("worker2"))
+        ]
         if owned[0] and owned[1] and not owned[0] & owned[1] and len(owned[0] | owned[1]) == partitions:
             return owned[0]
         if time.monotonic() > deadline:
@@ -234,27 +279,42 @@ def _settled_partitions(stack, partitions: int, timeout: float = 90.0) -> set[in
 
 def render_routed(routed: dict) -> list[str]:
     local, fwd = routed["local"], routed["forwarded"]
-    return ["", f"## Routed requests: two workers, the first asked at {local['rate']:,}/s", "",
-            "| users of | p50 ms | p99 ms | 200 share |", "|---|---|---|---|",
-            *(f"| {name} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['ok_share']:.1%} |"
-              for name, r in (("the first worker (served there)", local),
-                              ("the second worker (forwarded once)", fwd))),
-            "", f"Forwarded / local: p50 {fwd['p50_ms'] / local['p50_ms']:.1f}x, "
-                f"p99 {fwd['p99_ms'] / local['p99_ms']:.1f}x."]
+    return [
+        "",
+        f"## Routed requests: two workers, the first asked at {local['rate']:,}/s",
+        "",
+        "| users of | p50 ms | p99 ms | 200 share |",
+        "|---|---|---|---|",
+        *(
+            f"| {name} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['ok_share']:.1%} |"
+            for name, r in (("the first worker (served there)", local), ("the second worker (forwarded once)", fwd))
+        ),
+        "",
+        f"Forwarded / local: p50 {fwd['p50_ms'] / local['p50_ms']:.1f}x, p99 {fwd['p99_ms'] / local['p99_ms']:.1f}x.",
+    ]
 
 
 def render(rows: list[dict], candidates: int, stream_rate: float, seconds: float) -> list[str]:
     flowing = f"MovieLens events flowing at {stream_rate:,.0f}/s" if stream_rate > 0 else "no events flowing"
-    lines = ["", f"## Scoring under open-loop load (vegeta, {candidates} candidates a request, {seconds:.0f} s a rate, "
-             f"one worker, {flowing}, {os.cpu_count()} cores)", "",
-             "| requests/s offered | p50 ms | p99 ms | p99.9 ms | 200s/s | 200 share | shed (429/503), p99 ms | "
-             "timeouts | other | worker CPU (cores) | 200s/s per worker core |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"## Scoring under open-loop load (vegeta, {candidates} candidates a request, {seconds:.0f} s a rate, "
+        f"one worker, {flowing}, {os.cpu_count()} cores)",
+        "",
+        "| requests/s offered | p50 ms | p99 ms | p99.9 ms | 200s/s | 200 share | shed (429/503), p99 ms | "
+        "timeouts | other | worker CPU (cores) | 200s/s per worker core |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         per_core = r["goodput"] / r["worker_cores"] if r["worker_cores"] > 0 else float("nan")
-        lines.append(f"| {r['rate']:,} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['p999_ms']:.1f} | "
-                     f"{r['goodput']:,.0f} | {r['ok_share']:.1%} | {r['shed']:,}, {r['shed_p99_ms']:.1f} | "
-                     f"{r['timeouts']:,} | {r['other']:,} | {r['worker_cores']:.2f} | {per_core:,.0f} |")
-    lines += ["", f"Capacity (highest rate with p99 <= {CAPACITY_P99_MS:.0f} ms and >= {CAPACITY_SUCCESS:.0%} 200s): "
-              f"{capacity(rows):,} requests/s."]
+        lines.append(
+            f"| {r['rate']:,} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['p999_ms']:.1f} | "
+            f"{r['goodput']:,.0f} | {r['ok_share']:.1%} | {r['shed']:,}, {r['shed_p99_ms']:.1f} | "
+            f"{r['timeouts']:,} | {r['other']:,} | {r['worker_cores']:.2f} | {per_core:,.0f} |"
+        )
+    lines += [
+        "",
+        f"Capacity (highest rate with p99 <= {CAPACITY_P99_MS:.0f} ms and >= {CAPACITY_SUCCESS:.0%} 200s): "
+        f"{capacity(rows):,} requests/s.",
+    ]
     return lines

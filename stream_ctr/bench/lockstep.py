@@ -10,15 +10,15 @@ service this way, so their numbers are deterministic.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 from stream_ctr.config import Settings
-from stream_ctr.models.delta import Delta
-from stream_ctr.learning.drift import DriftParams
 from stream_ctr.contracts.events import Event
+from stream_ctr.learning.drift import DriftParams
 from stream_ctr.learning.heads import HeadParams
 from stream_ctr.learning.loop import BatchResult, test_then_train
+from stream_ctr.models.delta import Delta
 from stream_ctr.trainer.global_trainer import GlobalTrainer
 
 __all__ = ["Step", "lockstep"]
@@ -27,8 +27,8 @@ __all__ = ["Step", "lockstep"]
 @dataclass
 class Step:
     batch: Sequence[Event]  # in stream order
-    result: BatchResult     # the worker's step on it (its rows are grouped by user)
-    published: int          # bytes the trainer wrote to the model topics while learning it
+    result: BatchResult  # the worker's step on it (its rows are grouped by user)
+    published: int  # bytes the trainer wrote to the model topics while learning it
 
 
 def lockstep(settings: Settings, events: Sequence[Event], band_z: float = DriftParams.user_z) -> Iterator[Step]:
@@ -39,11 +39,11 @@ def lockstep(settings: Settings, events: Sequence[Event], band_z: float = DriftP
     params = HeadParams.from_settings(settings)
     size = settings.batch_size
     for lo in range(0, len(events), size):
-        batch = events[lo: lo + size]
+        batch = events[lo : lo + size]
         result = test_then_train([(e, lo + i) for i, e in enumerate(batch)], model, states, params, band_z)
         published = 0
         for chunk in range(0, len(batch), settings.snapshot_every):  # the trainer publishes as it learns
-            trainer.learn_many(batch[chunk: chunk + settings.snapshot_every])
+            trainer.learn_many(batch[chunk : chunk + settings.snapshot_every])
             delta = trainer.maybe_delta()
             if delta is not None:
                 data = delta.to_bytes()

@@ -8,8 +8,8 @@
   and its changelog) drain it, 1 worker and then 2 (a new group each time); the clock runs from the moment every
   worker is healthy to the moment their applied counts sum to the topic's size;
 - **trainer**: the global trainer learns the whole topic, as 1 rank and then as a group of 2
-  (:mod:`stream_ctr.trainer.distributed`), each starting from an untrained snapshot published for it; the clock runs from
-  the moment it is healthy to the moment its samples reach the topic's size.
+  (:mod:`stream_ctr.trainer.distributed`), each starting from an untrained snapshot published for it; the clock runs
+  from the moment it is healthy to the moment its samples reach the topic's size.
 
 While the workers drain, the global model is a fixed v0 snapshot published by the benchmark (no trainer), so the
 worker path is what is measured. ``pipeline_ratio`` = pipeline events/s with one worker / raw consume events/s.
@@ -25,17 +25,18 @@ from pathlib import Path
 import orjson
 
 from stream_ctr import topics
+from stream_ctr.bench.state import publish_v0
+from stream_ctr.broker.replay import replay
 from stream_ctr.config import Settings
 from stream_ctr.data import load_dataset
-from stream_ctr.broker.replay import replay
 from stream_ctr.service.stack import Stack, get_json
-from stream_ctr.bench.state import publish_v0
 
 __all__ = ["run_pipeline_bench"]
 
 
-def run_pipeline_bench(settings: Settings, limit: int | None = None, workers=(1, 2), ranks=(1, 2)
-                       ) -> tuple[list[str], dict]:
+def run_pipeline_bench(
+    settings: Settings, limit: int | None = None, workers=(1, 2), ranks=(1, 2)
+) -> tuple[list[str], dict]:
     """Markdown lines and ``{raw_consume_eps, pipeline_eps, pipeline_ratio, workers_eps, trainer_ranks_sps}``."""
     events = load_dataset("ml-100k", limit)
     tag = f"bench-pipe-{time.time_ns() % 10**9}"
@@ -49,16 +50,30 @@ def run_pipeline_bench(settings: Settings, limit: int | None = None, workers=(1,
         drained = {n: _drain(stack, n, len(events)) for n in workers}
         trained = {n: _train(stack, n, len(events)) for n in ranks}
     one = drained[workers[0]]
-    result = {"raw_consume_eps": raw, "pipeline_eps": one, "pipeline_ratio": one / raw,
-              "workers_eps": {str(n): eps for n, eps in drained.items()},
-              "trainer_ranks_sps": {str(n): sps for n, sps in trained.items()}}
-    lines = ["", f"## Kafka path against its limit ({len(events):,} events pre-filled on {s.events_partitions} "
-             "partitions, one broker)", "", "| consumer | events/s | ratio to raw consume |", "|---|---|---|",
-             f"| raw aiokafka consume + orjson parse | {raw:,.0f} | 1.000 |"]
-    lines += [f"| personalize pipeline, {n} worker{'s' if n > 1 else ''} | {eps:,.0f} | {eps / raw:.3f} |"
-              for n, eps in drained.items()]
-    lines += [f"| global trainer, {n} rank{'s' if n > 1 else ''} (samples/s) | {sps:,.0f} | {sps / raw:.3f} |"
-              for n, sps in trained.items()]
+    result = {
+        "raw_consume_eps": raw,
+        "pipeline_eps": one,
+        "pipeline_ratio": one / raw,
+        "workers_eps": {str(n): eps for n, eps in drained.items()},
+        "trainer_ranks_sps": {str(n): sps for n, sps in trained.items()},
+    }
+    lines = [
+        "",
+        f"## Kafka path against its limit ({len(events):,} events pre-filled on {s.events_partitions} "
+        "partitions, one broker)",
+        "",
+        "| consumer | events/s | ratio to raw consume |",
+        "|---|---|---|",
+        f"| raw aiokafka consume + orjson parse | {raw:,.0f} | 1.000 |",
+    ]
+    lines += [
+        f"| personalize pipeline, {n} worker{'s' if n > 1 else ''} | {eps:,.0f} | {eps / raw:.3f} |"
+        for n, eps in drained.items()
+    ]
+    lines += [
+        f"| global trainer, {n} rank{'s' if n > 1 else ''} (samples/s) | {sps:,.0f} | {sps / raw:.3f} |"
+        for n, sps in trained.items()
+    ]
     return lines, result
 
 
@@ -66,8 +81,12 @@ async def _raw_consume(settings: Settings, expect: int) -> float:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     topic = topics.events(settings).name
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     try:
         consumer.assign([TopicPartition(topic, p) for p in range(settings.events_partitions)])
@@ -108,8 +127,11 @@ def _train(stack: Stack, ranks: int, expect: int) -> float:
     try:
         stack.wait_healthy(180, name, every=0.05)
         url = stack.url(name)
-        return _rate(lambda: get_json(f"{url}/healthz", timeout=30)[1].get("samples", 0), expect,
-                     f"the trainer of {ranks} rank(s)")
+        return _rate(
+            lambda: get_json(f"{url}/healthz", timeout=30)[1].get("samples", 0),
+            expect,
+            f"the trainer of {ranks} rank(s)",
+        )
     finally:
         proc = stack.procs.pop(name)
         proc.terminate()
@@ -121,8 +143,10 @@ def _rate(done, expect: int, who: str) -> float:
     before the last of a group is): only what is done from now on counts."""
     t0, before = time.monotonic(), done()
     if before >= expect / 2:
-        raise ValueError(f"{who} did {before} of {expect} before all were healthy: too few events to measure a "
-                         "rate (use a larger --limit)")
+        raise ValueError(
+            f"{who} did {before} of {expect} before all were healthy: too few events to measure a "
+            "rate (use a larger --limit)"
+        )
     while (now := done()) < expect:
         if time.monotonic() - t0 > expect / 100 + 300:
             raise TimeoutError(f"{who} did {now} of {expect}")

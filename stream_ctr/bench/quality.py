@@ -20,22 +20,28 @@ from pathlib import Path
 
 import numpy as np
 
-from stream_ctr.contracts.arms import ARMS
-from stream_ctr.quality.bootstrap import UserBootstrap, delta_cell
+from stream_ctr.bench.lockstep import lockstep
 from stream_ctr.config import Settings
-from stream_ctr.learning.correction import shrunk_ctr
+from stream_ctr.contracts.arms import ARMS
 from stream_ctr.data import load_dataset
 from stream_ctr.data.synthetic import FEATURES as SYNTHETIC_FEATURES
+from stream_ctr.learning.correction import shrunk_ctr
 from stream_ctr.learning.heads import HeadParams
-from stream_ctr.bench.lockstep import lockstep
+from stream_ctr.quality.bootstrap import UserBootstrap, delta_cell
 from stream_ctr.quality.metrics import auc, calibration, gauc, logloss, per_user_auc
 
 __all__ = ["in_process_quality", "run_quality_bench"]
 
 
-def run_quality_bench(settings: Settings, dataset: str, limit: int | None = None, cadences=(1000, 200, 8),
-                      families: tuple[str, ...] | None = None, corrections=(), live_rate: float | None = None
-                      ) -> tuple[list[str], dict]:
+def run_quality_bench(
+    settings: Settings,
+    dataset: str,
+    limit: int | None = None,
+    cadences=(1000, 200, 8),
+    families: tuple[str, ...] | None = None,
+    corrections=(),
+    live_rate: float | None = None,
+) -> tuple[list[str], dict]:
     """Markdown lines and ``{learner: {auc, logloss, calibration, gauc, eps, model_bytes}}`` on ``dataset``, for
     each model family in ``families`` (default: the configured one) at each delta cadence in ``cadences``, and
     the ``ft_lc`` arm with each label-correction method in ``corrections`` (the configured family, the finest
@@ -58,8 +64,9 @@ def run_quality_bench(settings: Settings, dataset: str, limit: int | None = None
     for family in families or (settings.model_family,):
         for every in cadences:
             # A scorer's batch is scored by one model, so freshness within K samples needs batches of at most K.
-            run = settings.replace(model_family=family, snapshot_every=every,
-                                   batch_size=min(settings.batch_size, every))
+            run = settings.replace(
+                model_family=family, snapshot_every=every, batch_size=min(settings.batch_size, every)
+            )
             t0 = time.perf_counter()
             preds, published = _service_progressive(run, events)
             cost = {"eps": len(events) / (time.perf_counter() - t0), "model_bytes": published / len(events)}
@@ -68,12 +75,14 @@ def run_quality_bench(settings: Settings, dataset: str, limit: int | None = None
     if live_rate is not None:
         rows |= _live_rows(settings, events, live_rate)
     for method in corrections:
-        run = settings.replace(correction=method, snapshot_every=min(cadences),
-                               batch_size=min(settings.batch_size, min(cadences)))
+        run = settings.replace(
+            correction=method, snapshot_every=min(cadences), batch_size=min(settings.batch_size, min(cadences))
+        )
         preds, _ = _service_progressive(run, events)
         paired = {f"vs_{arm}": _paired_gauc(users, labels, preds["ft_lc"], preds[arm]) for arm in ("ft", "global")}
         rows[f"{run.model_family} ft_lc with {method}, delta every {min(cadences):,}"] = (
-            _quality(users, labels, preds["ft_lc"]) | {"eps": float("nan")} | paired)
+            _quality(users, labels, preds["ft_lc"]) | {"eps": float("nan")} | paired
+        )
     return _table(dataset, len(events), settings, rows), rows
 
 
@@ -88,9 +97,13 @@ def _live_rows(settings: Settings, events, rate: float) -> dict[str, dict]:
         stats, meta, _ = replay_live(stack, events, rate)
     speed = f"{rate:,.0f} events/s" if rate else "full speed"
     eps = stats["applied"] / meta["seconds"]
-    return {f"service live ({speed}: Kafka, worker and trainer processes) {settings.model_family} {arm}":
-            {k: stats["lifetime"]["arms"][arm][k] for k in ("auc", "logloss", "calibration", "gauc")} | {"eps": eps}
-            for arm in ARMS}
+    return {
+        f"service live ({speed}: Kafka, worker and trainer processes) {settings.model_family} {arm}": {
+            k: stats["lifetime"]["arms"][arm][k] for k in ("auc", "logloss", "calibration", "gauc")
+        }
+        | {"eps": eps}
+        for arm in ARMS
+    }
 
 
 def in_process_quality(settings: Settings, events) -> dict[str, dict]:
@@ -110,27 +123,42 @@ def _paired_gauc(users: np.ndarray, labels: np.ndarray, a: np.ndarray, b: np.nda
 
 
 def _table(dataset: str, n: int, settings: Settings, rows: dict[str, dict]) -> list[str]:
-    lines = ["", f"## Progressive quality on {dataset} ({n:,} events in time order, each scored before it is "
-             f"learned; {settings.trainer_optimizer} step {settings.trainer_lr:g}, batch {settings.trainer_batch})",
-             "", "| learner | AUC | logloss | calibration | gAUC | events/s | model topic bytes/event |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"## Progressive quality on {dataset} ({n:,} events in time order, each scored before it is "
+        f"learned; {settings.trainer_optimizer} step {settings.trainer_lr:g}, batch {settings.trainer_batch})",
+        "",
+        "| learner | AUC | logloss | calibration | gAUC | events/s | model topic bytes/event |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in rows.items():
         cost = f"{r['model_bytes']:,.0f}" if "model_bytes" in r else "-"
         eps = "-" if np.isnan(r["eps"]) else f"{r['eps']:,.0f}"
-        lines.append(f"| {name} | {r['auc']:.4f} | {r['logloss']:.4f} | {r['calibration']:.3f} | "
-                     f"{r['gauc']:.4f} | {eps} | {cost} |")
+        lines.append(
+            f"| {name} | {r['auc']:.4f} | {r['logloss']:.4f} | {r['calibration']:.3f} | "
+            f"{r['gauc']:.4f} | {eps} | {cost} |"
+        )
     paired = {name: r for name, r in rows.items() if "vs_ft" in r}
     if paired:
-        lines += ["", "gAUC of each label-corrected head minus the ft and the global arm on the same events, paired "
-                  "bootstrap over users (95% CI; * = the CI excludes 0):", "",
-                  "| learner | gAUC − ft [95% CI] | gAUC − global [95% CI] |", "|---|---|---|"]
+        lines += [
+            "",
+            "gAUC of each label-corrected head minus the ft and the global arm on the same events, paired "
+            "bootstrap over users (95% CI; * = the CI excludes 0):",
+            "",
+            "| learner | gAUC − ft [95% CI] | gAUC − global [95% CI] |",
+            "|---|---|---|",
+        ]
         lines += [f"| {name} | {delta_cell(r['vs_ft'])} | {delta_cell(r['vs_global'])} |" for name, r in paired.items()]
     return lines
 
 
 def _quality(users: np.ndarray, labels: np.ndarray, preds: np.ndarray) -> dict:
-    return {"auc": auc(labels, preds), "logloss": logloss(labels, preds), "calibration": calibration(labels, preds),
-            "gauc": gauc(users, labels, preds)}
+    return {
+        "auc": auc(labels, preds),
+        "logloss": logloss(labels, preds),
+        "calibration": calibration(labels, preds),
+        "gauc": gauc(users, labels, preds),
+    }
 
 
 def _service_progressive(settings: Settings, events) -> tuple[dict[str, np.ndarray], int]:
@@ -150,8 +178,8 @@ def _service_progressive(settings: Settings, events) -> tuple[dict[str, np.ndarr
 
 def _past_click_rate(events, shrinkage: float = HeadParams.shrinkage) -> np.ndarray:
     """Each event scored by its user's click rate before it, shrunk toward the click rate of all earlier events
-    as the worker shrinks ``p_u`` (:func:`~stream_ctr.learning.correction.shrunk_ctr`): the reference that shows how much
-    of pooled AUC is knowing each user's prior (and, in gAUC, the negative bias of a score that follows the
+    as the worker shrinks ``p_u`` (:func:`~stream_ctr.learning.correction.shrunk_ctr`): the reference that shows how
+    much of pooled AUC is knowing each user's prior (and, in gAUC, the negative bias of a score that follows the
     user's own recent labels)."""
     seen: dict[str, tuple[int, int]] = {}
     clicks = total = 0

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from stream_ctr import topics
-from stream_ctr.config import Settings
-from stream_ctr.data.synthetic import FEATURES as SYNTHETIC_FEATURES
-from stream_ctr.contracts.events import Event
+from stream_ctr.bench.timing import wait_applied
 from stream_ctr.broker.replay import producer, replay
+from stream_ctr.config import Settings
+from stream_ctr.contracts.events import Event
+from stream_ctr.data.synthetic import FEATURES as SYNTHETIC_FEATURES
 from stream_ctr.service.stack import Stack
 from stream_ctr.trainer.global_trainer import GlobalTrainer
-from stream_ctr.bench.timing import wait_applied
 
 __all__ = ["publish_v0", "run_state_bench"]
 
@@ -37,22 +37,35 @@ __all__ = ["publish_v0", "run_state_bench"]
 def run_state_bench(settings: Settings, users: int, stores=("memory", "rocksdb")) -> tuple[list[str], dict]:
     """The markdown lines and ``{store: figures}`` for ``users`` distinct users per store."""
     results = {store: _measure(settings, users, store) for store in stores}
-    lines = ["", f"## Per-user state at scale ({users:,} users, one event each, one worker process)", "",
-             "| store | events/s | state bytes/user (encoded) | disk bytes/user | RSS before → after | "
-             "RSS growth/user | recovery after kill -9 |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"## Per-user state at scale ({users:,} users, one event each, one worker process)",
+        "",
+        "| store | events/s | state bytes/user (encoded) | disk bytes/user | RSS before → after | "
+        "RSS growth/user | recovery after kill -9 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for store, r in results.items():
         disk = f"{r['disk_bytes_per_user']:.0f}" if r["disk_bytes_per_user"] else "–"
-        lines.append(f"| {store} | {r['eps']:,.0f} | {r['state_bytes_per_user']:.0f} | {disk} | "
-                     f"{r['rss_before'] / 2**20:,.0f} → {r['rss_after'] / 2**20:,.0f} MiB | "
-                     f"{r['rss_bytes_per_user']:.0f} B | {r['recovery_s']:.1f} s |")
+        lines.append(
+            f"| {store} | {r['eps']:,.0f} | {r['state_bytes_per_user']:.0f} | {disk} | "
+            f"{r['rss_before'] / 2**20:,.0f} → {r['rss_after'] / 2**20:,.0f} MiB | "
+            f"{r['rss_bytes_per_user']:.0f} B | {r['recovery_s']:.1f} s |"
+        )
     return lines, results
 
 
 def _events(users: int, offset: int = 0, seed: int = 0):
     rng = np.random.default_rng(seed)
     for i in range(offset, offset + users):
-        yield Event(f"e{i}", f"user-{i:08d}", f"i{i % 400}", float(i), int(rng.random() < 0.1),
-                    {"category": f"c{i % 12}", "segment": f"s{i % 7}"})
+        yield Event(
+            f"e{i}",
+            f"user-{i:08d}",
+            f"i{i % 400}",
+            float(i),
+            int(rng.random() < 0.1),
+            {"category": f"c{i % 12}", "segment": f"s{i % 7}"},
+        )
 
 
 def _rss(pid: int) -> int:
@@ -77,8 +90,9 @@ def publish_v0(settings: Settings, version: int = 0) -> None:
 
 def _measure(settings: Settings, users: int, store: str) -> dict:
     tag = f"bench-state-{store}-{time.time_ns() % 10**9}"
-    settings = settings.replace(store=store, features=SYNTHETIC_FEATURES, topic_prefix=f"{tag}.", app_id=tag,
-                                batch_size=1024)
+    settings = settings.replace(
+        store=store, features=SYNTHETIC_FEATURES, topic_prefix=f"{tag}.", app_id=tag, batch_size=1024
+    )
     logs = Path(tempfile.mkdtemp(prefix="stream-ctr-bench-state-"))
     with Stack(settings, logs, trainer=False, worker=False) as stack:
         s = stack.settings
@@ -94,16 +108,24 @@ def _measure(settings: Settings, users: int, store: str) -> dict:
         disk = sum(f.stat().st_size for f in (logs / "worker.data").rglob("*") if f.is_file())
         state_bytes = _changelog_bytes(s) / users
         recovery = _recovery_seconds(stack, users)
-    return {"eps": eps, "state_bytes_per_user": state_bytes, "rss_before": rss_before, "rss_after": rss_after,
-            "rss_bytes_per_user": (rss_after - rss_before) / users, "recovery_s": recovery,
-            "disk_bytes_per_user": disk / users if store == "rocksdb" else 0.0}
+    return {
+        "eps": eps,
+        "state_bytes_per_user": state_bytes,
+        "rss_before": rss_before,
+        "rss_after": rss_after,
+        "rss_bytes_per_user": (rss_after - rss_before) / users,
+        "recovery_s": recovery,
+        "disk_bytes_per_user": disk / users if store == "rocksdb" else 0.0,
+    }
 
 
 def _changelog_bytes(settings: Settings) -> int:
     from stream_ctr.broker.read import read_topic
 
-    return sum(len(m.value or b"") for m in read_topic(settings.kafka_bootstrap,
-                                                          f"{settings.app_id}-personalize-users-changelog"))
+    return sum(
+        len(m.value or b"")
+        for m in read_topic(settings.kafka_bootstrap, f"{settings.app_id}-personalize-users-changelog")
+    )
 
 
 def _recovery_seconds(stack: Stack, users: int) -> float:

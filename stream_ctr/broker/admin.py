@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from kafka import KafkaAdminClient
@@ -16,13 +17,14 @@ def ensure_topics(bootstrap: str, specs) -> list[str]:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
     try:
         existing = set(admin.list_topics())
-        new = [NewTopic(s.name, s.partitions, s.replicas, topic_configs=s.kafka_config())
-               for s in specs if s.name not in existing]
+        new = [
+            NewTopic(s.name, s.partitions, s.replicas, topic_configs=s.kafka_config())
+            for s in specs
+            if s.name not in existing
+        ]
         if new:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race: same declaration
                 admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass  # another process won the race; the declaration is the same
         return [t.name for t in new]
     finally:
         admin.close()

@@ -29,12 +29,20 @@ from stream_ctr.process import children
 from stream_ctr.process.net import reserve_port
 from stream_ctr.topics import MAX_RECORD_BYTES
 
-__all__ = ["BrokerUnreachable", "ExternalKafka", "LocalKafka", "broker_for", "ensure_jars", "require_broker",
-           "wait_ready"]
+__all__ = [
+    "BrokerUnreachable",
+    "ExternalKafka",
+    "LocalKafka",
+    "broker_for",
+    "ensure_jars",
+    "require_broker",
+    "wait_ready",
+]
 
 
 class BrokerUnreachable(TimeoutError):
     """No broker answered at the bootstrap address in time; the message says where and why."""
+
 
 KAFKA_VERSION = "4.1.1"
 _HERE = Path(__file__).parent
@@ -53,8 +61,17 @@ def ensure_jars(version: str = KAFKA_VERSION) -> Path:
         raise RuntimeError("Maven (mvn) is needed once to fetch the Kafka jars from Maven Central")
     tmp = libs.with_name(f"libs.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    cmd = ["mvn", "-q", "-B", "-f", str(_HERE / "pom.xml"), f"-Dkafka.version={version}",
-           "dependency:copy-dependencies", f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"]
+    cmd = [
+        "mvn",
+        "-q",
+        "-B",
+        "-f",
+        str(_HERE / "pom.xml"),
+        f"-Dkafka.version={version}",
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={tmp}",
+        "-DincludeScope=runtime",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"mvn could not resolve Kafka {version}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
@@ -70,7 +87,7 @@ class ExternalKafka:
     def __init__(self, bootstrap: str):
         self.bootstrap = bootstrap
 
-    def start(self, timeout: float = 60.0) -> "ExternalKafka":
+    def start(self, timeout: float = 60.0) -> ExternalKafka:
         wait_ready(self.bootstrap, timeout)
         return self
 
@@ -127,25 +144,36 @@ class LocalKafka:
         return path
 
     def _java(self) -> list[str]:
-        return ["java", f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
-                f"-Dlog4j2.configurationFile={_HERE / 'log4j2.properties'}", "-cp", f"{ensure_jars(self.version)}/*"]
+        return [
+            "java",
+            f"-Xmx{self.heap}",
+            "-XX:+UseSerialGC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={_HERE / 'log4j2.properties'}",
+            "-cp",
+            f"{ensure_jars(self.version)}/*",
+        ]
 
-    def start(self, timeout: float = 90.0) -> "LocalKafka":
+    def start(self, timeout: float = 90.0) -> LocalKafka:
         self.workdir = Path(tempfile.mkdtemp(prefix="stream-ctr-kafka-"))
         config = self._write_config()
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         # --cluster-id=ID, not "-t ID": a random id may start with "-" and would be read as an option.
-        fmt = subprocess.run([*self._java(), "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
-                              "-c", str(config)], capture_output=True, text=True)
+        fmt = subprocess.run(
+            [*self._java(), "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)],
+            capture_output=True,
+            text=True,
+        )
         if fmt.returncode != 0:
             self.stop()
             raise RuntimeError(f"formatting Kafka storage failed: {fmt.stdout}{fmt.stderr}")
         return self._launch(timeout)
 
-    def _launch(self, timeout: float) -> "LocalKafka":
+    def _launch(self, timeout: float) -> LocalKafka:
         # Its own session: a Ctrl-C in a terminal reaches only us, and we stop the broker in order.
-        self.proc = children.start([*self._java(), "kafka.Kafka", str(self.workdir / "server.properties")],
-                                   self.workdir / "kafka.log")
+        self.proc = children.start(
+            [*self._java(), "kafka.Kafka", str(self.workdir / "server.properties")], self.workdir / "kafka.log"
+        )
         try:
             wait_ready(self.bootstrap, timeout, self.proc)
         except (RuntimeError, TimeoutError) as exc:
@@ -163,7 +191,7 @@ class LocalKafka:
             self.proc.kill()
             self.proc.wait()
 
-    def restart(self, timeout: float = 90.0) -> "LocalKafka":
+    def restart(self, timeout: float = 90.0) -> LocalKafka:
         """Start the broker again on the same log dir and ports, after :meth:`kill` (log recovery included)."""
         assert self.workdir is not None and (self.proc is None or self.proc.poll() is not None), "not stopped"
         return self._launch(timeout)
@@ -217,8 +245,10 @@ def wait_ready(bootstrap: str, timeout: float, proc: subprocess.Popen | None = N
                 time.sleep(0.5)
     finally:
         kafka_log.setLevel(level)
-    raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap} within {timeout:.0f}s ({last or 'no answer'}); "
-                            "is KAFKA_BOOTSTRAP right and the broker up?")
+    raise BrokerUnreachable(
+        f"cannot reach Kafka at {bootstrap} within {timeout:.0f}s ({last or 'no answer'}); "
+        "is KAFKA_BOOTSTRAP right and the broker up?"
+    )
 
 
 def _listening(bootstrap: str) -> bool:

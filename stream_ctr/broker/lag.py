@@ -13,7 +13,7 @@ a crash or a broker restart while the process stays up and healthy).
 from __future__ import annotations
 
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import OffsetSpec

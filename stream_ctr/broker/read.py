@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -14,8 +14,13 @@ __all__ = ["end_offsets", "read_topic"]
 
 def read_topic(bootstrap: str, topic: str) -> Iterator:
     """Every record of ``topic`` up to the end offsets at the time of the call (kafka-python messages)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             max_partition_fetch_bytes=MAX_RECORD_BYTES, fetch_max_bytes=MAX_RECORD_BYTES)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=MAX_RECORD_BYTES,
+        fetch_max_bytes=MAX_RECORD_BYTES,
+    )
     try:
         tps = [TopicPartition(topic, p) for p in topic_partitions(bootstrap, topic)]
         consumer.assign(tps)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from kafka import KafkaProducer
 
@@ -27,9 +27,15 @@ MALFORMED_SAMPLES: tuple[tuple[bytes | None, bytes], ...] = (
 
 def producer(bootstrap: str) -> KafkaProducer:
     """Acknowledged by all in-sync replicas, in order (one request in flight), records up to the topics' limit."""
-    return KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024, acks="all",
-                         compression_type=None, max_in_flight_requests_per_connection=1,
-                         max_request_size=MAX_RECORD_BYTES)
+    return KafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=20,
+        batch_size=256 * 1024,
+        acks="all",
+        compression_type=None,
+        max_in_flight_requests_per_connection=1,
+        max_request_size=MAX_RECORD_BYTES,
+    )
 
 
 def replay(

@@ -2,9 +2,9 @@
 
 An event is JSON: ``event_id``, ``user_id``, ``item_id``, ``ts`` (epoch seconds), ``label`` (0/1) and
 ``features`` (a flat map of string or number values), and optionally ``request_id``: the scoring request
-(``POST /v1/score``) whose ranking showed this item, which attributes the event to that exposure. :func:`parse_event` turns raw bytes into an
-:class:`Event` or raises :class:`InvalidEvent` with one of a fixed set of reasons, so that the dead-letter
-counter has bounded label values.
+(``POST /v1/score``) whose ranking showed this item, which attributes the event to that exposure. :func:`parse_event`
+turns raw bytes into an :class:`Event` or raises :class:`InvalidEvent` with one of a fixed set of reasons, so that the
+dead-letter counter has bounded label values.
 
 >>> e = parse_event(b'{"event_id":"e1","user_id":"7","item_id":"42","ts":1.0,"label":1,"features":{"g":"F"}}')
 >>> (e.user_id, e.label, e.features["g"])
@@ -20,19 +20,41 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import orjson
 from kafka.partitioner.default import murmur2
 
-__all__ = ["DLQ_REASONS", "FIELDS", "MAX_FUTURE_S", "MAX_ID_CHARS", "Event", "InvalidEvent", "encode_event", "parse_event",
-           "parse_record", "partition_of"]
+__all__ = [
+    "DLQ_REASONS",
+    "FIELDS",
+    "MAX_FUTURE_S",
+    "MAX_ID_CHARS",
+    "Event",
+    "InvalidEvent",
+    "encode_event",
+    "parse_event",
+    "parse_record",
+    "partition_of",
+]
 
 #: Every reason an event can be dead-lettered for. Closed set: it is a Prometheus label. ``internal_error``: the
 #: event is valid, but processing it raised (a bug; the detail names the exception).
-DLQ_REASONS = ("not_json", "not_object", "missing_field", "unknown_field", "bad_type", "too_long", "bad_label",
-               "bad_ts", "missing_key", "key_mismatch", "wrong_partition", "internal_error")
+DLQ_REASONS = (
+    "not_json",
+    "not_object",
+    "missing_field",
+    "unknown_field",
+    "bad_type",
+    "too_long",
+    "bad_label",
+    "bad_ts",
+    "missing_key",
+    "key_mismatch",
+    "wrong_partition",
+    "internal_error",
+)
 
 #: Longest id (event, user, item, request) accepted, in characters.
 MAX_ID_CHARS = 256
@@ -103,8 +125,11 @@ def parse_record(raw: bytes, key: bytes | None, partition: int, partitions: int)
     event = parse_event(raw, key)
     expected = partition_of(key, partitions)
     if partition != expected:
-        raise InvalidEvent("wrong_partition", f"user {event.user_id[:64]!r} belongs on partition {expected}, "
-                                              f"not {partition} (produce with the default partitioner)")
+        raise InvalidEvent(
+            "wrong_partition",
+            f"user {event.user_id[:64]!r} belongs on partition {expected}, "
+            f"not {partition} (produce with the default partitioner)",
+        )
     return event
 
 

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -77,7 +77,7 @@ class FeatureSpec:
         return int(self.user_id) + 1 + sum(f.width for f in self.fields)
 
     @classmethod
-    def parse(cls, text: str, buckets: int = 1 << 15, user_id: bool = True) -> "FeatureSpec":
+    def parse(cls, text: str, buckets: int = 1 << 15, user_id: bool = True) -> FeatureSpec:
         """``"age,gender,genres:multi:6,price:num"`` -> a spec (kind defaults to ``cat``, a multi field's width to
         1). Raises ``ValueError`` naming the item for anything else: an unknown kind, a width that is not a whole
         number from 1 to :data:`MAX_WIDTH` or on a field that is not multi, a name given twice."""
@@ -86,7 +86,7 @@ class FeatureSpec:
             parts = [p.strip() for p in item.split(":")]
             if len(parts) > 3 or (len(parts) == 3 and parts[1] != "multi"):
                 raise ValueError(f"{item!r}: expected name[:cat|num|multi[:width]]")
-            name, kind, width = (parts + ["cat", "1"][len(parts) - 1:])[:3]
+            name, kind, width = (parts + ["cat", "1"][len(parts) - 1 :])[:3]
             if not width.isdigit():
                 raise ValueError(f"{item!r}: width must be a whole number, got {width!r}")
             if any(f.name == name for f in fields):
@@ -100,9 +100,12 @@ class FeatureSpec:
         return {"buckets": self.buckets, "user_id": self.user_id, "fields": [asdict(f) for f in self.fields]}
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "FeatureSpec":
-        return cls(fields=tuple(Field(**f) for f in d["fields"]), buckets=int(d["buckets"]),
-                   user_id=bool(d.get("user_id", True)))
+    def from_dict(cls, d: Mapping) -> FeatureSpec:
+        return cls(
+            fields=tuple(Field(**f) for f in d["fields"]),
+            buckets=int(d["buckets"]),
+            user_id=bool(d.get("user_id", True)),
+        )
 
 
 class HashingEncoder:
@@ -157,7 +160,7 @@ class HashingEncoder:
         columns = list(zip(*[tuple(map(d.get, names)) for d in feats])) if names else []
         self.unknown_features += sum(map(len, feats)) - sum(len(c) - c.count(None) for c in columns)
         col = 0
-        for name, values in (("user_id", users), ("item_id", items))[0 if self.spec.user_id else 1:]:
+        for name, values in (("user_id", users), ("item_id", items))[0 if self.spec.user_id else 1 :]:
             ids[:, col] = self._column(name, values, lambda v, name=name: self._hash(f"{name}={v}"))
             vals[:, col] = 1.0
             col += 1
@@ -172,8 +175,8 @@ class HashingEncoder:
                 vals[present, col] = np.sign(x[present]) * np.log1p(np.abs(x[present]))
             else:
                 cells = self._column(f.name, values, lambda v, f=f: self._multi(f, v))
-                ids[:, col: col + f.width] = _rows(cells, 0, np.int64, f.width)
-                vals[:, col: col + f.width] = _rows(cells, 1, np.float32, f.width)
+                ids[:, col : col + f.width] = _rows(cells, 0, np.int64, f.width)
+                vals[:, col : col + f.width] = _rows(cells, 1, np.float32, f.width)
             col += f.width
         return ids, vals
 
@@ -189,8 +192,10 @@ class HashingEncoder:
         tokens = [t for t in (t.strip() for t in _text(value).split(f.sep)) if t][: f.width]
         pad = f.width - len(tokens)
         weight = [1.0 / len(tokens)] * len(tokens) if tokens else []
-        return (np.array([self._hash(f"{f.name}={t}") for t in tokens] + [0] * pad, np.int64).tobytes(),
-                np.array(weight + [0.0] * pad, np.float32).tobytes())
+        return (
+            np.array([self._hash(f"{f.name}={t}") for t in tokens] + [0] * pad, np.int64).tobytes(),
+            np.array(weight + [0.0] * pad, np.float32).tobytes(),
+        )
 
     def encode_events(self, events: Sequence) -> tuple[np.ndarray, np.ndarray]:
         return self.encode((e.user_id, e.item_id, e.features) for e in events)

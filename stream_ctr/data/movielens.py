@@ -39,8 +39,9 @@ def load_movielens_100k() -> list[Event]:
     root = movielens_dir()
     users = {r["user_id"]: r for r in _rows(root / "ml-100k.user")}
     items = {r["item_id"]: r for r in _rows(root / "ml-100k.item")}
-    inter = sorted(_rows(root / "ml-100k.inter"),
-                   key=lambda r: (float(r["timestamp"]), int(r["user_id"]), int(r["item_id"])))
+    inter = sorted(
+        _rows(root / "ml-100k.inter"), key=lambda r: (float(r["timestamp"]), int(r["user_id"]), int(r["item_id"]))
+    )
     events = []
     for r in inter:
         u, i = users[r["user_id"]], items.get(r["item_id"], {})
@@ -50,6 +51,14 @@ def load_movielens_100k() -> list[Event]:
             "occupation": u["occupation"],
             "genres": "|".join(i.get("class", "").split()),
         }
-        events.append(Event(f"ml-{r['user_id']}-{r['item_id']}", r["user_id"], r["item_id"],
-                            float(r["timestamp"]), int(float(r["rating"]) >= 4), features))
+        events.append(
+            Event(
+                f"ml-{r['user_id']}-{r['item_id']}",
+                r["user_id"],
+                r["item_id"],
+                float(r["timestamp"]),
+                int(float(r["rating"]) >= 4),
+                features,
+            )
+        )
     return events

@@ -49,7 +49,7 @@ SPAN_S = 86400 * 30  # the log's time span: events fall uniformly over 30 days
 class Change:
     """A change of the world at fraction ``at`` of the time span (see the module doc)."""
 
-    kind: str          # "jump" | "ramp" | "flip"
+    kind: str  # "jump" | "ramp" | "flip"
     at: float = 0.5
     size: float = 1.0  # logit shift (jump, ramp) or share of users (flip)
     over: float = 0.2  # ramp length, as a fraction of the span

@@ -8,9 +8,9 @@ Layout (one header row for CSV)::
 * ``ts``: epoch seconds (int or float) or a date/time string pandas can parse (converted to epoch seconds);
 * ``label``: 0 or 1 (``true``/``false`` booleans are accepted);
 * every other column is a feature. Declare kinds with ``features="age,gender,genres:multi:6,price:num"`` (the
-  :meth:`stream_ctr.contracts.features.FeatureSpec.parse` syntax; columns not named are ignored), or let them be inferred:
-  string / boolean columns and integer columns with at most ``max_int_levels`` distinct values are categorical,
-  other numeric columns are numeric. An empty cell means "feature absent".
+  :meth:`stream_ctr.contracts.features.FeatureSpec.parse` syntax; columns not named are ignored), or let them be
+  inferred: string / boolean columns and integer columns with at most ``max_int_levels`` distinct values are
+  categorical, other numeric columns are numeric. An empty cell means "feature absent".
 
 Every problem is a :class:`TableError` that says what is wrong and where, never a traceback from deep inside.
 
@@ -89,8 +89,10 @@ def _labels(s: pd.Series, source) -> np.ndarray:
     bad = num.isna() | ~num.isin([0, 1])
     if bad.any():
         examples = sorted({repr(v) for v in s[bad].head(20)})[:5]
-        raise TableError(f"{source}: column 'label' must be 0 or 1; {int(bad.sum())} row(s) are not "
-                         f"(e.g. {', '.join(examples)}; first at row {int(np.flatnonzero(bad.to_numpy())[0])})")
+        raise TableError(
+            f"{source}: column 'label' must be 0 or 1; {int(bad.sum())} row(s) are not "
+            f"(e.g. {', '.join(examples)}; first at row {int(np.flatnonzero(bad.to_numpy())[0])})"
+        )
     return num.astype(int).to_numpy()
 
 
@@ -106,42 +108,52 @@ def _timestamps(s: pd.Series, source) -> np.ndarray:
         ts = numeric.where(numeric.notna(), (dt - pd.Timestamp(0, tz="UTC")).dt.total_seconds())
     bad = ts.isna() | ~np.isfinite(ts.fillna(0))
     if bad.any():
-        raise TableError(f"{source}: column 'ts' must be epoch seconds or a date/time; {int(bad.sum())} row(s) "
-                         f"are not (first at row {int(np.flatnonzero(bad.to_numpy())[0])}: {s[bad].iloc[0]!r})")
+        raise TableError(
+            f"{source}: column 'ts' must be epoch seconds or a date/time; {int(bad.sum())} row(s) "
+            f"are not (first at row {int(np.flatnonzero(bad.to_numpy())[0])}: {s[bad].iloc[0]!r})"
+        )
     return ts.to_numpy(dtype=float)
 
 
-def load_table(source, features: str | None = None, fmt: str | None = None, buckets: int = 1 << 15,
-               max_int_levels: int = 50) -> TableData:
+def load_table(
+    source, features: str | None = None, fmt: str | None = None, buckets: int = 1 << 15, max_int_levels: int = 50
+) -> TableData:
     """Read ``source`` (path or file object; ``fmt`` = csv | tsv | parquet, else from the suffix) as events."""
     df = _read(source, fmt)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
-        raise TableError(f"{source}: missing required column(s) {missing}; the layout is "
-                         f"{', '.join(REQUIRED)}, <feature columns> (found: {list(df.columns)})")
+        raise TableError(
+            f"{source}: missing required column(s) {missing}; the layout is "
+            f"{', '.join(REQUIRED)}, <feature columns> (found: {list(df.columns)})"
+        )
     if df.empty:
         raise TableError(f"{source}: no rows")
     for col in ("user_id", "item_id"):
         empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
         if empty.any():
-            raise TableError(f"{source}: column {col!r} has {int(empty.sum())} empty cell(s) "
-                             f"(first at row {int(np.flatnonzero(empty.to_numpy())[0])})")
+            raise TableError(
+                f"{source}: column {col!r} has {int(empty.sum())} empty cell(s) "
+                f"(first at row {int(np.flatnonzero(empty.to_numpy())[0])})"
+            )
     labels = _labels(df["label"], source)
     ts = _timestamps(df["ts"], source)
     if features:
         spec = FeatureSpec.parse(features, buckets)
         absent = [f.name for f in spec.fields if f.name not in df.columns]
         if absent:
-            raise TableError(f"{source}: declared feature column(s) {absent} not in the file "
-                             f"(found: {list(df.columns)})")
+            raise TableError(
+                f"{source}: declared feature column(s) {absent} not in the file (found: {list(df.columns)})"
+            )
     else:
         spec = infer_spec(df, buckets, max_int_levels)
     for f in spec.fields:
         if f.kind == "num" and not pd.api.types.is_numeric_dtype(df[f.name]):
             bad = pd.to_numeric(df[f.name], errors="coerce").isna() & df[f.name].notna()
             if bad.any():
-                raise TableError(f"{source}: numeric feature {f.name!r} has {int(bad.sum())} non-numeric value(s) "
-                                 f"(e.g. {df[f.name][bad].iloc[0]!r}); declare it as categorical")
+                raise TableError(
+                    f"{source}: numeric feature {f.name!r} has {int(bad.sum())} non-numeric value(s) "
+                    f"(e.g. {df[f.name][bad].iloc[0]!r}); declare it as categorical"
+                )
     cols = [f.name for f in spec.fields]
     feats = df[cols].astype(object).where(df[cols].notna(), None).to_dict("records") if cols else [{}] * len(df)
     users, items = df["user_id"].astype(str).to_numpy(), df["item_id"].astype(str).to_numpy()

@@ -10,8 +10,14 @@ from importlib import import_module
 
 __all__ = ["EvalConfig", "MODES", "Protocol", "Result", "run_experiment", "split_events"]
 
-_HOME = {"EvalConfig": ".experiment", "Result": ".experiment", "run_experiment": ".experiment", "MODES": ".config",
-         "Protocol": ".split", "split_events": ".split"}
+_HOME = {
+    "EvalConfig": ".experiment",
+    "Result": ".experiment",
+    "run_experiment": ".experiment",
+    "MODES": ".config",
+    "Protocol": ".split",
+    "split_events": ".split",
+}
 
 
 def __getattr__(name: str):

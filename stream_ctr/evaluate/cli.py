@@ -30,43 +30,71 @@ def _csv(text: str) -> tuple[str, ...]:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "evaluate", help="offline reproduction: model families x {cloud, ft, ft_lc, ...} on a dataset",
+        "evaluate",
+        help="offline reproduction: model families x {cloud, ft, ft_lc, ...} on a dataset",
         description="Cloud model on every user's early events, per-user fine-tuning on the next ones (tuned on a "
-                    "validation split), everything tested on each user's last events. Writes results.json, "
-                    "results.md and PNG plots to --out.")
+        "validation split), everything tested on each user's last events. Writes results.json, "
+        "results.md and PNG plots to --out.",
+    )
     p.add_argument("--dataset", required=True, help="ml-100k | synthetic | PATH to a .csv/.tsv/.parquet file")
     p.add_argument("--models", default="lr,fm,wd,deepfm,dcn", help="comma-separated model families")
-    p.add_argument("--modes", default=",".join(MODES), help="comma-separated modes (cloud is always included; "
-                   "ft_lc_bias runs in the head scope only)")
+    p.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="comma-separated modes (cloud is always included; ft_lc_bias runs in the head scope only)",
+    )
     p.add_argument("--scope", default="head", help="head | full | head,full")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--seeds", default=None,
-                   help="comma-separated seeds, e.g. 0,1,2,3,4: one run per seed (each in DIR/seed-N) and a summary "
-                        "with CIs over users and seeds in DIR (overrides --seed)")
+    p.add_argument(
+        "--seeds",
+        default=None,
+        help="comma-separated seeds, e.g. 0,1,2,3,4: one run per seed (each in DIR/seed-N) and a summary "
+        "with CIs over users and seeds in DIR (overrides --seed)",
+    )
     p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--features", default=None,
-                   help="feature columns and kinds for a file, e.g. 'age,gender,genres:multi:6,price:num' "
-                        "(default: inferred)")
-    p.add_argument("--no-user-id", action="store_true",
-                   help="keep the user id out of the model's features (the paper's shared cloud model)")
+    p.add_argument(
+        "--features",
+        default=None,
+        help="feature columns and kinds for a file, e.g. 'age,gender,genres:multi:6,price:num' (default: inferred)",
+    )
+    p.add_argument(
+        "--no-user-id",
+        action="store_true",
+        help="keep the user id out of the model's features (the paper's shared cloud model)",
+    )
     p.add_argument("--drift", type=float, default=None, help="synthetic only: std of users' prior logits")
-    p.add_argument("--change", default=None,
-                   help="synthetic only: a change of the world over time, KIND:AT:SIZE[:OVER], e.g. ramp:0.3:1.5:0.5 "
-                        "(every prior logit +1.5, ramped in from 30%% to 80%% of the time span; jump, ramp or flip)")
-    p.add_argument("--regimes", action="store_true",
-                   help="synthetic only: the regime map, sweeping prior gap, taste, events per user and a global "
-                        "ramp around a small base world (stream_ctr.evaluate.regimes), each world over --seeds; "
-                        "writes DIR/regimes.json, regimes.md, regimes*.png")
-    p.add_argument("--pg", default="aligned", choices=PG,
-                   help="the global CTR correction aligns to: aligned (default: the running click share of all events "
-                        "up to each user's fine-tuning step, as in the service) or cloud (click share of the cloud "
-                        "part, as the earliest result tables under docs/results used)")
+    p.add_argument(
+        "--change",
+        default=None,
+        help="synthetic only: a change of the world over time, KIND:AT:SIZE[:OVER], e.g. ramp:0.3:1.5:0.5 "
+        "(every prior logit +1.5, ramped in from 30%% to 80%% of the time span; jump, ramp or flip)",
+    )
+    p.add_argument(
+        "--regimes",
+        action="store_true",
+        help="synthetic only: the regime map, sweeping prior gap, taste, events per user and a global "
+        "ramp around a small base world (stream_ctr.evaluate.regimes), each world over --seeds; "
+        "writes DIR/regimes.json, regimes.md, regimes*.png",
+    )
+    p.add_argument(
+        "--pg",
+        default="aligned",
+        choices=PG,
+        help="the global CTR correction aligns to: aligned (default: the running click share of all events "
+        "up to each user's fine-tuning step, as in the service) or cloud (click share of the cloud "
+        "part, as the earliest result tables under docs/results used)",
+    )
     p.add_argument("--max-users", type=int, default=None, help="evaluate a seeded sample of this many users")
-    p.add_argument("--full-users", type=int, default=200,
-                   help="users in the full scope's seeded sample (0 = all); the full scope's cloud row uses it too")
+    p.add_argument(
+        "--full-users",
+        type=int,
+        default=200,
+        help="users in the full scope's seeded sample (0 = all); the full scope's cloud row uses it too",
+    )
     p.add_argument("--max-epochs", type=int, default=CloudConfig.max_epochs, help="cloud model epochs (early stop)")
-    p.add_argument("--min-events", type=int, default=Protocol.min_events,
-                   help="users with fewer events are skipped (counted)")
+    p.add_argument(
+        "--min-events", type=int, default=Protocol.min_events, help="users with fewer events are skipped (counted)"
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (tiny per-user tensors: 1 is fastest)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -87,11 +115,19 @@ def _config(args):
     if (args.drift is not None or args.change is not None or args.regimes) and args.dataset != "synthetic":
         raise ValueError("--drift, --change and --regimes apply to --dataset synthetic only")
     cfg = EvalConfig(
-        models=_csv(args.models), modes=tuple(dict.fromkeys(("cloud",) + _csv(args.modes))), scopes=scopes,
-        seed=args.seed, cloud=CloudConfig(max_epochs=args.max_epochs),
-        protocol=Protocol(min_events=args.min_events), n_boot=args.bootstrap, max_users=args.max_users,
-        full_max_users=args.full_users or None, progress=not args.no_progress,
-        threads=args.threads, pg=args.pg)
+        models=_csv(args.models),
+        modes=tuple(dict.fromkeys(("cloud",) + _csv(args.modes))),
+        scopes=scopes,
+        seed=args.seed,
+        cloud=CloudConfig(max_epochs=args.max_epochs),
+        protocol=Protocol(min_events=args.min_events),
+        n_boot=args.bootstrap,
+        max_users=args.max_users,
+        full_max_users=args.full_users or None,
+        progress=not args.no_progress,
+        threads=args.threads,
+        pg=args.pg,
+    )
     if not cfg.models or not scopes:
         raise ValueError("--models and --scope must name at least one entry")
     return cfg
@@ -129,12 +165,21 @@ def run(args) -> int:
     from stream_ctr.data.table import TableError  # heavy imports (torch, pandas) only when the command runs
     from stream_ctr.evaluate.datasets import load
 
-    command = "stream-ctr evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
-        if len(sys.argv) > 1 and sys.argv[1] == "evaluate" else ""
+    command = (
+        "stream-ctr evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        if len(sys.argv) > 1 and sys.argv[1] == "evaluate"
+        else ""
+    )
 
     def load_seed(seed: int):
-        events, spec, _ = load(args.dataset, seed=seed, drift=args.drift, features=args.features,
-                               user_id=not args.no_user_id, synthetic=change)
+        events, spec, _ = load(
+            args.dataset,
+            seed=seed,
+            drift=args.drift,
+            features=args.features,
+            user_id=not args.no_user_id,
+            synthetic=change,
+        )
         return events, spec
 
     try:
@@ -167,8 +212,14 @@ def _write_one(args, out: Path, result, command: str) -> list[Path]:
 
     written = list(write_results(out, result.dataset, result.rows, result.meta, command))
     if not args.no_plots:
-        written.append(plot_local_ctr(out / "local_ctr.png", result.local_ctr, result.meta["global_ctr"],
-                                      f"{args.dataset}: local CTR of {len(result.local_ctr)} users"))
+        written.append(
+            plot_local_ctr(
+                out / "local_ctr.png",
+                result.local_ctr,
+                result.meta["global_ctr"],
+                f"{args.dataset}: local CTR of {len(result.local_ctr)} users",
+            )
+        )
         for scope, pu in result.per_user.items():
             written.append(plot_drift_harm(out / f"drift_harm_{scope}.png", pu.drift, pu.auc, scope))
     return written
@@ -180,8 +231,9 @@ def _run_seeds(args, cfg, seeds: list[int], load_seed, command: str) -> int:
     from stream_ctr.evaluate.seeds import run_seeds
 
     t0 = time.perf_counter()
-    ms = run_seeds(load_seed, cfg, seeds, args.dataset,
-                   on_seed=lambda s, r: _write_one(args, args.out / f"seed-{s}", r, command))
+    ms = run_seeds(
+        load_seed, cfg, seeds, args.dataset, on_seed=lambda s, r: _write_one(args, args.out / f"seed-{s}", r, command)
+    )
     meta = {"wall_s": round(time.perf_counter() - t0, 1), "n_boot": cfg.n_boot, "pg": cfg.pg}
     per_seed = [{"seed": s, "rows": r.rows, "meta": r.meta} for s, r in zip(ms.seeds, ms.results)]
     js, md = write_seeds(args.out, ms.dataset, ms.seeds, ms.rows, per_seed, meta, command)
@@ -204,17 +256,36 @@ def _run_regimes(args, cfg, seeds: list[int], command: str) -> int:
 
     rows = run_regimes(cfg, seeds, on_world=done)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"seeds": seeds, "base": {k: v for k, v in vars(BASE).items() if k != "seed"}, "axes": AXES,
-            "pg": cfg.pg, "wall_s": round(time.perf_counter() - t0, 1), "command": command}
+    meta = {
+        "seeds": seeds,
+        "base": {k: v for k, v in vars(BASE).items() if k != "seed"},
+        "axes": AXES,
+        "pg": cfg.pg,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "command": command,
+    }
     (args.out / "regimes.json").write_text(json.dumps(_clean({"rows": rows, "meta": meta}), indent=2) + "\n")
     table = regimes_table(rows)
-    text = ["# Regime map (synthetic generator)", "", "```", command, "```", "",
-            f"Base world {meta['base']}; one axis at a time. Seeds {seeds} (each draws a new world); means over "
-            "seeds, 95% CIs over users and seeds (two-level bootstrap); * = CI excludes 0. "
-            f"Wall time {meta['wall_s']} s.", "", table, ""]
+    text = [
+        "# Regime map (synthetic generator)",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"Base world {meta['base']}; one axis at a time. Seeds {seeds} (each draws a new world); means over "
+        "seeds, 95% CIs over users and seeds (two-level bootstrap); * = CI excludes 0. "
+        f"Wall time {meta['wall_s']} s.",
+        "",
+        table,
+        "",
+    ]
     (args.out / "regimes.md").write_text("\n".join(text))
-    written = [plot_regimes(args.out / f"regimes_{m}.png", rows, m) for m in cfg.modes
-               if m not in ("cloud", "ft", "ft_auto", "ft_reweight", "ft_logit")]
+    written = [
+        plot_regimes(args.out / f"regimes_{m}.png", rows, m)
+        for m in cfg.modes
+        if m not in ("cloud", "ft", "ft_auto", "ft_reweight", "ft_logit")
+    ]
     print(table)
     print("wrote " + ", ".join(str(p) for p in [args.out / "regimes.json", args.out / "regimes.md", *written]))
     return 0

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from stream_ctr.models import CTRModel, ModelConfig, build_model, train_step
 from stream_ctr.evaluate.config import CloudConfig
 from stream_ctr.evaluate.split import SplitData
+from stream_ctr.models import CTRModel, ModelConfig, build_model, train_step
 
 __all__ = ["CloudConfig", "train_cloud"]
 
@@ -36,7 +36,7 @@ def train_cloud(data: SplitData, family: str, cfg: CloudConfig, seed: int) -> tu
     for epoch in range(1, cfg.max_epochs + 1):
         perm = idx[torch.randperm(len(idx), generator=gen)]
         for lo in range(0, len(perm), cfg.batch):
-            b = perm[lo: lo + cfg.batch]
+            b = perm[lo : lo + cfg.batch]
             train_step(model, opt, ids[b], vals[b], y[b])
         if len(val) == 0:
             continue

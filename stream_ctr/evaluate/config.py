@@ -13,9 +13,17 @@ __all__ = ["MODES", "CloudConfig"]
 #: Evaluation mode -> the fine-tuning target correction it uses (``cloud`` fine-tunes nothing; ``ft_auto``
 #: trains nothing of its own: it is ``ft`` or one of the label-correction modes run beside it, chosen on the
 #: validation split by :func:`stream_ctr.quality.auto.choose`).
-MODES = {"cloud": None, "ft": "none", "ft_lc": "lc", "ft_reweight": "reweight", "ft_logit": "logit",
-         "ft_lc_evidence": "lc_evidence", "ft_lc_significant": "lc_significant", "ft_lc_bias": "lc_bias",
-         "ft_auto": "auto"}
+MODES = {
+    "cloud": None,
+    "ft": "none",
+    "ft_lc": "lc",
+    "ft_reweight": "reweight",
+    "ft_logit": "logit",
+    "ft_lc_evidence": "lc_evidence",
+    "ft_lc_significant": "lc_significant",
+    "ft_lc_bias": "lc_bias",
+    "ft_auto": "auto",
+}
 
 
 @dataclass(frozen=True)

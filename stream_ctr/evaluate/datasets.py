@@ -20,18 +20,25 @@ from __future__ import annotations
 from dataclasses import replace
 
 from stream_ctr.config import Settings
+from stream_ctr.contracts.features import FeatureSpec
 from stream_ctr.data import SyntheticConfig, generate_synthetic, load_movielens_100k
 from stream_ctr.data.synthetic import FEATURES as SYNTHETIC_FEATURES
 from stream_ctr.data.table import load_table
-from stream_ctr.contracts.features import FeatureSpec
 
 __all__ = ["SYNTHETIC", "load"]
 
 SYNTHETIC = SyntheticConfig(users=500, items=200, events_per_user=120, dim=2, categories=8, taste=3.0)
 
 
-def load(name: str, seed: int = 0, drift: float | None = None, features: str | None = None,
-         buckets: int = 1 << 15, synthetic: dict | None = None, user_id: bool = True):
+def load(
+    name: str,
+    seed: int = 0,
+    drift: float | None = None,
+    features: str | None = None,
+    buckets: int = 1 << 15,
+    synthetic: dict | None = None,
+    user_id: bool = True,
+):
     """``(events, spec, truth)``; ``truth`` is the synthetic generator's output (known probabilities), else None.
     ``user_id=False`` keeps the user id out of the model's features."""
     events, spec, truth = _load(name, seed, drift, features, buckets, synthetic)

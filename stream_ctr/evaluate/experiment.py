@@ -16,17 +16,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stream_ctr.quality.auto import choose
-from stream_ctr.learning.correction import LC_VARIANTS, shrunk_ctr
-from stream_ctr.learning.heads import HeadParams, sigmoid
-from stream_ctr.quality.metrics import auc, calibration, logloss, per_user_auc
-from stream_ctr.quality.bootstrap import UserBootstrap
-from stream_ctr.models import FAMILIES, infer
 from stream_ctr.evaluate.cloud import train_cloud
 from stream_ctr.evaluate.config import MODES, CloudConfig
 from stream_ctr.evaluate.finetune import SCOPES, FullScope, HeadScope
 from stream_ctr.evaluate.split import PG, Protocol, SplitData, split_events
 from stream_ctr.evaluate.tuning import FULL_GRID, HEAD_GRID, Choice, Grid, tune_and_fit
+from stream_ctr.learning.correction import LC_VARIANTS, shrunk_ctr
+from stream_ctr.learning.heads import HeadParams, sigmoid
+from stream_ctr.models import FAMILIES, infer
+from stream_ctr.quality.auto import choose
+from stream_ctr.quality.bootstrap import UserBootstrap
+from stream_ctr.quality.metrics import auc, calibration, logloss, per_user_auc
 
 __all__ = ["EvalConfig", "MODES", "Result", "run_experiment"]
 
@@ -161,14 +161,23 @@ def _run(events, spec, cfg: EvalConfig, dataset: str) -> Result:
             rows += _score(family, s, preds, choices, users, labels, boots[s], per_user[s])
     bar.close()
     meta = {
-        "seed": cfg.seed, "global_ctr": p_g, "n_events": int(len(data.labels)),
-        "n_users_evaluated": int(len(data.evaluated)), "skipped_users": int(data.skipped_users),
+        "seed": cfg.seed,
+        "global_ctr": p_g,
+        "n_events": int(len(data.labels)),
+        "n_users_evaluated": int(len(data.evaluated)),
+        "skipped_users": int(data.skipped_users),
         "users_per_scope": {s: int(len(d.evaluated)) for s, d in scoped.items()},
-        "protocol": vars(cfg.protocol) | {}, "cloud": {**vars(cfg.cloud), "hidden": list(cfg.cloud.hidden)},
-        "shrinkage": cfg.shrinkage, "pg": cfg.pg, "n_boot": cfg.n_boot, "torch_threads": cfg.threads,
+        "protocol": vars(cfg.protocol) | {},
+        "cloud": {**vars(cfg.cloud), "hidden": list(cfg.cloud.hidden)},
+        "shrinkage": cfg.shrinkage,
+        "pg": cfg.pg,
+        "n_boot": cfg.n_boot,
+        "torch_threads": cfg.threads,
         "grids": {s: vars(cfg.head_grid if s == "head" else cfg.full_grid) for s in cfg.scopes},
         "pg_aligned": _quantiles(data.priors([data.ft(k) for k in range(len(data.evaluated))], "aligned")),
-        "cloud_epochs": epochs, "timings_s": timings, "total_s": round(time.perf_counter() - t_start, 1),
+        "cloud_epochs": epochs,
+        "timings_s": timings,
+        "total_s": round(time.perf_counter() - t_start, 1),
     }
     local = np.array([data.labels[data.user == c].mean() for c in data.evaluated])
     return Result(dataset, rows, meta, local, per_user)
@@ -205,17 +214,27 @@ def _score(family, scope, preds, choices, users, labels, boot: UserBootstrap, pu
     rows = []
     for mode, p in preds.items():
         row = {
-            "model": family, "mode": mode, "scope": scope,
-            "gauc": boot.mean(per[mode]), "gauc_ci": list(boot.ci(per[mode])),
-            "auc": auc(labels, p), "logloss": logloss(labels, p), "calibration": calibration(labels, p),
+            "model": family,
+            "mode": mode,
+            "scope": scope,
+            "gauc": boot.mean(per[mode]),
+            "gauc_ci": list(boot.ci(per[mode])),
+            "auc": auc(labels, p),
+            "logloss": logloss(labels, p),
+            "calibration": calibration(labels, p),
             "n_users": int(len(per[mode])),
         }
         if mode != "cloud":
             d = per[mode] - per["cloud"]
             row["vs_cloud"] = {"delta": boot.mean(d), "ci": list(boot.ci(d))}
             c = choices[mode]
-            row["chosen"] = {"lr": c.lr, "l2": c.l2, "steps": c.steps, "val_gauc": c.val_gauc,
-                             **({"pick": c.pick} if c.pick else {})}
+            row["chosen"] = {
+                "lr": c.lr,
+                "l2": c.l2,
+                "steps": c.steps,
+                "val_gauc": c.val_gauc,
+                **({"pick": c.pick} if c.pick else {}),
+            }
         if mode == "ft_lc" and "ft" in per:
             d = per["ft_lc"] - per["ft"]
             row["vs_ft"] = {"delta": boot.mean(d), "ci": list(boot.ci(d))}

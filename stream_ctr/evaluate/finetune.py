@@ -18,16 +18,16 @@ tuning ``steps`` costs no extra training.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stream_ctr.evaluate.split import SplitData
 from stream_ctr.learning.correction import Targets, correct, shrunk_ctr
 from stream_ctr.learning.heads import UserHead
 from stream_ctr.models import CTRModel
-from stream_ctr.evaluate.split import SplitData
 
 __all__ = ["FullScope", "HeadScope", "SCOPES", "trajectory"]
 
@@ -42,8 +42,9 @@ class HeadScope:
     def __init__(self, g: np.ndarray, h: np.ndarray):
         self.g, self.h = g.astype(np.float32), h.astype(np.float32)
 
-    def fit_predict(self, tr: np.ndarray, ev: np.ndarray, targets: Targets, lr: float, l2: float,
-                    checkpoints: Sequence[int]) -> list[np.ndarray]:
+    def fit_predict(
+        self, tr: np.ndarray, ev: np.ndarray, targets: Targets, lr: float, l2: float, checkpoints: Sequence[int]
+    ) -> list[np.ndarray]:
         head = UserHead(self.h.shape[1], lr=lr, l2=l2)
         g_tr, h_tr, g_ev, h_ev = self.g[tr], self.h[tr], self.g[ev], self.h[ev]
         out, done = [], 0
@@ -83,8 +84,9 @@ class FullScope:
                 else:
                     p.copy_(p0)
 
-    def fit_predict(self, tr: np.ndarray, ev: np.ndarray, targets: Targets, lr: float, l2: float,
-                    checkpoints: Sequence[int]) -> list[np.ndarray]:
+    def fit_predict(
+        self, tr: np.ndarray, ev: np.ndarray, targets: Targets, lr: float, l2: float, checkpoints: Sequence[int]
+    ) -> list[np.ndarray]:
         if targets.bias_labels is not None:
             raise ValueError("separate bias labels need a head (scope head)")
         self._reset()
@@ -112,8 +114,18 @@ class FullScope:
         return out
 
 
-def trajectory(scope, data: SplitData, train: Sequence[np.ndarray], evals: Sequence[np.ndarray], method: str,
-               lr: float, l2: float, checkpoints: Sequence[int], shrinkage: float, p_g) -> list[np.ndarray]:
+def trajectory(
+    scope,
+    data: SplitData,
+    train: Sequence[np.ndarray],
+    evals: Sequence[np.ndarray],
+    method: str,
+    lr: float,
+    l2: float,
+    checkpoints: Sequence[int],
+    shrinkage: float,
+    p_g,
+) -> list[np.ndarray]:
     """Fine-tune every user on ``train[k]`` and score ``evals[k]`` after each checkpoint.
 
     ``p_g`` is one global CTR for every user or one per user (``p_g[k]`` for ``train[k]``,

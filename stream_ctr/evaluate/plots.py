@@ -44,8 +44,13 @@ def _binned(x: np.ndarray, y: np.ndarray, bins: int = 6) -> tuple[np.ndarray, np
     return np.array(cx), np.array(cy)
 
 
-def plot_drift_harm(path: Path, drift: np.ndarray, auc: dict[str, dict[str, np.ndarray]], scope: str = "",
-                    modes: tuple[str, ...] = ("ft", "ft_lc")) -> Path:
+def plot_drift_harm(
+    path: Path,
+    drift: np.ndarray,
+    auc: dict[str, dict[str, np.ndarray]],
+    scope: str = "",
+    modes: tuple[str, ...] = ("ft", "ft_lc"),
+) -> Path:
     """``auc[model][mode]``: per-user test AUC aligned with ``drift``; needs a ``cloud`` entry per model."""
     models = [m for m in auc if "cloud" in auc[m] and any(k in auc[m] for k in modes)]
     n = max(len(models), 1)
@@ -57,7 +62,7 @@ def plot_drift_harm(path: Path, drift: np.ndarray, auc: dict[str, dict[str, np.n
             if mode not in auc[model]:
                 continue
             delta = auc[model][mode] - auc[model]["cloud"]
-            c = colours.get(mode, None)
+            c = colours.get(mode)
             ax.scatter(drift, delta, s=6, alpha=0.25, color=c)
             bx, by = _binned(drift, delta)
             ax.plot(bx, by, "-o", color=c, lw=2, ms=4, label=f"{mode} (bin mean)")

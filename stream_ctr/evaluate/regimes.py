@@ -22,19 +22,23 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from stream_ctr.quality.bootstrap import delta_cell
+from stream_ctr.contracts.features import FeatureSpec
 from stream_ctr.data import SyntheticConfig, generate_synthetic
 from stream_ctr.data.synthetic import FEATURES, Change
-from stream_ctr.contracts.features import FeatureSpec
 from stream_ctr.evaluate.seeds import run_seeds
+from stream_ctr.quality.bootstrap import delta_cell
 
 __all__ = ["AXES", "BASE", "plot_regimes", "regimes_table", "run_regimes", "world"]
 
 #: The base world: small, so that the whole map runs in minutes on a laptop CPU.
 BASE = SyntheticConfig(users=200, items=200, events_per_user=60, dim=2, categories=8, taste=3.0, drift=2.0)
 #: Axis -> its values; the base's value of each axis is among them.
-AXES = {"drift": (0.0, 1.0, 2.0, 3.0), "taste": (1.0, 2.0, 3.0, 5.0), "events_per_user": (20, 40, 60, 160),
-        "ramp": (0.0, 1.0, 2.0, 3.0)}
+AXES = {
+    "drift": (0.0, 1.0, 2.0, 3.0),
+    "taste": (1.0, 2.0, 3.0, 5.0),
+    "events_per_user": (20, 40, 60, 160),
+    "ramp": (0.0, 1.0, 2.0, 3.0),
+}
 
 
 def world(axis: str, value: float, seed: int) -> SyntheticConfig:
@@ -65,8 +69,12 @@ def run_regimes(cfg, seeds, axes: dict = AXES, buckets: int = 1 << 15, on_world=
         for value in values:
             key = _key(axis, value)
             if key not in done:
-                ms = run_seeds(lambda s: (generate_synthetic(world(axis, value, s)).events, spec), cfg, seeds,
-                               dataset=f"synthetic {axis}={value}")
+                ms = run_seeds(
+                    lambda s, axis=axis, value=value: (generate_synthetic(world(axis, value, s)).events, spec),
+                    cfg,
+                    seeds,
+                    dataset=f"synthetic {axis}={value}",
+                )
                 done[key] = ms.rows
                 if on_world is not None:
                     on_world(axis, value, ms)
@@ -77,15 +85,20 @@ def run_regimes(cfg, seeds, axes: dict = AXES, buckets: int = 1 << 15, on_world=
 def regimes_table(rows: list[dict]) -> str:
     """Markdown: one line per (axis, value, model): ``ft - cloud`` and every correction mode minus ``ft``."""
     modes = list(dict.fromkeys(r["mode"] for r in rows if r["mode"] not in ("cloud", "ft", "ft_auto")))
-    lines = ["| axis | value | model | ft − cloud | " + " | ".join(f"{m} − ft" for m in modes) + " | auto's picks |",
-             "|" + "|".join(["---"] * (5 + len(modes))) + "|"]
+    lines = [
+        "| axis | value | model | ft − cloud | " + " | ".join(f"{m} − ft" for m in modes) + " | auto's picks |",
+        "|" + "|".join(["---"] * (5 + len(modes))) + "|",
+    ]
     by = {(r["axis"], r["value"], r["model"], r["mode"]): r for r in rows}
     for axis, value, model in dict.fromkeys((r["axis"], r["value"], r["model"]) for r in rows):
         ft = by.get((axis, value, model, "ft"), {})
         auto = by.get((axis, value, model, "ft_auto"), {})
         cells = [delta_cell(by.get((axis, value, model, m), {}).get("vs_ft")) for m in modes]
-        lines.append(f"| {axis} | {value:g} | {model} | {delta_cell(ft.get('vs_cloud'))} | " + " | ".join(cells)
-                     + f" | {', '.join(auto.get('picks', []))} |")
+        lines.append(
+            f"| {axis} | {value:g} | {model} | {delta_cell(ft.get('vs_cloud'))} | "
+            + " | ".join(cells)
+            + f" | {', '.join(auto.get('picks', []))} |"
+        )
     return "\n".join(lines)
 
 
@@ -103,8 +116,11 @@ def plot_regimes(path: Path, rows: list[dict], correction: str = "ft_lc") -> Pat
     for ax, axis in zip(axs[0], axes_names):
         for k, model in enumerate(models):
             for label, (mode, key, style) in styles.items():
-                pts = [(r["value"], r[key]) for r in rows
-                       if (r["axis"], r["model"], r["mode"]) == (axis, model, mode) and key in r]
+                pts = [
+                    (r["value"], r[key])
+                    for r in rows
+                    if (r["axis"], r["model"], r["mode"]) == (axis, model, mode) and key in r
+                ]
                 if not pts:
                     continue
                 x = [p[0] + 0.02 * k * (max(v for v, _ in pts) or 1) for p in pts]

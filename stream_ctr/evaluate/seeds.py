@@ -30,8 +30,8 @@ Point estimates are plain means over seeds of the per-seed (weighted over users)
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -48,8 +48,14 @@ class SeedUserBootstrap:
     drawn once from ``seed``, so every (model, mode) is resampled alike and differences stay paired.
     """
 
-    def __init__(self, users: Sequence[Sequence[str]], weights: Sequence[np.ndarray], n_boot: int = 1000,
-                 seed: int = 0, level: float = 0.95):
+    def __init__(
+        self,
+        users: Sequence[Sequence[str]],
+        weights: Sequence[np.ndarray],
+        n_boot: int = 1000,
+        seed: int = 0,
+        level: float = 0.95,
+    ):
         if len(users) != len(weights) or not users:
             raise ValueError("need one user list and one weight array per seed, at least one seed")
         self.level = level
@@ -101,8 +107,9 @@ class MultiSeed:
     rows: list[dict]
 
 
-def run_seeds(load_seed: Callable[[int], tuple], cfg, seeds: Sequence[int], dataset: str = "",
-              on_seed: Callable | None = None) -> MultiSeed:
+def run_seeds(
+    load_seed: Callable[[int], tuple], cfg, seeds: Sequence[int], dataset: str = "", on_seed: Callable | None = None
+) -> MultiSeed:
     """Run ``cfg`` once per seed on ``load_seed(seed) -> (events, spec)``; ``on_seed(seed, result)`` is called
     after each seed (to write it out before the next one starts)."""
     from dataclasses import replace
@@ -129,23 +136,33 @@ def summarise(results: list, n_boot: int = 1000, seed: int = 0) -> list[dict]:
     rows = []
     first = results[0]
     for scope, pu in first.per_user.items():
-        boot = SeedUserBootstrap([r.per_user[scope].users for r in results],
-                                 [r.per_user[scope].weights for r in results], n_boot, seed)
+        boot = SeedUserBootstrap(
+            [r.per_user[scope].users for r in results], [r.per_user[scope].weights for r in results], n_boot, seed
+        )
         for model in pu.auc:
             for mode in pu.auc[model]:
                 per = [r.per_user[scope].auc[model][mode] for r in results]
                 seed_rows = [_row(r, model, scope, mode) for r in results]
-                row = {"model": model, "scope": scope, "mode": mode, "seeds": len(results),
-                       "gauc": boot.mean(per), "gauc_ci": list(boot.ci(per)),
-                       "logloss": float(np.mean([x["logloss"] for x in seed_rows])),
-                       "calibration": float(np.mean([x["calibration"] for x in seed_rows])),
-                       "n_users": float(np.mean([x["n_users"] for x in seed_rows]))}
+                row = {
+                    "model": model,
+                    "scope": scope,
+                    "mode": mode,
+                    "seeds": len(results),
+                    "gauc": boot.mean(per),
+                    "gauc_ci": list(boot.ci(per)),
+                    "logloss": float(np.mean([x["logloss"] for x in seed_rows])),
+                    "calibration": float(np.mean([x["calibration"] for x in seed_rows])),
+                    "n_users": float(np.mean([x["n_users"] for x in seed_rows])),
+                }
                 for base in ("cloud", "ft"):
                     if mode in ("cloud", base) or base not in pu.auc[model]:
                         continue
                     d = _diff(results, scope, model, mode, base)
-                    row[f"vs_{base}"] = {"delta": boot.mean(d), "ci": list(boot.ci(d)),
-                                         "per_seed": [_wmean(x, w) for x, w in zip(d, boot.weights)]}
+                    row[f"vs_{base}"] = {
+                        "delta": boot.mean(d),
+                        "ci": list(boot.ci(d)),
+                        "per_seed": [_wmean(x, w) for x, w in zip(d, boot.weights)],
+                    }
                 picks = [x["chosen"].get("pick") for x in seed_rows if x.get("chosen")]
                 if any(picks):
                     row["picks"] = picks

@@ -122,12 +122,24 @@ class SplitData:
         """The whole fine-tune part (fit then val) of the ``k``-th evaluated user."""
         return np.concatenate([self.fit[k], self.val[k]])
 
-    def subset(self, keep: np.ndarray) -> "SplitData":
+    def subset(self, keep: np.ndarray) -> SplitData:
         """The same data restricted to evaluated users at positions ``keep`` (cloud part unchanged)."""
         keep = np.sort(np.asarray(keep, dtype=int))
-        return SplitData(self.ids, self.vals, self.labels, self.user, self.part, self.user_names,
-                         self.evaluated[keep], [self.fit[k] for k in keep], [self.val[k] for k in keep],
-                         [self.test[k] for k in keep], self.skipped_users, self.spec, self.ts)
+        return SplitData(
+            self.ids,
+            self.vals,
+            self.labels,
+            self.user,
+            self.part,
+            self.user_names,
+            self.evaluated[keep],
+            [self.fit[k] for k in keep],
+            [self.val[k] for k in keep],
+            [self.test[k] for k in keep],
+            self.skipped_users,
+            self.spec,
+            self.ts,
+        )
 
 
 def split_events(events, spec: FeatureSpec, protocol: Protocol = Protocol()) -> SplitData:
@@ -158,7 +170,9 @@ def split_events(events, spec: FeatureSpec, protocol: Protocol = Protocol()) -> 
         val.append(parts[2])
         test.append(parts[3])
     if not evaluated:
-        raise ValueError(f"no user has at least {protocol.min_events} events; nothing to evaluate "
-                         f"({skipped} users skipped)")
-    return SplitData(ids, vals, labels, user, part, [str(n) for n in names], np.array(evaluated), fit, val, test,
-                     skipped, spec, ts)
+        raise ValueError(
+            f"no user has at least {protocol.min_events} events; nothing to evaluate ({skipped} users skipped)"
+        )
+    return SplitData(
+        ids, vals, labels, user, part, [str(n) for n in names], np.array(evaluated), fit, val, test, skipped, spec, ts
+    )

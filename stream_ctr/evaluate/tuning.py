@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stream_ctr.quality.metrics import gauc, per_user_auc
 from stream_ctr.evaluate.finetune import trajectory
 from stream_ctr.evaluate.split import SplitData
+from stream_ctr.quality.metrics import gauc, per_user_auc
 
 __all__ = ["FULL_GRID", "Grid", "HEAD_GRID", "Choice", "tune_and_fit"]
 
@@ -59,8 +59,9 @@ def _users(data: SplitData, parts) -> np.ndarray:
     return np.concatenate([data.user[p] for p in parts])
 
 
-def tune_and_fit(scope, data: SplitData, method: str, grid: Grid, shrinkage: float, pg: str = "cloud"
-                 ) -> tuple[np.ndarray, Choice]:
+def tune_and_fit(
+    scope, data: SplitData, method: str, grid: Grid, shrinkage: float, pg: str = "cloud"
+) -> tuple[np.ndarray, Choice]:
     """Pick ``(lr, l2, steps)`` by validation gAUC, refit on fit + val, return (test predictions, choice).
 
     ``pg`` names the global CTR correction aligns to (:meth:`SplitData.priors`): for tuning it is taken at the
@@ -84,6 +85,7 @@ def tune_and_fit(scope, data: SplitData, method: str, grid: Grid, shrinkage: flo
                     best = Choice(lr, l2, steps, float(score), *per_user)
     assert best is not None
     ft_parts = [data.ft(k) for k in range(len(data.evaluated))]
-    (test_pred,) = trajectory(scope, data, ft_parts, data.test, method, best.lr, best.l2, [best.steps],
-                              shrinkage, data.priors(ft_parts, pg))
+    (test_pred,) = trajectory(
+        scope, data, ft_parts, data.test, method, best.lr, best.l2, [best.steps], shrinkage, data.priors(ft_parts, pg)
+    )
     return test_pred, best

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
-from stream_ctr.quality.metrics import per_user_auc, user_key
 from stream_ctr.experiments.assignment import Experiment
 from stream_ctr.experiments.stats import srm_test
+from stream_ctr.quality.metrics import per_user_auc, user_key
 
 __all__ = ["ArmResults", "PendingExposures", "Served", "UNATTRIBUTED"]
 
@@ -104,8 +105,9 @@ class ArmResults:
     def __init__(self, experiment: Experiment, window: int = 20000):
         self.experiment = experiment
         arms = [a.name for a in experiment.arms]
-        self.totals = {arm: dict.fromkeys(("requests", "impressions", "clicks", "users", "score", "logloss"), 0.0)
-                       for arm in arms}
+        self.totals = {
+            arm: dict.fromkeys(("requests", "impressions", "clicks", "users", "score", "logloss"), 0.0) for arm in arms
+        }
         self.windows = {arm: _ArmWindow(window) for arm in arms}
         self.unattributed = dict.fromkeys(UNATTRIBUTED, 0)
         self.gauc = dict.fromkeys(arms, float("nan"))
@@ -137,11 +139,18 @@ class ArmResults:
         for arm, t in self.totals.items():
             n, clicks = t["impressions"], t["clicks"]
             arms[arm] = {k: int(t[k]) for k in ("requests", "impressions", "clicks", "users")} | {
-                "ctr": clicks / n if n else None, "logloss": t["logloss"] / n if n else None,
-                "calibration": t["score"] / clicks if clicks else None, "gauc": _finite(self.gauc[arm])}
+                "ctr": clicks / n if n else None,
+                "logloss": t["logloss"] / n if n else None,
+                "calibration": t["score"] / clicks if clicks else None,
+                "gauc": _finite(self.gauc[arm]),
+            }
         srm = self.srm()
-        return {"experiment": self.experiment.name, "arms": arms, "unattributed": dict(self.unattributed),
-                "srm": {"chi2": float(srm.chi2), "p_value": float(srm.p_value), "alarm": bool(srm.alarm)}}
+        return {
+            "experiment": self.experiment.name,
+            "arms": arms,
+            "unattributed": dict(self.unattributed),
+            "srm": {"chi2": float(srm.chi2), "p_value": float(srm.p_value), "alarm": bool(srm.alarm)},
+        }
 
 
 def _finite(x: float) -> float | None:

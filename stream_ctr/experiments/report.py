@@ -16,14 +16,14 @@ control, and the users per arm are checked against the configured weights (sampl
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 import numpy as np
 
 from stream_ctr.contracts.arms import CONTROL
-from stream_ctr.quality.metrics import calibration, gauc, logloss
 from stream_ctr.experiments.stats import ratio_difference, ratio_estimate, srm_test
+from stream_ctr.quality.metrics import calibration, gauc, logloss
 
 __all__ = ["ArmData", "analyse", "collect", "read_results", "render_markdown"]
 
@@ -52,16 +52,21 @@ class ArmData:
         self.scores.append(score)
 
 
-def collect(exposures: Iterable[Mapping], events: Iterable[tuple[Mapping, float]], window_s: float
-            ) -> dict[str, ArmData]:
+def collect(
+    exposures: Iterable[Mapping], events: Iterable[tuple[Mapping, float]], window_s: float
+) -> dict[str, ArmData]:
     """Join exposure records with ``(event, arrival epoch seconds)`` pairs; only in-experiment users count."""
     served, arms = {}, {}
     for exp in exposures:
         if not exp["in_experiment"]:
             continue
         arms.setdefault(exp["arm"], ArmData()).requested.add(exp["user_id"])
-        served[exp["request_id"]] = (exp["arm"], exp["user_id"], exp["ts"],
-                                     {it["item_id"]: it["score"] for it in exp["items"]})
+        served[exp["request_id"]] = (
+            exp["arm"],
+            exp["user_id"],
+            exp["ts"],
+            {it["item_id"]: it["score"] for it in exp["items"]},
+        )
     for event, arrived in events:
         hit = served.get(event.get("request_id"))
         if hit is None or hit[1] != event["user_id"] or not -_SKEW_S <= arrived - hit[2] <= window_s:
@@ -80,10 +85,15 @@ def analyse(arms: Mapping[str, ArmData], weights: Mapping[str, float]) -> dict:
         t = per_user[arm]
         y, p = np.array(data.clicks, dtype=float), np.array(data.scores, dtype=float)
         ctr = ratio_estimate(t[:, 1], t[:, 0]) if len(t) else None
-        out[arm] = {"users": len(data.requested), "impressions": int(t[:, 0].sum()), "clicks": int(t[:, 1].sum()),
-                    "ctr": ctr, "logloss": logloss(y, p) if len(y) else None,
-                    "calibration": calibration(y, p) if len(y) else None,
-                    "gauc": gauc(np.array(data.row_users, dtype=object), y, p) if len(y) else None}
+        out[arm] = {
+            "users": len(data.requested),
+            "impressions": int(t[:, 0].sum()),
+            "clicks": int(t[:, 1].sum()),
+            "ctr": ctr,
+            "logloss": logloss(y, p) if len(y) else None,
+            "calibration": calibration(y, p) if len(y) else None,
+            "gauc": gauc(np.array(data.row_users, dtype=object), y, p) if len(y) else None,
+        }
     control = CONTROL if CONTROL in arms else next(iter(arms), None)
     for arm in arms:
         if arm != control and out[arm]["ctr"] and out[control]["ctr"]:
@@ -98,19 +108,30 @@ def _f(x, fmt: str = "{:.4f}") -> str:
 
 
 def render_markdown(result: dict, title: str = "A/B experiment") -> str:
-    lines = [f"## {title}", "", "| arm | users | impressions | clicks | CTR [95% CI] | Δ CTR vs "
-             f"{result['control']} [95% CI] | lift | logloss | calibration | gAUC |", "|---|---:|---:|---:|---|---|---|---|---|---|"]
+    lines = [
+        f"## {title}",
+        "",
+        "| arm | users | impressions | clicks | CTR [95% CI] | Δ CTR vs "
+        f"{result['control']} [95% CI] | lift | logloss | calibration | gAUC |",
+        "|---|---:|---:|---:|---|---|---|---|---|---|",
+    ]
     for arm, m in result["arms"].items():
         ctr = m["ctr"]
         ctr_s = f"{ctr.value:.4f} [{ctr.ci[0]:.4f}, {ctr.ci[1]:.4f}]" if ctr else "n/a"
         d = m.get("vs_control")
         lift = f"{d.lift:+.1%}" if d else "—"
-        lines.append(f"| {arm} | {m['users']} | {m['impressions']} | {m['clicks']} | {ctr_s} | {d or '—'} | {lift} | "
-                     f"{_f(m['logloss'])} | {_f(m['calibration'])} | {_f(m['gauc'])} |")
+        lines.append(
+            f"| {arm} | {m['users']} | {m['impressions']} | {m['clicks']} | {ctr_s} | {d or '—'} | {lift} | "
+            f"{_f(m['logloss'])} | {_f(m['calibration'])} | {_f(m['gauc'])} |"
+        )
     srm = result["srm"]
     verdict = "**SRM alarm**: the split does not match the weights" if srm.alarm else "no sample-ratio mismatch"
-    lines += ["", f"Sample-ratio check of users per arm against the configured weights: chi² = {srm.chi2:.2f}, "
-                  f"p = {srm.p_value:.4g} ({verdict}; alarm below p = 0.001). * = the CI excludes 0.", ""]
+    lines += [
+        "",
+        f"Sample-ratio check of users per arm against the configured weights: chi² = {srm.chi2:.2f}, "
+        f"p = {srm.p_value:.4g} ({verdict}; alarm below p = 0.001). * = the CI excludes 0.",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -17,13 +17,13 @@ the caller passes the scorer and the event sink.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Callable
 
 import numpy as np
 
-from stream_ctr.data.synthetic import SyntheticWorld
 from stream_ctr.contracts.events import Event
+from stream_ctr.data.synthetic import SyntheticWorld
 
 __all__ = ["ClosedLoop", "InvalidResponse", "SimConfig", "Tally", "render_markdown"]
 

@@ -1,7 +1,7 @@
 """Per-arm statistics of an online experiment: ratio metrics by the delta method, and the sample-ratio check.
 
-The randomisation unit is the user (:mod:`stream_ctr.experiments.assignment`), but CTR is a ratio over impressions. A user's
-impressions are not independent (they share the user's taste and click habit), so treating them as Bernoulli
+The randomisation unit is the user (:mod:`stream_ctr.experiments.assignment`), but CTR is a ratio over impressions. A
+user's impressions are not independent (they share the user's taste and click habit), so treating them as Bernoulli
 trials understates the variance. The delta method works on per-user sums instead: with ``R = sum(num) /
 sum(den)`` and per-user residuals ``e_i = num_i - R * den_i``,
 
@@ -25,8 +25,8 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 

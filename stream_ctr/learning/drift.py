@@ -58,31 +58,36 @@ class DriftParams:
     """Detector thresholds (settings ``STREAM_CTR_DRIFT_*``); the defaults are calibrated by
     ``tests/stream_ctr/test_drift.py`` on the synthetic stream: no alarm in a long stable stream."""
 
-    block: int = 200                # events averaged into one Page-Hinkley input
-    adwin_delta: float = 0.001      # ADWIN's confidence: smaller = fewer false alarms, later detection
-    loss_threshold: float = 0.5     # Page-Hinkley lambda of the per-arm logloss block means
-    ph_delta: float = 0.005         # Page-Hinkley tolerance: changes smaller than this are not drift
-    warmup_blocks: int = 30         # blocks before a Page-Hinkley test may alarm (the models are still learning)
-    hold_s: float = 600.0           # a signal stays "drifting" this long after its last alarm
-    user_z: float = 3.0             # a user is drifting beyond this many sampling stds (user_z)
+    block: int = 200  # events averaged into one Page-Hinkley input
+    adwin_delta: float = 0.001  # ADWIN's confidence: smaller = fewer false alarms, later detection
+    loss_threshold: float = 0.5  # Page-Hinkley lambda of the per-arm logloss block means
+    ph_delta: float = 0.005  # Page-Hinkley tolerance: changes smaller than this are not drift
+    warmup_blocks: int = 30  # blocks before a Page-Hinkley test may alarm (the models are still learning)
+    hold_s: float = 600.0  # a signal stays "drifting" this long after its last alarm
+    user_z: float = 3.0  # a user is drifting beyond this many sampling stds (user_z)
 
     @classmethod
-    def from_settings(cls, settings) -> "DriftParams":
+    def from_settings(cls, settings) -> DriftParams:
         """The knobs operators tune; ``ph_delta`` and ``warmup_blocks`` keep their defaults."""
         s = settings
-        return cls(block=s.drift_block, adwin_delta=s.drift_adwin_delta, loss_threshold=s.drift_loss_threshold,
-                   hold_s=s.drift_hold_s, user_z=s.user_drift_z)
+        return cls(
+            block=s.drift_block,
+            adwin_delta=s.drift_adwin_delta,
+            loss_threshold=s.drift_loss_threshold,
+            hold_s=s.drift_hold_s,
+            user_z=s.user_drift_z,
+        )
 
 
 @dataclass
 class _Signal:
     detector: object
-    per_event: bool                 # ADWIN takes every value; Page-Hinkley takes block means
+    per_event: bool  # ADWIN takes every value; Page-Hinkley takes block means
     total: float = 0.0
     count: int = 0
     alarms: int = 0
     first_alarm: float | None = None
-    since: float | None = None      # when the current drifting episode began
+    since: float | None = None  # when the current drifting episode began
     last_alarm: float = -math.inf
     history: list = field(default_factory=list)  # the last DriftMonitor.HISTORY alarm times, for the report
 
@@ -97,7 +102,7 @@ class _Signal:
         start = 0
         while start < len(values):
             take = min(block - self.count, len(values) - start)
-            self.total += float(values[start: start + take].sum())
+            self.total += float(values[start : start + take].sum())
             self.count += take
             start += take
             if self.count == block:
@@ -120,9 +125,12 @@ class DriftMonitor:
         p = params
         self._signals = {"global_ctr": _Signal(river_drift.ADWIN(delta=p.adwin_delta), per_event=True)}
         for arm in self.arms:
-            self._signals[f"logloss_{arm}"] = _Signal(river_drift.PageHinkley(
-                threshold=p.loss_threshold, mode="up", min_instances=p.warmup_blocks, delta=p.ph_delta),
-                per_event=False)
+            self._signals[f"logloss_{arm}"] = _Signal(
+                river_drift.PageHinkley(
+                    threshold=p.loss_threshold, mode="up", min_instances=p.warmup_blocks, delta=p.ph_delta
+                ),
+                per_event=False,
+            )
 
     def observe(self, labels: np.ndarray, losses: dict[str, np.ndarray], now: float) -> list[str]:
         """One batch of applied events: their labels and each arm's per-event logloss, at time ``now``. Returns
@@ -156,7 +164,7 @@ class DriftMonitor:
         if sig.since is None or now - sig.last_alarm > self.params.hold_s:
             sig.since = now
         sig.last_alarm = now
-        sig.history = [*sig.history[-(self.HISTORY - 1):], now]
+        sig.history = [*sig.history[-(self.HISTORY - 1) :], now]
 
     def state(self, now: float) -> dict[str, dict]:
         """Per signal: ``alarms`` so far, the ``first_alarm`` time, whether it is ``drifting`` at ``now`` and
@@ -164,6 +172,11 @@ class DriftMonitor:
         out = {}
         for name, sig in self._signals.items():
             drifting = now - sig.last_alarm <= self.params.hold_s
-            out[name] = {"alarms": sig.alarms, "first_alarm": sig.first_alarm, "drifting": drifting,
-                         "since": sig.since if drifting else None, "alarm_times": list(sig.history)}
+            out[name] = {
+                "alarms": sig.alarms,
+                "first_alarm": sig.first_alarm,
+                "drifting": drifting,
+                "since": sig.since if drifting else None,
+                "alarm_times": list(sig.history),
+            }
         return out

@@ -42,7 +42,7 @@ class HeadParams:
     correction: str = "lc"
 
     @classmethod
-    def from_settings(cls, s) -> "HeadParams":
+    def from_settings(cls, s) -> HeadParams:
         return cls(s.ctr_window, s.shrinkage, s.head_lr, s.head_l2, s.head_steps, s.correction)
 
 
@@ -50,15 +50,23 @@ def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
 
 
-def head_logits(b: np.ndarray, w: np.ndarray, rows: np.ndarray | slice, g: np.ndarray, h: np.ndarray
-                ) -> np.ndarray:
+def head_logits(b: np.ndarray, w: np.ndarray, rows: np.ndarray | slice, g: np.ndarray, h: np.ndarray) -> np.ndarray:
     """``g + b + h . w`` per event, where event ``i`` uses head ``rows[i]`` of the stacked biases ``b [U]`` and
     weights ``w [U, d]`` (``slice(None)``: head ``i``)."""
     return g + b[rows] + np.einsum("nd,nd->n", h, w[rows])
 
 
-def learn_rows(b: np.ndarray, w: np.ndarray, counts: np.ndarray, g: np.ndarray, h: np.ndarray, targets: Targets,
-               lr: float, l2: float, steps: int) -> None:
+def learn_rows(
+    b: np.ndarray,
+    w: np.ndarray,
+    counts: np.ndarray,
+    g: np.ndarray,
+    h: np.ndarray,
+    targets: Targets,
+    lr: float,
+    l2: float,
+    steps: int,
+) -> None:
     """Train ``U`` heads at once, in place: row ``u`` of ``b [U]`` and ``w [U, d]`` takes ``steps`` gradient steps
     of weighted cross-entropy on its own ``counts[u]`` events, which lie contiguous (user 0's first) in ``g``,
     ``h`` and ``targets``. Each head's step is the mean over its events, as if it were trained alone: one gather,
@@ -79,6 +87,7 @@ def learn_rows(b: np.ndarray, w: np.ndarray, counts: np.ndarray, g: np.ndarray, 
 
         def mean(x):
             return np.add.reduceat(x, starts, axis=0) / n.reshape(-1, *([1] * (x.ndim - 1)))
+
     for _ in range(steps):
         logit = head_logits(b, w, rows, g, h)
         err = wts * (sigmoid(logit + targets.logit_offset) - y)

@@ -16,7 +16,8 @@ the disk, memory, and in the agents the broker) are raised at once, never blamed
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 __all__ = ["FATAL", "isolate"]
 
@@ -26,8 +27,9 @@ T = TypeVar("T")
 FATAL: tuple[type[BaseException], ...] = (OSError, MemoryError)
 
 
-def isolate(items: Sequence[T], fn: Callable[[Sequence[T]], object],
-            fatal: tuple[type[BaseException], ...] = FATAL) -> list[tuple[T, Exception]]:
+def isolate(
+    items: Sequence[T], fn: Callable[[Sequence[T]], object], fatal: tuple[type[BaseException], ...] = FATAL
+) -> list[tuple[T, Exception]]:
     """Process ``items`` with ``fn``; returns the items that raise on their own, each with its exception."""
     if not items:
         return []

@@ -15,18 +15,18 @@ and ``ft_lc`` (a head fine-tuned on label-corrected targets).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import MutableMapping, Sequence
 
 import numpy as np
 
 from stream_ctr.contracts.arms import ARMS, FINE_TUNED
+from stream_ctr.contracts.events import Event
 from stream_ctr.learning.correction import correct
 from stream_ctr.learning.drift import DriftParams, user_z
-from stream_ctr.contracts.events import Event
 from stream_ctr.learning.heads import HeadParams, learn_rows, sigmoid
-from stream_ctr.models.snapshot import LoadedModel
 from stream_ctr.learning.state import UserState
+from stream_ctr.models.snapshot import LoadedModel
 
 __all__ = ["BatchResult", "test_then_train"]
 
@@ -50,9 +50,12 @@ class BatchResult:
         """``(users, labels, {arm: probs})`` as flat arrays, one row per applied event."""
         if not self.users:
             empty = np.zeros(0, np.float32)
-            return np.array([], dtype=object), empty, {arm: empty for arm in ARMS}
-        return (np.array(self.users, dtype=object), np.concatenate(self.labels),
-                {arm: np.concatenate(p) for arm, p in self.preds.items()})
+            return np.array([], dtype=object), empty, dict.fromkeys(ARMS, empty)
+        return (
+            np.array(self.users, dtype=object),
+            np.concatenate(self.labels),
+            {arm: np.concatenate(p) for arm, p in self.preds.items()},
+        )
 
 
 def test_then_train(
@@ -113,8 +116,18 @@ def _waves(counts: np.ndarray):
         yield j, np.flatnonzero(counts > j)
 
 
-def _test_then_train_wave(wave, starts: np.ndarray, y: np.ndarray, g: np.ndarray, h: np.ndarray, p_g: float,
-                          ctrs: list, heads: dict, preds: dict, params: HeadParams) -> float:
+def _test_then_train_wave(
+    wave,
+    starts: np.ndarray,
+    y: np.ndarray,
+    g: np.ndarray,
+    h: np.ndarray,
+    p_g: float,
+    ctrs: list,
+    heads: dict,
+    preds: dict,
+    params: HeadParams,
+) -> float:
     """Score wave ``(j, users)`` with every head as it stands, then learn it: the users' rolling CTRs first, so
     ``p_u`` reflects the sample being fine-tuned on, then each arm's step on its (corrected) targets. Writes the
     heads in ``heads`` and the CTRs in ``ctrs`` (copies: the batch's states change only at the scatter); returns
@@ -123,8 +136,7 @@ def _test_then_train_wave(wave, starts: np.ndarray, y: np.ndarray, g: np.ndarray
     at = starts[who] + j
     for u, label in zip(who.tolist(), y[at].tolist()):
         ctrs[u].update(label)
-    p_u = np.fromiter((ctrs[u].estimate(p_g, params.shrinkage) for u in who.tolist()), dtype=np.float64,
-                      count=len(who))
+    p_u = np.fromiter((ctrs[u].estimate(p_g, params.shrinkage) for u in who.tolist()), dtype=np.float64, count=len(who))
     seen = np.fromiter((ctrs[u].window_n for u in who.tolist()), dtype=np.float64, count=len(who))
     ones, ga, ha, ya = np.ones(len(who), dtype=np.int64), g[at], h[at], y[at]
     shift = 0.0
@@ -141,8 +153,16 @@ def _test_then_train_wave(wave, starts: np.ndarray, y: np.ndarray, g: np.ndarray
     return shift
 
 
-def _scatter(groups: dict[str, list[tuple[Event, int]]], user_states: list[UserState], ctrs: list, heads: dict,
-             model: LoadedModel, states: MutableMapping[str, UserState], band_z: float, result: BatchResult) -> None:
+def _scatter(
+    groups: dict[str, list[tuple[Event, int]]],
+    user_states: list[UserState],
+    ctrs: list,
+    heads: dict,
+    model: LoadedModel,
+    states: MutableMapping[str, UserState],
+    band_z: float,
+    result: BatchResult,
+) -> None:
     """Write each user's learned heads, rolling CTR, last offset and drift back into its state, and the state into
     ``states``: one write per user per batch (one changelog record in Faust). The only step that changes a state."""
     p_g = model.snapshot.global_ctr
@@ -160,8 +180,9 @@ def _scatter(groups: dict[str, list[tuple[Event, int]]], user_states: list[UserS
         result.z[uid] = z
 
 
-def _fresh_by_user(records: Sequence[tuple[Event, int]], states: MutableMapping[str, UserState],
-                   result: BatchResult) -> tuple[dict[str, list[tuple[Event, int]]], dict[str, UserState | None]]:
+def _fresh_by_user(
+    records: Sequence[tuple[Event, int]], states: MutableMapping[str, UserState], result: BatchResult
+) -> tuple[dict[str, list[tuple[Event, int]]], dict[str, UserState | None]]:
     """The records past each user's last applied offset, grouped by user in arrival order (redeliveries counted in
     ``result.duplicates``), and each user's state as read."""
     groups: dict[str, list[tuple[Event, int]]] = defaultdict(list)

@@ -35,7 +35,7 @@ class UserCTR:
         self.clicks = 0
         self.size = window
         self._bits = 0  # bit i = the label i events ago (bit 0 = newest)
-        self._k = 0     # labels currently in the window
+        self._k = 0  # labels currently in the window
 
     def update(self, label: int) -> None:
         label = int(label)
@@ -50,14 +50,14 @@ class UserCTR:
         if not m:
             return
         packed = 0
-        for label in labels[-self.size:].tolist():  # only the newest ``size`` can stay in the window
+        for label in labels[-self.size :].tolist():  # only the newest ``size`` can stay in the window
             packed = (packed << 1) | (label > 0.5)
         self.n += m
         self.clicks += int(np.count_nonzero(labels))
         self._k = min(self._k + m, self.size)
         self._bits = ((self._bits << min(m, self.size)) | packed) & ((1 << self.size) - 1)
 
-    def copy(self) -> "UserCTR":
+    def copy(self) -> UserCTR:
         twin = UserCTR(self.size)
         twin.n, twin.clicks, twin._bits, twin._k = self.n, self.clicks, self._bits, self._k
         return twin
@@ -91,9 +91,9 @@ class UserCTR:
         return _HEADER.pack(self.n, self.clicks, self._k) + self._bits.to_bytes((self._k + 7) // 8, "little")
 
     @classmethod
-    def from_bytes(cls, data: bytes, window: int) -> "UserCTR":
+    def from_bytes(cls, data: bytes, window: int) -> UserCTR:
         n, clicks, k = _HEADER.unpack_from(data)
-        bits = int.from_bytes(data[_HEADER.size: _HEADER.size + (k + 7) // 8], "little")
+        bits = int.from_bytes(data[_HEADER.size : _HEADER.size + (k + 7) // 8], "little")
         ctr = cls(window)
         ctr.n, ctr.clicks, ctr._k = n, clicks, min(k, window)
         ctr._bits = bits & ((1 << window) - 1)

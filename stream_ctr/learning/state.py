@@ -43,7 +43,7 @@ class UserState:
     drift_since: float = 0.0
 
     @classmethod
-    def new(cls, window: int, rep_dim: int, arms: tuple[str, ...]) -> "UserState":
+    def new(cls, window: int, rep_dim: int, arms: tuple[str, ...]) -> UserState:
         return cls(UserCTR(window), {arm: UserHead(rep_dim) for arm in arms}, window)
 
     def reanchor(self, version: int, rep_dim: int) -> None:
@@ -89,8 +89,16 @@ class UserState:
 
     def to_bytes(self) -> bytes:
         parts = [
-            _HEADER.pack(_MAGIC, self.last_offset, self.anchor_version, self.reanchors, self.window, len(self.heads),
-                         self.experiment_key, self.drift_since)
+            _HEADER.pack(
+                _MAGIC,
+                self.last_offset,
+                self.anchor_version,
+                self.reanchors,
+                self.window,
+                len(self.heads),
+                self.experiment_key,
+                self.drift_since,
+            )
         ]
         for arm, head in self.heads.items():
             name = arm.encode()
@@ -100,7 +108,7 @@ class UserState:
         return b"".join(parts)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "UserState":
+    def from_bytes(cls, data: bytes) -> UserState:
         header = {b"U1": _HEADER_U1, b"U2": _HEADER_U2, _MAGIC: _HEADER}.get(data[:2])
         if header is None:
             raise ValueError(f"not a UserState record (magic {data[:2]!r})")
@@ -113,10 +121,10 @@ class UserState:
         heads = {}
         for _ in range(n_heads):
             k = data[off]
-            arm = data[off + 1: off + 1 + k].decode()
+            arm = data[off + 1 : off + 1 + k].decode()
             head = UserHead(0)
             off = head.load_bytes(data, off + 1 + k)
             heads[arm] = head
         (k,) = struct.unpack_from("<H", data, off)
-        ctr = UserCTR.from_bytes(data[off + 2: off + 2 + k], window)
+        ctr = UserCTR.from_bytes(data[off + 2 : off + 2 + k], window)
         return cls(ctr, heads, window, last_offset, anchor, reanchors, exp, since)

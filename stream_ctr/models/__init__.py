@@ -16,9 +16,7 @@ from stream_ctr.models.wide_deep import WideDeep
 
 __all__ = ["CTRModel", "FAMILIES", "ModelConfig", "build_model", "embedding_tables", "infer", "train_step"]
 
-FAMILIES: dict[str, type[CTRModel]] = {
-    cls.family: cls for cls in (LogisticRegression, FM, WideDeep, DeepFM, DCNv2)
-}
+FAMILIES: dict[str, type[CTRModel]] = {cls.family: cls for cls in (LogisticRegression, FM, WideDeep, DeepFM, DCNv2)}
 
 
 def build_model(cfg: ModelConfig, seed: int | None = None) -> CTRModel:

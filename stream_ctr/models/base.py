@@ -14,8 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["CTRModel", "DeepModel", "EmbeddingModel", "ModelConfig", "embedding_tables", "infer", "mlp",
-           "train_step"]
+__all__ = ["CTRModel", "DeepModel", "EmbeddingModel", "ModelConfig", "embedding_tables", "infer", "mlp", "train_step"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         return cls(**{**d, "hidden": tuple(d["hidden"])})
 
 
@@ -107,8 +106,9 @@ def fm_interaction(v: torch.Tensor) -> torch.Tensor:
     return 0.5 * (v.sum(1).pow(2) - v.pow(2).sum(1))
 
 
-def train_step(model: CTRModel, optimizer: torch.optim.Optimizer, ids: torch.Tensor, vals: torch.Tensor,
-               labels: torch.Tensor) -> float:
+def train_step(
+    model: CTRModel, optimizer: torch.optim.Optimizer, ids: torch.Tensor, vals: torch.Tensor, labels: torch.Tensor
+) -> float:
     """One optimiser step of binary cross-entropy on a mini-batch; returns the batch loss. The global trainer
     and the offline cloud model both train through this."""
     model.train()
@@ -130,8 +130,9 @@ def infer(model: CTRModel, ids: np.ndarray, vals: np.ndarray, batch: int = 8192)
     device = model.bias.device
     gs, hs = [], []
     for lo in range(0, len(ids), batch):
-        g, h = model(torch.from_numpy(ids[lo: lo + batch]).to(device),
-                     torch.from_numpy(vals[lo: lo + batch]).to(device))
+        g, h = model(
+            torch.from_numpy(ids[lo : lo + batch]).to(device), torch.from_numpy(vals[lo : lo + batch]).to(device)
+        )
         gs.append(g.float().cpu().numpy())
         hs.append(h.float().cpu().numpy())
     if not gs:

@@ -59,7 +59,7 @@ class Delta:
     trained_ts: float = 0.0
 
     @classmethod
-    def of(cls, model: CTRModel, rows: np.ndarray, with_dense: bool, **meta) -> "Delta":
+    def of(cls, model: CTRModel, rows: np.ndarray, with_dense: bool, **meta) -> Delta:
         """The delta of ``model``'s current weights at table rows ``rows`` (unique ids), with the dense tensors
         when ``with_dense``; ``meta`` names the version fields."""
         tables = embedding_tables(model)
@@ -75,8 +75,9 @@ class Delta:
         with torch.no_grad():
             for key, (ids, values) in self.rows.items():
                 target = state[key]
-                target.index_copy_(0, torch.from_numpy(ids).to(target.device),
-                                   torch.from_numpy(values).to(target.device))
+                target.index_copy_(
+                    0, torch.from_numpy(ids).to(target.device), torch.from_numpy(values).to(target.device)
+                )
             for key, value in (self.dense or {}).items():
                 state[key].copy_(torch.from_numpy(value))
 
@@ -85,30 +86,46 @@ class Delta:
         arrays += [(f"values:{k}", values) for k, (_, values) in self.rows.items()]
         arrays += [(f"dense:{k}", v) for k, v in (self.dense or {}).items()]
         arrays = [(name, np.ascontiguousarray(a)) for name, a in arrays]
-        header = orjson.dumps({
-            "version": self.version, "base": self.base, "global_ctr": self.global_ctr, "samples": self.samples,
-            "offsets": {str(p): o for p, o in self.offsets.items()}, "published_at": self.published_at,
-            "trained_ts": self.trained_ts, "dense": self.dense is not None,
-            "arrays": [[name, a.dtype.str, list(a.shape)] for name, a in arrays],
-        })
+        header = orjson.dumps(
+            {
+                "version": self.version,
+                "base": self.base,
+                "global_ctr": self.global_ctr,
+                "samples": self.samples,
+                "offsets": {str(p): o for p, o in self.offsets.items()},
+                "published_at": self.published_at,
+                "trained_ts": self.trained_ts,
+                "dense": self.dense is not None,
+                "arrays": [[name, a.dtype.str, list(a.shape)] for name, a in arrays],
+            }
+        )
         return b"".join([_MAGIC, struct.pack("<I", len(header)), header, *(a.tobytes() for _, a in arrays)])
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Delta":
+    def from_bytes(cls, data: bytes) -> Delta:
         if not is_delta(data):
             raise ValueError("not a stream-ctr model delta")
         (n,) = struct.unpack_from("<I", data, len(_MAGIC))
         pos = len(_MAGIC) + 4
-        h = orjson.loads(data[pos: pos + n])
+        h = orjson.loads(data[pos : pos + n])
         pos += n
         arrays = {}
         for name, dtype, shape in h["arrays"]:
             count = int(np.prod(shape))
             arrays[name] = np.frombuffer(data, np.dtype(dtype), count, pos).reshape(shape).copy()
             pos += arrays[name].nbytes
-        group = {kind: {name.split(":", 1)[1]: a for name, a in arrays.items() if name.startswith(kind + ":")}
-                 for kind in ("rows", "values", "dense")}
-        return cls(int(h["version"]), int(h["base"]), float(h["global_ctr"]), int(h["samples"]),
-                   {int(p): int(o) for p, o in h["offsets"].items()}, float(h["published_at"]),
-                   {k: (ids, group["values"][k]) for k, ids in group["rows"].items()},
-                   group["dense"] if h["dense"] else None, float(h.get("trained_ts", 0.0)))
+        group = {
+            kind: {name.split(":", 1)[1]: a for name, a in arrays.items() if name.startswith(kind + ":")}
+            for kind in ("rows", "values", "dense")
+        }
+        return cls(
+            int(h["version"]),
+            int(h["base"]),
+            float(h["global_ctr"]),
+            int(h["samples"]),
+            {int(p): int(o) for p, o in h["offsets"].items()},
+            float(h["published_at"]),
+            {k: (ids, group["values"][k]) for k, ids in group["rows"].items()},
+            group["dense"] if h["dense"] else None,
+            float(h.get("trained_ts", 0.0)),
+        )

@@ -16,9 +16,9 @@ import numpy as np
 import orjson
 import torch
 
-from stream_ctr.models.delta import Delta, is_delta
 from stream_ctr.contracts.features import FeatureSpec, HashingEncoder
 from stream_ctr.models import CTRModel, ModelConfig, build_model, infer
+from stream_ctr.models.delta import Delta, is_delta
 
 __all__ = ["LoadedModel", "Snapshot", "SnapshotHolder", "decode_update"]
 
@@ -45,37 +45,50 @@ class Snapshot:
         return self.model_cfg.family
 
     def to_bytes(self) -> bytes:
-        header = orjson.dumps({
-            "version": self.version, "model": self.model_cfg.to_dict(), "features": self.spec.to_dict(),
-            "global_ctr": self.global_ctr, "samples": self.samples,
-            "offsets": {str(p): o for p, o in self.offsets.items()}, "published_at": self.published_at,
-            "trained_ts": self.trained_ts,
-        })
+        header = orjson.dumps(
+            {
+                "version": self.version,
+                "model": self.model_cfg.to_dict(),
+                "features": self.spec.to_dict(),
+                "global_ctr": self.global_ctr,
+                "samples": self.samples,
+                "offsets": {str(p): o for p, o in self.offsets.items()},
+                "published_at": self.published_at,
+                "trained_ts": self.trained_ts,
+            }
+        )
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in self.state_dict.items()}, buf)
         return _MAGIC + struct.pack("<I", len(header)) + header + buf.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Snapshot":
+    def from_bytes(cls, data: bytes) -> Snapshot:
         if not data.startswith(_MAGIC):
             raise ValueError("not a stream-ctr model snapshot")
         (n,) = struct.unpack_from("<I", data, len(_MAGIC))
         start = len(_MAGIC) + 4
-        h = orjson.loads(data[start: start + n])
-        weights = torch.load(io.BytesIO(data[start + n:]), weights_only=True)
-        return cls(h["version"], ModelConfig.from_dict(h["model"]), FeatureSpec.from_dict(h["features"]),
-                   float(h["global_ctr"]), int(h["samples"]), weights,
-                   {int(p): int(o) for p, o in h.get("offsets", {}).items()}, float(h.get("published_at", 0.0)),
-                   float(h.get("trained_ts", 0.0)))
+        h = orjson.loads(data[start : start + n])
+        weights = torch.load(io.BytesIO(data[start + n :]), weights_only=True)
+        return cls(
+            h["version"],
+            ModelConfig.from_dict(h["model"]),
+            FeatureSpec.from_dict(h["features"]),
+            float(h["global_ctr"]),
+            int(h["samples"]),
+            weights,
+            {int(p): int(o) for p, o in h.get("offsets", {}).items()},
+            float(h.get("published_at", 0.0)),
+            float(h.get("trained_ts", 0.0)),
+        )
 
-    def build(self) -> "LoadedModel":
+    def build(self) -> LoadedModel:
         model = build_model(self.model_cfg)
         model.load_state_dict(self.state_dict)
         model.eval()
         return LoadedModel(self, model, HashingEncoder(self.spec))
 
 
-def decode_update(data: bytes) -> "Snapshot | Delta":
+def decode_update(data: bytes) -> Snapshot | Delta:
     """A record of the model's update chain: a :class:`~stream_ctr.models.delta.Delta` or a full :class:`Snapshot`."""
     return Delta.from_bytes(data) if is_delta(data) else Snapshot.from_bytes(data)
 
@@ -96,16 +109,23 @@ class LoadedModel:
     def rep_dim(self) -> int:
         return self.model.rep_dim
 
-    def advanced(self, delta: Delta) -> "LoadedModel":
+    def advanced(self, delta: Delta) -> LoadedModel:
         """This model moved to ``delta``'s version, which must be based on this one. The weights change in place
         (a few rows: cheap enough for the event loop, where no scoring runs concurrently); the returned object
         carries the new version and counts."""
         if delta.base != self.version:
             raise ValueError(f"delta v{delta.version} is based on v{delta.base}, not on v{self.version}")
         delta.apply_to(self.model)
-        snapshot = replace(self.snapshot, version=delta.version, global_ctr=delta.global_ctr, samples=delta.samples,
-                           offsets=dict(delta.offsets), published_at=delta.published_at,
-                           trained_ts=delta.trained_ts, state_dict=self.model.state_dict())
+        snapshot = replace(
+            self.snapshot,
+            version=delta.version,
+            global_ctr=delta.global_ctr,
+            samples=delta.samples,
+            offsets=dict(delta.offsets),
+            published_at=delta.published_at,
+            trained_ts=delta.trained_ts,
+            state_dict=self.model.state_dict(),
+        )
         return LoadedModel(snapshot, self.model, self.encoder)
 
     def forward(self, events) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ brings; a user who comes back re-enters on the next event, state intact in the t
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
@@ -32,8 +32,9 @@ class ActiveUsers:
         # user -> (|p_u - p_g|, |z|, partition, last seen), least recently seen first
         self._users: OrderedDict[str, tuple[float, float, int, float]] = OrderedDict()
 
-    def touch(self, gaps: Mapping[str, float], z: Mapping[str, float], partitions: Mapping[str, int],
-              now: float) -> None:
+    def touch(
+        self, gaps: Mapping[str, float], z: Mapping[str, float], partitions: Mapping[str, int], now: float
+    ) -> None:
         """The users of a batch were active at ``now`` with these ``gaps`` (p_u - p_g) and ``z`` scores on these
         ``partitions``."""
         for user, gap in gaps.items():

@@ -25,7 +25,7 @@ label ``scored`` = ``event`` | ``request``) in fixed memory: exact counts of eve
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
@@ -75,8 +75,14 @@ class Staleness:
             if p not in partitions:
                 self.read[p] = -1
 
-    def events(self, model_offsets: Mapping[int, int], trained_ts: float, partitions: Sequence[int],
-               offsets: Sequence[int], ts: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    def events(
+        self,
+        model_offsets: Mapping[int, int],
+        trained_ts: float,
+        partitions: Sequence[int],
+        offsets: Sequence[int],
+        ts: Sequence[float],
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The staleness of events read in this order (``partitions``, ``offsets``, ``ts`` aligned) and scored by
         a model at ``model_offsets`` / ``trained_ts``: ``(samples, seconds)``, counted and returned."""
         part = np.asarray(partitions, dtype=np.int64)
@@ -109,8 +115,9 @@ class Staleness:
     def covers(self, model_offsets: Mapping[int, int]) -> bool:
         """Whether this worker has read every event that a model at ``model_offsets`` learned, on each partition it
         reads: a worker that applies only such models scores every event before its model learns it."""
-        return all(o <= self.read[p] for p, o in model_offsets.items()
-                   if 0 <= p < self.partitions and self.read[p] >= 0)
+        return all(
+            o <= self.read[p] for p, o in model_offsets.items() if 0 <= p < self.partitions and self.read[p] >= 0
+        )
 
     def request(self, model_offsets: Mapping[int, int], trained_ts: float, n: int = 1) -> tuple[int, float]:
         """The staleness of ``n`` scoring requests answered now with that model, counted and returned."""
@@ -143,21 +150,35 @@ class Staleness:
 
     def collect(self):
         """The two histograms, for a Prometheus collector."""
-        samples = HistogramMetricFamily("stream_ctr_model_staleness_samples", "Events the model in use had not "
-                                        "learned when it scored an event or a request", labels=["scored"])
-        seconds = HistogramMetricFamily("stream_ctr_model_staleness_seconds", "Event time between the newest "
-                                        "event the model in use learned and the event (or the newest read, for a "
-                                        "request) it scored", labels=["scored"])
+        samples = HistogramMetricFamily(
+            "stream_ctr_model_staleness_samples",
+            "Events the model in use had not learned when it scored an event or a request",
+            labels=["scored"],
+        )
+        seconds = HistogramMetricFamily(
+            "stream_ctr_model_staleness_seconds",
+            "Event time between the newest "
+            "event the model in use learned and the event (or the newest read, for a "
+            "request) it scored",
+            labels=["scored"],
+        )
         for scored, c in self.counts.items():
             cum = np.cumsum(c.samples)
-            samples.add_metric([scored], [(str(b), int(cum[b])) for b in SAMPLE_BUCKETS] + [("+Inf", int(cum[-1]))],
-                               c.samples_sum)
+            samples.add_metric(
+                [scored], [(str(b), int(cum[b])) for b in SAMPLE_BUCKETS] + [("+Inf", int(cum[-1]))], c.samples_sum
+            )
             cum_s = np.cumsum(c.seconds)
-            seconds.add_metric([scored], [(str(b), int(cum_s[i])) for i, b in enumerate(SECOND_BUCKETS)]
-                               + [("+Inf", int(cum_s[-1]))], c.seconds_sum)
+            seconds.add_metric(
+                [scored],
+                [(str(b), int(cum_s[i])) for i, b in enumerate(SECOND_BUCKETS)] + [("+Inf", int(cum_s[-1]))],
+                c.seconds_sum,
+            )
         yield samples
         yield seconds
-        ahead = CounterMetricFamily("stream_ctr_model_ahead_events", "Events scored by a model that had already "
-                                    "learned them (the trainer ran ahead of this worker): not test-then-train")
+        ahead = CounterMetricFamily(
+            "stream_ctr_model_ahead_events",
+            "Events scored by a model that had already "
+            "learned them (the trainer ran ahead of this worker): not test-then-train",
+        )
         ahead.add_metric([], self.ahead)
         yield ahead

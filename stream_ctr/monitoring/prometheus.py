@@ -13,13 +13,20 @@ import logging
 import time
 
 import numpy as np
-from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics,
-                               generate_latest)
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from stream_ctr.monitoring.active_users import ActiveUsers
-from stream_ctr.learning.drift import DriftMonitor, DriftParams, signals
 from stream_ctr.contracts.events import DLQ_REASONS
+from stream_ctr.learning.drift import DriftMonitor, DriftParams, signals
+from stream_ctr.monitoring.active_users import ActiveUsers
 from stream_ctr.quality.online_metrics import OnlineMetrics
 
 __all__ = ["DRIFT_BUCKETS", "Z_BUCKETS", "ServingMetrics", "TrainerMetrics", "WorkerMetrics"]
@@ -31,13 +38,15 @@ disable_created_metrics()  # the *_created series only add noise to every counte
 #: Upper bounds of |p_u - p_g| buckets.
 DRIFT_BUCKETS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7)
 #: Upper bounds of |z| buckets (:func:`stream_ctr.learning.drift.user_z`: the gap in the user's own sampling stds).
+DEFAULT_DRIFT = DriftParams()
 Z_BUCKETS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 10.0)
 
 
 def _scrape_histogram(name: str, doc: str, values: np.ndarray, buckets) -> HistogramMetricFamily:
     h = HistogramMetricFamily(name, doc)
-    h.add_metric([], [(str(b), int((values <= b).sum())) for b in buckets] + [("+Inf", len(values))],
-                 float(values.sum()))
+    h.add_metric(
+        [], [(str(b), int((values <= b).sum())) for b in buckets] + [("+Inf", len(values))], float(values.sum())
+    )
     return h
 
 
@@ -46,9 +55,12 @@ class _LagGauge:
     the partitions of the last reading only (a partition that moved away leaves the gauge)."""
 
     def __init__(self, registry: CollectorRegistry):
-        self.gauge = Gauge("stream_ctr_consumer_lag_events", "Events on a topic not yet consumed (end offset - "
-                           "committed offset, per partition this process owns)", ["topic", "group", "partition"],
-                           registry=registry)
+        self.gauge = Gauge(
+            "stream_ctr_consumer_lag_events",
+            "Events on a topic not yet consumed (end offset - committed offset, per partition this process owns)",
+            ["topic", "group", "partition"],
+            registry=registry,
+        )
         self._labels: set[tuple[str, str, str]] = set()
 
     def read(self, topic: str, group: str, lags: dict[int, tuple[int, int]]) -> None:
@@ -64,27 +76,43 @@ class _LagGauge:
 class _WorkerCollector:
     """Collects the scrape-time families: drift histogram and per-arm online metrics."""
 
-    def __init__(self, owner: "WorkerMetrics"):
+    def __init__(self, owner: WorkerMetrics):
         self.owner = owner
 
     def collect(self):
         owner = self.owner
         drift, z = owner.active.drifts(), owner.active.zscores()
-        yield _scrape_histogram("stream_ctr_user_ctr_drift", "|local CTR - global CTR| across active users: a "
-                                "point-in-time distribution rebuilt at every scrape (one sample per user), so rate() "
-                                "over it means nothing", drift, DRIFT_BUCKETS)
-        yield _scrape_histogram("stream_ctr_user_drift_z", "|window CTR - global CTR| / sqrt(p_g (1 - p_g) / n) "
-                                "of active users, n their window events (point in time, like "
-                                "stream_ctr_user_ctr_drift)", z, Z_BUCKETS)
-        yield GaugeMetricFamily("stream_ctr_users", "Users active on this worker within STREAM_CTR_USER_IDLE_S "
-                                "(at most STREAM_CTR_ACTIVE_USERS_MAX)", value=len(drift))
-        yield GaugeMetricFamily("stream_ctr_users_drifting", "Active users whose window CTR lies beyond "
-                                "STREAM_CTR_USER_DRIFT_Z sampling stds of the global CTR",
-                                value=owner.users_drifting())
+        yield _scrape_histogram(
+            "stream_ctr_user_ctr_drift",
+            "|local CTR - global CTR| across active users: a "
+            "point-in-time distribution rebuilt at every scrape (one sample per user), so rate() "
+            "over it means nothing",
+            drift,
+            DRIFT_BUCKETS,
+        )
+        yield _scrape_histogram(
+            "stream_ctr_user_drift_z",
+            "|window CTR - global CTR| / sqrt(p_g (1 - p_g) / n) "
+            "of active users, n their window events (point in time, like "
+            "stream_ctr_user_ctr_drift)",
+            z,
+            Z_BUCKETS,
+        )
+        yield GaugeMetricFamily(
+            "stream_ctr_users",
+            "Users active on this worker within STREAM_CTR_USER_IDLE_S (at most STREAM_CTR_ACTIVE_USERS_MAX)",
+            value=len(drift),
+        )
+        yield GaugeMetricFamily(
+            "stream_ctr_users_drifting",
+            "Active users whose window CTR lies beyond STREAM_CTR_USER_DRIFT_Z sampling stds of the global CTR",
+            value=owner.users_drifting(),
+        )
         yield from self._detectors(owner.drift.state(time.time()))
 
-        gauc = GaugeMetricFamily("stream_ctr_arm_gauc", "Online gAUC per arm (test-then-train)",
-                                 labels=["arm", "scope"])
+        gauc = GaugeMetricFamily(
+            "stream_ctr_arm_gauc", "Online gAUC per arm (test-then-train)", labels=["arm", "scope"]
+        )
         loss = GaugeMetricFamily("stream_ctr_arm_logloss", "Online logloss per arm", labels=["arm", "scope"])
         rows = GaugeMetricFamily("stream_ctr_arm_predictions", "Predictions in the scope", labels=["scope"])
         for scope in ("window", "lifetime"):
@@ -99,10 +127,16 @@ class _WorkerCollector:
 
     @staticmethod
     def _detectors(state: dict[str, dict]):
-        detected = GaugeMetricFamily("stream_ctr_drift_detected", "1 while a drift detector's signal is drifting "
-                                     "(an alarm within STREAM_CTR_DRIFT_HOLD_S), else 0", labels=["signal"])
-        since = GaugeMetricFamily("stream_ctr_drift_since_timestamp_seconds", "Unix time the signal's current "
-                                  "drifting episode began (only while drifting)", labels=["signal"])
+        detected = GaugeMetricFamily(
+            "stream_ctr_drift_detected",
+            "1 while a drift detector's signal is drifting (an alarm within STREAM_CTR_DRIFT_HOLD_S), else 0",
+            labels=["signal"],
+        )
+        since = GaugeMetricFamily(
+            "stream_ctr_drift_since_timestamp_seconds",
+            "Unix time the signal's current drifting episode began (only while drifting)",
+            labels=["signal"],
+        )
         for signal, s in state.items():
             detected.add_metric([signal], float(s["drifting"]))
             if s["drifting"]:
@@ -111,16 +145,20 @@ class _WorkerCollector:
 
 
 class _ExperimentCollector:
-    """Per-arm results of the online experiment (:class:`~stream_ctr.experiments.attribution.ArmResults`), read at scrape
-    time from its running totals. Labels: ``arm`` and the closed set of unattributed ``reason``s."""
+    """Per-arm results of the online experiment (:class:`~stream_ctr.experiments.attribution.ArmResults`), read at
+    scrape time from its running totals. Labels: ``arm`` and the closed set of unattributed ``reason``s."""
 
-    _COUNTERS = (("requests", "Scoring requests served per arm (users inside coverage)"),
-                 ("impressions", "Events attributed to a served ranking, per arm"),
-                 ("clicks", "Clicks attributed to a served ranking, per arm"),
-                 ("users", "Users counted once per arm (the sample-ratio check's units)"))
-    _GAUGES = (("logloss", "Logloss of the served scores on attributed events, per arm"),
-               ("calibration", "Sum of served scores over attributed clicks (1 = calibrated), per arm"),
-               ("gauc", "Windowed gAUC of the served scores on attributed events, per arm"))
+    _COUNTERS = (
+        ("requests", "Scoring requests served per arm (users inside coverage)"),
+        ("impressions", "Events attributed to a served ranking, per arm"),
+        ("clicks", "Clicks attributed to a served ranking, per arm"),
+        ("users", "Users counted once per arm (the sample-ratio check's units)"),
+    )
+    _GAUGES = (
+        ("logloss", "Logloss of the served scores on attributed events, per arm"),
+        ("calibration", "Sum of served scores over attributed clicks (1 = calibrated), per arm"),
+        ("gauc", "Windowed gAUC of the served scores on attributed events, per arm"),
+    )
 
     def __init__(self, results):
         self.results = results
@@ -138,14 +176,20 @@ class _ExperimentCollector:
                 if m[name] is not None:
                     g.add_metric([arm], m[name])
             yield g
-        un = CounterMetricFamily("stream_ctr_ab_unattributed", "Events naming a request that could not be "
-                                 "attributed, by reason", labels=["reason"])
+        un = CounterMetricFamily(
+            "stream_ctr_ab_unattributed",
+            "Events naming a request that could not be attributed, by reason",
+            labels=["reason"],
+        )
         for reason, n in summary["unattributed"].items():
             un.add_metric([reason], n)
         yield un
-        yield GaugeMetricFamily("stream_ctr_ab_srm_p_value", "Sample-ratio-mismatch chi-square p-value of the "
-                                "users per arm against the configured weights (alarm below 0.001)",
-                                value=summary["srm"]["p_value"])
+        yield GaugeMetricFamily(
+            "stream_ctr_ab_srm_p_value",
+            "Sample-ratio-mismatch chi-square p-value of the "
+            "users per arm against the configured weights (alarm below 0.001)",
+            value=summary["srm"]["p_value"],
+        )
 
 
 class ServingMetrics:
@@ -157,71 +201,114 @@ class ServingMetrics:
     def __init__(self, registry: CollectorRegistry):
         r = registry
         self.in_flight = Gauge("stream_ctr_serving_in_flight", "Scoring requests held by this worker now", registry=r)
-        self.loop_lag = Gauge("stream_ctr_serving_loop_lag_seconds", "How late the worker's event loop ran its "
-                              "last 5 ms probe (requests are shed past STREAM_CTR_SERVING_MAX_LAG_MS)", registry=r)
-        self.queue_seconds = Histogram("stream_ctr_serving_queue_seconds", "Time a scoring request waited between "
-                                       "its body being read and its ranking starting",
-                                       buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
-                                       registry=r)
-        self.batch_requests = Histogram("stream_ctr_serving_batch_requests", "Scoring requests ranked in one "
-                                        "forward pass", buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
-        self.shed = Counter("stream_ctr_serving_shed", "Scoring requests shed instead of served, per reason",
-                            ["reason"], registry=r)
+        self.loop_lag = Gauge(
+            "stream_ctr_serving_loop_lag_seconds",
+            "How late the worker's event loop ran its "
+            "last 5 ms probe (requests are shed past STREAM_CTR_SERVING_MAX_LAG_MS)",
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "stream_ctr_serving_queue_seconds",
+            "Time a scoring request waited between its body being read and its ranking starting",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+            registry=r,
+        )
+        self.batch_requests = Histogram(
+            "stream_ctr_serving_batch_requests",
+            "Scoring requests ranked in one forward pass",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
+        self.shed = Counter(
+            "stream_ctr_serving_shed", "Scoring requests shed instead of served, per reason", ["reason"], registry=r
+        )
         for reason in self.SHED_REASONS:
             self.shed.labels(reason)
 
 
 class WorkerMetrics:
-    def __init__(self, arms, window: int, idle_s: float = 3600.0, active_max: int = 250_000,
-                 drift: DriftParams = DriftParams()):
+    def __init__(
+        self, arms, window: int, idle_s: float = 3600.0, active_max: int = 250_000, drift: DriftParams = DEFAULT_DRIFT
+    ):
         self.registry = CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds
         self.events = Counter("stream_ctr_events", "Events consumed by outcome", ["outcome"], registry=r)
-        self.dead_letters = Counter("stream_ctr_dead_letter", "Events sent to the dead-letter topic", ["reason"],
-                                    registry=r)
+        self.dead_letters = Counter(
+            "stream_ctr_dead_letter", "Events sent to the dead-letter topic", ["reason"], registry=r
+        )
         for reason in DLQ_REASONS:
             self.dead_letters.labels(reason)
         for outcome in ("applied", "duplicate", "dead_letter"):
             self.events.labels(outcome)
-        self.unknown_features = Counter("stream_ctr_unknown_features", "Features of applied events and scored "
-                                        "candidates that the feature spec does not name (ignored)", registry=r)
+        self.unknown_features = Counter(
+            "stream_ctr_unknown_features",
+            "Features of applied events and scored candidates that the feature spec does not name (ignored)",
+            registry=r,
+        )
         self.global_ctr = Gauge("stream_ctr_global_ctr", "Global CTR p_g of the model in use", registry=r)
         self.model_version = Gauge("stream_ctr_model_version", "Version of the model snapshot in use", registry=r)
         self.swaps = Counter("stream_ctr_model_swaps", "Model snapshots swapped in", registry=r)
         self.deltas = Counter("stream_ctr_model_deltas", "Model deltas applied to the model in use", registry=r)
-        self.gaps = Counter("stream_ctr_model_delta_gaps", "Model deltas skipped because one before them was "
-                            "missed (the model waits for the next full snapshot)", registry=r)
-        self.model_age = Gauge("stream_ctr_model_age_seconds", "Seconds since the trainer published the model "
-                               "version in use (NaN before the first)", registry=r)
+        self.gaps = Counter(
+            "stream_ctr_model_delta_gaps",
+            "Model deltas skipped because one before them was missed (the model waits for the next full snapshot)",
+            registry=r,
+        )
+        self.model_age = Gauge(
+            "stream_ctr_model_age_seconds",
+            "Seconds since the trainer published the model version in use (NaN before the first)",
+            registry=r,
+        )
         self.model_age.set_function(self._model_age)
         self._published_at = float("nan")
         for gauge in (self.global_ctr, self.model_version):
             gauge.set(float("nan"))  # no model yet: 0 would read as a real CTR or version
-        self.batch_seconds = Histogram("stream_ctr_batch_seconds", "Time to test-then-train one batch",
-                                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r)
-        self.commit_seconds = Histogram("stream_ctr_commit_seconds", "Time Faust takes to commit the consumer's "
-                                        "offsets (after the changelog writes they cover are durable)",
-                                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5), registry=r)
-        self.rebalance_seconds = Histogram("stream_ctr_rebalance_seconds", "Consumer-group rebalances of this "
-                                           "worker, from start to table recovery done",
-                                           buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=r)
+        self.batch_seconds = Histogram(
+            "stream_ctr_batch_seconds",
+            "Time to test-then-train one batch",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "stream_ctr_commit_seconds",
+            "Time Faust takes to commit the consumer's offsets (after the changelog writes they cover are durable)",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+            registry=r,
+        )
+        self.rebalance_seconds = Histogram(
+            "stream_ctr_rebalance_seconds",
+            "Consumer-group rebalances of this worker, from start to table recovery done",
+            buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=r,
+        )
         self.lag = _LagGauge(r)
         self.serving = ServingMetrics(r)
-        self.stalled = Gauge("stream_ctr_partitions_stalled", "Owned partitions with events waiting and no committed "
-                             "progress for STREAM_CTR_STALL_AFTER_S", registry=r)
-        self.label_shift = Counter("stream_ctr_label_shift", "Sum over learned events of |label-corrected target - "
-                                   "label| of the ft_lc arm (divided by applied events: the mean correction)",
-                                   registry=r)
+        self.stalled = Gauge(
+            "stream_ctr_partitions_stalled",
+            "Owned partitions with events waiting and no committed progress for STREAM_CTR_STALL_AFTER_S",
+            registry=r,
+        )
+        self.label_shift = Counter(
+            "stream_ctr_label_shift",
+            "Sum over learned events of |label-corrected target - "
+            "label| of the ft_lc arm (divided by applied events: the mean correction)",
+            registry=r,
+        )
         self.drift, self.band_z = DriftMonitor(arms, drift), drift.user_z
-        self.drift_alarms = Counter("stream_ctr_drift_alarms", "Alarms raised by the drift detectors, per signal",
-                                    ["signal"], registry=r)
+        self.drift_alarms = Counter(
+            "stream_ctr_drift_alarms", "Alarms raised by the drift detectors, per signal", ["signal"], registry=r
+        )
         for signal in signals(arms):
             self.drift_alarms.labels(signal)
         self.online = OnlineMetrics(arms, window)
         self.active = ActiveUsers(idle_s, active_max)  # per-user |p_u - p_g| and |z|: histograms and a count
-        empty = {"n": 0, "arms": {arm: dict.fromkeys(("gauc", "auc", "logloss", "calibration"), float("nan"))
-                                  for arm in self.online.arms}}
+        empty = {
+            "n": 0,
+            "arms": {
+                arm: dict.fromkeys(("gauc", "auc", "logloss", "calibration"), float("nan")) for arm in self.online.arms
+            },
+        }
         self._summaries: dict[str, dict] = {"window": empty, "lifetime": {**empty, "lifetime_user_share": 1.0}}
         self.refreshed_at = 0.0
         r.register(_WorkerCollector(self))
@@ -305,26 +392,44 @@ class TrainerMetrics:
         ProcessCollector(registry=r)
         self.samples = Counter("stream_ctr_trainer_samples", "Samples the global model trained on", registry=r)
         self.skipped = Counter("stream_ctr_trainer_skipped", "Invalid events the trainer skipped", registry=r)
-        self.dead_letters = Counter("stream_ctr_dead_letter", "Events the trainer sent to the dead-letter topic "
-                                    "(valid events whose training raised)", ["reason"], registry=r)
+        self.dead_letters = Counter(
+            "stream_ctr_dead_letter",
+            "Events the trainer sent to the dead-letter topic (valid events whose training raised)",
+            ["reason"],
+            registry=r,
+        )
         self.dead_letters.labels("internal_error")
-        self.batch_size = Gauge("stream_ctr_trainer_minibatch_size", "Mini-batch size of the last training step "
-                                "(grows with the backlog)", registry=r)
-        self.unknown_features = Counter("stream_ctr_unknown_features", "Features of trained events that the "
-                                        "feature spec does not name (ignored)", registry=r)
+        self.batch_size = Gauge(
+            "stream_ctr_trainer_minibatch_size",
+            "Mini-batch size of the last training step (grows with the backlog)",
+            registry=r,
+        )
+        self.unknown_features = Counter(
+            "stream_ctr_unknown_features",
+            "Features of trained events that the feature spec does not name (ignored)",
+            registry=r,
+        )
         self.loss = Gauge("stream_ctr_trainer_loss", "Training logloss of the last mini-batch", registry=r)
         self.global_ctr = Gauge("stream_ctr_global_ctr", "Global CTR p_g the trainer publishes", registry=r)
         self.model_version = Gauge("stream_ctr_model_version", "Newest snapshot version published", registry=r)
         self.snapshot_bytes = Gauge("stream_ctr_snapshot_bytes", "Size of the newest full snapshot", registry=r)
         self.snapshots = Counter("stream_ctr_trainer_snapshots", "Full snapshots published", registry=r)
         self.deltas = Counter("stream_ctr_trainer_deltas", "Model deltas published", registry=r)
-        self.published_bytes = Counter("stream_ctr_model_published_bytes", "Bytes the trainer wrote to the model "
-                                       "topics, by kind (delta, full)", ["kind"], registry=r)
+        self.published_bytes = Counter(
+            "stream_ctr_model_published_bytes",
+            "Bytes the trainer wrote to the model topics, by kind (delta, full)",
+            ["kind"],
+            registry=r,
+        )
         for gauge in (self.loss, self.global_ctr, self.model_version, self.snapshot_bytes):
             gauge.set(float("nan"))
         self.lag = _LagGauge(r)
-        self.step_seconds = Histogram("stream_ctr_trainer_batch_seconds", "Time to train on one consumed batch",
-                                      buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
+        self.step_seconds = Histogram(
+            "stream_ctr_trainer_batch_seconds",
+            "Time to train on one consumed batch",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
 
     def dead_lettered(self, reason: str) -> None:
         self.dead_letters.labels(reason).inc()

@@ -28,9 +28,15 @@ class Timeline:
         if len(self.rows) >= self.max_rows:
             self.rows = self.rows[::2]  # keep the whole run, at half the resolution
         arms = stats["window"]["arms"]
-        self.rows.append({"t": now - self.start, "done": stats["applied"] + stats["dead_letters"], "rate": rate,
-                          "users_drifting": stats.get("users_drifting", 0),
-                          **{f"gauc_{arm}": arms[arm]["gauc"] for arm in ARMS}})
+        self.rows.append(
+            {
+                "t": now - self.start,
+                "done": stats["applied"] + stats["dead_letters"],
+                "rate": rate,
+                "users_drifting": stats.get("users_drifting", 0),
+                **{f"gauc_{arm}": arms[arm]["gauc"] for arm in ARMS},
+            }
+        )
         for signal, state in stats.get("detectors", {}).items():
             self.alarms[signal] = [t - self.start for t in state["alarm_times"] if t >= self.start]
 
@@ -43,8 +49,9 @@ def plot_timeline(timeline: Timeline, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     t = [r["t"] for r in timeline.rows]
-    fig, (ax_rate, ax_gauc, ax_alarm) = plt.subplots(3, 1, figsize=(9, 8), sharex=True,
-                                                     gridspec_kw={"height_ratios": [2, 2, 1.2]})
+    fig, (ax_rate, ax_gauc, ax_alarm) = plt.subplots(
+        3, 1, figsize=(9, 8), sharex=True, gridspec_kw={"height_ratios": [2, 2, 1.2]}
+    )
     ax_rate.plot(t, [r["rate"] for r in timeline.rows], color="tab:blue")
     ax_rate.set_ylabel("events/s applied")
     ax_rate.set_title("stream-ctr demo: throughput, per-arm online gAUC, drift alarms")

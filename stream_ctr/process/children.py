@@ -16,8 +16,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 __all__ = ["describe_exit", "die_with_parent", "log_tail", "start", "stop"]
 
@@ -59,8 +59,9 @@ def start(argv: list[str], log: Path, env: Mapping[str, str] | None = None) -> s
     """Run ``argv`` with stdout and stderr appended to ``log``, in its own session, killed when this process
     exits (see the module doc)."""
     with open(log, "ab") as out:
-        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=_tie_to_parent())
+        return subprocess.Popen(
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_tie_to_parent()
+        )
 
 
 def stop(procs: Iterable[subprocess.Popen], grace: float) -> None:

@@ -10,7 +10,8 @@ listen. A restarted process finds its port again for the same reason.
 
 What a reservation cannot stop is a foreign process that binds that very port number itself, with
 ``SO_REUSEADDR``, having picked it racily. The process then fails to bind: ``stream-ctr worker`` and ``trainer``
-exit with :data:`EXIT_PORT_TAKEN`, and :class:`stream_ctr.service.stack.Stack` starts them again on another reserved port;
+exit with :data:`EXIT_PORT_TAKEN`, and :class:`stream_ctr.service.stack.Stack` starts them again on another reserved
+port;
 :func:`listens` tells whether the process answering on a port is the one that was started.
 """
 

@@ -23,8 +23,8 @@ on its shadow arms' per-user AUCs (``ft`` against ``ft_lc``) whenever a report a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 
@@ -51,8 +51,15 @@ class Decision:
         return f"{action} {self.method}: {verdict} (best {d:+.4f} [{lo:+.4f}, {hi:+.4f}])"
 
 
-def choose(default: str, diffs: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray] | None = None,
-           level: float = 0.95, n_boot: int = 1000, seed: int = 0, min_users: int = 20) -> Decision:
+def choose(
+    default: str,
+    diffs: Mapping[str, np.ndarray],
+    weights: Mapping[str, np.ndarray] | None = None,
+    level: float = 0.95,
+    n_boot: int = 1000,
+    seed: int = 0,
+    min_users: int = 20,
+) -> Decision:
     """The challenger in ``diffs`` with the largest mean difference among those whose CI lies above 0, else
     ``default``. ``diffs[m]``: per-user metric of ``m`` minus the default's (higher = better; pass minus a
     logloss difference); ``weights[m]``: per-user weights (default 1). A challenger with fewer than

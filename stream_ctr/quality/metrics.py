@@ -40,7 +40,9 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def per_user_auc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def per_user_auc(
+    users: np.ndarray, labels: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(user, auc, impressions)`` for every user having both classes, in user order.
 
     One vectorised pass, no Python loop over users: rows sorted by (user, score), average ranks of tied scores

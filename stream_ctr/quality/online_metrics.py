@@ -38,14 +38,14 @@ class _Buffer:
         self.labels = np.empty(capacity, dtype=np.float32)
         self.preds = {arm: np.empty(capacity, dtype=np.float32) for arm in arms}
         self.size = 0  # rows held
-        self.pos = 0   # next write position (ring) / next free row (append)
+        self.pos = 0  # next write position (ring) / next free row (append)
 
     def add(self, users, labels, preds) -> None:
         n = len(labels)
         if self.ring:
             if n >= self.capacity:
-                users, labels = users[-self.capacity:], labels[-self.capacity:]
-                preds = {a: p[-self.capacity:] for a, p in preds.items()}
+                users, labels = users[-self.capacity :], labels[-self.capacity :]
+                preds = {a: p[-self.capacity :] for a, p in preds.items()}
                 n = self.capacity
             idx = (self.pos + np.arange(n)) % self.capacity
             self.pos = (self.pos + n) % self.capacity
@@ -87,8 +87,11 @@ class _Pooled:
         below = np.cumsum(self.neg) - self.neg  # negatives in lower bins
         auc = float((self.pos * (below + 0.5 * self.neg)).sum() / (n_pos * n_neg)) if n_pos and n_neg else float("nan")
         n = n_pos + n_neg
-        return {"auc": auc, "logloss": self.loss / n if n else float("nan"),
-                "calibration": self.score_sum / n_pos if n_pos else float("nan")}
+        return {
+            "auc": auc,
+            "logloss": self.loss / n if n else float("nan"),
+            "calibration": self.score_sum / n_pos if n_pos else float("nan"),
+        }
 
 
 class _UserSample:
@@ -126,7 +129,7 @@ class _UserSample:
 
     @property
     def share(self) -> float:
-        return 2.0 ** -self.level
+        return 2.0**-self.level
 
 
 class OnlineMetrics:
@@ -153,17 +156,27 @@ class OnlineMetrics:
         report, not computed on every refresh)."""
         with self._lock:
             buffer = self._window if scope == "window" else self._sample.rows
-            users, labels, preds = (a.copy() if isinstance(a, np.ndarray) else {k: v.copy() for k, v in a.items()}
-                                    for a in buffer.view())
+            users, labels, preds = (
+                a.copy() if isinstance(a, np.ndarray) else {k: v.copy() for k, v in a.items()} for a in buffer.view()
+            )
             pooled = {arm: m.summary() for arm, m in self._pooled.items()} if scope == "lifetime" else None
             n, share = (len(labels), 1.0) if scope == "window" else (self._n, self._sample.share)
         arms, per_user = {}, {}
         for arm, p in preds.items():
             _, per_user[arm], weights = per_user_auc(users, labels, p)
             g = float((per_user[arm] * weights).sum() / weights.sum()) if len(weights) else float("nan")
-            arms[arm] = {"gauc": g, **(pooled[arm] if pooled else {
-                "auc": auc(labels, p), "logloss": logloss(labels, p) if len(p) else float("nan"),
-                "calibration": calibration(labels, p)})}
+            arms[arm] = {
+                "gauc": g,
+                **(
+                    pooled[arm]
+                    if pooled
+                    else {
+                        "auc": auc(labels, p),
+                        "logloss": logloss(labels, p) if len(p) else float("nan"),
+                        "calibration": calibration(labels, p),
+                    }
+                ),
+            }
         out = {"n": int(n), "arms": arms, "paired": self._paired(per_user, weights) if paired else {}}
         if paired and {"ft", "ft_lc"} <= per_user.keys() and len(weights) >= 2:
             out["auto"] = _auto(per_user, weights)

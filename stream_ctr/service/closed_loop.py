@@ -12,19 +12,20 @@ from __future__ import annotations
 import numpy as np
 
 from stream_ctr import topics
-from stream_ctr.contracts.arms import CONTROL
-from stream_ctr.serving.client import ScoringClient
-from stream_ctr.data.synthetic import SyntheticConfig, SyntheticWorld
-from stream_ctr.contracts.events import encode_event
 from stream_ctr.broker.replay import producer
+from stream_ctr.contracts.arms import CONTROL
+from stream_ctr.contracts.events import encode_event
+from stream_ctr.data.synthetic import SyntheticConfig, SyntheticWorld
 from stream_ctr.experiments.simulate import ClosedLoop, SimConfig, render_markdown
 from stream_ctr.experiments.stats import ratio_difference, ratio_estimate
+from stream_ctr.serving.client import ScoringClient
 
 __all__ = ["expected_ctr_intervals", "render_closed_loop", "run_closed_loop"]
 
 
-def run_closed_loop(settings, sim: SimConfig, world: SyntheticConfig, url: str | None = None,
-                    progress=None) -> ClosedLoop:
+def run_closed_loop(
+    settings, sim: SimConfig, world: SyntheticConfig, url: str | None = None, progress=None
+) -> ClosedLoop:
     """Run ``sim`` against the worker at ``url`` (default: the settings' worker); events go to ``ctr.events``."""
     loop = ClosedLoop(SyntheticWorld.from_config(world), sim)
     client = ScoringClient(url or settings.web_url)
@@ -53,8 +54,11 @@ def expected_ctr_intervals(loop: ClosedLoop) -> dict:
     out = {}
     for arm, r in per_arm.items():
         expected, random, oracle, n = r.T
-        out[arm] = {"expected": ratio_estimate(expected, n), "uplift": ratio_estimate(expected - random, n),
-                    "captured": ratio_estimate(expected - random, oracle - random)}
+        out[arm] = {
+            "expected": ratio_estimate(expected, n),
+            "uplift": ratio_estimate(expected - random, n),
+            "captured": ratio_estimate(expected - random, oracle - random),
+        }
     if CONTROL in per_arm:
         b = per_arm[CONTROL]
         for arm, r in per_arm.items():
@@ -64,16 +68,27 @@ def expected_ctr_intervals(loop: ClosedLoop) -> dict:
 
 
 def render_closed_loop(loop: ClosedLoop) -> str:
-    lines = ["## Closed loop: what each arm served (simulated users, true click probabilities known)", "",
-             render_markdown(loop.report()), "",
-             f"| arm | expected CTR [95% CI] | uplift over random [95% CI] | share of oracle uplift | "
-             f"Δ uplift vs {CONTROL} [95% CI] |", "|---|---|---|---|---|"]
+    lines = [
+        "## Closed loop: what each arm served (simulated users, true click probabilities known)",
+        "",
+        render_markdown(loop.report()),
+        "",
+        f"| arm | expected CTR [95% CI] | uplift over random [95% CI] | share of oracle uplift | "
+        f"Δ uplift vs {CONTROL} [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
     for arm, m in sorted(expected_ctr_intervals(loop).items()):
         e, u, c, d = m["expected"], m["uplift"], m["captured"], m.get("vs_control")
-        lines.append(f"| {arm} | {e.value:.4f} [{e.ci[0]:.4f}, {e.ci[1]:.4f}] | {u.value:+.4f} [{u.ci[0]:+.4f}, "
-                     f"{u.ci[1]:+.4f}] | {c.value:.1%} | {d or '—'} |")
-    lines += ["", "Expected CTR = mean true click probability of the shown items (less noisy than clicks); uplift = "
-                  "expected CTR minus the random floor of the same requests (what the ranking added); the oracle "
-                  "ranks the same candidates by true probability. CIs: delta method over users (the randomisation "
-                  "unit). * = the CI excludes 0.", ""]
+        lines.append(
+            f"| {arm} | {e.value:.4f} [{e.ci[0]:.4f}, {e.ci[1]:.4f}] | {u.value:+.4f} [{u.ci[0]:+.4f}, "
+            f"{u.ci[1]:+.4f}] | {c.value:.1%} | {d or '—'} |"
+        )
+    lines += [
+        "",
+        "Expected CTR = mean true click probability of the shown items (less noisy than clicks); uplift = "
+        "expected CTR minus the random floor of the same requests (what the ranking added); the oracle "
+        "ranks the same candidates by true probability. CIs: delta method over users (the randomisation "
+        "unit). * = the CI excludes 0.",
+        "",
+    ]
     return "\n".join(lines)

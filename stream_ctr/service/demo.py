@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 
 from stream_ctr import topics
-from stream_ctr.contracts.arms import ARMS
+from stream_ctr.broker.replay import replay
 from stream_ctr.config import Settings
+from stream_ctr.contracts.arms import ARMS
 from stream_ctr.data import load_dataset
 from stream_ctr.data.synthetic import FEATURES as SYNTHETIC_FEATURES
-from stream_ctr.process.net import free_port
-from stream_ctr.broker.replay import replay
-from stream_ctr.service.stack import Stack
 from stream_ctr.monitoring.timeline import Timeline, plot_timeline
+from stream_ctr.process.net import free_port
+from stream_ctr.service.stack import Stack
 
 __all__ = ["render_report", "replay_live", "run_demo"]
 
@@ -62,30 +62,49 @@ def render_report(stats: dict, meta: dict) -> str:
     ]
     for arm in ARMS:
         m = life["arms"][arm]
-        lines.append(f"| {arm} | {_fmt(m['gauc'])} | {_fmt(m['auc'])} | {_fmt(m['logloss'])} | "
-                     f"{_fmt(m['calibration'])} |")
-    lines += ["", "gAUC differences, paired bootstrap over users (95% CI; * = the CI excludes 0):", "",
-              "| comparison | Δ gAUC | 95% CI | users |", "|---|---|---|---|"]
+        lines.append(
+            f"| {arm} | {_fmt(m['gauc'])} | {_fmt(m['auc'])} | {_fmt(m['logloss'])} | {_fmt(m['calibration'])} |"
+        )
+    lines += [
+        "",
+        "gAUC differences, paired bootstrap over users (95% CI; * = the CI excludes 0):",
+        "",
+        "| comparison | Δ gAUC | 95% CI | users |",
+        "|---|---|---|---|",
+    ]
     for name, d in life.get("paired", {}).items():
         lo, hi = d["ci"]
         star = " *" if lo > 0 or hi < 0 else ""
         lines.append(f"| {name} | {d['delta']:+.4f}{star} | [{lo:+.4f}, {hi:+.4f}] | {d['users']} |")
     lines += _live_vs_inprocess(life["arms"]["global"], meta)
     if "auto" in life:
-        lines += ["", f"Auto choice of the fine-tuned head to serve (stream_ctr.quality.auto on these shadow arms): "
-                      f"**{life['auto']['arm']}**, {life['auto']['reason']}."]
+        lines += [
+            "",
+            f"Auto choice of the fine-tuned head to serve (stream_ctr.quality.auto on these shadow arms): "
+            f"**{life['auto']['arm']}**, {life['auto']['reason']}.",
+        ]
     d = stats["drift"]
     edges = [0.0, *d["buckets"]]
-    lines += ["", f"Predictions scored: {life['n']}.", "",
-              "## Local vs global CTR drift across users (|p_u - p_g|, p_u shrunk toward p_g)", "",
-              "| bucket | users |", "|---|---|"]
+    lines += [
+        "",
+        f"Predictions scored: {life['n']}.",
+        "",
+        "## Local vs global CTR drift across users (|p_u - p_g|, p_u shrunk toward p_g)",
+        "",
+        "| bucket | users |",
+        "|---|---|",
+    ]
     for i, count in enumerate(d["counts"]):
         label = f"({edges[i]:.2f}, {edges[i + 1]:.2f}]" if i < len(d["buckets"]) else f"> {edges[-1]:.2f}"
         lines.append(f"| {label} | {count} |")
     q = d["quantiles"]
-    lines += ["", f"Median drift {_fmt(q['0.5'])}, 10th percentile {_fmt(q['0.1'])}, "
-                  f"90th percentile {_fmt(q['0.9'])}. Users beyond their own band (STREAM_CTR_USER_DRIFT_Z "
-                  f"sampling stds from p_g): {stats.get('users_drifting', 'n/a')}.", ""]
+    lines += [
+        "",
+        f"Median drift {_fmt(q['0.5'])}, 10th percentile {_fmt(q['0.1'])}, "
+        f"90th percentile {_fmt(q['0.9'])}. Users beyond their own band (STREAM_CTR_USER_DRIFT_Z "
+        f"sampling stds from p_g): {stats.get('users_drifting', 'n/a')}.",
+        "",
+    ]
     return "\n".join(lines + _detector_lines(stats.get("detectors", {}), meta))
 
 
@@ -95,19 +114,29 @@ def _live_vs_inprocess(live: dict, meta: dict) -> list[str]:
     if ref is None:
         return []
     rate = f"{meta['rate']:,.0f} events/s" if meta.get("rate") else "as fast as the producer goes"
-    return ["", f"## Live against in-process (global arm, the same {meta['sent']:,} events)", "",
-            "| run | AUC | logloss | gAUC |", "|---|---|---|---|",
-            f"| live: Kafka, worker and trainer processes, replayed at {rate} | {_fmt(live['auc'])} | "
-            f"{_fmt(live['logloss'])} | {_fmt(live['gauc'])} |",
-            f"| in-process: the same code in lockstep, a delta every {IN_PROCESS_EVERY} samples | {_fmt(ref['auc'])} | "
-            f"{_fmt(ref['logloss'])} | {_fmt(ref['gauc'])} |",
-            "", f"Live minus in-process: AUC {live['auc'] - ref['auc']:+.4f}, logloss "
-                f"{live['logloss'] - ref['logloss']:+.4f} (the live model is older when it scores: staleness above)."]
+    return [
+        "",
+        f"## Live against in-process (global arm, the same {meta['sent']:,} events)",
+        "",
+        "| run | AUC | logloss | gAUC |",
+        "|---|---|---|---|",
+        f"| live: Kafka, worker and trainer processes, replayed at {rate} | {_fmt(live['auc'])} | "
+        f"{_fmt(live['logloss'])} | {_fmt(live['gauc'])} |",
+        f"| in-process: the same code in lockstep, a delta every {IN_PROCESS_EVERY} samples | {_fmt(ref['auc'])} | "
+        f"{_fmt(ref['logloss'])} | {_fmt(ref['gauc'])} |",
+        "",
+        f"Live minus in-process: AUC {live['auc'] - ref['auc']:+.4f}, logloss "
+        f"{live['logloss'] - ref['logloss']:+.4f} (the live model is older when it scores: staleness above).",
+    ]
 
 
 def _detector_lines(detectors: dict, meta: dict) -> list[str]:
-    lines = ["## Drift detectors (river ADWIN on the click rate, Page-Hinkley on each arm's logloss)", "",
-             "| signal | alarms | first alarm (s after the first event) | drifting at the end |", "|---|---|---|---|"]
+    lines = [
+        "## Drift detectors (river ADWIN on the click rate, Page-Hinkley on each arm's logloss)",
+        "",
+        "| signal | alarms | first alarm (s after the first event) | drifting at the end |",
+        "|---|---|---|---|",
+    ]
     for signal, s in detectors.items():
         first = s["first_alarm"]
         when = "-" if first is None else f"{first - meta.get('start', 0):.0f}"
@@ -121,8 +150,10 @@ def _progress_line(stats: dict, total: int, rate: float) -> str:
     arms = stats["window"]["arms"]
     gaucs = " ".join(f"{arm}={_fmt(arms[arm]['gauc'])}" for arm in ARMS)
     done = stats["applied"] + stats["dead_letters"]
-    return (f"{done:>7}/{total} events  {rate:7.0f} ev/s  lag {max(total - done, 0):>6}  "
-            f"model v{stats['model_version']}  window gAUC {gaucs}")
+    return (
+        f"{done:>7}/{total} events  {rate:7.0f} ev/s  lag {max(total - done, 0):>6}  "
+        f"model v{stats['model_version']}  window gAUC {gaucs}"
+    )
 
 
 class _Producer(threading.Thread):
@@ -136,8 +167,13 @@ class _Producer(threading.Thread):
 
     def run(self) -> None:
         try:
-            self.sent, self.bad = replay(self.events, self.settings.kafka_bootstrap,
-                                         topics.events(self.settings).name, self.rate, self.malformed_every)
+            self.sent, self.bad = replay(
+                self.events,
+                self.settings.kafka_bootstrap,
+                topics.events(self.settings).name,
+                self.rate,
+                self.malformed_every,
+            )
         except BaseException as exc:  # reported by the main loop
             self.error = exc
 
@@ -177,18 +213,25 @@ CLOSED_LOOP = {"features": SYNTHETIC_FEATURES}
 
 def _closed_loop(settings: Settings, args, logs: Path) -> str:
     """Phase 2: simulated users request rankings from a fresh stack and click; the A/B report of what they saw."""
-    from stream_ctr.experiments.assignment import Experiment
-    from stream_ctr.service.closed_loop import render_closed_loop, run_closed_loop
-    from stream_ctr.experiments.report import read_results, render_markdown
     from stream_ctr.data.synthetic import SyntheticConfig
+    from stream_ctr.experiments.assignment import Experiment
+    from stream_ctr.experiments.report import read_results, render_markdown
     from stream_ctr.experiments.simulate import SimConfig
+    from stream_ctr.service.closed_loop import render_closed_loop, run_closed_loop
 
-    sim_settings = settings.replace(topic_prefix=f"{settings.topic_prefix}sim.", app_id=f"{settings.app_id}-sim",
-                                    web_port=free_port(settings.web_bind),
-                                    trainer_web_port=free_port(settings.web_bind), **CLOSED_LOOP)
+    sim_settings = settings.replace(
+        topic_prefix=f"{settings.topic_prefix}sim.",
+        app_id=f"{settings.app_id}-sim",
+        web_port=free_port(settings.web_bind),
+        trainer_web_port=free_port(settings.web_bind),
+        **CLOSED_LOOP,
+    )
     sim = SimConfig(requests=args.sim_requests, start_ts=time.time())
-    print(f"closed loop: {sim.requests} scoring requests from {SyntheticConfig().users} simulated users "
-          f"({sim.candidates} candidates, top {sim.k} shown)", flush=True)
+    print(
+        f"closed loop: {sim.requests} scoring requests from {SyntheticConfig().users} simulated users "
+        f"({sim.candidates} candidates, top {sim.k} shown)",
+        flush=True,
+    )
     with Stack(sim_settings, logs / "closed-loop") as stack:
         t0 = time.monotonic()
         loop = run_closed_loop(stack.settings, sim, SyntheticConfig(seed=args.sim_seed))
@@ -199,13 +242,18 @@ def _closed_loop(settings: Settings, args, logs: Path) -> str:
             time.sleep(0.5)
         experiment = Experiment.configured(stack.settings.experiment_file)
         ab = read_results(stack.settings, experiment)
-    return "\n".join([
-        "# Online A/B experiment (closed loop)", "",
-        f"{sim.requests} scoring requests in {seconds:.0f} s ({sim.requests / seconds:.0f} requests/s through "
-        f"HTTP, ranking and exposure logging); experiment {experiment.name!r}, arms "
-        f"{', '.join(f'{a.name} ({w:.0%})' for a, w in zip(experiment.arms, experiment.weights.values()))}.", "",
-        render_closed_loop(loop), render_markdown(ab, "Per-arm results from ctr.exposures and ctr.events"),
-    ])
+    return "\n".join(
+        [
+            "# Online A/B experiment (closed loop)",
+            "",
+            f"{sim.requests} scoring requests in {seconds:.0f} s ({sim.requests / seconds:.0f} requests/s through "
+            f"HTTP, ranking and exposure logging); experiment {experiment.name!r}, arms "
+            f"{', '.join(f'{a.name} ({w:.0%})' for a, w in zip(experiment.arms, experiment.weights.values()))}.",
+            "",
+            render_closed_loop(loop),
+            render_markdown(ab, "Per-arm results from ctr.exposures and ctr.events"),
+        ]
+    )
 
 
 def _attributed(stack: Stack) -> int:
@@ -224,8 +272,13 @@ def replay_live(stack: Stack, events, rate: float, malformed_every: int = 0) -> 
     t0, timeline = time.monotonic(), Timeline(start=time.time())
     producer.start()
     _watch(stack, producer, total, stack.log_dir, timeline)
-    meta = {"sent": producer.sent, "malformed": producer.bad, "seconds": time.monotonic() - t0,
-            "start": timeline.start, "rate": rate}
+    meta = {
+        "sent": producer.sent,
+        "malformed": producer.bad,
+        "seconds": time.monotonic() - t0,
+        "start": timeline.start,
+        "rate": rate,
+    }
     return stack.stats(fresh=True), meta, timeline
 
 
@@ -236,19 +289,25 @@ def run_demo(settings: Settings, args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     events = load_dataset("ml-100k", args.limit)
     malformed = len(events) // args.malformed_every if args.malformed_every else 0
-    print(f"stream-ctr demo: {len(events)} MovieLens-100K events (+{malformed} malformed), logs in {out}/logs",
-          flush=True)
+    print(
+        f"stream-ctr demo: {len(events)} MovieLens-100K events (+{malformed} malformed), logs in {out}/logs", flush=True
+    )
     with Stack(settings, out / "logs") as stack:
         s = stack.settings
-        print(f"Kafka {s.kafka_bootstrap}; worker {stack.worker_url}/metrics; trainer {s.trainer_url}/metrics",
-              flush=True)
+        print(
+            f"Kafka {s.kafka_bootstrap}; worker {stack.worker_url}/metrics; trainer {s.trainer_url}/metrics", flush=True
+        )
         final, meta, timeline = replay_live(stack, events, args.rate, args.malformed_every)
         png = plot_timeline(timeline, out / "demo-timeline.png")
         closed_loop = _closed_loop(s, args, out / "logs") if args.sim_requests else ""
     print("the same events in-process, for comparison ...", flush=True)
-    meta |= {"dataset": "ml-100k", "timeline": png.name,
-             "in_process": in_process_quality(settings.replace(snapshot_every=IN_PROCESS_EVERY,
-                                                               batch_size=IN_PROCESS_EVERY), events)["global"]}
+    meta |= {
+        "dataset": "ml-100k",
+        "timeline": png.name,
+        "in_process": in_process_quality(
+            settings.replace(snapshot_every=IN_PROCESS_EVERY, batch_size=IN_PROCESS_EVERY), events
+        )["global"],
+    }
     report = render_report(final, meta) + ("\n" + closed_loop if closed_loop else "")
     (out / "demo-report.md").write_text(report)
     print(report)

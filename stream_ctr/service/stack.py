@@ -5,8 +5,8 @@ stops by its PID (workers and trainers together, then the broker: a few seconds)
 started with :mod:`stream_ctr.process.children`, so they die with the stack's process even when that is SIGKILLed.
 
 Ports cannot race. The stack gives each worker and trainer its HTTP port and holds a reservation on it
-(:func:`stream_ctr.process.net.reserve_port`) until it stops, so no other process is handed the port before the child binds
-it, nor while a killed child is restarted. The configured port is used when nothing else uses it, a fresh one
+(:func:`stream_ctr.process.net.reserve_port`) until it stops, so no other process is handed the port before the child
+binds it, nor while a killed child is restarted. The configured port is used when nothing else uses it, a fresh one
 otherwise: ``settings`` and :meth:`Stack.url` say which. Should a foreign process still bind the port first, the
 child exits with :data:`~stream_ctr.process.net.EXIT_PORT_TAKEN` and :meth:`Stack.wait_healthy` starts it again on a new
 reserved port. A process counts as healthy once it answers ``/healthz`` and is the one listening on its port.
@@ -27,11 +27,10 @@ from pathlib import Path
 import orjson
 
 from stream_ctr import topics
-
-from stream_ctr.process import children
 from stream_ctr.broker.admin import ensure_topics
 from stream_ctr.broker.kafka import broker_for
 from stream_ctr.config import Settings
+from stream_ctr.process import children
 from stream_ctr.process.net import EXIT_PORT_TAKEN, listens, reserve_port
 
 __all__ = ["Stack", "get_json"]
@@ -86,7 +85,7 @@ class Stack:
         port = self.ports.get(name) or (self.settings.trainer_port if name == "trainer" else self.settings.web_port)
         return f"http://{self.settings.advertised_host}:{port}"
 
-    def start(self, timeout: float = 120.0) -> "Stack":
+    def start(self, timeout: float = 120.0) -> Stack:
         """Start (or reach) the broker, create the topics, start the trainer and the worker (as wanted) and wait
         until both are healthy. On failure, everything started so far is stopped."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -142,8 +141,9 @@ class Stack:
         overrides = {**overrides, setting: port}
         if not self.settings.data_dir and "data_dir" not in overrides:  # a volume per process, kept over restarts
             overrides["data_dir"] = str(self.log_dir / f"{name}.data")
-        proc = children.start([sys.executable, "-m", "stream_ctr.cli", role], self.log_path(name),
-                              self.env(**overrides))
+        proc = children.start(
+            [sys.executable, "-m", "stream_ctr.cli", role], self.log_path(name), self.env(**overrides)
+        )
         self.procs[name] = proc
         return proc
 

@@ -18,21 +18,37 @@ import functools
 import math
 import sys
 import time
-from typing import Annotated, NamedTuple, Sequence, Union
+from collections.abc import Sequence
+from typing import Annotated, NamedTuple
 
 import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from stream_ctr.experiments.assignment import Assignment, Experiment
 from stream_ctr.contracts.arms import CONTROL
+from stream_ctr.experiments.assignment import Assignment, Experiment
 from stream_ctr.learning.heads import sigmoid
-from stream_ctr.models.snapshot import LoadedModel
 from stream_ctr.learning.state import UserState
+from stream_ctr.models.snapshot import LoadedModel
 
-__all__ = ["DEADLINE_HEADER", "MAX_BODY_BYTES", "MAX_CANDIDATES", "BadRequest", "Exposure", "Query", "Ranking",
-           "ScoreRequest", "ScoreResponse", "exposure_record", "head_for", "openapi", "parse_deadline",
-           "parse_score_request", "rank", "rank_many"]
+__all__ = [
+    "DEADLINE_HEADER",
+    "MAX_BODY_BYTES",
+    "MAX_CANDIDATES",
+    "BadRequest",
+    "Exposure",
+    "Query",
+    "Ranking",
+    "ScoreRequest",
+    "ScoreResponse",
+    "exposure_record",
+    "head_for",
+    "openapi",
+    "parse_deadline",
+    "parse_score_request",
+    "rank",
+    "rank_many",
+]
 
 #: Most candidates one request may rank.
 MAX_CANDIDATES = 1000
@@ -47,7 +63,7 @@ Id = Annotated[StrictStr, Field(min_length=1, max_length=256)]
 #: A float a double holds: what ``allow_inf_nan=False`` accepts anyway, stated as bounds so that the published schema
 #: says it (a JSON Schema "number" alone admits 2e308, which a JSON reader makes infinite).
 FiniteFloat = Annotated[StrictFloat, Field(ge=-sys.float_info.max, le=sys.float_info.max)]
-FeatureValue = Union[StrictStr, FiniteFloat, StrictInt]
+FeatureValue = StrictStr | FiniteFloat | StrictInt
 
 
 class Candidate(BaseModel):
@@ -63,7 +79,7 @@ class ScoreRequest(BaseModel):
     user_id: Id
     request_id: Id
     candidates: list[Candidate] = Field(min_length=1, max_length=MAX_CANDIDATES)
-    context: dict[StrictStr, Union[FeatureValue, bool, None]] = Field(default_factory=dict, max_length=256)
+    context: dict[StrictStr, FeatureValue | bool | None] = Field(default_factory=dict, max_length=256)
 
 
 class ScoredItem(BaseModel):
@@ -134,9 +150,16 @@ class Ranking(NamedTuple):
         return [ScoredItem(item_id=i, score=s) for i, s in zip(self.item_ids, self.scores)]
 
     def to_json(self) -> bytes:
-        return orjson.dumps({"request_id": self.request_id, "arm": self.arm, "experiment": self.experiment,
-                             "in_experiment": self.in_experiment, "model_version": self.model_version,
-                             "items": [{"item_id": i, "score": s} for i, s in zip(self.item_ids, self.scores)]})
+        return orjson.dumps(
+            {
+                "request_id": self.request_id,
+                "arm": self.arm,
+                "experiment": self.experiment,
+                "in_experiment": self.in_experiment,
+                "model_version": self.model_version,
+                "items": [{"item_id": i, "score": s} for i, s in zip(self.item_ids, self.scores)],
+            }
+        )
 
 
 def _describe(err: ValidationError) -> tuple[int, str]:
@@ -190,8 +213,7 @@ def _validated(body: bytes) -> Query:
         req = ScoreRequest.model_validate_json(text)
     except ValidationError as err:
         raise BadRequest(*_describe(err)) from None
-    return Query(req.user_id, req.request_id, [c.item_id for c in req.candidates],
-                 [c.features for c in req.candidates])
+    return Query(req.user_id, req.request_id, [c.item_id for c in req.candidates], [c.features for c in req.candidates])
 
 
 _TOP_KEYS = frozenset(("user_id", "request_id", "candidates", "context"))
@@ -220,8 +242,9 @@ def _plainly_valid(obj) -> Query | None:
     if type(obj) is not dict or not obj.keys() <= _TOP_KEYS:
         return None
     user, request_id, candidates = obj.get("user_id"), obj.get("request_id"), obj.get("candidates")
-    if not (_is_id(user) and _is_id(request_id) and type(candidates) is list
-            and 1 <= len(candidates) <= MAX_CANDIDATES):
+    if not (
+        _is_id(user) and _is_id(request_id) and type(candidates) is list and 1 <= len(candidates) <= MAX_CANDIDATES
+    ):
         return None
     if "context" in obj and not _plain_values(obj["context"], (bool, type(None))):
         return None
@@ -240,8 +263,13 @@ def _plainly_valid(obj) -> Query | None:
 _NO_FEATURES: dict = {}
 
 
-def rank_many(queries: Sequence[Query], model: LoadedModel, heads: Sequence, assignments: Sequence[Assignment],
-              experiment: Experiment) -> list[Ranking]:
+def rank_many(
+    queries: Sequence[Query],
+    model: LoadedModel,
+    heads: Sequence,
+    assignments: Sequence[Assignment],
+    experiment: Experiment,
+) -> list[Ranking]:
     """Rank several requests with one forward pass over all their candidates: ``heads[k]`` is the head that
     scores ``queries[k]`` (None: the global model alone). The ranking of a request does not depend on the others
     it is batched with."""
@@ -253,8 +281,17 @@ def rank_many(queries: Sequence[Query], model: LoadedModel, heads: Sequence, ass
         start = part.stop
         probs = head.predict_proba_many(g[part], h[part]) if head is not None else sigmoid(g[part])
         order = np.argsort(-probs, kind="stable")
-        out.append(Ranking(q.request_id, a.arm, experiment.name, a.in_experiment, model.version,
-                           [q.item_ids[i] for i in order.tolist()], probs[order].tolist()))
+        out.append(
+            Ranking(
+                q.request_id,
+                a.arm,
+                experiment.name,
+                a.in_experiment,
+                model.version,
+                [q.item_ids[i] for i in order.tolist()],
+                probs[order].tolist(),
+            )
+        )
     return out
 
 
@@ -267,19 +304,27 @@ def head_for(state: UserState | None, assignment: Assignment, model: LoadedModel
     return head if head is not None and len(head.w) == model.rep_dim else None
 
 
-def rank(request: Query, model: LoadedModel, state: UserState | None, assignment: Assignment,
-         experiment: Experiment) -> Ranking:
+def rank(
+    request: Query, model: LoadedModel, state: UserState | None, assignment: Assignment, experiment: Experiment
+) -> Ranking:
     """Score and rank ``request``'s candidates for the user's arm (stable for equal scores)."""
     return rank_many([request], model, [head_for(state, assignment, model)], [assignment], experiment)[0]
 
 
 def exposure_record(request: Query, ranking: Ranking, ts: float | None = None) -> dict:
     """The ``ctr.exposures`` value of one ranking (:class:`Exposure`, ``topics/schemas/exposure.schema.json``)."""
-    return {"request_id": request.request_id, "user_id": request.user_id, "arm": ranking.arm,
-            "experiment": ranking.experiment, "in_experiment": ranking.in_experiment,
-            "model_version": ranking.model_version, "ts": time.time() if ts is None else ts,
-            "items": [{"item_id": i, "score": s, "position": k}
-                      for k, (i, s) in enumerate(zip(ranking.item_ids, ranking.scores))]}
+    return {
+        "request_id": request.request_id,
+        "user_id": request.user_id,
+        "arm": ranking.arm,
+        "experiment": ranking.experiment,
+        "in_experiment": ranking.in_experiment,
+        "model_version": ranking.model_version,
+        "ts": time.time() if ts is None else ts,
+        "items": [
+            {"item_id": i, "score": s, "position": k} for k, (i, s) in enumerate(zip(ranking.item_ids, ranking.scores))
+        ],
+    }
 
 
 @functools.cache
@@ -293,24 +338,43 @@ def openapi() -> dict:
         schemas[model.__name__] = schema
         refs[model] = {"$ref": f"#/components/schemas/{model.__name__}"}
     error = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
-    errors = {str(code): {"description": why, "content": {"application/json": {"schema": error}}}
-              for code, why in ((400, "malformed JSON or invalid UTF-8"), (413, f"body over {MAX_BODY_BYTES} bytes"),
-                                (422, "the body breaks the request schema"),
-                                (429, "over capacity: refused at once, retry after Retry-After seconds"),
-                                (503, "no model yet, or the request's deadline (X-Deadline-Ms) passed while it "
-                                      "waited"))}
+    errors = {
+        str(code): {"description": why, "content": {"application/json": {"schema": error}}}
+        for code, why in (
+            (400, "malformed JSON or invalid UTF-8"),
+            (413, f"body over {MAX_BODY_BYTES} bytes"),
+            (422, "the body breaks the request schema"),
+            (429, "over capacity: refused at once, retry after Retry-After seconds"),
+            (503, "no model yet, or the request's deadline (X-Deadline-Ms) passed while it waited"),
+        )
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "stream-ctr scoring API", "version": "1"},
-        "paths": {"/v1/score": {"post": {
-            "summary": "Rank candidate items for a user under the user's experiment arm",
-            "parameters": [{"name": DEADLINE_HEADER, "in": "header", "required": False,
+        "paths": {
+            "/v1/score": {
+                "post": {
+                    "summary": "Rank candidate items for a user under the user's experiment arm",
+                    "parameters": [
+                        {
+                            "name": DEADLINE_HEADER,
+                            "in": "header",
+                            "required": False,
                             "description": "milliseconds the client waits; a request still queued after them is "
-                                           "dropped with 503 (default: the worker's STREAM_CTR_SERVING_DEADLINE_MS)",
-                            "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DEADLINE_MS}}],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": refs[ScoreRequest]}}},
-            "responses": {"200": {"description": "candidates ranked by score, highest first",
-                                  "content": {"application/json": {"schema": refs[ScoreResponse]}}}, **errors},
-        }}},
+                            "dropped with 503 (default: the worker's STREAM_CTR_SERVING_DEADLINE_MS)",
+                            "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DEADLINE_MS},
+                        }
+                    ],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": refs[ScoreRequest]}}},
+                    "responses": {
+                        "200": {
+                            "description": "candidates ranked by score, highest first",
+                            "content": {"application/json": {"schema": refs[ScoreResponse]}},
+                        },
+                        **errors,
+                    },
+                }
+            }
+        },
         "components": {"schemas": schemas},
     }

@@ -31,9 +31,9 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -76,7 +76,7 @@ class Group:
     local_rank: int = 0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Group | None":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Group | None:
         """The group torchrun (or :func:`launch`) put this process in; None outside one or in a group of one."""
         env = os.environ if env is None else env
         world = int(env.get("WORLD_SIZE", "1"))
@@ -95,12 +95,21 @@ class Group:
     def join(self, device: torch.device) -> None:
         """Join the process group (blocks until every rank has): gloo on CPU, NCCL on CUDA."""
         timeout = timedelta(seconds=COLLECTIVE_TIMEOUT_S)
-        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), self.world,
-                              is_master=os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" and self.rank == 0,
-                              timeout=timeout)
+        store = dist.TCPStore(
+            os.environ["MASTER_ADDR"],
+            int(os.environ["MASTER_PORT"]),
+            self.world,
+            is_master=os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" and self.rank == 0,
+            timeout=timeout,
+        )
         prefix = f"stream-ctr/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.PrefixStore(prefix, store),
-                                rank=self.rank, world_size=self.world, timeout=timeout)
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo",
+            store=dist.PrefixStore(prefix, store),
+            rank=self.rank,
+            world_size=self.world,
+            timeout=timeout,
+        )
 
     def leave(self) -> None:
         if dist.is_initialized():
@@ -115,8 +124,17 @@ class Group:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ids: torch.Tensor, vals: torch.Tensor,
-             labels: torch.Tensor, tables: Sequence[str], position: Position, partitions: int) -> Step:
+    def step(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        ids: torch.Tensor,
+        vals: torch.Tensor,
+        labels: torch.Tensor,
+        tables: Sequence[str],
+        position: Position,
+        partitions: int,
+    ) -> Step:
         """One synchronous step on this rank's part (``labels`` may be empty; ``tables``: the sparse embedding
         tables, all indexed by ``ids``), and the group's merged position; see the module doc."""
         model.train()
@@ -143,12 +161,11 @@ class Group:
         flat = flat[:-3] / samples
         offset = 0
         for p in dense:
-            p.grad = flat[offset: offset + p.numel()].view_as(p).clone()
+            p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
             offset += p.numel()
         for p in sparse:
             n = len(rows) * p.shape[1]
-            p.grad = torch.sparse_coo_tensor(rows[None], flat[offset: offset + n].view(len(rows), p.shape[1]),
-                                             p.shape)
+            p.grad = torch.sparse_coo_tensor(rows[None], flat[offset : offset + n].view(len(rows), p.shape[1]), p.shape)
             offset += n
         optimizer.step()
         return Step(int(samples), int(round(clicks)), loss_sum / samples, rows, merged)
@@ -198,9 +215,16 @@ def launch(world: int, argv: Sequence[str], max_restarts: int) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=world, run_id=str(uuid.uuid4()),
-                          rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=max_restarts,
-                          monitor_interval=0.5)
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=world,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="127.0.0.1:0",
+        max_restarts=max_restarts,
+        monitor_interval=0.5,
+    )
     try:
         elastic_launch(config, sys.executable)(*argv)
     except ChildFailedError as failed:

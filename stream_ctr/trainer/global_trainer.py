@@ -10,19 +10,19 @@ In a group of ranks (:mod:`stream_ctr.trainer.distributed`) each rank's trainer 
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from stream_ctr.config import Settings
-from stream_ctr.models.delta import Delta
-from stream_ctr.trainer.distributed import Group, Position
 from stream_ctr.contracts.features import FeatureSpec, HashingEncoder
 from stream_ctr.learning.heads import sigmoid
 from stream_ctr.learning.isolation import FATAL, isolate
 from stream_ctr.models import ModelConfig, build_model, embedding_tables, infer, train_step
+from stream_ctr.models.delta import Delta
 from stream_ctr.models.snapshot import Snapshot
+from stream_ctr.trainer.distributed import Group, Position
 
 __all__ = ["GlobalTrainer", "model_config", "feature_spec"]
 
@@ -32,8 +32,9 @@ def feature_spec(settings: Settings) -> FeatureSpec:
 
 
 def model_config(settings: Settings, spec: FeatureSpec, family: str | None = None) -> ModelConfig:
-    return ModelConfig(family or settings.model_family, spec.n_slots, spec.buckets, settings.embed_dim,
-                       settings.hidden_sizes)
+    return ModelConfig(
+        family or settings.model_family, spec.n_slots, spec.buckets, settings.embed_dim, settings.hidden_sizes
+    )
 
 
 class GlobalTrainer:
@@ -108,9 +109,16 @@ class GlobalTrainer:
 
     def sync_group(self) -> None:
         """Take rank 0's weights, counts, version and stream position (after rank 0 resumed or started afresh)."""
-        meta = self.group.broadcast_model(self.model, {
-            "offsets": self.offsets, "samples": self.samples, "clicks": self.clicks, "version": self.version,
-            "trained_ts": self.trained_ts})
+        meta = self.group.broadcast_model(
+            self.model,
+            {
+                "offsets": self.offsets,
+                "samples": self.samples,
+                "clicks": self.clicks,
+                "version": self.version,
+                "trained_ts": self.trained_ts,
+            },
+        )
         self.offsets, self.samples, self.clicks = dict(meta["offsets"]), meta["samples"], meta["clicks"]
         self.version, self.trained_ts = meta["version"], meta["trained_ts"]
         self._pending = 0
@@ -132,17 +140,18 @@ class GlobalTrainer:
     def learn_many(self, events: Sequence, backlog: int | None = None) -> list[tuple[object, Exception]]:
         """One optimiser step per mini-batch of ``events``, of :meth:`batch_for` ``backlog`` samples (the samples
         waiting, these included; None: the base ``trainer_batch``). A mini-batch whose step raises is retried in parts
-        (:func:`~stream_ctr.learning.isolation.isolate`): the events that raise alone are returned with their exceptions,
-        not learned, and every other event is learned once."""
+        (:func:`~stream_ctr.learning.isolation.isolate`): the events that raise alone are returned with their
+        exceptions, not learned, and every other event is learned once."""
         step = self.batch_for(backlog or 0)
         self.last_batch = step
         failed: list[tuple[object, Exception]] = []
         for lo in range(0, len(events), step):
-            failed += isolate(events[lo: lo + step], self._step)
+            failed += isolate(events[lo : lo + step], self._step)
         return failed
 
-    def learn_round(self, events: Sequence, positions: dict[int, int], ends: dict[int, int]
-                    ) -> list[tuple[object, Exception]]:
+    def learn_round(
+        self, events: Sequence, positions: dict[int, int], ends: dict[int, int]
+    ) -> list[tuple[object, Exception]]:
         """This rank's part of one step of the group: ``events`` (possibly none) learned together with the other
         ranks' parts, ``positions`` (partition -> next offset) the records read for them, ``ends`` the end offset
         of this rank's partitions. Every rank leaves with the group's weights, counts and offsets (and the group's
@@ -151,9 +160,16 @@ class GlobalTrainer:
         y = torch.tensor([e.label for e in events], dtype=torch.float32, device=self.device)
         self.advance(positions)
         here = Position(self.offsets, ends, max((e.ts for e in events), default=self.trained_ts))
-        step = self.group.step(self.model, self.optimizer, torch.from_numpy(ids).to(self.device),
-                               torch.from_numpy(vals).to(self.device), y, self._tables, here,
-                               self.settings.events_partitions)
+        step = self.group.step(
+            self.model,
+            self.optimizer,
+            torch.from_numpy(ids).to(self.device),
+            torch.from_numpy(vals).to(self.device),
+            y,
+            self._tables,
+            here,
+            self.settings.events_partitions,
+        )
         self.offsets, self.ends = step.position.offsets, step.position.ends
         self.trained_ts = max(self.trained_ts, step.position.trained_ts)
         if step.samples:
@@ -182,8 +198,9 @@ class GlobalTrainer:
         """One optimiser step on ``chunk``; raises before changing anything, or not at all."""
         ids, vals = self.encoder.encode_events(chunk)
         y = torch.tensor([e.label for e in chunk], dtype=torch.float32, device=self.device)
-        self.last_loss = train_step(self.model, self.optimizer, torch.from_numpy(ids).to(self.device),
-                                    torch.from_numpy(vals).to(self.device), y)
+        self.last_loss = train_step(
+            self.model, self.optimizer, torch.from_numpy(ids).to(self.device), torch.from_numpy(vals).to(self.device), y
+        )
         self._touched.append(ids.ravel())
         self.samples += len(chunk)
         self.clicks += int(y.sum().item())
@@ -204,14 +221,24 @@ class GlobalTrainer:
             self._pending = 0
         self._deltas_since_full = 0
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        return Snapshot(self.version, self.cfg, self.spec, float(self.global_ctr), self.samples, state,
-                        dict(self.offsets), time.time(), self.trained_ts)
+        return Snapshot(
+            self.version,
+            self.cfg,
+            self.spec,
+            float(self.global_ctr),
+            self.samples,
+            state,
+            dict(self.offsets),
+            time.time(),
+            self.trained_ts,
+        )
 
     def maybe_delta(self, now: float | None = None) -> Delta | None:
         """The next delta once ``snapshot_every`` samples are pending, or once any are and ``snapshot_interval_s``
         passed since the last delta at monotonic time ``now`` (None: count samples only, as the quality bench)."""
         due = self._pending >= self.settings.snapshot_every or (
-            now is not None and self._pending > 0 and now - self._last_delta >= self.settings.snapshot_interval_s)
+            now is not None and self._pending > 0 and now - self._last_delta >= self.settings.snapshot_interval_s
+        )
         return self.next_delta() if due else None
 
     def next_delta(self) -> Delta:
@@ -229,9 +256,18 @@ class GlobalTrainer:
         if with_dense:
             self._deltas_since_dense = 0
         self.version += 1
-        return Delta.of(self.model, rows[rows > 0], with_dense, version=self.version, base=self.version - 1,
-                        global_ctr=float(self.global_ctr), samples=self.samples, offsets=dict(self.offsets),
-                        published_at=time.time(), trained_ts=self.trained_ts)
+        return Delta.of(
+            self.model,
+            rows[rows > 0],
+            with_dense,
+            version=self.version,
+            base=self.version - 1,
+            global_ctr=float(self.global_ctr),
+            samples=self.samples,
+            offsets=dict(self.offsets),
+            published_at=time.time(),
+            trained_ts=self.trained_ts,
+        )
 
     def predict_proba(self, events) -> np.ndarray:
         """Click probabilities of the current weights for ``events`` (what a snapshot taken now would score)."""

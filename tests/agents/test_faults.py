@@ -24,24 +24,30 @@ from hypothesis import strategies as st
 from kafka import KafkaConsumer
 
 from stream_ctr import topics
-from stream_ctr.serving.client import ScoringClient
-from stream_ctr.contracts.events import DLQ_REASONS, FIELDS, InvalidEvent, encode_event, parse_record, partition_of
 from stream_ctr.broker.replay import producer, replay
+from stream_ctr.contracts.events import DLQ_REASONS, FIELDS, InvalidEvent, encode_event, parse_record, partition_of
 from stream_ctr.service.stack import Stack, get_json
+from stream_ctr.serving.client import ScoringClient
 
 pytestmark = [pytest.mark.broker, pytest.mark.faults]
 
 BAD_COUNT = 10_000
 BASE = {"event_id": "e", "user_id": "u-bad", "item_id": "i", "ts": 1.0, "label": 0, "features": {"segment": "s1"}}
 REQUIRED = ("event_id", "user_id", "item_id", "ts", "label")
-junk = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False),
-                 st.text(max_size=8), st.lists(st.integers(0, 9), max_size=2), st.dictionaries(st.text(max_size=3),
-                                                                                           st.integers(0, 9), max_size=2))
+junk = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+    st.lists(st.integers(0, 9), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(0, 9), max_size=2),
+)
 
 
 def _not_an_id(v) -> bool:
     """Neither a non-empty string nor an integer (7.0 is the integer 7, as the schema's ``integer`` reads it)."""
-    if isinstance(v, float) and v.is_integer() and -2 ** 63 <= v < 2 ** 63:
+    if isinstance(v, float) and v.is_integer() and -(2**63) <= v < 2**63:
         return False
     return not isinstance(v, (str, int)) or isinstance(v, bool) or v == ""
 
@@ -52,30 +58,41 @@ def _event(**changes) -> dict:
 
 def _malformed() -> list:
     """Strategies for (key, value) pairs that are invalid by construction, one category each."""
+
     def record(strategy):
         return strategy.map(lambda d: (b"u-bad", orjson.dumps(d)))
 
     return [
-        record(st.sampled_from(REQUIRED).map(lambda f: _event(**{f: ...}))),                # missing field
-        record(st.text(min_size=1, max_size=12).filter(lambda k: k not in FIELDS).map(
-            lambda k: {**BASE, k: 1})),                                                     # unknown field
-        record(st.tuples(st.sampled_from(("event_id", "item_id")), junk.filter(_not_an_id)).map(
-            lambda fv: _event(**{fv[0]: fv[1]}))),                                          # wrong id type
+        record(st.sampled_from(REQUIRED).map(lambda f: _event(**{f: ...}))),  # missing field
+        record(
+            st.text(min_size=1, max_size=12).filter(lambda k: k not in FIELDS).map(lambda k: {**BASE, k: 1})
+        ),  # unknown field
+        record(
+            st.tuples(st.sampled_from(("event_id", "item_id")), junk.filter(_not_an_id)).map(
+                lambda fv: _event(**{fv[0]: fv[1]})
+            )
+        ),  # wrong id type
         record(junk.filter(lambda v: v not in (0, 1) or isinstance(v, bool)).map(lambda v: _event(label=v))),
-        record(st.one_of(st.floats(max_value=-1e-9, allow_nan=False, allow_infinity=False),
-                         st.floats(min_value=time.time() + 3 * 86400, max_value=1e300),
-                         st.text(max_size=5)).map(lambda ts: _event(ts=ts))),               # bad ts
-        record(st.text(min_size=257, max_size=5000).map(lambda s: _event(item_id=s))),     # long string
+        record(
+            st.one_of(
+                st.floats(max_value=-1e-9, allow_nan=False, allow_infinity=False),
+                st.floats(min_value=time.time() + 3 * 86400, max_value=1e300),
+                st.text(max_size=5),
+            ).map(lambda ts: _event(ts=ts))
+        ),  # bad ts
+        record(st.text(min_size=257, max_size=5000).map(lambda s: _event(item_id=s))),  # long string
         record(st.sampled_from(("event_id", "item_id")).map(lambda f: _event(**{f: ""}))),  # empty value
         record(junk.filter(lambda v: not isinstance(v, dict)).map(lambda v: _event(features=v))),
-        st.binary(max_size=200).map(lambda b: (b"u-bad", b"\xff" + b)),                    # invalid UTF-8
-        st.text(max_size=50).map(lambda t: (b"u-bad", b"{" + t.encode())),                 # not JSON
+        st.binary(max_size=200).map(lambda b: (b"u-bad", b"\xff" + b)),  # invalid UTF-8
+        st.text(max_size=50).map(lambda t: (b"u-bad", b"{" + t.encode())),  # not JSON
         junk.filter(lambda v: not isinstance(v, dict)).map(lambda v: (b"u-bad", orjson.dumps(v))),  # not object
         st.sampled_from(("NaN", "Infinity", "-Infinity")).map(
-            lambda x: (b"u-bad", orjson.dumps(BASE).replace(b'"ts":1.0', f'"ts":{x}'.encode()))),
-        st.just((None, orjson.dumps(BASE))),                                                # null key
-        st.text(min_size=1, max_size=10).filter(lambda k: k != "u-bad").map(
-            lambda k: (k.encode(), orjson.dumps(BASE))),                                   # key mismatch
+            lambda x: (b"u-bad", orjson.dumps(BASE).replace(b'"ts":1.0', f'"ts":{x}'.encode()))
+        ),
+        st.just((None, orjson.dumps(BASE))),  # null key
+        st.text(min_size=1, max_size=10)
+        .filter(lambda k: k != "u-bad")
+        .map(lambda k: (k.encode(), orjson.dumps(BASE))),  # key mismatch
     ]
 
 
@@ -84,8 +101,14 @@ def _draw(strategy, n: int) -> list:
     (``strategy.example()`` is not meant for this: under CI's derandomised profile it repeats a handful)."""
     seen: list = []
 
-    @hypothesis_settings(max_examples=n, derandomize=True, database=None, phases=[Phase.generate], deadline=None,
-              suppress_health_check=list(HealthCheck))
+    @hypothesis_settings(
+        max_examples=n,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(strategy)
     def collect(example):
         seen.append(example)
@@ -108,8 +131,9 @@ def bad_records():
     return records
 
 
-def test_hostile_input_is_dead_lettered_and_good_events_applied_exactly_once(settings_factory, make_events,
-                                                                              bad_records, tmp_path):
+def test_hostile_input_is_dead_lettered_and_good_events_applied_exactly_once(
+    settings_factory, make_events, bad_records, tmp_path
+):
     settings = settings_factory()
     good = make_events(users=50, events_per_user=200, seed=13).events  # 10,000
     with Stack(settings, tmp_path / "logs") as stack:
@@ -143,16 +167,26 @@ def test_hostile_input_is_dead_lettered_and_good_events_applied_exactly_once(set
 
 
 #: Valid but unusual feature maps: what a producer may send that MovieLens never does.
-UNUSUAL = [{}, {"genres": ""}, {"genres": "|||"}, {"genres": " | "}, {"gender": "女", "occupation": "🦀" * 3},
-           {"occupation": "x" * 200}, {"genres": "|".join(f"g{i}" for i in range(40))}, {"brand": "acme"},
-           {"age": 30, "gender": 1.5, "genres": 7}, {"age": -1e300, "occupation": ""}, {"genres": "Comedy", "zip": 0}]
+UNUSUAL = [
+    {},
+    {"genres": ""},
+    {"genres": "|||"},
+    {"genres": " | "},
+    {"gender": "女", "occupation": "🦀" * 3},
+    {"occupation": "x" * 200},
+    {"genres": "|".join(f"g{i}" for i in range(40))},
+    {"brand": "acme"},
+    {"age": 30, "gender": 1.5, "genres": 7},
+    {"age": -1e300, "occupation": ""},
+    {"genres": "Comedy", "zip": 0},
+]
 
 
 def _readme_score_body() -> bytes:
     """The body of the README's scoring example (``curl ... -d '...'``)."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     start = readme.index("curl -s localhost:6066/v1/score -d '") + len("curl -s localhost:6066/v1/score -d '")
-    return readme[start:readme.index("'", start)].encode()
+    return readme[start : readme.index("'", start)].encode()
 
 
 def test_valid_but_unusual_events_are_all_applied_and_both_processes_stay_up(settings_factory, tmp_path):
@@ -165,12 +199,17 @@ def test_valid_but_unusual_events_are_all_applied_and_both_processes_stay_up(set
     plain = load_dataset("ml-100k", 1000)
     odd = [replace(e, event_id=f"odd-{i}", features=UNUSUAL[i % len(UNUSUAL)]) for i, e in enumerate(plain)]
     with Stack(settings, tmp_path / "logs") as stack:
-        replay([x for pair in zip(plain, odd) for x in pair], stack.settings.kafka_bootstrap,
-               topics.events(stack.settings).name, 0)
+        replay(
+            [x for pair in zip(plain, odd) for x in pair],
+            stack.settings.kafka_bootstrap,
+            topics.events(stack.settings).name,
+            0,
+        )
         trainer_url = stack.url("trainer")
         deadline = time.monotonic() + 120
-        while (s := stack.stats())["applied"] + s["dead_letters"] < 2000 or \
-                get_json(f"{trainer_url}/healthz")[1].get("samples", 0) < 2000:
+        while (s := stack.stats())["applied"] + s["dead_letters"] < 2000 or get_json(f"{trainer_url}/healthz")[1].get(
+            "samples", 0
+        ) < 2000:
             assert all(p.poll() is None for p in stack.procs.values()), "a process died"
             assert time.monotonic() < deadline, (s, get_json(f"{trainer_url}/healthz"))
             time.sleep(0.5)
@@ -188,9 +227,15 @@ def test_valid_but_unusual_events_are_all_applied_and_both_processes_stay_up(set
 
 
 def _dead_letter_reasons(settings, expect: int) -> Counter:
-    consumer = KafkaConsumer(topics.dead_letters(settings).name, bootstrap_servers=settings.kafka_bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=10000, group_id=None,
-                             fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=64 * 1024 * 1024)
+    consumer = KafkaConsumer(
+        topics.dead_letters(settings).name,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=10000,
+        group_id=None,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=64 * 1024 * 1024,
+    )
     reasons: Counter = Counter()
     try:
         for msg in consumer:
@@ -218,19 +263,23 @@ def _truth_from_topic(settings) -> dict[str, tuple]:
 
 
 @pytest.mark.parametrize("store", ["memory", "rocksdb"])
-def test_kill_9_five_times_during_a_replay_loses_nothing_and_counts_nothing_twice(store, settings_factory,
-                                                                                  make_events, tmp_path):
+def test_kill_9_five_times_during_a_replay_loses_nothing_and_counts_nothing_twice(
+    store, settings_factory, make_events, tmp_path
+):
     import threading
 
     settings = settings_factory(store=store)
     events = make_events(users=40, events_per_user=180, seed=21).events  # 7,200, at 100/s: ~72 s of stream
     rng = random.Random(5)
     with Stack(settings, tmp_path / "logs") as stack:
-        feeder = threading.Thread(target=replay, args=(events, stack.settings.kafka_bootstrap,
-                                                       topics.events(stack.settings).name, 100.0), daemon=True)
+        feeder = threading.Thread(
+            target=replay,
+            args=(events, stack.settings.kafka_bootstrap, topics.events(stack.settings).name, 100.0),
+            daemon=True,
+        )
         feeder.start()
         recoveries = []
-        for kill in range(5):
+        for _ in range(5):
             time.sleep(rng.uniform(0.5, 3.0))
             assert feeder.is_alive(), "the replay ended before every kill happened: events must still arrive"
             stack.kill("worker")
@@ -280,8 +329,11 @@ def test_two_workers_one_killed_its_partitions_move_and_come_back_exactly(settin
     with Stack(settings, tmp_path / "logs") as stack:
         stack.spawn("worker", "worker2")
         stack.wait_healthy(120, "worker2")
-        feeder = threading.Thread(target=replay, args=(events, stack.settings.kafka_bootstrap,
-                                                       topics.events(stack.settings).name, 100.0), daemon=True)
+        feeder = threading.Thread(
+            target=replay,
+            args=(events, stack.settings.kafka_bootstrap, topics.events(stack.settings).name, 100.0),
+            daemon=True,
+        )
         feeder.start()
         time.sleep(8)
         stack.kill("worker2")  # its partitions move to the first worker
@@ -300,8 +352,9 @@ def test_two_workers_one_killed_its_partitions_move_and_come_back_exactly(settin
         assert all(owners.values()), owners  # both own users again after the second rebalance
 
 
-def test_trainer_killed_mid_stream_resumes_at_its_snapshot_and_trains_each_sample_once(settings_factory,
-                                                                                        make_events, tmp_path):
+def test_trainer_killed_mid_stream_resumes_at_its_snapshot_and_trains_each_sample_once(
+    settings_factory, make_events, tmp_path
+):
     """The published weights' lineage has seen every event exactly once: a snapshot's ``samples`` and
     ``offsets`` after three kills equal the topic's. (Before snapshots carried offsets, the trainer's consumer
     group committed past its last snapshot and a kill lost those samples for good.)"""
@@ -312,8 +365,11 @@ def test_trainer_killed_mid_stream_resumes_at_its_snapshot_and_trains_each_sampl
     rng = random.Random(7)
     with Stack(settings, tmp_path / "logs", worker=False) as stack:
         stack.wait_healthy(120, "trainer")
-        feeder = threading.Thread(target=replay, args=(events, stack.settings.kafka_bootstrap,
-                                                       topics.events(stack.settings).name, 100.0), daemon=True)
+        feeder = threading.Thread(
+            target=replay,
+            args=(events, stack.settings.kafka_bootstrap, topics.events(stack.settings).name, 100.0),
+            daemon=True,
+        )
         feeder.start()
         for _ in range(3):
             time.sleep(rng.uniform(4.0, 7.0))
@@ -327,8 +383,9 @@ def test_trainer_killed_mid_stream_resumes_at_its_snapshot_and_trains_each_sampl
         assert round(latest.global_ctr * latest.samples) == sum(e.label for e in events)
 
 
-def test_broker_killed_and_restarted_mid_stream_worker_and_trainer_resume_exactly(settings_factory, make_events,
-                                                                                   tmp_path):
+def test_broker_killed_and_restarted_mid_stream_worker_and_trainer_resume_exactly(
+    settings_factory, make_events, tmp_path
+):
     """SIGKILL the broker (its own, not the session's) while events arrive, restart it on the same log dir 10 s
     later: the worker and the trainer carry on by themselves and the result is exact."""
     import threading
@@ -339,8 +396,9 @@ def test_broker_killed_and_restarted_mid_stream_worker_and_trainer_resume_exactl
     with LocalKafka() as broker:
         settings = settings_factory(kafka_bootstrap=broker.bootstrap, snapshot_every=500)
         with Stack(settings, tmp_path / "logs") as stack:
-            feeder = threading.Thread(target=replay, args=(events, broker.bootstrap,
-                                                           topics.events(settings).name, 100.0), daemon=True)
+            feeder = threading.Thread(
+                target=replay, args=(events, broker.bootstrap, topics.events(settings).name, 100.0), daemon=True
+            )
             feeder.start()
             time.sleep(10)
             broker.kill()
@@ -367,8 +425,9 @@ def _snapshot_at_the_end(settings, timeout: float = 120.0):
 
     ends = end_offsets(settings.kafka_bootstrap, topics.events(settings).name)
     deadline = time.monotonic() + timeout
-    while (latest := asyncio.run(read_latest_snapshot(settings.kafka_bootstrap,
-                                                      topics.model(settings).name))).offsets != ends:
+    while (
+        latest := asyncio.run(read_latest_snapshot(settings.kafka_bootstrap, topics.model(settings).name))
+    ).offsets != ends:
         assert time.monotonic() < deadline, (latest.version, latest.offsets, ends)
         time.sleep(1)
     return latest

@@ -10,8 +10,8 @@ import pytest
 from kafka import KafkaConsumer
 
 from stream_ctr import topics
-from stream_ctr.contracts.events import InvalidEvent, parse_record, partition_of
 from stream_ctr.broker.replay import MALFORMED_SAMPLES, replay
+from stream_ctr.contracts.events import InvalidEvent, parse_record, partition_of
 from stream_ctr.service.stack import Stack, get_json
 
 pytestmark = pytest.mark.broker
@@ -36,8 +36,13 @@ def _expected_counts(events):
 
 
 def _dead_letters(settings, expect: int) -> list:
-    consumer = KafkaConsumer(topics.dead_letters(settings).name, bootstrap_servers=settings.kafka_bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=10000, group_id=None)
+    consumer = KafkaConsumer(
+        topics.dead_letters(settings).name,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=10000,
+        group_id=None,
+    )
     records = []
     try:
         for msg in consumer:
@@ -67,8 +72,9 @@ def test_replay_through_real_worker_counts_exactly_and_dead_letters(settings_fac
             msg = dlq[value]
             headers = dict(msg.headers)
             with pytest.raises(InvalidEvent) as err:
-                parse_record(value, key, partition_of(key, settings.events_partitions) if key else 0,
-                             settings.events_partitions)
+                parse_record(
+                    value, key, partition_of(key, settings.events_partitions) if key else 0, settings.events_partitions
+                )
             assert headers["reason"].decode() == err.value.reason
             assert headers["topic"].decode() == topics.events(settings).name
             assert msg.key == key

@@ -28,8 +28,9 @@ class _RecordingTopic:
 
 @pytest.fixture
 def worker(make_snapshot):
-    settings = Settings.from_env({}, kafka_bootstrap="127.0.0.1:9", features="category,segment",
-                                 hash_buckets=2048, batch_size=16)
+    settings = Settings.from_env(
+        {}, kafka_bootstrap="127.0.0.1:9", features="category,segment", hash_buckets=2048, batch_size=16
+    )
     worker = PersonalizeWorker.build(settings, follow=False, users={})
     worker.app.finalize()
     worker.follower.offer(make_snapshot(settings))
@@ -42,14 +43,28 @@ def _drive(worker: PersonalizeWorker, records, expect: int) -> None:
     on the key's partition (Kafka's default partitioner), offsets counting up per partition, in chunks."""
     topic, n = worker.events.get_topic_name(), worker.settings.events_partitions
     offsets = itertools.count()
-    fetched = [ConsumerRecord(topic, partition_of(key, n) if key else 0, next(offsets), 0, 0, key, value, None,
-                              len(key or b""), len(value), []) for key, value in records]
+    fetched = [
+        ConsumerRecord(
+            topic,
+            partition_of(key, n) if key else 0,
+            next(offsets),
+            0,
+            0,
+            key,
+            value,
+            None,
+            len(key or b""),
+            len(value),
+            [],
+        )
+        for key, value in records
+    ]
     batched = worker.app._stream_ctr_batched
     assert batched.topic == topic
 
     async def run():
         for start in range(0, len(fetched), batched.batch_size):
-            await batched.handler(fetched[start:start + batched.batch_size])
+            await batched.handler(fetched[start : start + batched.batch_size])
 
     asyncio.run(run())
     s = worker.stats()
@@ -73,8 +88,12 @@ def test_agent_dead_letters_bad_records_and_keeps_going(worker, make_events):
     good = make_events(users=2, events_per_user=3, seed=5).events
     bad_label = orjson.dumps({"event_id": "1", "user_id": "u-y", "item_id": "i", "ts": 1, "label": 5})
     null_key = encode_event(good[0])
-    records = [(b"u-x", b"{not json"), *[(e.user_id.encode(), encode_event(e)) for e in good], (b"u-y", bad_label),
-               (None, null_key)]
+    records = [
+        (b"u-x", b"{not json"),
+        *[(e.user_id.encode(), encode_event(e)) for e in good],
+        (b"u-y", bad_label),
+        (None, null_key),
+    ]
     _drive(worker, records, len(records))
     stats = worker.stats()
     assert (stats["applied"], stats["dead_letters"]) == (len(good), 3)
@@ -101,13 +120,16 @@ def _poisoned(worker, item: str) -> None:
     encoder.encode = encode_or_raise
 
 
-def test_a_record_that_raises_is_dead_lettered_and_the_rest_of_its_batch_applied(worker, make_snapshot,
-                                                                                   make_events):
+def test_a_record_that_raises_is_dead_lettered_and_the_rest_of_its_batch_applied(worker, make_snapshot, make_events):
     events = make_events(users=4, events_per_user=20, seed=6).events
     poison = {events[5].event_id, events[37].event_id}
-    records = [(e.user_id.encode(), encode_event(e if e.event_id not in poison else
-                                                 type(e)(**{**e.to_dict(), "item_id": "poison"})))
-               for e in events]
+    records = [
+        (
+            e.user_id.encode(),
+            encode_event(e if e.event_id not in poison else type(e)(**{**e.to_dict(), "item_id": "poison"})),
+        )
+        for e in events
+    ]
     _poisoned(worker, "poison")
     _drive(worker, records, len(records))
     stats = worker.stats()
@@ -127,5 +149,8 @@ def test_a_record_that_raises_is_dead_lettered_and_the_rest_of_its_batch_applied
     _drive(clean, kept, len(kept))
     for uid, state in clean.users.items():
         mine = worker.users[uid]
-        assert (mine.ctr.n, mine.ctr.clicks, mine.ctr.window_labels) == (state.ctr.n, state.ctr.clicks,
-                                                                           state.ctr.window_labels)
+        assert (mine.ctr.n, mine.ctr.clicks, mine.ctr.window_labels) == (
+            state.ctr.n,
+            state.ctr.clicks,
+            state.ctr.window_labels,
+        )

@@ -12,9 +12,8 @@ import pytest
 
 from stream_ctr import topics
 from stream_ctr.agents.personalize import PersonalizeWorker
-from stream_ctr.serving.scoring import DEADLINE_HEADER
 from stream_ctr.config import Settings
-from stream_ctr.serving.scoring import head_for, parse_score_request, rank
+from stream_ctr.serving.scoring import DEADLINE_HEADER, head_for, parse_score_request, rank
 
 
 class _Exposures:
@@ -45,8 +44,14 @@ class _Request:
 
 @pytest.fixture
 def worker(make_snapshot):
-    settings = Settings.from_env({}, kafka_bootstrap="127.0.0.1:9", features="category,segment",
-                                 hash_buckets=2048, serving_max_in_flight=3, serving_max_batch=2)
+    settings = Settings.from_env(
+        {},
+        kafka_bootstrap="127.0.0.1:9",
+        features="category,segment",
+        hash_buckets=2048,
+        serving_max_in_flight=3,
+        serving_max_batch=2,
+    )
     worker = PersonalizeWorker.build(settings, follow=False, users={})
     worker.app.finalize()
     worker.follower.offer(make_snapshot(settings))
@@ -56,13 +61,21 @@ def worker(make_snapshot):
 
 
 def _body(user: str, rid: str, n: int = 20) -> bytes:
-    return orjson.dumps({"user_id": user, "request_id": rid, "candidates": [
-        {"item_id": f"i{k}", "features": {"category": f"c{k % 5}", "segment": "s1"}} for k in range(n)]})
+    return orjson.dumps(
+        {
+            "user_id": user,
+            "request_id": rid,
+            "candidates": [
+                {"item_id": f"i{k}", "features": {"category": f"c{k % 5}", "segment": "s1"}} for k in range(n)
+            ],
+        }
+    )
 
 
 def _serve(worker, requests):
     async def run():
         return await asyncio.gather(*(worker.scoring.handle(_Web(), r) for r in requests))
+
     return asyncio.run(run())
 
 
@@ -74,7 +87,7 @@ def test_past_the_in_flight_limit_requests_are_refused_at_once_with_retry_after(
     answers = _serve(worker, [_Request(_body(f"u{k}", f"r{k}")) for k in range(10)])
     statuses = [a[0] for a in answers]
     assert statuses == [200] * 3 + [429] * 7  # three held (the limit), the rest refused before being read
-    for status, body, headers in answers[3:]:
+    for _, body, headers in answers[3:]:
         assert headers["Retry-After"] == "1" and "over capacity" in body["error"]
     assert _metric(worker, "stream_ctr_serving_shed_total", {"reason": "over_capacity"}) == 7
     assert len(worker.exposures.sent) == 3 and worker.scoring.in_flight == 0
@@ -85,7 +98,7 @@ def test_past_the_in_flight_limit_requests_are_refused_at_once_with_retry_after(
 
 
 def test_a_request_past_its_deadline_is_dropped_not_computed(worker):
-    (status, body, headers), = _serve(worker, [_Request(_body("u1", "late"), {DEADLINE_HEADER: "0.001"})])
+    ((status, body, headers),) = _serve(worker, [_Request(_body("u1", "late"), {DEADLINE_HEADER: "0.001"})])
     assert status == 503 and "deadline" in body["error"] and headers["Retry-After"] == "1"
     assert worker.exposures.sent == [] and len(worker.pending) == 0
     assert _metric(worker, "stream_ctr_serving_shed_total", {"reason": "deadline"}) == 1
@@ -93,7 +106,7 @@ def test_a_request_past_its_deadline_is_dropped_not_computed(worker):
 
 @pytest.mark.parametrize("header", ["soon", "0", "-5", "nan", "1e12"])
 def test_a_deadline_that_is_not_milliseconds_is_a_400(worker, header):
-    (status, body, _), = _serve(worker, [_Request(_body("u1", "r"), {DEADLINE_HEADER: header})])
+    ((status, body, _),) = _serve(worker, [_Request(_body("u1", "r"), {DEADLINE_HEADER: header})])
     assert status == 400 and DEADLINE_HEADER in body["error"]
 
 
@@ -101,8 +114,10 @@ def test_requests_batched_together_are_ranked_as_each_would_be_alone(worker, mak
     events = make_events(users=6, events_per_user=30, seed=3).events
     from stream_ctr.learning import loop as learning
     from stream_ctr.learning.heads import HeadParams
-    learning.test_then_train([(e, i) for i, e in enumerate(events)], worker.follower.holder.current, worker.users,
-                             HeadParams())
+
+    learning.test_then_train(
+        [(e, i) for i, e in enumerate(events)], worker.follower.holder.current, worker.users, HeadParams()
+    )
     bodies = [_body(u, f"b{k}", n=7 + k) for k, u in enumerate(["u0", "u1", "nobody"])]
     answers = _serve(worker, [_Request(b) for b in bodies])
     model = worker.follower.holder.current
@@ -113,8 +128,9 @@ def test_requests_batched_together_are_ranked_as_each_would_be_alone(worker, mak
         assert status == 200 and [it["item_id"] for it in got["items"]] == alone.item_ids
         assert [it["score"] for it in got["items"]] == pytest.approx(alone.scores, rel=1e-6)
         assert got["arm"] == a.arm
-    assert sum(head_for(worker.users.get(u), worker.experiment.assign(u), model) is not None
-               for u in ("u0", "u1")) >= 1  # at least one request was personalised by a head
+    assert (
+        sum(head_for(worker.users.get(u), worker.experiment.assign(u), model) is not None for u in ("u0", "u1")) >= 1
+    )  # at least one request was personalised by a head
     for exposure in worker.exposures.sent:
         jsonschema.validate(exposure, topics.schema("exposure"))
     assert {e["request_id"] for e in worker.exposures.sent} == {"b0", "b1", "b2"}

@@ -10,15 +10,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_ctr import topics
-from stream_ctr.experiments.assignment import Experiment
-from stream_ctr.service.closed_loop import run_closed_loop
-from stream_ctr.experiments.report import read_results
-from stream_ctr.serving.client import ScoringClient
-from stream_ctr.data.synthetic import SyntheticConfig
 from stream_ctr.broker.replay import replay
-from stream_ctr.serving.scoring import MAX_BODY_BYTES
+from stream_ctr.data.synthetic import SyntheticConfig
+from stream_ctr.experiments.assignment import Experiment
+from stream_ctr.experiments.report import read_results
 from stream_ctr.experiments.simulate import SimConfig
+from stream_ctr.service.closed_loop import run_closed_loop
 from stream_ctr.service.stack import Stack, get_json
+from stream_ctr.serving.client import ScoringClient
+from stream_ctr.serving.scoring import MAX_BODY_BYTES
 
 pytestmark = pytest.mark.broker
 
@@ -43,8 +43,13 @@ def two_workers(settings_factory, make_events, tmp_path_factory):
 
 
 def _request(user: str, rid: str) -> dict:
-    return {"user_id": user, "request_id": rid, "candidates": [
-        {"item_id": f"i{k}", "features": {"category": f"c{k % 12}", "segment": "s1"}} for k in range(40)]}
+    return {
+        "user_id": user,
+        "request_id": rid,
+        "candidates": [
+            {"item_id": f"i{k}", "features": {"category": f"c{k % 12}", "segment": "s1"}} for k in range(40)
+        ],
+    }
 
 
 def _results(url: str) -> dict:
@@ -100,14 +105,18 @@ def _metric(url: str, name: str) -> float:
 
 def test_closed_loop_per_arm_results_add_up_to_the_exposures_sent(two_workers):
     stack, urls = two_workers
-    base = {name: sum(_metric(u, name) for u in urls)
-            for name in ("stream_ctr_ab_requests_total", "stream_ctr_ab_impressions_total")}
+    base = {
+        name: sum(_metric(u, name) for u in urls)
+        for name in ("stream_ctr_ab_requests_total", "stream_ctr_ab_impressions_total")
+    }
     sim = SimConfig(requests=600, candidates=30, k=4, seed=3, start_ts=time.time())
     loop = run_closed_loop(stack.settings, sim, WORLD, url=urls[1])
     assert loop.report()["overall"]["requests"] == 600
     deadline = time.monotonic() + 120
-    while sum(_metric(u, "stream_ctr_ab_impressions_total") for u in urls) < base[
-            "stream_ctr_ab_impressions_total"] + 600 * 4:
+    while (
+        sum(_metric(u, "stream_ctr_ab_impressions_total") for u in urls)
+        < base["stream_ctr_ab_impressions_total"] + 600 * 4
+    ):
         assert time.monotonic() < deadline, "events of the closed loop were not all attributed"
         time.sleep(0.5)
     got = {name: sum(_metric(u, name) for u in urls) - base[name] for name in base}

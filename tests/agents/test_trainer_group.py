@@ -17,9 +17,9 @@ from stream_ctr import topics
 from stream_ctr.agents.snapshots import read_latest_snapshot
 from stream_ctr.bench.state import publish_v0
 from stream_ctr.broker.read import end_offsets
+from stream_ctr.broker.replay import replay
 from stream_ctr.learning.heads import sigmoid
 from stream_ctr.quality.metrics import auc
-from stream_ctr.broker.replay import replay
 from stream_ctr.service.stack import Stack, get_json
 
 pytestmark = pytest.mark.broker
@@ -43,8 +43,11 @@ def _final_snapshot(settings, samples: int, newer_than: int, timeout: float = 18
 
 def _ranks(agent: int) -> dict[int, int]:
     """Rank -> pid of the ranks the elastic agent ``agent`` runs."""
-    pids = [int(c) for task in os.listdir(f"/proc/{agent}/task")
-            for c in Path(f"/proc/{agent}/task/{task}/children").read_text().split()]
+    pids = [
+        int(c)
+        for task in os.listdir(f"/proc/{agent}/task")
+        for c in Path(f"/proc/{agent}/task/{task}/children").read_text().split()
+    ]
     ranks = {}
     for pid in pids:
         env = dict(kv.split("=", 1) for kv in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in kv)
@@ -83,8 +86,7 @@ def test_two_ranks_train_every_sample_once_and_as_well_as_one(settings_factory, 
 
 def test_a_rank_killed_restarts_the_group_from_the_newest_full_snapshot(settings_factory, make_events, tmp_path):
     # Small steps and a full snapshot every 5 deltas: the kill lands mid-stream, with a snapshot to resume from.
-    settings = settings_factory(snapshot_every=64, full_snapshot_every=5, trainer_batch_max=16,
-                                trainer_world_size=2)
+    settings = settings_factory(snapshot_every=64, full_snapshot_every=5, trainer_batch_max=16, trainer_world_size=2)
     events = make_events(users=200, events_per_user=150, seed=6).events
     with Stack(settings, tmp_path / "logs", worker=False) as stack:
         s = stack.settings

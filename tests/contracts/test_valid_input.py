@@ -38,21 +38,29 @@ import numpy as np
 import orjson
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from stream_ctr import topics
-
-from stream_ctr.learning import loop as learning
-from stream_ctr.experiments.assignment import Assignment, Experiment
-from stream_ctr.contracts.arms import ARMS
 from stream_ctr.config import ConfigError, Settings
-from stream_ctr.learning.correction import METHODS
-from stream_ctr.data import load_dataset
+from stream_ctr.contracts.arms import ARMS
 from stream_ctr.contracts.events import DLQ_REASONS, InvalidEvent, parse_event, partition_of
 from stream_ctr.contracts.features import FeatureSpec, HashingEncoder
+from stream_ctr.data import load_dataset
+from stream_ctr.experiments.assignment import Assignment, Experiment
+from stream_ctr.learning import loop as learning
+from stream_ctr.learning.correction import METHODS
 from stream_ctr.learning.heads import HeadParams
-from stream_ctr.serving.scoring import MAX_BODY_BYTES, BadRequest, Query, ScoreRequest, openapi, parse_score_request, rank
 from stream_ctr.learning.state import UserState
+from stream_ctr.serving.scoring import (
+    MAX_BODY_BYTES,
+    BadRequest,
+    Query,
+    ScoreRequest,
+    openapi,
+    parse_score_request,
+    rank,
+)
 from stream_ctr.trainer.global_trainer import GlobalTrainer
 
 #: Generated inputs each entry point must see in one run.
@@ -63,8 +71,14 @@ COUNTS: Counter = Counter()
 
 def fast(max_examples: int):
     """Derandomized, database-free Hypothesis settings: the same examples every run, no deadline."""
-    return settings(max_examples=max_examples, deadline=None, derandomize=True, database=None, print_blob=False,
-                    suppress_health_check=list(HealthCheck))
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        print_blob=False,
+        suppress_health_check=list(HealthCheck),
+    )
 
 
 # --- a JSON Schema -> strategy builder ------------------------------------------------------------------------------
@@ -76,16 +90,38 @@ CHAR = st.characters(blacklist_categories=("Cs",))
 UNBOUNDED = 2048
 
 #: Any JSON value (orjson writes integers of at most 64 bits).
-JSON = st.recursive(st.none() | st.booleans() | st.integers(INT64[0], (1 << 64) - 1)
-                    | st.floats(allow_nan=False, allow_infinity=False) | st.text(CHAR, max_size=4),
-                    lambda kids: st.lists(kids, max_size=2) | st.dictionaries(st.text(CHAR, max_size=3), kids,
-                                                                              max_size=2),
-                    max_leaves=4)
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(INT64[0], (1 << 64) - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(CHAR, max_size=4),
+    lambda kids: st.lists(kids, max_size=2) | st.dictionaries(st.text(CHAR, max_size=3), kids, max_size=2),
+    max_leaves=4,
+)
 
 _ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description", "default", "examples", "$comment"}
-_KNOWN = _ANNOTATIONS | {"$ref", "type", "enum", "const", "oneOf", "anyOf", "properties", "required",
-                         "additionalProperties", "maxProperties", "minProperties", "propertyNames", "items", "minItems",
-                         "maxItems", "minLength", "maxLength", "minimum", "maximum"}
+_KNOWN = _ANNOTATIONS | {
+    "$ref",
+    "type",
+    "enum",
+    "const",
+    "oneOf",
+    "anyOf",
+    "properties",
+    "required",
+    "additionalProperties",
+    "maxProperties",
+    "minProperties",
+    "propertyNames",
+    "items",
+    "minItems",
+    "maxItems",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+}
 
 
 def _text(lo: int = 0, hi: int | None = None):
@@ -129,8 +165,13 @@ def _mapping(names, values, lo: int, hi: int, longest_name: int, few: int = 6, o
     small = st.dictionaries(names, values, min_size=lo, max_size=min(hi, max(lo, few)))
     if hi <= few:
         return small
-    return _rarely(small, st.builds(_numbered, names, st.lists(values, min_size=1, max_size=3), _counts(few, lo, hi),
-                                    st.just(longest_name)), odds)
+    return _rarely(
+        small,
+        st.builds(
+            _numbered, names, st.lists(values, min_size=1, max_size=3), _counts(few, lo, hi), st.just(longest_name)
+        ),
+        odds,
+    )
 
 
 def _numbered(name: str, values: list, n: int, longest: int) -> dict:
@@ -195,8 +236,10 @@ def from_schema(schema: dict, root: dict | None = None, refine=None, path: str =
         return _integers(max(INT64[0], schema.get("minimum", INT64[0])), min(INT64[1], schema.get("maximum", INT64[1])))
     if kind == "number":
         lo, hi = schema.get("minimum"), schema.get("maximum")
-        ints = _integers(INT64[0] if lo is None else max(INT64[0], math.ceil(lo)),
-                         INT64[1] if hi is None else min(INT64[1], math.floor(hi)))
+        ints = _integers(
+            INT64[0] if lo is None else max(INT64[0], math.ceil(lo)),
+            INT64[1] if hi is None else min(INT64[1], math.floor(hi)),
+        )
         return st.one_of(ints, st.floats(lo, hi, allow_nan=False, allow_infinity=False))
     if kind == "boolean":
         return st.booleans()
@@ -214,8 +257,10 @@ def from_schema(schema: dict, root: dict | None = None, refine=None, path: str =
                 raise NotImplementedError(f"{path or '/'}: fixed properties with additional ones")
             required = set(schema.get("required", ()))
             strategies = {name: build(sub, f"{path}/properties/{name}") for name, sub in props.items()}
-            return st.fixed_dictionaries({k: v for k, v in strategies.items() if k in required},
-                                         optional={k: v for k, v in strategies.items() if k not in required})
+            return st.fixed_dictionaries(
+                {k: v for k, v in strategies.items() if k in required},
+                optional={k: v for k, v in strategies.items() if k not in required},
+            )
         name_schema = {"type": "string", **schema.get("propertyNames", {})}
         names = build(name_schema, f"{path}/propertyNames")
         values = build(extra if isinstance(extra, dict) else {}, f"{path}/additionalProperties")
@@ -240,15 +285,60 @@ DEFAULT_SPEC = FeatureSpec.parse(DEFAULT.features, DEFAULT.hash_buckets)
 NUMERIC_FEATURES = "age:num,gender,occupation:num,genres:multi:40"
 SPEC_NAMES = tuple(f.name for f in DEFAULT_SPEC.fields)
 NOW = float(int(time.time()))  # ``ts`` may be up to a day ahead of the clock: prose in the schema, so bounded here
-GENRES = ("Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
-          "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western")
+GENRES = (
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 
 #: Values chosen to hurt the fields the model reads (all valid: strings of at most 1,024 characters or finite
 #: numbers).
 WEIRD = st.one_of(
-    st.sampled_from(["", " ", "|", "|||", " | | ", "||A||", "A||B", "0", "-0", "3.0", "1e309", "-1e309", "nan", "NaN",
-                     "inf", "-inf", "٣", "²", "\x00", "\u200b", "😀|😀", "F", "M", "|".join(GENRES),
-                     "|".join(GENRES * 3)[:1024], "|".join(g for g in GENRES * 3)[:200]]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "|",
+            "|||",
+            " | | ",
+            "||A||",
+            "A||B",
+            "0",
+            "-0",
+            "3.0",
+            "1e309",
+            "-1e309",
+            "nan",
+            "NaN",
+            "inf",
+            "-inf",
+            "٣",
+            "²",
+            "\x00",
+            "\u200b",
+            "😀|😀",
+            "F",
+            "M",
+            "|".join(GENRES),
+            "|".join(GENRES * 3)[:1024],
+            "|".join(g for g in GENRES * 3)[:200],
+        ]
+    ),
     st.sampled_from([0, -0.0, 1, -1, 3.0, 1e308, -1e308, 5e-324, 2.5, INT64[0], INT64[1], 1 << 53, (1 << 53) + 1]),
     st.lists(st.sampled_from(GENRES), min_size=1, max_size=3).map(lambda g: "|".join(_cycle(g, 40))),
     st.lists(st.text(CHAR, max_size=8), max_size=8).map(lambda t: "|".join(_cycle(t, 40)) if t else ""),
@@ -262,8 +352,15 @@ def _features(schema: dict, build, names, few: int = 8, odds: int = 3):
     name_schema = {"type": "string", **schema.get("propertyNames", {})}
     keys = st.one_of(st.sampled_from(names), build(name_schema, ""))
     values = st.one_of(build(schema["additionalProperties"], "/additionalProperties"), WEIRD)
-    return _mapping(keys, values, 0, schema.get("maxProperties", UNBOUNDED), name_schema.get("maxLength", UNBOUNDED),
-                    few=few, odds=odds)
+    return _mapping(
+        keys,
+        values,
+        0,
+        schema.get("maxProperties", UNBOUNDED),
+        name_schema.get("maxLength", UNBOUNDED),
+        few=few,
+        odds=odds,
+    )
 
 
 def _event_refine(names):
@@ -298,8 +395,15 @@ def _request_refine(path, schema, build):
         return _many(build(schema["items"], "/items"), schema["minItems"], schema["maxItems"], few=3, odds=31)
     if path == "/properties/context":
         names = build({"type": "string", **schema.get("propertyNames", {})}, f"{path}/propertyNames")
-        return _mapping(names, build(schema["additionalProperties"], f"{path}/additionalProperties"), 0,
-                        schema["maxProperties"], UNBOUNDED, few=2, odds=31)
+        return _mapping(
+            names,
+            build(schema["additionalProperties"], f"{path}/additionalProperties"),
+            0,
+            schema["maxProperties"],
+            UNBOUNDED,
+            few=2,
+            odds=31,
+        )
     return None
 
 
@@ -321,7 +425,9 @@ def _parse(obj: dict):
     try:
         return parse_event(raw, _key(obj))
     except InvalidEvent as exc:
-        raise AssertionError(f"contract mismatch: parse_event refused a schema-valid event ({exc}): {raw[:300]!r}")
+        raise AssertionError(
+            f"contract mismatch: parse_event refused a schema-valid event ({exc}): {raw[:300]!r}"
+        ) from exc
 
 
 def _assert_probs(p, what: str):
@@ -392,8 +498,9 @@ def _learn(events, model, params, passes: int) -> tuple[list, dict]:
     """Test-then-train on ``events`` from fresh states, ``passes`` times (from the second on, heads that learned
     score): the predictions of each pass and the states' bytes. Every head stays finite."""
     states: dict = {}
-    preds = [_ttt([(e, k * len(events) + i) for i, e in enumerate(events)], model, states, params)
-             for k in range(passes)]
+    preds = [
+        _ttt([(e, k * len(events) + i) for i, e in enumerate(events)], model, states, params) for k in range(passes)
+    ]
     for state in states.values():
         summary = state.summary()
         assert all(math.isfinite(v) for v in summary["head_norm"].values()), summary
@@ -401,8 +508,11 @@ def _learn(events, model, params, passes: int) -> tuple[list, dict]:
     return preds, {u: s.to_bytes() for u, s in states.items()}
 
 
-@given(objs=st.lists(EVENT, min_size=40, max_size=60), variant=st.sampled_from(["default", "numeric"]),
-       repeat=st.sampled_from(METHODS))
+@given(
+    objs=st.lists(EVENT, min_size=40, max_size=60),
+    variant=st.sampled_from(["default", "numeric"]),
+    repeat=st.sampled_from(METHODS),
+)
 @fast(max_examples=QUOTA // 40)
 def _events_flow(objs, variant, repeat):
     COUNTS["events"] += len(objs)
@@ -466,8 +576,11 @@ def _check_ranking(request: Query, model, state, assignment: Assignment, twice: 
     _assert_probs(scores, f"score ({assignment.arm})")
     assert scores == sorted(scores, reverse=True)
     assert sorted(response.item_ids) == sorted(request.item_ids)
-    assert (response.arm, response.request_id, response.model_version) == (assignment.arm, request.request_id,
-                                                                            model.version)
+    assert (response.arm, response.request_id, response.model_version) == (
+        assignment.arm,
+        request.request_id,
+        model.version,
+    )
     return response
 
 
@@ -496,8 +609,12 @@ def _requests_ranked(obj, variant, arm):
         return
     assert request == parse_score_request(body)
     schema = ScoreRequest.model_validate_json(body)  # the fast check's values are the schema's
-    assert request == (schema.user_id, schema.request_id, [c.item_id for c in schema.candidates],
-                       [c.features for c in schema.candidates])
+    assert request == (
+        schema.user_id,
+        schema.request_id,
+        [c.item_id for c in schema.candidates],
+        [c.features for c in schema.candidates],
+    )
     w = world()[variant]
     model, states = w["model"], w["states"]
     # A user whose heads learned (every arm, the control's included: it ignores them), and a cold user (no state)
@@ -522,8 +639,9 @@ def _ids_are_keys(ids):
     from faust.utils import json as faust_json
 
     COUNTS["user ids"] += len(ids)
-    objs = [{"event_id": f"e{i}", "user_id": uid, "item_id": "i", "ts": NOW, "label": i % 2}
-            for i, uid in enumerate(ids)]
+    objs = [
+        {"event_id": f"e{i}", "user_id": uid, "item_id": "i", "ts": NOW, "label": i % 2} for i, uid in enumerate(ids)
+    ]
     events = [_parse(obj) for obj in objs]
     w = world()["default"]
     states: dict = {}  # stands for the users table (any MutableMapping; the worker's tests use a dict too)
@@ -554,28 +672,49 @@ def test_valid_user_ids_are_table_keys_with_a_serialisable_summary():
 
 #: Field names the spec strings and the events both draw from, so that the events carry the specs' fields.
 _POOL = ("age", "gender", "genres", "occupation", "price", "a b", "x|y", "😀", "\x00")
-_NAME = st.one_of(st.sampled_from(_POOL), st.sampled_from(["user_id", "item_id", "", " ", " a b ", " age"]),
-                  st.text(CHAR, max_size=6), st.text(st.characters(blacklist_characters=",:"), max_size=6))
+_NAME = st.one_of(
+    st.sampled_from(_POOL),
+    st.sampled_from(["user_id", "item_id", "", " ", " a b ", " age"]),
+    st.text(CHAR, max_size=6),
+    st.text(st.characters(blacklist_characters=",:"), max_size=6),
+)
 _KIND = st.one_of(st.sampled_from(["cat", "num", "multi", " multi ", "", "Multi", "blob"]), st.text(CHAR, max_size=4))
-_WIDTH = st.one_of(st.integers(-2, 70).map(str), st.text(CHAR, max_size=3),
-                   st.sampled_from(["", " 3", "٣", "²", "1.5", "0x3", "+2", "3 ", "9" * 5000]))
-_ITEM = st.one_of(_NAME, st.tuples(_NAME, _KIND).map(":".join),
-                  st.tuples(_NAME, st.just("multi"), _WIDTH).map(":".join),
-                  st.tuples(_NAME, _KIND, _WIDTH).map(":".join),
-                  st.lists(st.text(CHAR, max_size=3), max_size=5).map(":".join))
+_WIDTH = st.one_of(
+    st.integers(-2, 70).map(str),
+    st.text(CHAR, max_size=3),
+    st.sampled_from(["", " 3", "٣", "²", "1.5", "0x3", "+2", "3 ", "9" * 5000]),
+)
+_ITEM = st.one_of(
+    _NAME,
+    st.tuples(_NAME, _KIND).map(":".join),
+    st.tuples(_NAME, st.just("multi"), _WIDTH).map(":".join),
+    st.tuples(_NAME, _KIND, _WIDTH).map(":".join),
+    st.lists(st.text(CHAR, max_size=3), max_size=5).map(":".join),
+)
 #: FeatureSpec strings: well-formed ones, near misses, and any text at all.
-SPEC_TEXT = st.one_of(st.builds(str.join, st.sampled_from([",", ", ", ",,", " , "]), st.lists(_ITEM, max_size=6)),
-                      st.text(CHAR, max_size=30), st.just(DEFAULT.features), st.just(NUMERIC_FEATURES))
+SPEC_TEXT = st.one_of(
+    st.builds(str.join, st.sampled_from([",", ", ", ",,", " , "]), st.lists(_ITEM, max_size=6)),
+    st.text(CHAR, max_size=30),
+    st.just(DEFAULT.features),
+    st.just(NUMERIC_FEATURES),
+)
 
 
-@given(texts=st.lists(SPEC_TEXT, min_size=5, max_size=5),
-       buckets=st.one_of(st.just(DEFAULT.hash_buckets), st.integers(-1, 1 << 40)), user_id=st.booleans(),
-       features=st.lists(st.dictionaries(st.one_of(st.sampled_from(_POOL), FEATURE_NAME), FEATURE_VALUE, max_size=8),
-                         min_size=1, max_size=3))
+@given(
+    texts=st.lists(SPEC_TEXT, min_size=5, max_size=5),
+    buckets=st.one_of(st.just(DEFAULT.hash_buckets), st.integers(-1, 1 << 40)),
+    user_id=st.booleans(),
+    features=st.lists(
+        st.dictionaries(st.one_of(st.sampled_from(_POOL), FEATURE_NAME), FEATURE_VALUE, max_size=8),
+        min_size=1,
+        max_size=3,
+    ),
+)
 @fast(max_examples=QUOTA // 5)
 def _specs(texts, buckets, user_id, features):
-    events = [_parse({"event_id": "e", "user_id": "u", "item_id": "i", "ts": 0, "label": 0, "features": f})
-              for f in features]
+    events = [
+        _parse({"event_id": "e", "user_id": "u", "item_id": "i", "ts": 0, "label": 0, "features": f}) for f in features
+    ]
     rows = [(e.user_id, e.item_id, e.features) for e in events]
     for text in texts:
         COUNTS["feature specs"] += 1
@@ -600,20 +739,74 @@ KNOBS = {f.metadata["env"]: f for f in dataclasses.fields(Settings)}
 #: Any text an environment can hold: on POSIX, bytes that are not UTF-8 reach os.environ as lone surrogates.
 _ENV_TEXT = st.text(st.characters(), max_size=12)
 _NUMBER_TEXT = st.one_of(
-    st.integers(-5, 70_000).map(str), st.integers().map(str), st.floats().map(str), st.floats(0, 10).map(repr),
-    st.sampled_from(["", " ", "0", "-0", "1", "6", "7", "65535", "65536", "nan", "inf", "-inf", "1e309", "1e-400",
-                     " 5 ", "5_000", "٣", "²", "0x10", "1,5", "true", "9" * 5000]),
+    st.integers(-5, 70_000).map(str),
+    st.integers().map(str),
+    st.floats().map(str),
+    st.floats(0, 10).map(repr),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "0",
+            "-0",
+            "1",
+            "6",
+            "7",
+            "65535",
+            "65536",
+            "nan",
+            "inf",
+            "-inf",
+            "1e309",
+            "1e-400",
+            " 5 ",
+            "5_000",
+            "٣",
+            "²",
+            "0x10",
+            "1,5",
+            "true",
+            "9" * 5000,
+        ]
+    ),
 )
 _VALUES = {
     "int": st.one_of(_NUMBER_TEXT, _ENV_TEXT),
     "float": st.one_of(_NUMBER_TEXT, _ENV_TEXT),
-    "str": st.one_of(_ENV_TEXT, SPEC_TEXT, st.sampled_from(
-        ["", "localhost", "localhost:9092", "64,32", "64", "0", "64,-1", "64,,32", "deepfm", "lr", "lc", "lc_bias",
-         "none", "adam", "adagrad", "sgd", "memory", "rocksdb", "cpu", "cuda", "0.0.0.0"])),
+    "str": st.one_of(
+        _ENV_TEXT,
+        SPEC_TEXT,
+        st.sampled_from(
+            [
+                "",
+                "localhost",
+                "localhost:9092",
+                "64,32",
+                "64",
+                "0",
+                "64,-1",
+                "64,,32",
+                "deepfm",
+                "lr",
+                "lc",
+                "lc_bias",
+                "none",
+                "adam",
+                "adagrad",
+                "sgd",
+                "memory",
+                "rocksdb",
+                "cpu",
+                "cuda",
+                "0.0.0.0",
+            ]
+        ),
+    ),
 }
 #: Environments setting a few knobs each (every knob, over the run), each to a value of its type or any text.
-ENV = st.lists(st.one_of([st.tuples(st.just(name), _VALUES[KNOBS[name].type]) for name in sorted(KNOBS)]),
-               max_size=4).map(dict)
+ENV = st.lists(
+    st.one_of([st.tuples(st.just(name), _VALUES[KNOBS[name].type]) for name in sorted(KNOBS)]), max_size=4
+).map(dict)
 
 
 @given(envs=st.lists(ENV, min_size=5, max_size=5))
@@ -656,11 +849,50 @@ def test_any_config_is_settings_or_a_config_error_naming_the_variable():
 
 #: Values just past the published bounds (or of the wrong kind) of any field. Near misses are written by :func:`_json`,
 #: which (unlike orjson) writes any integer and 2e308: both are JSON, neither is a double.
-EDGE = st.one_of(JSON, st.sampled_from([
-    "", "x" * 257, "x" * 1025, 7.5, -1, -0.5, 2, 0.5, 1e19, -1e19, 1 << 63, -(1 << 63), (1 << 63) - 1, (1 << 64) - 1,
-    1 << 64, 10**20, 10**400, -(10**400), 1.7976931348623157e308, math.inf, -math.inf, {"a": 10**400}, {"a": math.inf},
-    True, False, None, [], {}, "1", 1e15, {"a": None}, {"a": True}, {"a": [1]}, {"a": "x" * 1025}, {"x" * 1025: 1},
-    {f"f{i}": 1 for i in range(257)}, {f"f{i}": 1 for i in range(256)}]))
+EDGE = st.one_of(
+    JSON,
+    st.sampled_from(
+        [
+            "",
+            "x" * 257,
+            "x" * 1025,
+            7.5,
+            -1,
+            -0.5,
+            2,
+            0.5,
+            1e19,
+            -1e19,
+            1 << 63,
+            -(1 << 63),
+            (1 << 63) - 1,
+            (1 << 64) - 1,
+            1 << 64,
+            10**20,
+            10**400,
+            -(10**400),
+            1.7976931348623157e308,
+            math.inf,
+            -math.inf,
+            {"a": 10**400},
+            {"a": math.inf},
+            True,
+            False,
+            None,
+            [],
+            {},
+            "1",
+            1e15,
+            {"a": None},
+            {"a": True},
+            {"a": [1]},
+            {"a": "x" * 1025},
+            {"x" * 1025: 1},
+            {f"f{i}": 1 for i in range(257)},
+            {f"f{i}": 1 for i in range(256)},
+        ]
+    ),
+)
 
 
 def _json(obj) -> bytes:
@@ -694,9 +926,17 @@ def _near_miss(base: dict, where: str, key: str, value):
 _EVENT_FIELDS = st.sampled_from(sorted(EVENT_SCHEMA["properties"]) + ["colour"])
 
 
-@given(cases=st.lists(st.tuples(EVENT, st.one_of(st.tuples(st.just("top"), _EVENT_FIELDS),
-                                                 st.tuples(st.just("features"), FEATURE_NAME)),
-                                st.one_of(EDGE, st.just(...))), min_size=5, max_size=5))
+@given(
+    cases=st.lists(
+        st.tuples(
+            EVENT,
+            st.one_of(st.tuples(st.just("top"), _EVENT_FIELDS), st.tuples(st.just("features"), FEATURE_NAME)),
+            st.one_of(EDGE, st.just(...)),
+        ),
+        min_size=5,
+        max_size=5,
+    )
+)
 @fast(max_examples=300)
 def _event_near_misses(cases):
     for base, (where, key), value in cases:
@@ -732,10 +972,21 @@ def _request_near_miss(base: dict, where: str, key: str, value):
     return {**base, "candidates": [first, *base["candidates"][1:]]}
 
 
-@given(cases=st.lists(st.tuples(REQUEST, st.one_of(st.tuples(st.just("top"), _REQUEST_FIELDS),
-                                                   st.tuples(st.just("candidate"), _CANDIDATE_FIELDS),
-                                                   st.tuples(st.just("features"), FEATURE_NAME)),
-                                st.one_of(EDGE, st.just(...))), min_size=4, max_size=4))
+@given(
+    cases=st.lists(
+        st.tuples(
+            REQUEST,
+            st.one_of(
+                st.tuples(st.just("top"), _REQUEST_FIELDS),
+                st.tuples(st.just("candidate"), _CANDIDATE_FIELDS),
+                st.tuples(st.just("features"), FEATURE_NAME),
+            ),
+            st.one_of(EDGE, st.just(...)),
+        ),
+        min_size=4,
+        max_size=4,
+    )
+)
 @fast(max_examples=300)
 def _request_near_misses(cases):
     for base, (where, key), value in cases:

@@ -55,8 +55,13 @@ def _run_prometheus(cfg: Path, tmp: Path):
         pytest.skip(f"{PROMETHEUS} not installed (Debian package 'prometheus')")
     reservation = reserve_port()
     url = f"http://127.0.0.1:{reservation.getsockname()[1]}"
-    argv = [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'prometheus-data'}",
-            f"--web.listen-address={url.removeprefix('http://')}", "--log.level=warn"]
+    argv = [
+        PROMETHEUS,
+        f"--config.file={cfg}",
+        f"--storage.tsdb.path={tmp / 'prometheus-data'}",
+        f"--web.listen-address={url.removeprefix('http://')}",
+        "--log.level=warn",
+    ]
     return url, _run_server("prometheus", argv, f"{url}/-/ready", tmp / "prometheus.log", reservation)
 
 

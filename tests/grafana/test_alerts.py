@@ -31,8 +31,9 @@ PROM_CONFIG = ROOT / "docker" / "prometheus.yml"
 AM_CONFIG = ROOT / "docker" / "alertmanager.yml"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 AMTOOL = shutil.which("amtool") or "/usr/bin/amtool"
-ALERTMANAGER = (shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-                or "/usr/bin/prometheus-alertmanager")
+ALERTMANAGER = (
+    shutil.which("prometheus-alertmanager") or shutil.which("alertmanager") or "/usr/bin/prometheus-alertmanager"
+)
 SEVERITIES = {"critical", "warning", "info"}
 
 
@@ -521,8 +522,9 @@ def test_alert_reaches_its_receiver_end_to_end(tmp_path, run_server, run_prometh
     compose Alertmanager routes it to the warning receiver's webhook (both configs pointed at local ports)."""
     if not Path(ALERTMANAGER).exists():
         pytest.skip(f"{ALERTMANAGER} not installed (Debian package 'prometheus-alertmanager')")
-    worker = _Http(b'stream_ctr_drift_detected{signal="global_ctr"} 1\n'
-                   b'stream_ctr_drift_detected{signal="logloss_global"} 0\n')
+    worker = _Http(
+        b'stream_ctr_drift_detected{signal="global_ctr"} 1\nstream_ctr_drift_detected{signal="logloss_global"} 0\n'
+    )
     hooks = _Http()
     try:
         am = yaml.safe_load(AM_CONFIG.read_text())
@@ -539,20 +541,30 @@ def test_alert_reaches_its_receiver_end_to_end(tmp_path, run_server, run_prometh
 
         cfg = _compose_layout(tmp_path)
         text = cfg.read_text()
-        for old, new in (("worker:6066", worker.address), ("trainer:6067", worker.address),
-                         ("alertmanager:9093", f"127.0.0.1:{am_port}"),
-                         ("scrape_interval: 5s", "scrape_interval: 1s"),
-                         ("evaluation_interval: 5s", "evaluation_interval: 1s")):
+        for old, new in (
+            ("worker:6066", worker.address),
+            ("trainer:6067", worker.address),
+            ("alertmanager:9093", f"127.0.0.1:{am_port}"),
+            ("scrape_interval: 5s", "scrape_interval: 1s"),
+            ("evaluation_interval: 5s", "evaluation_interval: 1s"),
+        ):
             assert old in text, old
             text = text.replace(old, new)
         cfg.write_text(text)
 
-        am_argv = [ALERTMANAGER, f"--config.file={tmp_path / 'alertmanager.yml'}",
-                   f"--storage.path={tmp_path / 'alertmanager-data'}", f"--web.listen-address=127.0.0.1:{am_port}",
-                   "--cluster.listen-address=", "--log.level=warn"]
+        am_argv = [
+            ALERTMANAGER,
+            f"--config.file={tmp_path / 'alertmanager.yml'}",
+            f"--storage.path={tmp_path / 'alertmanager-data'}",
+            f"--web.listen-address=127.0.0.1:{am_port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ]
         _, prometheus = run_prometheus(cfg, tmp_path)
-        with run_server("alertmanager", am_argv, f"{am_url}/-/ready", tmp_path / "alertmanager.log",
-                        am_reservation), prometheus:
+        with (
+            run_server("alertmanager", am_argv, f"{am_url}/-/ready", tmp_path / "alertmanager.log", am_reservation),
+            prometheus,
+        ):
             deadline = time.monotonic() + 30
             while not hooks.posts and time.monotonic() < deadline:
                 time.sleep(0.5)
@@ -564,7 +576,8 @@ def test_alert_reaches_its_receiver_end_to_end(tmp_path, run_server, run_prometh
     path, body = hooks.posts[0]
     assert path == "/team", hooks.posts
     assert [(a["status"], a["labels"]) for a in body["alerts"]] == [
-        ("firing", {"alertname": "StreamCtrDriftDetected", "severity": "warning", "signal": "global_ctr"})]
+        ("firing", {"alertname": "StreamCtrDriftDetected", "severity": "warning", "signal": "global_ctr"})
+    ]
     assert body["alerts"][0]["annotations"]["summary"] == "drift detected on global_ctr"
     assert body["groupLabels"] == {"alertname": "StreamCtrDriftDetected"}  # grouped by alertname and job (none)
 
@@ -579,7 +592,16 @@ def test_amtool_check_config():
 
 @pytest.mark.parametrize("severity, receiver", [("critical", "oncall"), ("warning", "team"), ("info", "default")])
 def test_each_severity_reaches_its_receiver(severity, receiver):
-    out = _run(AMTOOL, "config", "routes", "test", f"--config.file={AM_CONFIG}", f"severity={severity}",
-               "alertname=StreamCtrTest", "job=stream-ctr-worker", package="prometheus-alertmanager")
+    out = _run(
+        AMTOOL,
+        "config",
+        "routes",
+        "test",
+        f"--config.file={AM_CONFIG}",
+        f"severity={severity}",
+        "alertname=StreamCtrTest",
+        "job=stream-ctr-worker",
+        package="prometheus-alertmanager",
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.split() == [receiver], out.stdout

@@ -5,8 +5,10 @@ import sys
 
 
 def test_building_the_cli_imports_neither_torch_nor_pandas():
-    code = ("import sys\nfrom stream_ctr.cli import build_parser\nbuild_parser()\n"
-            "print(sorted(m for m in ('torch', 'pandas', 'faust') if m in sys.modules))")
+    code = (
+        "import sys\nfrom stream_ctr.cli import build_parser\nbuild_parser()\n"
+        "print(sorted(m for m in ('torch', 'pandas', 'faust') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -3,25 +3,28 @@ import pytest
 from stream_ctr.config import ConfigError, Settings
 
 
-@pytest.mark.parametrize("env,key", [
-    ({"STREAM_CTR_BATCH_SIZE": "0"}, "STREAM_CTR_BATCH_SIZE"),
-    ({"STREAM_CTR_HEAD_LR": "fast"}, "STREAM_CTR_HEAD_LR"),
-    ({"STREAM_CTR_MODEL_FAMILY": "gbdt"}, "STREAM_CTR_MODEL_FAMILY"),
-    ({"STREAM_CTR_HIDDEN": "64,x"}, "STREAM_CTR_HIDDEN"),
-    ({"STREAM_CTR_FEATURES": "age:blob"}, "STREAM_CTR_FEATURES"),
-    ({"KAFKA_BOOTSTRAP": "localhost"}, "KAFKA_BOOTSTRAP"),
-    ({"STREAM_CTR_CTR_WINDOW": "100000"}, "STREAM_CTR_CTR_WINDOW"),
-    ({"STREAM_CTR_WEB_PORT": "70000"}, "STREAM_CTR_WEB_PORT"),
-    ({"STREAM_CTR_WEB_PORT": "0"}, "STREAM_CTR_WEB_PORT"),
-    ({"STREAM_CTR_ATTRIBUTION_WINDOW_S": "-1"}, "STREAM_CTR_ATTRIBUTION_WINDOW_S"),
-    ({"STREAM_CTR_WORKER_THREADS": "0"}, "STREAM_CTR_WORKER_THREADS"),
-    ({"STREAM_CTR_REPLICATION_FACTOR": "0"}, "STREAM_CTR_REPLICATION_FACTOR"),
-    ({"STREAM_CTR_TRAINER_OPTIMIZER": "sgd"}, "STREAM_CTR_TRAINER_OPTIMIZER"),
-    ({"STREAM_CTR_STORE": "redis"}, "STREAM_CTR_STORE"),
-    ({"STREAM_CTR_TRAINER_WORLD_SIZE": "0"}, "STREAM_CTR_TRAINER_WORLD_SIZE"),
-    ({"STREAM_CTR_TRAINER_WORLD_SIZE": "9"}, "STREAM_CTR_TRAINER_WORLD_SIZE"),  # more ranks than 8 partitions
-    ({"STREAM_CTR_TRAINER_RESTARTS": "-1"}, "STREAM_CTR_TRAINER_RESTARTS"),
-])
+@pytest.mark.parametrize(
+    "env,key",
+    [
+        ({"STREAM_CTR_BATCH_SIZE": "0"}, "STREAM_CTR_BATCH_SIZE"),
+        ({"STREAM_CTR_HEAD_LR": "fast"}, "STREAM_CTR_HEAD_LR"),
+        ({"STREAM_CTR_MODEL_FAMILY": "gbdt"}, "STREAM_CTR_MODEL_FAMILY"),
+        ({"STREAM_CTR_HIDDEN": "64,x"}, "STREAM_CTR_HIDDEN"),
+        ({"STREAM_CTR_FEATURES": "age:blob"}, "STREAM_CTR_FEATURES"),
+        ({"KAFKA_BOOTSTRAP": "localhost"}, "KAFKA_BOOTSTRAP"),
+        ({"STREAM_CTR_CTR_WINDOW": "100000"}, "STREAM_CTR_CTR_WINDOW"),
+        ({"STREAM_CTR_WEB_PORT": "70000"}, "STREAM_CTR_WEB_PORT"),
+        ({"STREAM_CTR_WEB_PORT": "0"}, "STREAM_CTR_WEB_PORT"),
+        ({"STREAM_CTR_ATTRIBUTION_WINDOW_S": "-1"}, "STREAM_CTR_ATTRIBUTION_WINDOW_S"),
+        ({"STREAM_CTR_WORKER_THREADS": "0"}, "STREAM_CTR_WORKER_THREADS"),
+        ({"STREAM_CTR_REPLICATION_FACTOR": "0"}, "STREAM_CTR_REPLICATION_FACTOR"),
+        ({"STREAM_CTR_TRAINER_OPTIMIZER": "sgd"}, "STREAM_CTR_TRAINER_OPTIMIZER"),
+        ({"STREAM_CTR_STORE": "redis"}, "STREAM_CTR_STORE"),
+        ({"STREAM_CTR_TRAINER_WORLD_SIZE": "0"}, "STREAM_CTR_TRAINER_WORLD_SIZE"),
+        ({"STREAM_CTR_TRAINER_WORLD_SIZE": "9"}, "STREAM_CTR_TRAINER_WORLD_SIZE"),  # more ranks than 8 partitions
+        ({"STREAM_CTR_TRAINER_RESTARTS": "-1"}, "STREAM_CTR_TRAINER_RESTARTS"),
+    ],
+)
 def test_bad_config_fails_naming_the_key(env, key):
     with pytest.raises(ConfigError, match=key):
         Settings.from_env(env)
@@ -44,12 +47,15 @@ def test_cli_reports_config_errors_without_traceback(capsys, monkeypatch):
     assert "STREAM_CTR_BATCH_SIZE" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["replay", "--limit", "-1"], "positive integer"),
-    (["replay", "--rate", "-5"], "number >= 0"),
-    (["replay", "--malformed-every", "x"], "integer >= 0"),
-    (["simulate", "--requests", "0"], "positive integer"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["replay", "--limit", "-1"], "positive integer"),
+        (["replay", "--rate", "-5"], "number >= 0"),
+        (["replay", "--malformed-every", "x"], "integer >= 0"),
+        (["simulate", "--requests", "0"], "positive integer"),
+    ],
+)
 def test_out_of_range_arguments_are_refused(capsys, argv, needle):
     from stream_ctr.cli import main
 

@@ -37,8 +37,9 @@ def test_quality_bench_reports_every_arm_and_both_baselines():
     from stream_ctr.bench import run_quality_bench
     from stream_ctr.config import Settings
 
-    lines, rows = run_quality_bench(Settings(features="category,segment"), "synthetic", limit=3000, cadences=[500],
-                                    corrections=["lc", "lc_bias"])
+    lines, rows = run_quality_bench(
+        Settings(features="category,segment"), "synthetic", limit=3000, cadences=[500], corrections=["lc", "lc_bias"]
+    )
     assert len(rows) == 8 and sum(name.startswith("river") for name in rows) == 2
     assert all(0.4 < r["auc"] < 1 and 0 < r["logloss"] < 1 for r in rows.values())
     assert len(lines) == 4 + 8 + 1 + 5 + 2  # the table, then the paired differences of the 2 corrections
@@ -69,8 +70,9 @@ def test_quality_bench_compares_families_and_the_cost_of_freshness():
     from stream_ctr.bench import run_quality_bench
     from stream_ctr.config import Settings
 
-    _, rows = run_quality_bench(Settings(features="category,segment"), "synthetic", limit=2000, cadences=[500, 20],
-                                families=("lr", "fm"))
+    _, rows = run_quality_bench(
+        Settings(features="category,segment"), "synthetic", limit=2000, cadences=[500, 20], families=("lr", "fm")
+    )
     assert {name.split()[0] for name in rows if "delta every" in name} == {"lr", "fm"}
     cost = {(name.split()[0], name.split()[-1]): r["model_bytes"] for name, r in rows.items() if "model_bytes" in r}
     assert cost[("fm", "20")] > cost[("fm", "500")] > 0  # fresher costs more bytes on the model topic
@@ -82,12 +84,28 @@ def test_pipeline_bench_measures_the_worker_against_a_raw_consumer_of_the_same_t
 
     lines, r = run_pipeline_bench(settings_factory(), limit=40_000, workers=(1,))  # 1-2 s of draining
     assert r["raw_consume_eps"] > r["pipeline_eps"] > 0
-    assert r["pipeline_ratio"] == r["pipeline_eps"] / r["raw_consume_eps"] and r["workers_eps"] == {"1": r["pipeline_eps"]}
+    assert r["pipeline_ratio"] == r["pipeline_eps"] / r["raw_consume_eps"] and r["workers_eps"] == {
+        "1": r["pipeline_eps"]
+    }
     assert any(line.startswith("| personalize pipeline, 1 worker |") for line in lines)
-    summary = headline({"lc_head_eps": 1.0, "trainer_sps": {"lr": 2.0}}, {"score_p50_ms": 1.0, "score_p99_ms": 3.0},
-                       {"memory": {"state_bytes_per_user": 300.0, "recovery_s": 5.0}}, r)
-    assert {"raw_consume_eps", "pipeline_eps", "pipeline_ratio", "lc_head_eps", "trainer_sps", "score_p50_ms",
-            "score_p99_ms", "state_bytes_per_user", "recovery_s", "workers_eps"} <= set(summary)
+    summary = headline(
+        {"lc_head_eps": 1.0, "trainer_sps": {"lr": 2.0}},
+        {"score_p50_ms": 1.0, "score_p99_ms": 3.0},
+        {"memory": {"state_bytes_per_user": 300.0, "recovery_s": 5.0}},
+        r,
+    )
+    assert {
+        "raw_consume_eps",
+        "pipeline_eps",
+        "pipeline_ratio",
+        "lc_head_eps",
+        "trainer_sps",
+        "score_p50_ms",
+        "score_p99_ms",
+        "state_bytes_per_user",
+        "recovery_s",
+        "workers_eps",
+    } <= set(summary)
     assert summary["machine"]["cores"] >= 1 and summary["state_store"] == "memory"
 
 
@@ -137,8 +155,9 @@ def test_load_bench_drives_the_real_worker_open_loop_with_and_without_events(set
     answered, the rows summarising what came back, and the HTTP baseline measured in the same run."""
     from stream_ctr.bench.load import run_load_bench
 
-    lines, r = run_load_bench(settings_factory(), rates=(20, 60), seconds=2, candidates=20, stream_rates=(0, 300),
-                              routed_rate=30)
+    lines, r = run_load_bench(
+        settings_factory(), rates=(20, 60), seconds=2, candidates=20, stream_rates=(0, 300), routed_rate=30
+    )
     for phase in ("stream_0", "stream_300"):
         rows = r[phase]["rows"]
         assert [row["rate"] for row in rows] == [20, 60]

@@ -17,8 +17,14 @@ def _h(token: str) -> int:
 
 def test_a_multi_field_takes_its_first_tokens_at_equal_weight_then_padding():
     enc = HashingEncoder(SPEC)
-    ids, vals = enc.encode([("u", "i", {"genres": " A| B||C|D"}), ("u", "i", {"genres": "Drama"}),
-                            ("u", "i", {"genres": " | "}), ("u", "i", {})])
+    ids, vals = enc.encode(
+        [
+            ("u", "i", {"genres": " A| B||C|D"}),
+            ("u", "i", {"genres": "Drama"}),
+            ("u", "i", {"genres": " | "}),
+            ("u", "i", {}),
+        ]
+    )
     cols = slice(2, 5)  # user_id, item_id, then the multi field's 3 slots
     assert ids[0, cols].tolist() == [_h("genres=A"), _h("genres=B"), _h("genres=C")]
     np.testing.assert_allclose(vals[0, cols], [1 / 3] * 3)
@@ -35,8 +41,11 @@ def test_features_the_spec_does_not_name_are_counted_and_ignored():
 
 
 VALUE = st.one_of(st.text(max_size=8), st.integers(-5, 5), st.floats(-1e6, 1e6))
-ROW = st.tuples(st.text(min_size=1, max_size=4), st.text(min_size=1, max_size=4),
-                st.dictionaries(st.sampled_from(["genres", "age", "gender", "other"]), VALUE, max_size=4))
+ROW = st.tuples(
+    st.text(min_size=1, max_size=4),
+    st.text(min_size=1, max_size=4),
+    st.dictionaries(st.sampled_from(["genres", "age", "gender", "other"]), VALUE, max_size=4),
+)
 
 
 @settings(max_examples=150, deadline=None)

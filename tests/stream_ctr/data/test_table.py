@@ -13,9 +13,18 @@ def _frame(n_users=3, per_user=12):
     rows = []
     for u in range(n_users):
         for k in range(per_user):
-            rows.append({"user_id": f"u{u}", "item_id": f"i{(u * 7 + k) % 20}", "ts": 1000 + 10 * (per_user - k),
-                         "label": (k + u) % 3 == 0, "city": ["Paris", "Rome"][k % 2], "price": 1.5 * k,
-                         "stars": k % 5, "genres": "A|B" if k % 2 else "C"})
+            rows.append(
+                {
+                    "user_id": f"u{u}",
+                    "item_id": f"i{(u * 7 + k) % 20}",
+                    "ts": 1000 + 10 * (per_user - k),
+                    "label": (k + u) % 3 == 0,
+                    "city": ["Paris", "Rome"][k % 2],
+                    "price": 1.5 * k,
+                    "stars": k % 5,
+                    "genres": "A|B" if k % 2 else "C",
+                }
+            )
     df = pd.DataFrame(rows)
     df["label"] = df["label"].astype(int)
     return df
@@ -28,8 +37,9 @@ def test_csv_and_parquet_give_the_same_events(tmp_path):
     a = load_table(tmp_path / "clicks.csv")
     b = load_table(tmp_path / "clicks.parquet")
     assert len(a.events) == len(df) == len(b.events)
-    assert [(e.user_id, e.item_id, e.ts, e.label) for e in a.events] == \
-        [(e.user_id, e.item_id, e.ts, e.label) for e in b.events]
+    assert [(e.user_id, e.item_id, e.ts, e.label) for e in a.events] == [
+        (e.user_id, e.item_id, e.ts, e.label) for e in b.events
+    ]
     ts = [e.ts for e in a.events]
     assert ts == sorted(ts)  # events come out in time order whatever the file order
     assert a.spec == b.spec
@@ -47,23 +57,27 @@ def test_kinds_are_inferred_or_declared(tmp_path):
 
 
 def test_datetime_timestamps_and_empty_feature_cells(tmp_path):
-    (tmp_path / "d.csv").write_text("user_id,item_id,ts,label,city\n"
-                                    "1,a,2024-01-02T00:00:00Z,1,\n1,b,2024-01-01T00:00:00Z,0,Oslo\n")
+    (tmp_path / "d.csv").write_text(
+        "user_id,item_id,ts,label,city\n1,a,2024-01-02T00:00:00Z,1,\n1,b,2024-01-01T00:00:00Z,0,Oslo\n"
+    )
     t = load_table(tmp_path / "d.csv")
     assert [e.item_id for e in t.events] == ["b", "a"]
     assert t.events[0].ts == pytest.approx(1704067200.0)
     assert t.events[0].features == {"city": "Oslo"} and t.events[1].features == {}
 
 
-@pytest.mark.parametrize("body, message", [
-    ("user_id,item_id,label\nu,i,1\n", "missing required column(s) ['ts']"),
-    ("user_id,item_id,ts,label\nu,i,1,2\nu,j,2,1\n", "column 'label' must be 0 or 1"),
-    ("user_id,item_id,ts,label\nu,i,1,yes\n", "column 'label' must be 0 or 1"),
-    ("user_id,item_id,ts,label\nu,i,1,\n", "'label' has 1 empty cell"),
-    ("user_id,item_id,ts,label\nu,i,soon,1\n", "column 'ts' must be epoch seconds"),
-    ("user_id,item_id,ts,label\n,i,1,1\n", "column 'user_id' has 1 empty cell"),
-    ("user_id,item_id,ts,label\n", "no rows"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("user_id,item_id,label\nu,i,1\n", "missing required column(s) ['ts']"),
+        ("user_id,item_id,ts,label\nu,i,1,2\nu,j,2,1\n", "column 'label' must be 0 or 1"),
+        ("user_id,item_id,ts,label\nu,i,1,yes\n", "column 'label' must be 0 or 1"),
+        ("user_id,item_id,ts,label\nu,i,1,\n", "'label' has 1 empty cell"),
+        ("user_id,item_id,ts,label\nu,i,soon,1\n", "column 'ts' must be epoch seconds"),
+        ("user_id,item_id,ts,label\n,i,1,1\n", "column 'user_id' has 1 empty cell"),
+        ("user_id,item_id,ts,label\n", "no rows"),
+    ],
+)
 def test_bad_files_are_clear_errors(tmp_path, body, message):
     path = tmp_path / "bad.csv"
     path.write_text(body)

@@ -11,23 +11,29 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from stream_ctr.learning.correction import Targets
+from stream_ctr.contracts.features import FeatureSpec
 from stream_ctr.data import SyntheticConfig, generate_synthetic
-from stream_ctr.quality.bootstrap import UserBootstrap
 from stream_ctr.evaluate.cli import add_parser
 from stream_ctr.evaluate.cloud import CloudConfig, train_cloud
-from stream_ctr.models import infer
 from stream_ctr.evaluate.experiment import EvalConfig, run_experiment
 from stream_ctr.evaluate.finetune import FullScope, HeadScope, trajectory
 from stream_ctr.evaluate.split import CLOUD, FIT, TEST, VAL, Protocol, split_events
 from stream_ctr.evaluate.tuning import Grid
-from stream_ctr.contracts.features import FeatureSpec
+from stream_ctr.learning.correction import Targets
+from stream_ctr.models import infer
+from stream_ctr.quality.bootstrap import UserBootstrap
 from stream_ctr.quality.metrics import gauc, per_user_auc
 
 SPEC = FeatureSpec.parse("category,segment", buckets=1 << 12)
 SMALL = SyntheticConfig(users=60, items=60, events_per_user=30, dim=2, categories=6, taste=3.0, seed=3)
-FAST = dict(cloud=CloudConfig(max_epochs=4, lr=1e-2, hidden=(16, 8)), n_boot=200, progress=False,
-            head_grid=Grid((0.1, 0.5), (0.01,), (5, 20)), full_grid=Grid((0.1,), (0.01,), (3,)), full_max_users=15)
+FAST = dict(
+    cloud=CloudConfig(max_epochs=4, lr=1e-2, hidden=(16, 8)),
+    n_boot=200,
+    progress=False,
+    head_grid=Grid((0.1, 0.5), (0.01,), (5, 20)),
+    full_grid=Grid((0.1,), (0.01,), (3,)),
+    full_max_users=15,
+)
 
 
 def _cli(argv: list[str]) -> int:
@@ -38,6 +44,7 @@ def _cli(argv: list[str]) -> int:
 
 
 # --- metrics ------------------------------------------------------------------------------------------------------
+
 
 def test_gauc_matches_a_per_user_sklearn_reference():
     rng = np.random.default_rng(7)
@@ -68,6 +75,7 @@ def test_paired_bootstrap_ci_brackets_the_estimate_and_is_zero_for_identical_mod
 
 
 # --- protocol ------------------------------------------------------------------------------------------------------
+
 
 def test_split_is_per_user_in_time_order_and_disjoint():
     events = generate_synthetic(SMALL).events
@@ -122,9 +130,21 @@ def test_seeded_runs_are_deterministic():
     a, b = run_experiment(events, SPEC, cfg), run_experiment(events, SPEC, cfg)
     assert a.rows == b.rows
     assert {(r["model"], r["scope"], r["mode"]) for r in a.rows} == {
-        (m, s, mode) for m in ("lr", "fm") for s in ("head", "full")
-        for mode in ("cloud", "ft", "ft_lc", "ft_reweight", "ft_logit", "ft_lc_evidence", "ft_lc_significant",
-                     "ft_auto", *(["ft_lc_bias"] if s == "head" else []))}  # a head's bias: head scope only
+        (m, s, mode)
+        for m in ("lr", "fm")
+        for s in ("head", "full")
+        for mode in (
+            "cloud",
+            "ft",
+            "ft_lc",
+            "ft_reweight",
+            "ft_logit",
+            "ft_lc_evidence",
+            "ft_lc_significant",
+            "ft_auto",
+            *(["ft_lc_bias"] if s == "head" else []),
+        )
+    }  # a head's bias: head scope only
     by_key = {(r["model"], r["scope"], r["mode"]): r for r in a.rows}
     for r in (r for r in a.rows if r["mode"] == "ft_auto"):  # ft_auto is the mode it picked, on the test part too
         picked = by_key[(r["model"], r["scope"], r["chosen"]["pick"])]
@@ -136,6 +156,7 @@ def test_seeded_runs_are_deterministic():
 
 # --- label correction on drifted synthetic data (ground truth known) -----------------------------------------------
 
+
 def test_strong_drift_label_correction_pulls_users_to_the_global_prior_not_their_true_ctr():
     """What label correction does to a drifted user, checked against the generator's true per-user CTR.
 
@@ -144,21 +165,24 @@ def test_strong_drift_label_correction_pulls_users_to_the_global_prior_not_their
     true CTR, the further the more the user drifts; raw fine-tuning does the opposite. This is the mechanism behind
     the measured result that ``ft_lc`` does not beat ``ft`` in gAUC under this protocol (docs/EVALUATION.md).
     """
-    truth = generate_synthetic(SyntheticConfig(users=120, items=60, events_per_user=40, dim=2, categories=6,
-                                               taste=3.0, drift=3.0, seed=1))
+    truth = generate_synthetic(
+        SyntheticConfig(users=120, items=60, events_per_user=40, dim=2, categories=6, taste=3.0, drift=3.0, seed=1)
+    )
     data = split_events(truth.events, SPEC)
     model, _ = train_cloud(data, "fm", FAST["cloud"], seed=0)
     g, h = infer(model, data.ids, data.vals)
     p_g = data.global_ctr
     ft = [data.ft(k) for k in range(len(data.evaluated))]
-    preds = {m: trajectory(HeadScope(g, h), data, ft, data.test, m, 0.5, 0.01, [60], 20.0, p_g)[0]
-             for m in ("none", "lc")}
+    preds = {
+        m: trajectory(HeadScope(g, h), data, ft, data.test, m, 0.5, 0.01, [60], 20.0, p_g)[0] for m in ("none", "lc")
+    }
     sizes = np.cumsum([0] + [len(t) for t in data.test])
     prior = np.array([truth.user_prior[data.user_names[c]] for c in data.evaluated])
     drifted = np.abs(prior - p_g) > 0.25
     assert drifted.sum() >= 30  # strong drift: many users far from the global CTR
-    err = {m: np.array([abs(p[a:b].mean() - q) for a, b, q in zip(sizes[:-1], sizes[1:], prior)])
-           for m, p in preds.items()}
+    err = {
+        m: np.array([abs(p[a:b].mean() - q) for a, b, q in zip(sizes[:-1], sizes[1:], prior)]) for m, p in preds.items()
+    }
     assert err["lc"][drifted].mean() > err["none"][drifted].mean() + 0.05
     mean_lc = np.array([preds["lc"][a:b].mean() for a, b in zip(sizes[:-1], sizes[1:])])
     mean_ft = np.array([preds["none"][a:b].mean() for a, b in zip(sizes[:-1], sizes[1:])])
@@ -167,13 +191,31 @@ def test_strong_drift_label_correction_pulls_users_to_the_global_prior_not_their
 
 # --- CLI -------------------------------------------------------------------------------------------------------------
 
+
 def test_cli_writes_results_json_markdown_and_plots(tmp_path, monkeypatch):
     import stream_ctr.evaluate.datasets as ds
 
     monkeypatch.setattr(ds, "SYNTHETIC", SMALL)
     out = tmp_path / "out"
-    rc = _cli(["--dataset", "synthetic", "--models", "lr", "--modes", "ft,ft_lc", "--scope", "head",
-               "--max-epochs", "2", "--bootstrap", "50", "--no-progress", "--out", str(out)])
+    rc = _cli(
+        [
+            "--dataset",
+            "synthetic",
+            "--models",
+            "lr",
+            "--modes",
+            "ft,ft_lc",
+            "--scope",
+            "head",
+            "--max-epochs",
+            "2",
+            "--bootstrap",
+            "50",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert res["dataset"] == "synthetic"
@@ -186,12 +228,15 @@ def test_cli_writes_results_json_markdown_and_plots(tmp_path, monkeypatch):
     assert (out / "local_ctr.png").stat().st_size > 1000 and (out / "drift_harm_head.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("body, extra, message", [
-    ("user_id,item_id,label\nu,i,1\n", [], "missing required column(s) ['ts']"),
-    ("user_id,item_id,ts,label\nu,i,1,2\n", [], "column 'label' must be 0 or 1"),
-    ("user_id,item_id,ts,label\nu,i,1,1\nv,i,1,0\n", [], "no user has at least 10 events"),
-    ("user_id,item_id,ts,label\nu,i,1,1\n", ["--models", "xgboost"], "unknown model(s) ['xgboost']"),
-])
+@pytest.mark.parametrize(
+    "body, extra, message",
+    [
+        ("user_id,item_id,label\nu,i,1\n", [], "missing required column(s) ['ts']"),
+        ("user_id,item_id,ts,label\nu,i,1,2\n", [], "column 'label' must be 0 or 1"),
+        ("user_id,item_id,ts,label\nu,i,1,1\nv,i,1,0\n", [], "no user has at least 10 events"),
+        ("user_id,item_id,ts,label\nu,i,1,1\n", ["--models", "xgboost"], "unknown model(s) ['xgboost']"),
+    ],
+)
 def test_cli_bad_input_is_one_clear_line_and_exit_2(tmp_path, capsys, body, extra, message):
     path = tmp_path / "bad.csv"
     path.write_text(body)

@@ -12,8 +12,16 @@ from stream_ctr.evaluate.split import split_events
 
 from .test_experiment import FAST, SPEC
 
-RAMP = SyntheticConfig(users=60, items=60, events_per_user=30, dim=2, categories=6, taste=3.0, seed=3,
-                       change=Change("ramp", at=0.2, size=2.0, over=0.5))
+RAMP = SyntheticConfig(
+    users=60,
+    items=60,
+    events_per_user=30,
+    dim=2,
+    categories=6,
+    taste=3.0,
+    seed=3,
+    change=Change("ramp", at=0.2, size=2.0, over=0.5),
+)
 
 
 def test_global_ctr_until_is_the_click_share_of_every_event_so_far():
@@ -40,8 +48,10 @@ def test_aligned_prior_is_taken_at_each_users_last_training_event_and_follows_a_
 def test_p_g_changes_the_corrected_modes_only():
     events = generate_synthetic(RAMP).events
     base = dict(models=("lr",), modes=("cloud", "ft", "ft_lc"), scopes=("head",), seed=1, **FAST)
-    rows = {pg: {r["mode"]: r for r in run_experiment(events, SPEC, EvalConfig(pg=pg, **base)).rows}
-            for pg in ("cloud", "aligned")}
+    rows = {
+        pg: {r["mode"]: r for r in run_experiment(events, SPEC, EvalConfig(pg=pg, **base)).rows}
+        for pg in ("cloud", "aligned")
+    }
     assert rows["cloud"]["ft"]["gauc"] == rows["aligned"]["ft"]["gauc"]  # raw labels ignore p_g
     assert rows["cloud"]["ft_lc"]["logloss"] != rows["aligned"]["ft_lc"]["logloss"]
     with pytest.raises(ValueError, match="unknown p_g"):

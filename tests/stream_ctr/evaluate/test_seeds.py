@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream_ctr.quality.bootstrap import UserBootstrap
 from stream_ctr.evaluate.seeds import SeedUserBootstrap, summarise
+from stream_ctr.quality.bootstrap import UserBootstrap
 
 
 def _world(rng, seeds: int, users: int, seed_sd: float, user_sd: float, mean: float = 0.0):
@@ -79,15 +79,31 @@ class _Users:
 class _Result:
     def __init__(self, seed, users, weights, auc):
         self.per_user = {"head": _Users(users, weights, auc)}
-        self.rows = [{"model": "lr", "scope": "head", "mode": m, "logloss": 0.5, "calibration": 1.0, "n_users": 3,
-                      **({"chosen": {"pick": "ft"}} if m != "cloud" else {})} for m in auc["lr"]]
+        self.rows = [
+            {
+                "model": "lr",
+                "scope": "head",
+                "mode": m,
+                "logloss": 0.5,
+                "calibration": 1.0,
+                "n_users": 3,
+                **({"chosen": {"pick": "ft"}} if m != "cloud" else {}),
+            }
+            for m in auc["lr"]
+        ]
 
 
 def test_summary_rows_carry_means_cis_and_per_seed_deltas():
     w = np.array([1.0, 1.0, 2.0])
-    results = [_Result(s, ["a", "b", "c"], w, {"lr": {"cloud": np.full(3, 0.6), "ft": np.full(3, 0.6 + d),
-                                                      "ft_lc": np.full(3, 0.6 + 2 * d)}})
-               for s, d in enumerate((0.01, 0.03))]
+    results = [
+        _Result(
+            s,
+            ["a", "b", "c"],
+            w,
+            {"lr": {"cloud": np.full(3, 0.6), "ft": np.full(3, 0.6 + d), "ft_lc": np.full(3, 0.6 + 2 * d)}},
+        )
+        for s, d in enumerate((0.01, 0.03))
+    ]
     rows = {r["mode"]: r for r in summarise(results, n_boot=200)}
     assert set(rows) == {"cloud", "ft", "ft_lc"} and "vs_cloud" not in rows["cloud"]
     assert rows["ft"]["vs_cloud"]["delta"] == pytest.approx(0.02)
@@ -106,11 +122,30 @@ def test_cli_seeds_writes_one_folder_per_seed_and_a_summary(tmp_path, monkeypatc
 
     from .test_experiment import _cli
 
-    monkeypatch.setattr(ds, "SYNTHETIC", SyntheticConfig(users=40, items=60, events_per_user=30, dim=2,
-                                                         categories=6, taste=3.0))
+    monkeypatch.setattr(
+        ds, "SYNTHETIC", SyntheticConfig(users=40, items=60, events_per_user=30, dim=2, categories=6, taste=3.0)
+    )
     out = tmp_path / "out"
-    rc = _cli(["--dataset", "synthetic", "--models", "lr", "--modes", "ft,ft_lc", "--seeds", "0,1",
-               "--max-epochs", "2", "--bootstrap", "50", "--no-progress", "--no-plots", "--out", str(out)])
+    rc = _cli(
+        [
+            "--dataset",
+            "synthetic",
+            "--models",
+            "lr",
+            "--modes",
+            "ft,ft_lc",
+            "--seeds",
+            "0,1",
+            "--max-epochs",
+            "2",
+            "--bootstrap",
+            "50",
+            "--no-progress",
+            "--no-plots",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert res["seeds"] == [0, 1] and [p["seed"] for p in res["per_seed"]] == [0, 1]

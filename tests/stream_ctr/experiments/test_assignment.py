@@ -30,8 +30,9 @@ def test_assignment_is_identical_in_another_process():
         "print(json.dumps([list(vars(exp.assign(f'user-{i}')).values()) for i in range(1000)]))\n"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}  # str hash randomisation must not matter
-    out = subprocess.run([sys.executable, "-c", script, json.dumps(exp.to_dict())],
-                         capture_output=True, text=True, check=True, env=env).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(exp.to_dict())], capture_output=True, text=True, check=True, env=env
+    ).stdout
     here = [[a.arm, a.in_experiment, a.bucket] for a in map(exp.assign, ids)]
     assert json.loads(out) == here
 
@@ -88,8 +89,12 @@ def test_default_and_round_trip(tmp_path):
     assert Experiment.from_dict(exp.to_dict()) == exp
 
 
-_GOOD = {"name": "exp", "salt": "s1", "arms": [{"name": GLOBAL, "weight": 1}, {"name": FT, "weight": 1}],
-         "coverage": 0.5}
+_GOOD = {
+    "name": "exp",
+    "salt": "s1",
+    "arms": [{"name": GLOBAL, "weight": 1}, {"name": FT, "weight": 1}],
+    "coverage": 0.5,
+}
 
 
 def _with(**changes):
@@ -102,30 +107,35 @@ def _arm(i, **changes):
     return _with(arms=arms)
 
 
-@pytest.mark.parametrize("text, key", [
-    ("{not json", "not valid JSON"),
-    ("[1, 2]", "experiment: expected an object"),
-    (json.dumps({k: v for k, v in _GOOD.items() if k != "salt"}), "experiment.salt: missing"),
-    (_with(colour="red"), "experiment.colour: unknown key"),
-    (_with(name=3), "experiment.name: expected str"),
-    (_with(name=""), "experiment.name: must be a non-empty string"),
-    (_with(salt=" "), "experiment.salt: must be a non-empty string"),
-    (_with(arms={"global": 1}), "experiment.arms: expected list"),
-    (_with(arms=[]), "experiment.arms: must name at least one arm"),
-    (_with(arms=["global"]), "experiment.arms[0]: expected an object"),
-    (_with(coverage=0), "experiment.coverage: must be a number in (0, 1]"),
-    (_with(coverage=1.5), "experiment.coverage: must be a number in (0, 1]"),
-    (_with(coverage=True), "experiment.coverage: expected float"),
-    (_arm(1, weight=0), "experiment.arms[1].weight: must be > 0"),
-    (_arm(1, weight=-2.5), "experiment.arms[1].weight: must be > 0"),
-    (_arm(1, weight="1"), "experiment.arms[1].weight: expected float"),
-    (_arm(0, name="ft_xx"), "experiment.arms[0].name: must be one of"),
-    (_arm(1, name=GLOBAL), "experiment.arms[1].name: duplicate arm"),
-    (_arm(1, extra=1), "experiment.arms[1].extra: unknown key"),
-    (_with(arms=[{"name": FT}]), "experiment.arms[0].weight: missing"),
-    (_with(arms=[{"name": FT, "weight": 1e-9}, {"name": FT_LC, "weight": 1}]),
-     "experiment.arms[0].weight: too small"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "experiment: expected an object"),
+        (json.dumps({k: v for k, v in _GOOD.items() if k != "salt"}), "experiment.salt: missing"),
+        (_with(colour="red"), "experiment.colour: unknown key"),
+        (_with(name=3), "experiment.name: expected str"),
+        (_with(name=""), "experiment.name: must be a non-empty string"),
+        (_with(salt=" "), "experiment.salt: must be a non-empty string"),
+        (_with(arms={"global": 1}), "experiment.arms: expected list"),
+        (_with(arms=[]), "experiment.arms: must name at least one arm"),
+        (_with(arms=["global"]), "experiment.arms[0]: expected an object"),
+        (_with(coverage=0), "experiment.coverage: must be a number in (0, 1]"),
+        (_with(coverage=1.5), "experiment.coverage: must be a number in (0, 1]"),
+        (_with(coverage=True), "experiment.coverage: expected float"),
+        (_arm(1, weight=0), "experiment.arms[1].weight: must be > 0"),
+        (_arm(1, weight=-2.5), "experiment.arms[1].weight: must be > 0"),
+        (_arm(1, weight="1"), "experiment.arms[1].weight: expected float"),
+        (_arm(0, name="ft_xx"), "experiment.arms[0].name: must be one of"),
+        (_arm(1, name=GLOBAL), "experiment.arms[1].name: duplicate arm"),
+        (_arm(1, extra=1), "experiment.arms[1].extra: unknown key"),
+        (_with(arms=[{"name": FT}]), "experiment.arms[0].weight: missing"),
+        (
+            _with(arms=[{"name": FT, "weight": 1e-9}, {"name": FT_LC, "weight": 1}]),
+            "experiment.arms[0].weight: too small",
+        ),
+    ],
+)
 def test_load_errors_name_the_file_and_key(tmp_path, text, key):
     path = tmp_path / "bad.json"
     path.write_text(text)
@@ -152,8 +162,9 @@ def test_transition_refuses_new_weights_under_the_same_salt():
     with pytest.raises(ExperimentError, match="needs a new salt"):
         check_transition(old, Experiment("exp", "s1", old.arms[:2]))
     with pytest.raises(ExperimentError, match="needs a new salt"):  # the same weights in another order move users
-        check_transition(_experiment(weights=(2, 1, 1)), Experiment("exp", "s1", (Arm(FT, 1), Arm(GLOBAL, 2),
-                                                                                  Arm(FT_LC, 1))))
+        check_transition(
+            _experiment(weights=(2, 1, 1)), Experiment("exp", "s1", (Arm(FT, 1), Arm(GLOBAL, 2), Arm(FT_LC, 1)))
+        )
 
 
 def test_transition_allows_new_salt_coverage_ramp_rescaling_and_first_start():

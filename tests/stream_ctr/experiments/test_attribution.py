@@ -54,13 +54,21 @@ def _records(n_users: int, arms, lift: float, seed: int = 0):
         base = rng.uniform(0.1, 0.5)
         for r in range(10):
             rid = f"{u}-{r}"
-            exposures.append({"request_id": rid, "user_id": f"u{u}", "arm": arm, "in_experiment": True,
-                              "ts": 100.0, "items": [{"item_id": f"i{k}", "score": base, "position": k}
-                                                     for k in range(3)]})
+            exposures.append(
+                {
+                    "request_id": rid,
+                    "user_id": f"u{u}",
+                    "arm": arm,
+                    "in_experiment": True,
+                    "ts": 100.0,
+                    "items": [{"item_id": f"i{k}", "score": base, "position": k} for k in range(3)],
+                }
+            )
             for k in range(3):
                 p = base + (lift if arm == "ft" else 0.0)
-                events.append(({"request_id": rid, "user_id": f"u{u}", "item_id": f"i{k}",
-                                "label": int(rng.random() < p)}, 110.0))
+                events.append(
+                    ({"request_id": rid, "user_id": f"u{u}", "item_id": f"i{k}", "label": int(rng.random() < p)}, 110.0)
+                )
     return exposures, events
 
 

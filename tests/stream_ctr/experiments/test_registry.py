@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from stream_ctr import topics
+from stream_ctr.broker.admin import ensure_topics
 from stream_ctr.experiments.assignment import Experiment, ExperimentError
 from stream_ctr.experiments.registry import last_definition, register
-from stream_ctr.broker.admin import ensure_topics
 
 pytestmark = pytest.mark.broker
 
@@ -40,7 +40,8 @@ def test_a_worker_refuses_to_start_a_changed_experiment(settings_factory, tmp_pa
     path = tmp_path / "exp.json"
     path.write_text(json.dumps(_exp(weights=(1, 1, 2)).to_dict()))
     env = {**os.environ, **s.replace(experiment_file=str(path)).to_env()}
-    out = subprocess.run([sys.executable, "-m", "stream_ctr.cli", "worker"], env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "stream_ctr.cli", "worker"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 2, out.stderr[-2000:]
     assert "experiment error" in out.stderr and "weights" in out.stderr and "salt" in out.stderr

@@ -1,5 +1,5 @@
-"""The closed loop (stream_ctr.experiments.simulate) with in-process fake scorers: ranking by the TRUE probability serves the
-oracle ceiling, a random ranking sits on the random floor, events are those of the shown items, runs are
+"""The closed loop (stream_ctr.experiments.simulate) with in-process fake scorers: ranking by the TRUE probability
+serves the oracle ceiling, a random ranking sits on the random floor, events are those of the shown items, runs are
 deterministic, a response that breaks the contract is refused, and the tallies add up."""
 
 from __future__ import annotations
@@ -180,8 +180,9 @@ def test_report_before_any_request_and_markdown():
     loop = ClosedLoop(WORLD, SimConfig(requests=1))
     empty = loop.report()
     assert empty["arms"] == {}
-    assert empty["overall"] == dict(requests=0, users=0, impressions=0, clicks=0,
-                                    ctr=None, expected_ctr=None, oracle_ctr=None, random_ctr=None)
+    assert empty["overall"] == dict(
+        requests=0, users=0, impressions=0, clicks=0, ctr=None, expected_ctr=None, oracle_ctr=None, random_ctr=None
+    )
     assert "| **all** | 0 | 0 | 0 | 0 | — | — | — | — |" in render_markdown(empty)
     loop.run(true_prob_scorer(WORLD), lambda e: None)
     table = render_markdown(loop.report()).splitlines()

@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream_ctr.contracts.arms import ARMS
+from stream_ctr.bench.lockstep import lockstep
 from stream_ctr.config import Settings
+from stream_ctr.contracts.arms import ARMS
 from stream_ctr.data.synthetic import Change, SyntheticConfig, generate_synthetic
 from stream_ctr.learning.drift import DriftMonitor, DriftParams, signals, user_z
-from stream_ctr.bench.lockstep import lockstep
 from stream_ctr.learning.state import _HEADER, _HEADER_U1, _HEADER_U2, UserState
 
 WORLD = dict(users=1000, items=400, events_per_user=100, taste=3.0, seed=3)
@@ -23,7 +23,7 @@ SETTINGS = Settings(features="category,segment", batch_size=256, snapshot_every=
 
 #: scenario -> (change, signal that must fire (or a prefix: any of them), most events after the change before it does)
 SCENARIOS = {
-    "jump": (Change("jump", at=0.5, size=1.0), "global_ctr", 2_000),       # every prior logit +1 at once
+    "jump": (Change("jump", at=0.5, size=1.0), "global_ctr", 2_000),  # every prior logit +1 at once
     "ramp": (Change("ramp", at=0.5, size=1.0, over=0.2), "global_ctr", 20_000),  # +1 over the next 20,000 events
     "flip": (Change("flip", at=0.5, size=0.5), "logloss_", 10_000),  # half the users' taste reverses: an arm worsens
 }
@@ -78,7 +78,7 @@ def test_a_signal_drifts_from_its_first_alarm_until_the_hold_passes():
     assert fired and fired[0] < 25  # a jump from 10% to 90% clicks
     state = monitor.state(now=fired[-1] + 50)["global_ctr"]
     assert state["drifting"] and state["since"] == fired[0] and state["alarms"] == len(fired)
-    assert state["alarm_times"] == fired[-DriftMonitor.HISTORY:]
+    assert state["alarm_times"] == fired[-DriftMonitor.HISTORY :]
     after = monitor.state(now=fired[-1] + 101)["global_ctr"]
     assert not after["drifting"] and after["since"] is None
 
@@ -115,7 +115,7 @@ def test_an_older_state_record_reads_as_not_drifting(magic, header):
     state.drifting(True, ts=5.0)
     state.experiment_key = 7
     record = state.to_bytes()
-    older = magic + record[2:header.size] + record[_HEADER.size:]  # the same fields, the older header's prefix
+    older = magic + record[2 : header.size] + record[_HEADER.size :]  # the same fields, the older header's prefix
     back = UserState.from_bytes(older)
     assert back.drift_since == 0.0 and back.ctr.n == 1 and back.heads.keys() == state.heads.keys()
     assert back.experiment_key == (7 if magic == b"U2" else 0)

@@ -20,7 +20,7 @@ def test_head_learns_a_users_taste_on_top_of_a_flat_global_model():
     head = UserHead(h.shape[1], lr=0.2, l2=0.0, steps=5)
     before = auc(y[300:], head.predict_proba_many(g[300:], h[300:]))
     for lo in range(0, 300, 20):
-        head.learn_many(g[lo:lo + 20], h[lo:lo + 20], y[lo:lo + 20])
+        head.learn_many(g[lo : lo + 20], h[lo : lo + 20], y[lo : lo + 20])
     after = auc(y[300:], head.predict_proba_many(g[300:], h[300:]))
     assert before == 0.5  # an untrained head is the global model (constant here)
     assert after > 0.75
@@ -55,7 +55,7 @@ def test_learn_one_equals_learn_many_of_one_and_bytes_roundtrip():
     a, b = UserHead(3, lr=0.3), UserHead(3, lr=0.3)
     for i in range(5):
         a.learn_one((0.1, h[i]), y[i])
-        b.learn_many(np.array([0.1], np.float32), h[i:i + 1], y[i:i + 1])
+        b.learn_many(np.array([0.1], np.float32), h[i : i + 1], y[i : i + 1])
     np.testing.assert_allclose(a.w, b.w)
     c = UserHead(0)
     assert c.load_bytes(a.to_bytes()) == len(a.to_bytes())
@@ -104,8 +104,9 @@ def test_one_event_a_head_steps_as_each_head_alone(method):
     fast_b, fast_w = b.copy(), w.copy()
     learn_rows(fast_b, fast_w, np.ones(n, dtype=np.int64), g, h, targets, 0.1, 0.01, 3)
     for i in range(n):
-        one = type(targets)(*(None if v is None else np.asarray(v)[[i, i]] if np.ndim(v) else v
-                              for v in vars(targets).values()))
+        one = type(targets)(
+            *(None if v is None else np.asarray(v)[[i, i]] if np.ndim(v) else v for v in vars(targets).values())
+        )
         bb, ww = b[[i]].copy(), w[[i]].copy()
         learn_rows(bb, ww, np.array([2]), g[[i, i]], h[[i, i]], one, 0.1, 0.01, 3)
         np.testing.assert_allclose(fast_b[i], bb[0], rtol=1e-5, atol=1e-6)

@@ -16,8 +16,9 @@ def _processor(poison: set[int]):
     return fn, done
 
 
-@pytest.mark.parametrize("n, poison", [(1, set()), (1, {0}), (16, {3}), (17, {0, 16}), (100, set(range(0, 100, 7))),
-                                       (64, set(range(64)))])
+@pytest.mark.parametrize(
+    "n, poison", [(1, set()), (1, {0}), (16, {3}), (17, {0, 16}), (100, set(range(0, 100, 7))), (64, set(range(64)))]
+)
 def test_isolate_returns_exactly_the_poison_and_processes_the_rest_once(n, poison):
     fn, done = _processor(poison)
     failed = isolate(list(range(n)), fn)

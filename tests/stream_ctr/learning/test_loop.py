@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from stream_ctr.learning import loop as learning
 from stream_ctr.contracts.arms import ARMS
+from stream_ctr.learning import loop as learning
 from stream_ctr.learning.heads import HeadParams
 from stream_ctr.learning.state import UserState
 

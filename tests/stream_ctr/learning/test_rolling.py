@@ -11,7 +11,7 @@ def test_window_matches_naive_rolling_mean(window):
     ctr = UserCTR(window)
     for i, y in enumerate(labels):
         ctr.update(y)
-        recent = labels[max(0, i + 1 - window): i + 1]
+        recent = labels[max(0, i + 1 - window) : i + 1]
         assert ctr.window_ctr == pytest.approx(recent.mean())
         assert ctr.window_labels == recent.tolist()
     assert (ctr.n, ctr.clicks) == (300, labels.sum())
@@ -26,7 +26,11 @@ def test_roundtrip_is_exact_and_compact():
     assert len(data) == 10 + 13  # header + 100 bits
     back = UserCTR.from_bytes(data, 100)
     assert (back.n, back.clicks, back.window_labels, back.window_ctr) == (
-        ctr.n, ctr.clicks, ctr.window_labels, pytest.approx(ctr.window_ctr))
+        ctr.n,
+        ctr.clicks,
+        ctr.window_labels,
+        pytest.approx(ctr.window_ctr),
+    )
     back.update(0)  # keeps rolling after a restore
     assert back.window_n == 100
 

@@ -27,7 +27,7 @@ def test_a_scorer_following_the_deltas_holds_the_trainers_weights(make_events, d
     scorer = trainer.snapshot().build()
     tables = {"linear.weight", "embedding.weight"}
     for n, lo in enumerate(range(0, len(events), 16), start=1):
-        trainer.learn_many(events[lo: lo + 16])
+        trainer.learn_many(events[lo : lo + 16])
         delta = decode_update(trainer.next_delta().to_bytes())
         scorer = scorer.advanced(delta)
         assert scorer.version == trainer.version == n
@@ -98,11 +98,25 @@ def test_sparse_adagrad_takes_the_same_steps_as_dense_adagrad(make_events):
 
 
 def test_delta_bytes_round_trip():
-    d = Delta(3, 2, 0.25, 100, {0: 7, 1: 9}, 1234.5, {"embedding.weight": (np.array([5, 9]), np.ones((2, 4), np.float32))},
-              {"bias": np.array([0.5], np.float32)})
+    d = Delta(
+        3,
+        2,
+        0.25,
+        100,
+        {0: 7, 1: 9},
+        1234.5,
+        {"embedding.weight": (np.array([5, 9]), np.ones((2, 4), np.float32))},
+        {"bias": np.array([0.5], np.float32)},
+    )
     back = Delta.from_bytes(d.to_bytes())
-    assert (back.version, back.base, back.global_ctr, back.samples, back.offsets, back.published_at) == \
-        (3, 2, 0.25, 100, {0: 7, 1: 9}, 1234.5)
+    assert (back.version, back.base, back.global_ctr, back.samples, back.offsets, back.published_at) == (
+        3,
+        2,
+        0.25,
+        100,
+        {0: 7, 1: 9},
+        1234.5,
+    )
     assert back.rows["embedding.weight"][0].tolist() == [5, 9] and back.dense["bias"].tolist() == [0.5]
     with pytest.raises(ValueError, match="not a stream-ctr model delta"):
         Delta.from_bytes(b"SCTR1...")

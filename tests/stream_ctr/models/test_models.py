@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from stream_ctr.config import Settings
-from stream_ctr.quality.metrics import auc
 from stream_ctr.models import FAMILIES, ModelConfig, build_model
 from stream_ctr.models.snapshot import Snapshot
+from stream_ctr.quality.metrics import auc
 from stream_ctr.trainer.global_trainer import GlobalTrainer
 
 FAMILY_NAMES = sorted(FAMILIES)
@@ -53,8 +53,9 @@ def test_snapshot_roundtrip_scores_identically(family, make_events):
 def test_every_family_learns_synthetic_clicks(family, make_events):
     # Strong per-user priors: what every family can learn from user ids alone.
     data = make_events(users=150, events_per_user=60, drift=1.5, seed=1)
-    settings = Settings.from_env({}, model_family=family, features="category,segment", hash_buckets=4096,
-                                 trainer_lr=0.01)
+    settings = Settings.from_env(
+        {}, model_family=family, features="category,segment", hash_buckets=4096, trainer_lr=0.01
+    )
     trainer = GlobalTrainer(settings)
     train, test = data.events[:7000], data.events[7000:]
     y = np.array([e.label for e in test])
@@ -68,8 +69,13 @@ def test_every_family_learns_synthetic_clicks(family, make_events):
 @pytest.mark.parametrize("optimizer", ["adam", "adagrad"])
 def test_the_trainer_learns_with_either_optimiser(optimizer, make_events):
     data = make_events(users=150, events_per_user=60, drift=1.5, seed=1)
-    settings = Settings.from_env({}, features="category,segment", hash_buckets=4096, trainer_optimizer=optimizer,
-                                 trainer_lr=0.01 if optimizer == "adam" else 0.05)
+    settings = Settings.from_env(
+        {},
+        features="category,segment",
+        hash_buckets=4096,
+        trainer_optimizer=optimizer,
+        trainer_lr=0.01 if optimizer == "adam" else 0.05,
+    )
     trainer = GlobalTrainer(settings)
     assert type(trainer.optimizer).__name__.lower() == optimizer
     train, test = data.events[:7000], data.events[7000:]
@@ -101,11 +107,12 @@ def test_the_trainer_learns_every_event_but_the_one_that_raises(make_events):
 
 
 def test_the_mini_batch_grows_with_the_backlog_up_to_its_cap(make_events):
-    settings = Settings.from_env({}, features="category,segment", hash_buckets=2048, trainer_batch=8,
-                                 trainer_batch_max=128)
+    settings = Settings.from_env(
+        {}, features="category,segment", hash_buckets=2048, trainer_batch=8, trainer_batch_max=128
+    )
     trainer = GlobalTrainer(settings)
-    sizes = {backlog: trainer.batch_for(backlog) for backlog in (0, 8, 255, 256, 1023, 1024, 4096, 10 ** 6)}
-    assert sizes == {0: 8, 8: 8, 255: 8, 256: 16, 1023: 32, 1024: 64, 4096: 128, 10 ** 6: 128}
+    sizes = {backlog: trainer.batch_for(backlog) for backlog in (0, 8, 255, 256, 1023, 1024, 4096, 10**6)}
+    assert sizes == {0: 8, 8: 8, 255: 8, 256: 16, 1023: 32, 1024: 64, 4096: 128, 10**6: 128}
     events = make_events(users=10, events_per_user=30, seed=3).events
     steps = []
     step = GlobalTrainer._step

@@ -1,7 +1,8 @@
 """``stream_ctr.monitoring.freshness.Staleness``: events behind the model in use, per scored event and request."""
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream_ctr.monitoring.freshness import SAMPLE_BUCKETS, Staleness
 
@@ -40,8 +41,9 @@ def test_quantiles_are_exact_and_the_histogram_agrees():
     s.events({0: 0}, 1.0, [0] * 1000, np.arange(1000), np.full(1000, 2.0))  # stalenesses 0..999
     assert (s.quantile(0.5), s.quantile(0.99)) == (499.0, 989.0)
     samples = next(iter(s.collect()))
-    buckets = {x.labels["le"]: x.value for x in samples.samples
-               if x.name.endswith("_bucket") and x.labels["scored"] == "event"}
+    buckets = {
+        x.labels["le"]: x.value for x in samples.samples if x.name.endswith("_bucket") and x.labels["scored"] == "event"
+    }
     assert buckets[str(SAMPLE_BUCKETS[3])] == 101 and buckets["+Inf"] == 1000  # le 100: 0..100
 
 

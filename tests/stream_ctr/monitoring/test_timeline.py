@@ -1,23 +1,36 @@
 """The demo's report and picture of a run: the detectors' alarms and the per-arm gAUC over time."""
 
 from stream_ctr.contracts.arms import ARMS
-from stream_ctr.service.demo import render_report
 from stream_ctr.monitoring.timeline import Timeline, plot_timeline
+from stream_ctr.service.demo import render_report
 
 
 def _stats(applied: int, alarm_times=()) -> dict:
-    arms = {arm: {"gauc": 0.6 + 0.01 * i, "auc": 0.7, "logloss": 0.6, "calibration": 1.0}
-            for i, arm in enumerate(ARMS)}
-    detectors = {"global_ctr": {"alarms": len(alarm_times), "first_alarm": alarm_times[0] if alarm_times else None,
-                                "drifting": bool(alarm_times),
-                                "since": alarm_times[0] if alarm_times else None, "alarm_times": list(alarm_times)},
-                 "logloss_ft": {"alarms": 0, "first_alarm": None, "drifting": False, "since": None,
-                                "alarm_times": []}}
-    return {"applied": applied, "dead_letters": 1, "duplicates": 0, "users": 10, "model_version": 3,
-            "global_ctr": 0.5, "window": {"arms": arms}, "lifetime": {"n": applied, "arms": arms},
-            "drift": {"buckets": [0.1, 0.2], "counts": [5, 3, 2], "quantiles": {"0.1": 0.0, "0.5": 0.1, "0.9": 0.3}},
-            "detectors": detectors, "users_drifting": 4, "staleness": {"p50": 12.0, "p90": 80.0, "p99": 1843.0,
-                                                                           "scored": 300, "ahead": 2}}
+    arms = {arm: {"gauc": 0.6 + 0.01 * i, "auc": 0.7, "logloss": 0.6, "calibration": 1.0} for i, arm in enumerate(ARMS)}
+    detectors = {
+        "global_ctr": {
+            "alarms": len(alarm_times),
+            "first_alarm": alarm_times[0] if alarm_times else None,
+            "drifting": bool(alarm_times),
+            "since": alarm_times[0] if alarm_times else None,
+            "alarm_times": list(alarm_times),
+        },
+        "logloss_ft": {"alarms": 0, "first_alarm": None, "drifting": False, "since": None, "alarm_times": []},
+    }
+    return {
+        "applied": applied,
+        "dead_letters": 1,
+        "duplicates": 0,
+        "users": 10,
+        "model_version": 3,
+        "global_ctr": 0.5,
+        "window": {"arms": arms},
+        "lifetime": {"n": applied, "arms": arms},
+        "drift": {"buckets": [0.1, 0.2], "counts": [5, 3, 2], "quantiles": {"0.1": 0.0, "0.5": 0.1, "0.9": 0.3}},
+        "detectors": detectors,
+        "users_drifting": 4,
+        "staleness": {"p50": 12.0, "p90": 80.0, "p99": 1843.0, "scored": 300, "ahead": 2},
+    }
 
 
 def test_the_timeline_keeps_each_reading_and_the_alarms_since_the_start(tmp_path):
@@ -38,9 +51,17 @@ def test_the_timeline_stays_bounded():
 
 
 def test_the_report_lists_every_detector_and_links_the_picture():
-    report = render_report(_stats(300, alarm_times=(1030.0,)), {"dataset": "ml-100k", "sent": 300, "malformed": 1,
-                                                                "seconds": 3.0, "start": 1000.0,
-                                                                "timeline": "demo-timeline.png"})
+    report = render_report(
+        _stats(300, alarm_times=(1030.0,)),
+        {
+            "dataset": "ml-100k",
+            "sent": 300,
+            "malformed": 1,
+            "seconds": 3.0,
+            "start": 1000.0,
+            "timeline": "demo-timeline.png",
+        },
+    )
     assert "| global_ctr | 1 | 30 | yes |" in report and "| logloss_ft | 0 | - | no |" in report
     assert "![throughput, per-arm gAUC and drift alarms over the run](demo-timeline.png)" in report
     assert "Users beyond their own band (STREAM_CTR_USER_DRIFT_Z sampling stds from p_g): 4." in report

@@ -29,8 +29,9 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_child_dies_with_its_parent_even_when_the_parent_is_sigkilled(tmp_path):
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path / "child.log")], stdout=subprocess.PIPE,
-                              text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(tmp_path / "child.log")], stdout=subprocess.PIPE, text=True
+    )
     child = int(parent.stdout.readline())
     try:
         assert _alive(child)
@@ -46,8 +47,9 @@ def test_a_child_dies_with_its_parent_even_when_the_parent_is_sigkilled(tmp_path
 
 
 def test_stop_ends_all_together_and_sigkills_what_outlives_the_grace(tmp_path):
-    stubborn = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
-                "time.sleep(60)")
+    stubborn = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    )
     procs = [children.start([sys.executable, "-c", stubborn], tmp_path / f"stubborn{i}.log") for i in range(2)]
     procs.append(children.start(["sleep", "60"], tmp_path / "sleep.log"))
     deadline = time.monotonic() + 30

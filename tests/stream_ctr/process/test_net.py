@@ -60,9 +60,17 @@ def test_listens_tells_which_process_listens_on_a_port():
         port = listener.getsockname()[1]
         assert listens(os.getpid(), port)
         assert not listens(os.getpid(), held.getsockname()[1])  # bound, not listening
-        child = subprocess.Popen([sys.executable, "-c", "import socket, sys, time\n"
-                                  "s = socket.create_server(('127.0.0.1', 0)); print(s.getsockname()[1], flush=True)\n"
-                                  "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import socket, sys, time\n"
+                "s = socket.create_server(('127.0.0.1', 0)); print(s.getsockname()[1], flush=True)\n"
+                "time.sleep(60)",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             theirs = int(child.stdout.readline())
             assert listens(child.pid, theirs)

@@ -1,4 +1,5 @@
-"""stream_ctr.quality.auto.choose: switch methods only on paired evidence whose CI excludes 0; and the offline ft_auto."""
+"""stream_ctr.quality.auto.choose: switch methods only on paired evidence whose CI excludes 0; and the offline
+ft_auto."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from stream_ctr.quality.auto import choose
 
 def test_a_clear_gain_switches_to_the_best_significant_challenger():
     rng = np.random.default_rng(0)
-    diffs = {"lc": rng.normal(0.01, 0.05, 500), "lc_bias": rng.normal(0.03, 0.05, 500),
-             "lc_evidence": rng.normal(-0.02, 0.05, 500)}
+    diffs = {
+        "lc": rng.normal(0.01, 0.05, 500),
+        "lc_bias": rng.normal(0.03, 0.05, 500),
+        "lc_evidence": rng.normal(-0.02, 0.05, 500),
+    }
     d = choose("none", diffs)
     assert d.method == "lc_bias" and d.switched
     assert d.estimates["lc_bias"][1] > 0 and d.estimates["lc_evidence"][2] < 0
@@ -37,8 +41,10 @@ def test_false_switches_stay_rare_with_several_null_challengers():
     """Three challengers no better than the default: the Bonferroni-adjusted CIs keep the share of worlds in which
     auto switches near or below 5%, where unadjusted CIs would switch in about 3 x 2.5%."""
     rng = np.random.default_rng(2)
-    switched = sum(choose("none", {m: rng.normal(0, 0.05, 200) for m in ("a", "b", "c")}, n_boot=300,
-                          seed=k).switched for k in range(100))
+    switched = sum(
+        choose("none", {m: rng.normal(0, 0.05, 200) for m in ("a", "b", "c")}, n_boot=300, seed=k).switched
+        for k in range(100)
+    )
     assert switched <= 6
 
 
@@ -50,8 +56,9 @@ def test_offline_ft_auto_picks_from_validation_results(gain, expect):
     rng = np.random.default_rng(3)
     users, n = np.arange(300), rng.integers(3, 10, 300).astype(float)
     ft_auc = rng.uniform(0.4, 0.9, 300)
-    choices = {"ft": Choice(0.1, 0.01, 5, 0.0, users, ft_auc, n),
-               "ft_lc_bias": Choice(0.1, 0.01, 5, 0.0, users[1:], ft_auc[1:] + gain + rng.normal(0, 0.02, 299),
-                                    n[1:]),
-               "ft_reweight": Choice(0.1, 0.01, 5, 0.0, users, ft_auc + 0.1, n)}  # not a correction variant
+    choices = {
+        "ft": Choice(0.1, 0.01, 5, 0.0, users, ft_auc, n),
+        "ft_lc_bias": Choice(0.1, 0.01, 5, 0.0, users[1:], ft_auc[1:] + gain + rng.normal(0, 0.02, 299), n[1:]),
+        "ft_reweight": Choice(0.1, 0.01, 5, 0.0, users, ft_auc + 0.1, n),
+    }  # not a correction variant
     assert pick_auto(choices) == expect

@@ -11,15 +11,14 @@ def _stream(n=4000, users=40, seed=0):
     u = np.array([f"u{i % users}" for i in range(n)], dtype=object)
     y = (rng.random(n) < 0.4).astype(np.float32)
     base = rng.random(n).astype(np.float32)
-    return u, y, {"global": base, "ft": np.clip(base + 0.4 * y * rng.random(n), 0, 1).astype(np.float32),
-                  "ft_lc": base}
+    return u, y, {"global": base, "ft": np.clip(base + 0.4 * y * rng.random(n), 0, 1).astype(np.float32), "ft_lc": base}
 
 
 def test_window_keeps_only_the_newest_rows_and_lifetime_keeps_all():
     u, y, p = _stream()
     m = OnlineMetrics(ARMS, window=1000)
     for lo in range(0, len(y), 300):
-        m.record(u[lo:lo + 300], y[lo:lo + 300], {a: v[lo:lo + 300] for a, v in p.items()})
+        m.record(u[lo : lo + 300], y[lo : lo + 300], {a: v[lo : lo + 300] for a, v in p.items()})
     win, life = m.summary("window"), m.summary("lifetime")
     assert (win["n"], life["n"]) == (1000, len(y))
     assert win["arms"]["ft"]["gauc"] == pytest.approx(gauc(u[-1000:], y[-1000:], p["ft"][-1000:]))
@@ -71,7 +70,7 @@ def test_lifetime_pooled_metrics_are_running_sums_over_every_prediction():
     u, y, p = _stream(n=20_000, users=2_000, seed=1)
     m = OnlineMetrics(ARMS, window=100, lifetime_users=50, lifetime_rows=1_000)  # the sample holds few users
     for lo in range(0, len(y), 512):
-        m.record(u[lo:lo + 512], y[lo:lo + 512], {a: v[lo:lo + 512] for a, v in p.items()})
+        m.record(u[lo : lo + 512], y[lo : lo + 512], {a: v[lo : lo + 512] for a, v in p.items()})
     life = m.summary("lifetime")
     assert life["n"] == len(y)
     for arm in ARMS:
@@ -87,7 +86,7 @@ def test_lifetime_gauc_is_exact_on_a_hash_sample_of_users_that_halves_to_stay_bo
     u, y, p = _stream(n=20_000, users=2_000, seed=2)
     m = OnlineMetrics(ARMS, window=100, lifetime_users=300, lifetime_rows=5_000)
     for lo in range(0, len(y), 512):
-        m.record(u[lo:lo + 512], y[lo:lo + 512], {a: v[lo:lo + 512] for a, v in p.items()})
+        m.record(u[lo : lo + 512], y[lo : lo + 512], {a: v[lo : lo + 512] for a, v in p.items()})
     life = m.summary("lifetime")
     share = life["lifetime_user_share"]
     assert share in (1 / 8, 1 / 16)  # 2,000 users into at most 300: halved 3 or 4 times
@@ -109,7 +108,7 @@ def test_worker_metrics_forget_users_a_rebalance_moves_away():
     assert sorted(m.active) == ["a", "c"]
     text = m.render().decode()
     assert "stream_ctr_users 2.0" in text
-    assert 'stream_ctr_user_ctr_drift_count 2.0' in text
+    assert "stream_ctr_user_ctr_drift_count 2.0" in text
     assert "stream_ctr_users_drifting 0.0" in text  # b, the one beyond 3 stds, moved away
 
 

@@ -59,9 +59,14 @@ def _start_up(tmp_path: Path, env: dict) -> tuple[subprocess.Popen, dict[str, st
     out = tmp_path / "up.out"
     # Ctrl-C's default disposition in the child: a test run started in the background of a non-interactive shell
     # ignores SIGINT, and a child would inherit that and never see the Ctrl-C a test sends.
-    up = subprocess.Popen([sys.executable, "-m", "stream_ctr.cli", "up", "--logs", str(tmp_path / "logs")],
-                          env=env, stdout=open(out, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    up = subprocess.Popen(
+        [sys.executable, "-m", "stream_ctr.cli", "up", "--logs", str(tmp_path / "logs")],
+        env=env,
+        stdout=open(out, "wb"),  # noqa: SIM115 (the child keeps it; closed with the test's tmp_path)
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 150
     while "Ctrl-C stops everything" not in (text := out.read_text(errors="replace")):
         if up.poll() is not None or time.monotonic() > deadline:
@@ -155,8 +160,9 @@ def test_up_notices_a_process_of_its_own_that_dies_names_it_and_stops_the_rest(u
     assert took < 10 and not [k for k in kids if _alive(k)], (took, kids)
 
 
-def test_the_stack_comes_up_on_other_ports_when_its_ports_are_taken_early_or_late(settings_factory, tmp_path,
-                                                                                  monkeypatch):
+def test_the_stack_comes_up_on_other_ports_when_its_ports_are_taken_early_or_late(
+    settings_factory, tmp_path, monkeypatch
+):
     """The worker's configured port is in use when the stack starts: it gets another at once. The trainer's is
     taken after the stack reserved it and before the trainer binds it (by a foreign process binding that very
     port with SO_REUSEADDR, which a reservation cannot stop): the trainer exits with EXIT_PORT_TAKEN and the

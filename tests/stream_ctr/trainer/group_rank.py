@@ -25,15 +25,25 @@ def main() -> None:
     ends = {p: sum(1 for q, _ in stream if q == p) for p in range(settings.events_partitions) if group.owns(p)}
     deltas = []
     for r in range(rounds):
-        part = mine[r * per_round: (r + 1) * per_round]
-        positions = {p: sum(1 for _, q, _ in mine[: r * per_round + k + 1] if q == p)
-                     for k, (_, p, _) in enumerate(part)}
+        part = mine[r * per_round : (r + 1) * per_round]
+        positions = {
+            p: sum(1 for _, q, _ in mine[: r * per_round + k + 1] if q == p) for k, (_, p, _) in enumerate(part)
+        }
         trainer.learn_round([e for _, _, e in part], positions, ends)
         if group.publishes and trainer.pending:
             deltas.append(trainer.next_delta().rows["embedding.weight"][0])
     if group.publishes:
-        torch.save({"state": trainer.model.state_dict(), "samples": trainer.samples, "clicks": trainer.clicks,
-                    "offsets": trainer.offsets, "ends": trainer.ends, "deltas": deltas}, out / "result.pt")
+        torch.save(
+            {
+                "state": trainer.model.state_dict(),
+                "samples": trainer.samples,
+                "clicks": trainer.clicks,
+                "offsets": trainer.offsets,
+                "ends": trainer.ends,
+                "deltas": deltas,
+            },
+            out / "result.pt",
+        )
     group.leave()
 
 

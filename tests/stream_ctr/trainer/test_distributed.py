@@ -4,11 +4,9 @@ learn as one trainer does with the group's mini-batch, and agree on the stream p
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from stream_ctr.config import Settings
@@ -53,14 +51,14 @@ def test_two_ranks_learn_as_one_trainer_with_the_group_batch(make_events, tmp_pa
     alone = GlobalTrainer(settings)
     deltas = []
     for r in range(rounds):
-        batch = [e for share in shares for _, e in share[r * PER_ROUND: (r + 1) * PER_ROUND]]
+        batch = [e for share in shares for _, e in share[r * PER_ROUND : (r + 1) * PER_ROUND]]
         if batch:
             alone._step(batch)
             deltas.append(alone.next_delta().rows["embedding.weight"][0])
     assert got["samples"] == alone.samples == len(stream)
     assert got["clicks"] == alone.clicks
     for key, value in alone.model.state_dict().items():
-        torch.testing.assert_close(got["state"][key], value, atol=1e-4, rtol=1e-3, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(got["state"][key], value, atol=1e-4, rtol=1e-3, msg=lambda m, key=key: f"{key}: {m}")
     assert len(got["deltas"]) == len(deltas)
     for mine, theirs in zip(got["deltas"], deltas):
         np.testing.assert_array_equal(mine, theirs)  # a delta carries exactly the rows the step changed
