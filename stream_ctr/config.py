@@ -365,6 +365,7 @@ class Settings:
                 raw = env[name]
             else:
                 continue
+            assert isinstance(f.type, str), "field types are strings here (from __future__ import annotations)"
             values[f.name] = _parse(name, f.type, raw)
         settings = cls(**values)
         settings.validate()
@@ -451,6 +452,6 @@ def _parse(name: str, type_name: str, raw: Any) -> Any:
             value = kind(raw)
         except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{name}: expected {type_name}, got {raw!r}") from None
-    if kind is float and not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):  # a float knob (an int or str one is not a float)
         raise ConfigError(f"{name}: expected a finite number, got {raw!r}")
     return value

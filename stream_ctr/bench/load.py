@@ -248,7 +248,8 @@ def _routed(stack, vegeta: str, bodies: list[bytes], folder: Path, rate: int, se
     stack.wait_healthy(120, "worker2")
     mine = _settled_partitions(stack, stack.settings.events_partitions)
     n = stack.settings.events_partitions
-    local, forwarded = [], []
+    local: list[bytes] = []
+    forwarded: list[bytes] = []
     for body in bodies:
         user = orjson.loads(body)["user_id"]
         (local if partition_of(user.encode(), n) in mine else forwarded).append(body)

@@ -59,8 +59,8 @@ def run_quality_bench(
     for crosses in (False, True):
         name = "river LR, one-hot" + (" + user crosses" if crosses else "")
         t0 = time.perf_counter()
-        preds = _river_progressive(events, crosses)
-        rows[name] = _quality(users, labels, preds) | {"eps": len(events) / (time.perf_counter() - t0)}
+        river_preds = _river_progressive(events, crosses)
+        rows[name] = _quality(users, labels, river_preds) | {"eps": len(events) / (time.perf_counter() - t0)}
     for family in families or (settings.model_family,):
         for every in cadences:
             # A scorer's batch is scored by one model, so freshness within K samples needs batches of at most K.

@@ -115,7 +115,7 @@ class LocalKafka:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def _write_config(self) -> Path:
+    def _write_config(self, workdir: Path) -> Path:
         self._held = [reserve_port(), reserve_port()]
         self.port, self.controller_port = (sock.getsockname()[1] for sock in self._held)
         cfg = {
@@ -127,7 +127,7 @@ class LocalKafka:
             "controller.listener.names": "CONTROLLER",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name": "PLAINTEXT",
-            "log.dirs": str(self.workdir / "data"),
+            "log.dirs": str(workdir / "data"),
             "num.partitions": "1",
             "offsets.topic.replication.factor": "1",
             "offsets.topic.num.partitions": "4",
@@ -139,7 +139,7 @@ class LocalKafka:
             "message.max.bytes": str(MAX_RECORD_BYTES),
             "log.cleaner.backoff.ms": "1000",
         }
-        path = self.workdir / "server.properties"
+        path = workdir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in cfg.items()))
         return path
 
@@ -155,8 +155,8 @@ class LocalKafka:
         ]
 
     def start(self, timeout: float = 90.0) -> LocalKafka:
-        self.workdir = Path(tempfile.mkdtemp(prefix="stream-ctr-kafka-"))
-        config = self._write_config()
+        workdir = self.workdir = Path(tempfile.mkdtemp(prefix="stream-ctr-kafka-"))
+        config = self._write_config(workdir)
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         # --cluster-id=ID, not "-t ID": a random id may start with "-" and would be read as an option.
         fmt = subprocess.run(
@@ -167,12 +167,12 @@ class LocalKafka:
         if fmt.returncode != 0:
             self.stop()
             raise RuntimeError(f"formatting Kafka storage failed: {fmt.stdout}{fmt.stderr}")
-        return self._launch(timeout)
+        return self._launch(workdir, timeout)
 
-    def _launch(self, timeout: float) -> LocalKafka:
+    def _launch(self, workdir: Path, timeout: float) -> LocalKafka:
         # Its own session: a Ctrl-C in a terminal reaches only us, and we stop the broker in order.
         self.proc = children.start(
-            [*self._java(), "kafka.Kafka", str(self.workdir / "server.properties")], self.workdir / "kafka.log"
+            [*self._java(), "kafka.Kafka", str(workdir / "server.properties")], workdir / "kafka.log"
         )
         try:
             wait_ready(self.bootstrap, timeout, self.proc)
@@ -194,7 +194,7 @@ class LocalKafka:
     def restart(self, timeout: float = 90.0) -> LocalKafka:
         """Start the broker again on the same log dir and ports, after :meth:`kill` (log recovery included)."""
         assert self.workdir is not None and (self.proc is None or self.proc.poll() is not None), "not stopped"
-        return self._launch(timeout)
+        return self._launch(self.workdir, timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM the broker (SIGKILL after ``timeout`` seconds), release its ports, delete its log dir."""

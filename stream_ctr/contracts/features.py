@@ -129,7 +129,7 @@ class HashingEncoder:
         # Python str, not in UTF-8) is still one stable token.
         return 1 + zlib.crc32(token.encode("utf-8", "surrogatepass")) % (self.spec.buckets - 1)
 
-    def _column(self, name: str, values: list, fn) -> list:
+    def _column(self, name: str, values: Sequence, fn) -> list:
         """``fn(value)`` for each value, through the column's cache. Only strings are cached: ``1 == 1.0 == True``
         as keys, but they encode differently, and an encoding must not depend on which came first."""
         cache = self._caches.setdefault(name, {})

@@ -157,7 +157,9 @@ def generate_synthetic(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticDat
         clicks = draws < p
         rows += [(t, user, int(i), int(c), float(q)) for t, i, c, q in zip(ts, items, clicks, p)]
     rows.sort()
-    events, probs, prior = [], [], {}
+    events: list[Event] = []
+    probs: list[float] = []
+    prior: dict[str, list[float]] = {}
     for n, (t, user, item, click, q) in enumerate(rows):
         user_id = world.user_ids[user]
         features = world.features(user, item)

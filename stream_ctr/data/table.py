@@ -160,6 +160,6 @@ def load_table(
     order = np.lexsort((np.arange(len(df)), ts))
     events = []
     for r in order:
-        f = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in feats[r].items() if v is not None}
-        events.append(Event(f"row-{r}", users[r], items[r], float(ts[r]), int(labels[r]), f))
+        row = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in feats[r].items() if v is not None}
+        events.append(Event(f"row-{r}", users[r], items[r], float(ts[r]), int(labels[r]), row))
     return TableData(events, spec)

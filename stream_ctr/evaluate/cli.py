@@ -144,7 +144,10 @@ def _change(text: str | None) -> dict | None:
         values = [float(x) for x in nums]
         if not 1 <= len(values) <= 3:
             raise ValueError("give AT, SIZE and optionally OVER")
-        return {"change": Change(kind, *values)}
+        at = values[0]
+        size = values[1] if len(values) > 1 else Change.size
+        over = values[2] if len(values) > 2 else Change.over
+        return {"change": Change(kind, at, size, over)}
     except ValueError as exc:
         raise ValueError(f"--change must be KIND:AT:SIZE[:OVER] (jump, ramp or flip), got {text!r}: {exc}") from None
 
@@ -199,10 +202,11 @@ def run(args) -> int:
     return 0
 
 
-def _experiment(cfg, loaded, dataset: str):
+def _experiment(cfg, loaded: tuple, dataset: str):
     from stream_ctr.evaluate.experiment import run_experiment
 
-    return run_experiment(*loaded, cfg, dataset=dataset)
+    events, spec = loaded
+    return run_experiment(events, spec, cfg, dataset=dataset)
 
 
 def _write_one(args, out: Path, result, command: str) -> list[Path]:

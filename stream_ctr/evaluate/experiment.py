@@ -145,7 +145,7 @@ def _run(events, spec, cfg: EvalConfig, dataset: str) -> Result:
         for s, d in scoped.items():
             test_idx, users, labels = test_sets[s]
             preds = {"cloud": sigmoid(g[test_idx])}
-            choices = {}
+            choices: dict[str, Choice] = {}
             runner = HeadScope(g, h) if s == "head" else FullScope(model, data.ids, data.vals)
             grid = cfg.head_grid if s == "head" else cfg.full_grid
             for mode in _scope_modes(s, ft_modes):
@@ -155,7 +155,9 @@ def _run(events, spec, cfg: EvalConfig, dataset: str) -> Result:
                     pick = pick_auto(choices)
                     preds[mode], choices[mode] = preds[pick], replace(choices[pick], pick=pick)
                 else:
-                    preds[mode], choices[mode] = tune_and_fit(runner, d, MODES[mode], grid, cfg.shrinkage, cfg.pg)
+                    method = MODES[mode]
+                    assert method is not None, "only cloud has no method, and ft_modes leave it out"
+                    preds[mode], choices[mode] = tune_and_fit(runner, d, method, grid, cfg.shrinkage, cfg.pg)
                 timings[f"{family}/{s}/{mode}"] = round(time.perf_counter() - t0, 2)
                 bar.update(1)
             rows += _score(family, s, preds, choices, users, labels, boots[s], per_user[s])

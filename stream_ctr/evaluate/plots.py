@@ -22,7 +22,7 @@ __all__ = ["plot_drift_harm", "plot_local_ctr"]
 
 def plot_local_ctr(path: Path, local_ctr: np.ndarray, p_g: float, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.hist(local_ctr, bins=np.linspace(0, 1, 41), color="#4c72b0", alpha=0.85)
+    ax.hist(local_ctr, bins=np.linspace(0, 1, 41).tolist(), color="#4c72b0", alpha=0.85)
     ax.axvline(p_g, color="#c44e52", lw=2, label=f"global CTR p_g = {p_g:.3f}")
     ax.set_xlabel("local CTR p_u (user's click share)")
     ax.set_ylabel("users")

@@ -20,6 +20,7 @@ world appears once per axis but is run once. ``stream-ctr evaluate --dataset syn
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from stream_ctr.contracts.features import FeatureSpec
@@ -48,9 +49,16 @@ def world(axis: str, value: float, seed: int) -> SyntheticConfig:
         return replace(cfg, change=Change("ramp", at=0.3, size=float(value), over=0.5)) if value else cfg
     if axis == "events_per_user":
         return replace(cfg, events_per_user=int(value))
-    if axis not in AXES:
-        raise ValueError(f"unknown regime axis {axis!r}; choose from {list(AXES)}")
-    return replace(cfg, **{axis: float(value)})
+    if axis == "drift":
+        return replace(cfg, drift=float(value))
+    if axis == "taste":
+        return replace(cfg, taste=float(value))
+    raise ValueError(f"unknown regime axis {axis!r}; choose from {list(AXES)}")
+
+
+def _world_events(axis: str, value: float, spec: FeatureSpec, seed: int) -> tuple:
+    """``(events, spec)`` of one seed's draw of the world ``axis = value``: the ``load_seed`` of run_seeds."""
+    return generate_synthetic(world(axis, value, seed)).events, spec
 
 
 def _key(axis: str, value) -> tuple:
@@ -70,7 +78,7 @@ def run_regimes(cfg, seeds, axes: dict = AXES, buckets: int = 1 << 15, on_world=
             key = _key(axis, value)
             if key not in done:
                 ms = run_seeds(
-                    lambda s, axis=axis, value=value: (generate_synthetic(world(axis, value, s)).events, spec),
+                    partial(_world_events, axis, value, spec),
                     cfg,
                     seeds,
                     dataset=f"synthetic {axis}={value}",

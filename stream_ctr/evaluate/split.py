@@ -87,6 +87,8 @@ class SplitData:
     @cached_property
     def _ctr_clock(self) -> tuple[np.ndarray, np.ndarray]:
         """Event times in ascending order and the cumulative clicks up to each: the merged stream's CTR curve."""
+        if self.ts is None:
+            raise ValueError("the running global CTR needs event times: this split has none (ts is None)")
         order = np.argsort(self.ts, kind="stable")
         return self.ts[order], np.cumsum(self.labels[order], dtype=np.float64)
 

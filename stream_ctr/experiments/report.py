@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,8 @@ def collect(
     exposures: Iterable[Mapping], events: Iterable[tuple[Mapping, float]], window_s: float
 ) -> dict[str, ArmData]:
     """Join exposure records with ``(event, arrival epoch seconds)`` pairs; only in-experiment users count."""
-    served, arms = {}, {}
+    served = {}  # request id -> (arm, user, ts, item scores)
+    arms: dict[str, ArmData] = {}
     for exp in exposures:
         if not exp["in_experiment"]:
             continue
@@ -79,7 +81,7 @@ def collect(
 
 def analyse(arms: Mapping[str, ArmData], weights: Mapping[str, float]) -> dict:
     """Per-arm CTR with CI, difference to the control with CI, logloss, calibration, gAUC, and the SRM test."""
-    out = {}
+    out: dict[str, dict[str, Any]] = {}  # arm -> its row (counts, a Ratio or None, metrics, a Difference)
     per_user = {arm: np.array(list(d.users.values()), dtype=float).reshape(-1, 3) for arm, d in arms.items()}
     for arm, data in arms.items():
         t = per_user[arm]
@@ -96,7 +98,7 @@ def analyse(arms: Mapping[str, ArmData], weights: Mapping[str, float]) -> dict:
         }
     control = CONTROL if CONTROL in arms else next(iter(arms), None)
     for arm in arms:
-        if arm != control and out[arm]["ctr"] and out[control]["ctr"]:
+        if arm != control and control is not None and out[arm]["ctr"] and out[control]["ctr"]:
             a, b = per_user[arm], per_user[control]
             out[arm]["vs_control"] = ratio_difference(a[:, 1], a[:, 0], b[:, 1], b[:, 0])
     srm = srm_test({arm: out.get(arm, {"users": 0})["users"] for arm in weights}, weights)

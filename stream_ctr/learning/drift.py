@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,7 @@ class DriftParams:
 
 @dataclass
 class _Signal:
-    detector: object
+    detector: Any  # a river drift detector (update, drift_detected); river has no type information
     per_event: bool  # ADWIN takes every value; Page-Hinkley takes block means
     total: float = 0.0
     count: int = 0

@@ -75,6 +75,7 @@ def learn_rows(
     Where ``targets.bias_labels`` are given, the bias learns them at the plain logit and the weights learn
     ``targets.labels`` at the logit plus ``targets.logit_offset``."""
     y, wts = targets.labels, targets.weights
+    rows: np.ndarray | slice
     if len(counts) == len(y) and (counts == 1).all():  # one event a head (test-then-train's waves): no sums
         rows = slice(None)  # head i is event i: views, no gather
 

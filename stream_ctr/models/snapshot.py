@@ -140,7 +140,7 @@ class LoadedModel:
 class SnapshotHolder:
     """Holds the current :class:`LoadedModel`; readers take ``.current`` once per batch (or request) and keep it."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.current: LoadedModel | None = None
 
     def is_newer(self, version: int) -> bool:

@@ -22,6 +22,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["build", "check", "render", "write"]
 
@@ -178,7 +179,7 @@ def stat(
     graph: bool = False,
     overrides: list[dict] | None = None,
 ) -> dict:
-    defaults = {"thresholds": thresholds, "color": {"mode": "thresholds"}, "mappings": mappings or []}
+    defaults: dict[str, Any] = {"thresholds": thresholds, "color": {"mode": "thresholds"}, "mappings": mappings or []}
     if decimals is not None:
         defaults["decimals"] = decimals
     return _panel(

@@ -97,10 +97,10 @@ class Staleness:
         before = after[:-1].copy()
         before[np.arange(n), part] = np.maximum(before[np.arange(n), part], off)
         samples = self._behind(before, trained)
-        ts = np.asarray(ts, dtype=np.float64)
-        seconds = np.maximum(ts - trained_ts, 0.0) if trained_ts > 0 else np.full(n, np.nan)
+        times = np.asarray(ts, dtype=np.float64)
+        seconds = np.maximum(times - trained_ts, 0.0) if trained_ts > 0 else np.full(n, np.nan)
         self.read = after[-1]
-        self.newest_ts = max(self.newest_ts, float(ts.max()))
+        self.newest_ts = max(self.newest_ts, float(times.max()))
         self.counts["event"].add(samples, seconds)
         self.scored += n
         self.ahead += int((trained[part] > off).sum())

@@ -59,7 +59,7 @@ class _Buffer:
         for arm, p in preds.items():
             self.preds[arm][idx] = p[:n]
 
-    def view(self):
+    def view(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         s = self.size
         return self.users[:s], self.labels[:s], {a: p[:s] for a, p in self.preds.items()}
 
@@ -156,9 +156,8 @@ class OnlineMetrics:
         report, not computed on every refresh)."""
         with self._lock:
             buffer = self._window if scope == "window" else self._sample.rows
-            users, labels, preds = (
-                a.copy() if isinstance(a, np.ndarray) else {k: v.copy() for k, v in a.items()} for a in buffer.view()
-            )
+            users, labels, preds = buffer.view()
+            users, labels, preds = users.copy(), labels.copy(), {k: v.copy() for k, v in preds.items()}
             pooled = {arm: m.summary() for arm, m in self._pooled.items()} if scope == "lifetime" else None
             n, share = (len(labels), 1.0) if scope == "window" else (self._n, self._sample.share)
         arms, per_user = {}, {}

@@ -17,7 +17,7 @@ from stream_ctr.contracts.arms import CONTROL
 from stream_ctr.contracts.events import encode_event
 from stream_ctr.data.synthetic import SyntheticConfig, SyntheticWorld
 from stream_ctr.experiments.simulate import ClosedLoop, SimConfig, render_markdown
-from stream_ctr.experiments.stats import ratio_difference, ratio_estimate
+from stream_ctr.experiments.stats import Difference, Ratio, ratio_difference, ratio_estimate
 from stream_ctr.serving.client import ScoringClient
 
 __all__ = ["expected_ctr_intervals", "render_closed_loop", "run_closed_loop"]
@@ -51,7 +51,7 @@ def expected_ctr_intervals(loop: ClosedLoop) -> dict:
         for arm, t in by_arm.items():
             rows.setdefault(arm, []).append((t.expected, t.random, t.oracle, t.impressions))
     per_arm = {arm: np.array(r, dtype=float) for arm, r in rows.items()}
-    out = {}
+    out: dict[str, dict[str, Ratio | Difference]] = {}
     for arm, r in per_arm.items():
         expected, random, oracle, n = r.T
         out[arm] = {

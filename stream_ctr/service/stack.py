@@ -28,7 +28,7 @@ import orjson
 
 from stream_ctr import topics
 from stream_ctr.broker.admin import ensure_topics
-from stream_ctr.broker.kafka import broker_for
+from stream_ctr.broker.kafka import ExternalKafka, LocalKafka, broker_for
 from stream_ctr.config import Settings
 from stream_ctr.process import children
 from stream_ctr.process.net import EXIT_PORT_TAKEN, listens, reserve_port
@@ -69,7 +69,7 @@ class Stack:
         self.settings = settings
         self.log_dir = Path(log_dir)
         self.want_trainer, self.want_worker = trainer, worker
-        self.broker = None
+        self.broker: LocalKafka | ExternalKafka | None = None
         self.procs: dict[str, subprocess.Popen] = {}
         self.ports: dict[str, int] = {}
         self._specs: dict[str, tuple[str, dict]] = {}  # name -> (role, overrides): how to start it again
@@ -147,10 +147,15 @@ class Stack:
         self.procs[name] = proc
         return proc
 
+    def _local_broker(self) -> LocalKafka | None:
+        """The broker this stack runs itself (None: an external one, or none yet)."""
+        return self.broker if isinstance(self.broker, LocalKafka) else None
+
     def log_path(self, name: str) -> Path:
         """The log of process ``name`` (``kafka``: the local broker's)."""
-        if name == "kafka" and getattr(self.broker, "workdir", None):
-            return self.broker.workdir / "kafka.log"
+        local = self._local_broker()
+        if name == "kafka" and local is not None and local.workdir is not None:
+            return local.workdir / "kafka.log"
         return self.log_dir / f"{name}.log"
 
     def kill(self, name: str) -> None:
@@ -193,8 +198,9 @@ class Stack:
         """Block until a process of the stack (the local broker's included, as ``kafka``) exits; its name."""
         while True:
             running = dict(self.procs)
-            if getattr(self.broker, "proc", None) is not None:
-                running["kafka"] = self.broker.proc
+            local = self._local_broker()
+            if local is not None and local.proc is not None:
+                running["kafka"] = local.proc
             for name, proc in running.items():
                 if proc.poll() is not None:
                     return name
@@ -202,7 +208,12 @@ class Stack:
 
     def describe_exit(self, name: str) -> str:
         """How process ``name`` (as :meth:`watch` names it) ended, with the last lines of its log."""
-        proc = self.broker.proc if name == "kafka" else self.procs[name]
+        if name == "kafka":
+            local = self._local_broker()
+            assert local is not None and local.proc is not None, "watch names kafka only for the stack's own broker"
+            proc = local.proc
+        else:
+            proc = self.procs[name]
         return children.describe_exit(name, proc, self.log_path(name))
 
     def stats(self, fresh: bool = False) -> dict:

@@ -19,7 +19,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from typing import Annotated, NamedTuple
+from typing import Annotated, NamedTuple, TypeGuard
 
 import numpy as np
 import orjson
@@ -221,7 +221,7 @@ _CANDIDATE_KEYS = frozenset(("item_id", "features"))
 _MAX_FIELDS = 256
 
 
-def _is_id(v) -> bool:
+def _is_id(v: object) -> TypeGuard[str]:
     return type(v) is str and 1 <= len(v) <= 256
 
 

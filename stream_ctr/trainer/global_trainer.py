@@ -99,17 +99,25 @@ class GlobalTrainer:
         supersedes them all."""
         self.model.load_state_dict(snapshot.state_dict)
         self.offsets = dict(snapshot.offsets)
-        newer = newest_version is not None and newest_version > snapshot.version
-        self.version = newest_version + 1 if newer else snapshot.version
+        if newest_version is not None and newest_version > snapshot.version:
+            self.version = newest_version + 1
+        else:
+            self.version = snapshot.version
         self.samples = snapshot.samples
         self.clicks = round(snapshot.global_ctr * snapshot.samples)
         self.trained_ts = snapshot.trained_ts
         self._pending = 0
         self._touched.clear()
 
+    def _in_group(self) -> Group:
+        """The group of ranks this trainer steps with: :meth:`sync_group` and :meth:`learn_round` need one."""
+        if self.group is None:
+            raise RuntimeError("this trainer is not in a group of ranks")
+        return self.group
+
     def sync_group(self) -> None:
         """Take rank 0's weights, counts, version and stream position (after rank 0 resumed or started afresh)."""
-        meta = self.group.broadcast_model(
+        meta = self._in_group().broadcast_model(
             self.model,
             {
                 "offsets": self.offsets,
@@ -160,7 +168,8 @@ class GlobalTrainer:
         y = torch.tensor([e.label for e in events], dtype=torch.float32, device=self.device)
         self.advance(positions)
         here = Position(self.offsets, ends, max((e.ts for e in events), default=self.trained_ts))
-        step = self.group.step(
+        group = self._in_group()
+        step = group.step(
             self.model,
             self.optimizer,
             torch.from_numpy(ids).to(self.device),
@@ -175,7 +184,7 @@ class GlobalTrainer:
         if step.samples:
             self.last_loss = step.loss
             self.last_batch = step.samples
-            if self.group.publishes:  # only rank 0 makes deltas
+            if group.publishes:  # only rank 0 makes deltas
                 self._touched.append(step.rows.cpu().numpy())
             self.samples += step.samples
             self.clicks += step.clicks
