@@ -1,5 +1,10 @@
 """Typed, frozen settings: every knob has a type, a default, an environment name and a line of doc.
 
+The knobs come in sections, one frozen dataclass each: :class:`KafkaSettings`, :class:`LearningSettings` (the
+personalize worker), :class:`ServingSettings`, :class:`ExperimentSettings`, :class:`MonitoringSettings` and
+:class:`TrainerSettings` (the global model). :class:`Settings` is all of them at once, so ``settings.batch_size``
+reads as before, and a component that needs one section can say so in its signature.
+
 Settings are read once at start. A value that does not parse, or is out of range, raises
 :class:`ConfigError` naming the environment variable, so a bad deployment fails before it consumes anything.
 
@@ -26,7 +31,17 @@ from stream_ctr.learning.correction import LC_VARIANTS
 from stream_ctr.learning.drift import DriftParams
 from stream_ctr.learning.heads import HeadParams
 
-__all__ = ["ConfigError", "Settings"]
+__all__ = [
+    "SECTIONS",
+    "ConfigError",
+    "ExperimentSettings",
+    "KafkaSettings",
+    "LearningSettings",
+    "MonitoringSettings",
+    "ServingSettings",
+    "Settings",
+    "TrainerSettings",
+]
 
 _HEAD = HeadParams()
 _DRIFT = DriftParams()
@@ -36,8 +51,10 @@ class ConfigError(ValueError):
     """A setting is missing, malformed or out of range; the message starts with its environment name."""
 
 
-def _knob(default: Any, env: str, doc: str, check=None):
-    return field(default=default, metadata={"env": env, "doc": doc, "check": check})
+def _knob(default: Any, env: str, doc: str, check=None, formerly: str = ""):
+    """A setting: its default, environment name, one line of doc, a range check, and the environment name it had
+    before it was renamed (still read, listed in CHANGELOG.md)."""
+    return field(default=default, metadata={"env": env, "doc": doc, "check": check, "formerly": formerly})
 
 
 def _positive(v) -> bool:
@@ -51,8 +68,9 @@ def _family(v) -> bool:
 
 
 @dataclass(frozen=True)
-class Settings:
-    # --- Kafka -----------------------------------------------------------------------------------------------
+class KafkaSettings:
+    """Where the broker is and how stream-ctr uses it: topics, partitions, replication, group liveness."""
+
     kafka_bootstrap: str = _knob("", "KAFKA_BOOTSTRAP", "host:port of an existing broker; empty = start a local one")
     topic_prefix: str = _knob("", "STREAM_CTR_TOPIC_PREFIX", "prefix for every topic name (tests isolate by it)")
     app_id: str = _knob("stream-ctr", "STREAM_CTR_APP_ID", "Faust app id; consumer groups derive from it")
@@ -77,7 +95,19 @@ class Settings:
         "production: one broker may fail without losing an acknowledged write)",
         _positive,
     )
-    # --- personalize agent -----------------------------------------------------------------------------------
+    session_timeout_s: float = _knob(
+        6.0,
+        "STREAM_CTR_SESSION_TIMEOUT_S",
+        "consumer group session timeout: how soon a killed worker's partitions move (the broker's minimum is 6)",
+        lambda v: v >= 6,
+    )
+    heartbeat_s: float = _knob(1.0, "STREAM_CTR_HEARTBEAT_S", "consumer group heartbeat interval", _positive)
+
+
+@dataclass(frozen=True)
+class LearningSettings:
+    """The personalize worker: batches, each user's rolling CTR, label correction, head fine-tuning, its users."""
+
     batch_size: int = _knob(
         1024,
         "STREAM_CTR_BATCH_SIZE",
@@ -102,12 +132,45 @@ class Settings:
     head_l2: float = _knob(
         _HEAD.l2, "STREAM_CTR_HEAD_L2", "L2 pull of head weights toward 0 (= the global model)", lambda v: v >= 0
     )
-    metrics_window: int = _knob(
-        20000, "STREAM_CTR_METRICS_WINDOW", "predictions in the windowed online metrics", _positive
+    user_idle_s: float = _knob(
+        3600.0,
+        "STREAM_CTR_USER_IDLE_S",
+        "seconds without an event after which a user leaves the worker's in-memory working "
+        "set (drift histogram, user count); the user's state stays in the table",
+        _positive,
     )
-    metrics_refresh_s: float = _knob(
-        5.0, "STREAM_CTR_METRICS_REFRESH_S", "seconds between gAUC/logloss refreshes", _positive
+    active_users_max: int = _knob(
+        250_000,
+        "STREAM_CTR_ACTIVE_USERS_MAX",
+        "most users in that working set (least recently active leave first)",
+        _positive,
     )
+    worker_threads: int = _knob(
+        1,
+        "STREAM_CTR_WORKER_THREADS",
+        "torch threads of a personalize worker (its batches and scoring requests are small: "
+        "one thread avoids contention with the trainer and the broker)",
+        _positive,
+    )
+    store: str = _knob(
+        "memory",
+        "STREAM_CTR_STORE",
+        "where the users table lives: memory (all users in RAM, rebuilt from the changelog at start) "
+        "or rocksdb (on disk under STREAM_CTR_DATA_DIR; a restart replays only the changelog's tail)",
+        lambda v: v in ("memory", "rocksdb"),
+    )
+    data_dir: str = _knob(
+        "",
+        "STREAM_CTR_DATA_DIR",
+        "Faust data dir (the RocksDB files); empty = a temp dir per "
+        "process, so a restart recovers everything from the changelog",
+    )
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """The HTTP side of worker and trainer: ports and addresses, and ``POST /v1/score`` under load."""
+
     web_port: int = _knob(
         6066, "STREAM_CTR_WEB_PORT", "HTTP port of /metrics, /healthz, /v1/*", lambda v: 0 < v <= 65535
     )
@@ -120,22 +183,6 @@ class Settings:
     web_bind: str = _knob("127.0.0.1", "STREAM_CTR_WEB_BIND", "address the HTTP server binds (0.0.0.0 = all)")
     web_host: str = _knob(
         "", "STREAM_CTR_WEB_HOST", "host other workers and clients reach this worker at; empty = the bind address"
-    )
-    # --- serving and the A/B experiment ------------------------------------------------------------------------
-    experiment_file: str = _knob(
-        "", "STREAM_CTR_EXPERIMENT", "experiment definition (JSON: name, salt, arms, coverage); empty = the default"
-    )
-    attribution_window_s: float = _knob(
-        1800.0,
-        "STREAM_CTR_ATTRIBUTION_WINDOW_S",
-        "seconds after a scoring request during which its events are attributed",
-        _positive,
-    )
-    pending_exposures: int = _knob(
-        100_000,
-        "STREAM_CTR_PENDING_EXPOSURES",
-        "scoring requests kept for attribution per worker (oldest dropped first)",
-        _positive,
     )
     serving_max_in_flight: int = _knob(
         32,
@@ -160,25 +207,38 @@ class Settings:
     serving_max_batch: int = _knob(
         16, "STREAM_CTR_SERVING_MAX_BATCH", "scoring requests ranked together in one forward pass", _positive
     )
-    session_timeout_s: float = _knob(
-        6.0,
-        "STREAM_CTR_SESSION_TIMEOUT_S",
-        "consumer group session timeout: how soon a killed worker's partitions move (the broker's minimum is 6)",
-        lambda v: v >= 6,
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    """The online A/B experiment: its definition and how clicks are attributed to the exposures that showed them."""
+
+    experiment_file: str = _knob(
+        "", "STREAM_CTR_EXPERIMENT", "experiment definition (JSON: name, salt, arms, coverage); empty = the default"
     )
-    heartbeat_s: float = _knob(1.0, "STREAM_CTR_HEARTBEAT_S", "consumer group heartbeat interval", _positive)
-    user_idle_s: float = _knob(
-        3600.0,
-        "STREAM_CTR_USER_IDLE_S",
-        "seconds without an event after which a user leaves the worker's in-memory working "
-        "set (drift histogram, user count); the user's state stays in the table",
+    attribution_window_s: float = _knob(
+        1800.0,
+        "STREAM_CTR_ATTRIBUTION_WINDOW_S",
+        "seconds after a scoring request during which its events are attributed",
         _positive,
     )
-    active_users_max: int = _knob(
-        250_000,
-        "STREAM_CTR_ACTIVE_USERS_MAX",
-        "most users in that working set (least recently active leave first)",
+    pending_exposures: int = _knob(
+        100_000,
+        "STREAM_CTR_PENDING_EXPOSURES",
+        "scoring requests kept for attribution per worker (oldest dropped first)",
         _positive,
+    )
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    """What the worker measures and alarms on: online metrics, stalls, drift detection."""
+
+    metrics_window: int = _knob(
+        20000, "STREAM_CTR_METRICS_WINDOW", "predictions in the windowed online metrics", _positive
+    )
+    metrics_refresh_s: float = _knob(
+        5.0, "STREAM_CTR_METRICS_REFRESH_S", "seconds between gAUC/logloss refreshes", _positive
     )
     stall_after_s: float = _knob(
         60.0,
@@ -187,48 +247,6 @@ class Settings:
         "before it is reported stalled (metric stream_ctr_partitions_stalled)",
         _positive,
     )
-    worker_threads: int = _knob(
-        1,
-        "STREAM_CTR_WORKER_THREADS",
-        "torch threads of a personalize worker (its batches and scoring requests are small: "
-        "one thread avoids contention with the trainer and the broker)",
-        _positive,
-    )
-    trainer_threads: int = _knob(
-        1,
-        "STREAM_CTR_TRAINER_THREADS",
-        "torch threads of the trainer (a step on 8 samples is too small to split: a second "
-        "thread fighting the worker and the broker for a core made it 5x slower)",
-        _positive,
-    )
-    trainer_world_size: int = _knob(
-        1,
-        "STREAM_CTR_TRAINER_WORLD_SIZE",
-        "ranks of the global trainer on this machine (stream_ctr.trainer.distributed: each takes "
-        "a share of the partitions, gradients all-reduced every step)",
-        _positive,
-    )
-    trainer_restarts: int = _knob(
-        3,
-        "STREAM_CTR_TRAINER_RESTARTS",
-        "times a trainer group with a dead rank is started again (from the newest full "
-        "snapshot) before the trainer exits",
-        lambda v: v >= 0,
-    )
-    store: str = _knob(
-        "memory",
-        "STREAM_CTR_STORE",
-        "where the users table lives: memory (all users in RAM, rebuilt from the changelog at start) "
-        "or rocksdb (on disk under STREAM_CTR_DATA_DIR; a restart replays only the changelog's tail)",
-        lambda v: v in ("memory", "rocksdb"),
-    )
-    data_dir: str = _knob(
-        "",
-        "STREAM_CTR_DATA_DIR",
-        "Faust data dir (the RocksDB files); empty = a temp dir per "
-        "process, so a restart recovers everything from the changelog",
-    )
-    # --- drift detection (stream_ctr.learning.drift) ------------------------------------------------------------------
     drift_block: int = _knob(
         _DRIFT.block,
         "STREAM_CTR_DRIFT_BLOCK",
@@ -256,7 +274,12 @@ class Settings:
         "a user is drifting while the window CTR lies beyond this many of its own sampling stds from the global CTR",
         _positive,
     )
-    # --- global model / trainer -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """The global model and its trainer: family, features, optimiser, batches, how often deltas and snapshots go out."""
+
     model_family: str = _knob(
         "deepfm", "STREAM_CTR_MODEL_FAMILY", "global model family, a key of stream_ctr.models.FAMILIES", _family
     )
@@ -326,6 +349,39 @@ class Settings:
         "torch device of the global trainer (cpu, cuda, cuda:N)",
         lambda v: re.fullmatch(r"cpu|cuda(:\d+)?", v) is not None,
     )
+    trainer_threads: int = _knob(
+        1,
+        "STREAM_CTR_TRAINER_THREADS",
+        "torch threads of the trainer (a step on 8 samples is too small to split: a second "
+        "thread fighting the worker and the broker for a core made it 5x slower)",
+        _positive,
+    )
+    trainer_world_size: int = _knob(
+        1,
+        "STREAM_CTR_TRAINER_WORLD_SIZE",
+        "ranks of the global trainer on this machine (stream_ctr.trainer.distributed: each takes "
+        "a share of the partitions, gradients all-reduced every step)",
+        _positive,
+    )
+    trainer_restarts: int = _knob(
+        3,
+        "STREAM_CTR_TRAINER_RESTARTS",
+        "times a trainer group with a dead rank is started again (from the newest full "
+        "snapshot) before the trainer exits",
+        lambda v: v >= 0,
+    )
+
+
+#: The sections, in the order ``stream-ctr config`` and docs/CONFIGURATION.md list them.
+SECTIONS = (KafkaSettings, LearningSettings, ServingSettings, ExperimentSettings, MonitoringSettings, TrainerSettings)
+
+
+@dataclass(frozen=True)
+class Settings(
+    KafkaSettings, LearningSettings, ServingSettings, ExperimentSettings, MonitoringSettings, TrainerSettings
+):
+    """Every knob of the service: the union of the sections. A component that reads one section may take it by
+    that section's type (a :class:`Settings` is each of them)."""
 
     @property
     def hidden_sizes(self) -> tuple[int, ...]:
@@ -359,10 +415,13 @@ class Settings:
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             name = f.metadata["env"]
+            former = f.metadata["formerly"]
             if f.name in overrides:
                 raw = overrides[f.name]
             elif name in env:
                 raw = env[name]
+            elif former and former in env:
+                name, raw = former, env[former]
             else:
                 continue
             assert isinstance(f.type, str), "field types are strings here (from __future__ import annotations)"
@@ -370,6 +429,15 @@ class Settings:
         settings = cls(**values)
         settings.validate()
         return settings
+
+    @staticmethod
+    def section_of(name: str) -> type:
+        """The section a knob belongs to.
+
+        >>> Settings.section_of("serving_max_batch").__name__
+        'ServingSettings'
+        """
+        return next(section for section in SECTIONS if name in {f.name for f in dataclasses.fields(section)})
 
     def to_env(self) -> dict[str, str]:
         """Every knob as its environment variable: what a child process needs to see these settings.
@@ -431,13 +499,15 @@ class Settings:
             raise ConfigError(f"KAFKA_BOOTSTRAP: expected host:port, got {self.kafka_bootstrap!r}")
 
     def describe(self) -> str:
-        """One line per knob with its effective value (and the default where it differs), for
-        ``stream-ctr config``."""
+        """Section by section, one line per knob with its effective value (and the default where it differs),
+        for ``stream-ctr config``."""
         lines = []
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            default = "" if value == f.default else f"  (default {f.default!r})"
-            lines.append(f"{f.metadata['env']:32} = {value!r}{default}\n{'':35}{f.metadata['doc']}")
+        for section in SECTIONS:
+            lines.append(f"# {section.__name__}: {section.__doc__}")
+            for f in dataclasses.fields(section):
+                value = getattr(self, f.name)
+                default = "" if value == f.default else f"  (default {f.default!r})"
+                lines.append(f"{f.metadata['env']:32} = {value!r}{default}\n{'':35}{f.metadata['doc']}")
         return "\n".join(lines)
 
 

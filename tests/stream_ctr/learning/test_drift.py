@@ -48,12 +48,14 @@ def stable():
     return _alarms(None)
 
 
+@pytest.mark.slow
 def test_a_long_stable_stream_raises_no_alarm(stable):
     fired, n = stable
     assert n == 100_000
     assert fired == {signal: [] for signal in signals(ARMS)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_the_detector_fires_after_the_change_within_its_delay_and_not_before(scenario):
     change, signal, delay = SCENARIOS[scenario]
