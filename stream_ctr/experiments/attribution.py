@@ -17,7 +17,6 @@ gAUC: memory is bounded by the window, whatever the number of users or events.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -26,14 +25,12 @@ import numpy as np
 
 from stream_ctr.experiments.assignment import Experiment
 from stream_ctr.experiments.stats import srm_test
-from stream_ctr.quality.metrics import per_user_auc, user_key
+from stream_ctr.quality.metrics import log_loss_one, per_user_auc, user_key
 
 __all__ = ["ArmResults", "PendingExposures", "Served", "UNATTRIBUTED"]
 
 #: Why an event with a ``request_id`` was not attributed (a closed set: it is a Prometheus label).
 UNATTRIBUTED = ("unknown_request", "expired", "item_not_served")
-
-_EPS = 1e-7
 
 
 class Served(NamedTuple):
@@ -117,11 +114,10 @@ class ArmResults:
 
     def impression(self, arm: str, user_id: str, label: int, score: float) -> None:
         t = self.totals[arm]
-        p = min(max(score, _EPS), 1 - _EPS)
         t["impressions"] += 1
         t["clicks"] += label
         t["score"] += float(score)
-        t["logloss"] -= math.log(p) if label else math.log(1 - p)
+        t["logloss"] += log_loss_one(label, score)
         self.windows[arm].add(user_key(user_id), label, score)
 
     def new_user(self, arm: str) -> None:

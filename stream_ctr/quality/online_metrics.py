@@ -23,7 +23,7 @@ import numpy as np
 
 from stream_ctr.contracts.arms import PAIRS
 from stream_ctr.quality.bootstrap import UserBootstrap
-from stream_ctr.quality.metrics import auc, calibration, logloss, per_user_auc, user_key
+from stream_ctr.quality.metrics import auc, calibration, log_losses, logloss, per_user_auc, user_key
 
 __all__ = ["SCORE_BINS", "OnlineMetrics"]
 
@@ -78,8 +78,7 @@ class _Pooled:
         bins = np.clip((probs * SCORE_BINS).astype(np.int64), 0, SCORE_BINS - 1)
         self.pos += np.bincount(bins[y], minlength=SCORE_BINS)
         self.neg += np.bincount(bins[~y], minlength=SCORE_BINS)
-        p = np.clip(probs.astype(float), 1e-7, 1 - 1e-7)
-        self.loss -= float(np.log(np.where(y, p, 1 - p)).sum())
+        self.loss += float(log_losses(labels, probs).sum())
         self.score_sum += float(probs.sum())
 
     def summary(self) -> dict:
