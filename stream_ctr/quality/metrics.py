@@ -29,6 +29,7 @@ __all__ = [
     "logloss",
     "per_user_auc",
     "user_key",
+    "weighted_auc",
 ]
 
 #: Scores are clipped to ``[PROB_EPS, 1 - PROB_EPS]`` before a log: a score of exactly 0 or 1 on the wrong
@@ -93,9 +94,14 @@ def per_user_auc(
 def gauc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
     """Impression-weighted mean of per-user AUC over users having both classes; NaN if there are none."""
     _, aucs, n = per_user_auc(users, labels, scores)
+    return weighted_auc(aucs, n)
+
+
+def weighted_auc(aucs: np.ndarray, weights: np.ndarray) -> float:
+    """gAUC from :func:`per_user_auc`'s AUCs and impressions: their weighted mean; NaN when there are none."""
     if len(aucs) == 0:
         return float("nan")
-    return float((aucs * n).sum() / n.sum())
+    return float((aucs * weights).sum() / weights.sum())
 
 
 def clip_probs(probs: np.ndarray) -> np.ndarray:
