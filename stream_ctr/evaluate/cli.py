@@ -20,6 +20,7 @@ from pathlib import Path
 
 from stream_ctr.evaluate.config import MODES, CloudConfig
 from stream_ctr.evaluate.split import PG, Protocol
+from stream_ctr.learning.correction import LC_VARIANTS
 
 __all__ = ["add_parser", "run"]
 
@@ -286,10 +287,8 @@ def _run_regimes(args, cfg, seeds: list[int], command: str) -> int:
     ]
     (args.out / "regimes.md").write_text("\n".join(text))
     written = [
-        plot_regimes(args.out / f"regimes_{m}.png", rows, m)
-        for m in cfg.modes
-        if m not in ("cloud", "ft", "ft_auto", "ft_reweight", "ft_logit")
-    ]
+        plot_regimes(args.out / f"regimes_{m}.png", rows, m) for m in cfg.modes if MODES.get(m) in LC_VARIANTS
+    ]  # one plot per label-correction mode
     print(table)
     print("wrote " + ", ".join(str(p) for p in [args.out / "regimes.json", args.out / "regimes.md", *written]))
     return 0

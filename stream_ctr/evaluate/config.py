@@ -8,20 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stream_ctr.contracts.arms import FINE_TUNED
+from stream_ctr.learning.correction import METHODS
+
 __all__ = ["MODES", "CloudConfig"]
 
-#: Evaluation mode -> the fine-tuning target correction it uses (``cloud`` fine-tunes nothing; ``ft_auto``
-#: trains nothing of its own: it is ``ft`` or one of the label-correction modes run beside it, chosen on the
-#: validation split by :func:`stream_ctr.quality.auto.choose`).
-MODES = {
+_ARM_OF_METHOD = {method: arm for arm, method in FINE_TUNED.items()}
+
+#: Evaluation mode -> the fine-tuning target correction it uses: ``cloud`` (the global model alone, what the
+#: service calls its control arm) fine-tunes nothing; one mode per correction method, named as the service names
+#: its fine-tuned arms (``ft``, ``ft_lc``) and ``ft_<method>`` for the methods no arm serves; ``ft_auto`` trains
+#: nothing of its own: it is ``ft`` or one of the label-correction modes run beside it, chosen on the validation
+#: split by :func:`stream_ctr.quality.auto.choose`.
+MODES: dict[str, str | None] = {
     "cloud": None,
-    "ft": "none",
-    "ft_lc": "lc",
-    "ft_reweight": "reweight",
-    "ft_logit": "logit",
-    "ft_lc_evidence": "lc_evidence",
-    "ft_lc_significant": "lc_significant",
-    "ft_lc_bias": "lc_bias",
+    **{_ARM_OF_METHOD.get(method, f"ft_{method}"): method for method in METHODS},
     "ft_auto": "auto",
 }
 

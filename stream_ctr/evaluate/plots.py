@@ -17,6 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from stream_ctr.contracts.arms import FINE_TUNED  # noqa: E402
+
 __all__ = ["plot_drift_harm", "plot_local_ctr"]
 
 
@@ -49,7 +51,7 @@ def plot_drift_harm(
     drift: np.ndarray,
     auc: dict[str, dict[str, np.ndarray]],
     scope: str = "",
-    modes: tuple[str, ...] = ("ft", "ft_lc"),
+    modes: tuple[str, ...] = tuple(FINE_TUNED),
 ) -> Path:
     """``auc[model][mode]``: per-user test AUC aligned with ``drift``; needs a ``cloud`` entry per model."""
     models = [m for m in auc if "cloud" in auc[m] and any(k in auc[m] for k in modes)]

@@ -17,23 +17,19 @@ gAUC: memory is bounded by the window, whatever the number of users or events.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import NamedTuple
 
-import numpy as np
-
 from stream_ctr.experiments.assignment import Experiment
 from stream_ctr.experiments.stats import srm_test
-from stream_ctr.quality.metrics import per_user_auc, user_key
+from stream_ctr.quality.metrics import gauc, log_loss_one, user_key
+from stream_ctr.quality.rows import ScoreRows
 
 __all__ = ["ArmResults", "PendingExposures", "Served", "UNATTRIBUTED"]
 
 #: Why an event with a ``request_id`` was not attributed (a closed set: it is a Prometheus label).
 UNATTRIBUTED = ("unknown_request", "expired", "item_not_served")
-
-_EPS = 1e-7
 
 
 class Served(NamedTuple):
@@ -81,24 +77,6 @@ class PendingExposures:
             self._served.popitem(last=False)
 
 
-class _ArmWindow:
-    def __init__(self, size: int):
-        self.users = np.zeros(size, np.int64)
-        self.labels = np.zeros(size, np.float32)
-        self.scores = np.zeros(size, np.float32)
-        self.n = 0  # rows written so far (the ring holds the newest min(n, size))
-
-    def add(self, user: int, label: float, score: float) -> None:
-        i = self.n % len(self.labels)
-        self.users[i], self.labels[i], self.scores[i] = user, label, score
-        self.n += 1
-
-    def gauc(self) -> float:
-        k = min(self.n, len(self.labels))
-        _, aucs, w = per_user_auc(self.users[:k], self.labels[:k], self.scores[:k])
-        return float((aucs * w).sum() / w.sum()) if len(w) else float("nan")
-
-
 class ArmResults:
     """Running per-arm results of the experiment on this worker (only users inside coverage are analysed)."""
 
@@ -108,7 +86,7 @@ class ArmResults:
         self.totals = {
             arm: dict.fromkeys(("requests", "impressions", "clicks", "users", "score", "logloss"), 0.0) for arm in arms
         }
-        self.windows = {arm: _ArmWindow(window) for arm in arms}
+        self.windows = {arm: ScoreRows(("score",), window) for arm in arms}  # the newest ``window`` impressions
         self.unattributed = dict.fromkeys(UNATTRIBUTED, 0)
         self.gauc = dict.fromkeys(arms, float("nan"))
 
@@ -117,18 +95,17 @@ class ArmResults:
 
     def impression(self, arm: str, user_id: str, label: int, score: float) -> None:
         t = self.totals[arm]
-        p = min(max(score, _EPS), 1 - _EPS)
         t["impressions"] += 1
         t["clicks"] += label
         t["score"] += float(score)
-        t["logloss"] -= math.log(p) if label else math.log(1 - p)
-        self.windows[arm].add(user_key(user_id), label, score)
+        t["logloss"] += log_loss_one(label, score)
+        self.windows[arm].append(user_key(user_id), label, (score,))
 
     def new_user(self, arm: str) -> None:
         self.totals[arm]["users"] += 1
 
     def refresh(self) -> None:
-        self.gauc = {arm: w.gauc() for arm, w in self.windows.items()}
+        self.gauc = {arm: _windowed_gauc(window) for arm, window in self.windows.items()}
 
     def srm(self):
         return srm_test({arm: int(t["users"]) for arm, t in self.totals.items()}, self.experiment.weights)
@@ -151,6 +128,11 @@ class ArmResults:
             "unattributed": dict(self.unattributed),
             "srm": {"chi2": float(srm.chi2), "p_value": float(srm.p_value), "alarm": bool(srm.alarm)},
         }
+
+
+def _windowed_gauc(window: ScoreRows) -> float:
+    users, labels, scores = window.view()
+    return gauc(users, labels, scores["score"])
 
 
 def _finite(x: float) -> float | None:

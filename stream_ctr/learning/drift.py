@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from stream_ctr.quality.metrics import log_losses
+
 __all__ = ["DriftMonitor", "DriftParams", "USER_MIN_EVENTS", "signals", "user_z"]
 
 #: Fewer window events than this and a user's z is 0: the normal approximation means nothing below it.
@@ -47,11 +49,6 @@ def user_z(clicks: int, n: int, p_g: float) -> float:
 def signals(arms) -> tuple[str, ...]:
     """Every signal name the monitor of these arms exports."""
     return ("global_ctr", *(f"logloss_{arm}" for arm in arms))
-
-
-def _logloss(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    p = np.clip(probs.astype(float), 1e-7, 1 - 1e-7)
-    return -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
 
 
 @dataclass(frozen=True)
@@ -149,7 +146,7 @@ class DriftMonitor:
 
     def observe_predictions(self, labels: np.ndarray, preds: dict[str, np.ndarray], now: float) -> list[str]:
         """:meth:`observe` labels and each arm's predicted probabilities."""
-        return self.observe(labels, {arm: _logloss(labels, preds[arm]) for arm in self.arms}, now)
+        return self.observe(labels, {arm: log_losses(labels, preds[arm]) for arm in self.arms}, now)
 
     def observe_batch(self, result, now: float) -> list[str]:
         """:meth:`observe` a :class:`~stream_ctr.learning.loop.BatchResult` (its applied events)."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stream_ctr.contracts.arms import ARMS, FINE_TUNED
+from stream_ctr.contracts.arms import ARMS, CONTROL, FINE_TUNED
 from stream_ctr.contracts.events import Event
 from stream_ctr.learning.correction import correct
 from stream_ctr.learning.drift import DriftParams, user_z
@@ -93,7 +93,7 @@ def test_then_train(
     result.users = [e.user_id for e in ordered]
     result.events = ordered
     result.labels.append(y)
-    result.preds["global"].append(sigmoid(g))  # the global model does not learn here: scored as it stands
+    result.preds[CONTROL].append(sigmoid(g))  # the global model does not learn here: scored as it stands
     ctrs = [s.ctr.copy() for s in user_states]
     preds = {arm: np.empty(len(ordered), dtype=np.float32) for arm in FINE_TUNED}
     for wave in _waves(counts):

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stream_ctr.contracts.arms import ARMS, FINE_TUNED
+
 __all__ = ["build", "check", "render", "write"]
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
@@ -367,7 +369,7 @@ EVENTS = sel("stream_ctr_events_total")
 DRIFT_BUCKETS = sel("stream_ctr_user_ctr_drift_bucket")
 Z_BUCKETS = sel("stream_ctr_user_drift_z_bucket")
 GAUC = "stream_ctr_arm_gauc"
-FINE_TUNED_GAUC = sel(GAUC, WORKER, 'arm=~"ft|ft_lc"')
+FINE_TUNED_GAUC = sel(GAUC, WORKER, f'arm=~"{"|".join(FINE_TUNED)}"')
 
 
 def per_arm_rate(metric: str) -> str:
@@ -841,7 +843,7 @@ def drift() -> dict:
 
 def _ab_shadow_arms() -> Row:
     return row(
-        "Shadow arms: every arm scores every event (global | ft | ft_lc)",
+        f"Shadow arms: every arm scores every event ({' | '.join(ARMS)})",
         *(
             timeseries(
                 f"gAUC per arm ({scope})",

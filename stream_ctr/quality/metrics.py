@@ -1,22 +1,40 @@
-"""Pure metric functions shared by the online recorder and the offline evaluator.
+"""Pure metric functions shared by the online recorder, the A/B results, the drift detectors and the offline
+evaluator: the one home of probability clipping (:data:`PROB_EPS`) and of logloss.
 
 >>> import numpy as np
 >>> y = np.array([0, 1, 0, 1]); p = np.array([0.1, 0.9, 0.2, 0.3])
 >>> auc(y, p), round(logloss(y, p), 4)
 (1.0, 0.4095)
+>>> round(float(log_losses(np.array([1]), np.array([0.0]))[0]), 4), round(log_loss_one(1, 0.0), 4)  # clipped
+(16.1181, 16.1181)
 >>> gauc(np.array(["a", "a", "b", "b"]), y, p)
 1.0
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
 
-__all__ = ["auc", "calibration", "gauc", "logloss", "per_user_auc", "user_key"]
+__all__ = [
+    "PROB_EPS",
+    "auc",
+    "calibration",
+    "clip_probs",
+    "gauc",
+    "log_loss_one",
+    "log_losses",
+    "logloss",
+    "per_user_auc",
+    "user_key",
+    "weighted_auc",
+]
 
-_EPS = 1e-7
+#: Scores are clipped to ``[PROB_EPS, 1 - PROB_EPS]`` before a log: a score of exactly 0 or 1 on the wrong
+#: event costs ``-log(1e-7)`` (about 16.1 nats), not infinity.
+PROB_EPS = 1e-7
 
 
 def _average_ranks(x: np.ndarray) -> np.ndarray:
@@ -76,15 +94,37 @@ def per_user_auc(
 def gauc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
     """Impression-weighted mean of per-user AUC over users having both classes; NaN if there are none."""
     _, aucs, n = per_user_auc(users, labels, scores)
+    return weighted_auc(aucs, n)
+
+
+def weighted_auc(aucs: np.ndarray, weights: np.ndarray) -> float:
+    """gAUC from :func:`per_user_auc`'s AUCs and impressions: their weighted mean; NaN when there are none."""
     if len(aucs) == 0:
         return float("nan")
-    return float((aucs * n).sum() / n.sum())
+    return float((aucs * weights).sum() / weights.sum())
+
+
+def clip_probs(probs: np.ndarray) -> np.ndarray:
+    """``probs`` as float64, clipped to ``[PROB_EPS, 1 - PROB_EPS]`` (NaN stays NaN)."""
+    return np.clip(np.asarray(probs, dtype=float), PROB_EPS, 1 - PROB_EPS)
+
+
+def log_losses(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Each event's logloss ``-(y log p + (1 - y) log(1 - p))``, ``p`` clipped by :func:`clip_probs`."""
+    p = clip_probs(probs)
+    y = np.asarray(labels, dtype=float)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
 
 
 def logloss(labels: np.ndarray, probs: np.ndarray) -> float:
-    p = np.clip(np.asarray(probs, dtype=float), _EPS, 1 - _EPS)
-    y = np.asarray(labels, dtype=float)
-    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+    """Mean of :func:`log_losses` (NaN for no events)."""
+    return float(log_losses(labels, probs).mean())
+
+
+def log_loss_one(label: int, score: float) -> float:
+    """:func:`log_losses` of one event (label 0/1) in plain Python floats, for a per-event hot path."""
+    p = min(max(score, PROB_EPS), 1 - PROB_EPS)
+    return -math.log(p) if label else -math.log(1 - p)
 
 
 def calibration(labels: np.ndarray, probs: np.ndarray) -> float:

@@ -1,8 +1,8 @@
 """Online metrics per arm over a sliding window and over the whole run (lifetime), at a cost that does not grow
 with the users or the length of the run.
 
-The window keeps the last ``window`` predictions in ring buffers (the oldest drop out) and recomputes its
-metrics from them. The lifetime scope is running state:
+The window keeps the last ``window`` predictions in a ring (:class:`~stream_ctr.quality.rows.ScoreRows`: the
+oldest drop out) and recomputes its metrics from them. The lifetime scope is running state:
 
 - pooled AUC, logloss and calibration over *every* prediction, from per-arm counts of positives and negatives in
   :data:`SCORE_BINS` score bins and running sums (:class:`_Pooled`: O(batch) to add, O(bins) to read; two scores
@@ -23,45 +23,13 @@ import numpy as np
 
 from stream_ctr.contracts.arms import PAIRS
 from stream_ctr.quality.bootstrap import UserBootstrap
-from stream_ctr.quality.metrics import auc, calibration, logloss, per_user_auc, user_key
+from stream_ctr.quality.metrics import auc, calibration, log_losses, logloss, per_user_auc, user_key, weighted_auc
+from stream_ctr.quality.rows import ScoreRows
 
 __all__ = ["SCORE_BINS", "OnlineMetrics"]
 
 #: Score bins of the running pooled AUC.
 SCORE_BINS = 10_000
-
-
-class _Buffer:
-    def __init__(self, arms, capacity: int, ring: bool):
-        self.capacity, self.ring = capacity, ring
-        self.users = np.empty(capacity, dtype=np.int64)
-        self.labels = np.empty(capacity, dtype=np.float32)
-        self.preds = {arm: np.empty(capacity, dtype=np.float32) for arm in arms}
-        self.size = 0  # rows held
-        self.pos = 0  # next write position (ring) / next free row (append)
-
-    def add(self, users, labels, preds) -> None:
-        n = len(labels)
-        if self.ring:
-            if n >= self.capacity:
-                users, labels = users[-self.capacity :], labels[-self.capacity :]
-                preds = {a: p[-self.capacity :] for a, p in preds.items()}
-                n = self.capacity
-            idx = (self.pos + np.arange(n)) % self.capacity
-            self.pos = (self.pos + n) % self.capacity
-            self.size = min(self.size + n, self.capacity)
-        else:
-            n = min(n, self.capacity - self.pos)
-            idx = np.arange(self.pos, self.pos + n)
-            self.pos += n
-            self.size = self.pos
-        self.users[idx], self.labels[idx] = users[:n], labels[:n]
-        for arm, p in preds.items():
-            self.preds[arm][idx] = p[:n]
-
-    def view(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        s = self.size
-        return self.users[:s], self.labels[:s], {a: p[:s] for a, p in self.preds.items()}
 
 
 class _Pooled:
@@ -78,8 +46,7 @@ class _Pooled:
         bins = np.clip((probs * SCORE_BINS).astype(np.int64), 0, SCORE_BINS - 1)
         self.pos += np.bincount(bins[y], minlength=SCORE_BINS)
         self.neg += np.bincount(bins[~y], minlength=SCORE_BINS)
-        p = np.clip(probs.astype(float), 1e-7, 1 - 1e-7)
-        self.loss -= float(np.log(np.where(y, p, 1 - p)).sum())
+        self.loss += float(log_losses(labels, probs).sum())
         self.score_sum += float(probs.sum())
 
     def summary(self) -> dict:
@@ -100,7 +67,7 @@ class _UserSample:
 
     def __init__(self, arms, max_users: int, max_rows: int):
         self.max_users = max_users
-        self.rows = _Buffer(arms, max_rows, ring=False)
+        self.rows = ScoreRows(arms, max_rows, ring=False)
         self.users: set[int] = set()
         self.level = 0
 
@@ -112,20 +79,10 @@ class _UserSample:
             self.level += 1  # half the sampled users leave, with their rows
             mask = (1 << self.level) - 1
             self.users = {u for u in self.users if u & mask == 0}
-            self._keep_rows(mask)
+            self.rows.keep((self.rows.view()[0] & mask) == 0)
             keep = (users & mask) == 0
             users, labels, preds = users[keep], labels[keep], {a: p[keep] for a, p in preds.items()}
         self.rows.add(users, labels, preds)
-
-    def _keep_rows(self, mask: int) -> None:
-        u, y, p = self.rows.view()
-        keep = (u & mask) == 0
-        n = int(keep.sum())
-        u, y, p = u[keep], y[keep], {a: v[keep] for a, v in p.items()}  # copies: the buffer is rewritten below
-        self.rows.users[:n], self.rows.labels[:n] = u, y
-        for arm, v in p.items():
-            self.rows.preds[arm][:n] = v
-        self.rows.size = self.rows.pos = n
 
     @property
     def share(self) -> float:
@@ -136,7 +93,7 @@ class OnlineMetrics:
     def __init__(self, arms, window: int = 20000, lifetime_users: int = 50_000, lifetime_rows: int = 1_000_000):
         self.arms = tuple(arms)
         self._lock = threading.Lock()
-        self._window = _Buffer(self.arms, window, ring=True)
+        self._window = ScoreRows(self.arms, window, ring=True)
         self._sample = _UserSample(self.arms, lifetime_users, lifetime_rows)
         self._pooled = {arm: _Pooled() for arm in self.arms}
         self._n = 0
@@ -163,9 +120,8 @@ class OnlineMetrics:
         arms, per_user = {}, {}
         for arm, p in preds.items():
             _, per_user[arm], weights = per_user_auc(users, labels, p)
-            g = float((per_user[arm] * weights).sum() / weights.sum()) if len(weights) else float("nan")
             arms[arm] = {
-                "gauc": g,
+                "gauc": weighted_auc(per_user[arm], weights),
                 **(
                     pooled[arm]
                     if pooled

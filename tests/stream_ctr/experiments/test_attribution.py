@@ -34,7 +34,7 @@ def test_arm_results_count_impressions_clicks_users_and_score_quality():
     assert (s["impressions"], s["requests"], s["users"]) == (400, 1, 20)
     assert s["ctr"] == pytest.approx(s["clicks"] / 400)
     assert 0.8 < s["calibration"] < 1.25 and s["logloss"] < 0.69 and s["gauc"] > 0.6  # informative scores
-    assert results.windows["ft"].n == 400 and len(results.windows["ft"].labels) == 50  # window bounded
+    assert results.windows["ft"].size == results.windows["ft"].capacity == 50  # window bounded: the newest 50 of 400
 
 
 def test_srm_alarm_on_a_skewed_user_split():

@@ -19,3 +19,16 @@ def test_logloss_and_calibration():
     assert logloss(y, p) == pytest.approx(log_loss(y, p))
     assert calibration(y, p) == pytest.approx(2.0 / 3.0)
     assert np.isnan(auc(np.ones(3), np.arange(3)))
+
+
+def test_scores_of_exactly_0_and_1_cost_a_bounded_loss_and_every_logloss_clips_alike():
+    from stream_ctr.quality.metrics import PROB_EPS, clip_probs, log_loss_one, log_losses
+
+    y = np.array([1, 0, 0, 1])
+    p = np.array([0.0, 1.0, 0.0, 1.0])  # wrong and certain, right and certain
+    assert clip_probs(p).tolist() == [PROB_EPS, 1 - PROB_EPS, PROB_EPS, 1 - PROB_EPS]
+    losses = log_losses(y, p)
+    assert losses[:2] == pytest.approx(-np.log(PROB_EPS), rel=1e-6) and np.all(losses[2:] < 2e-7)
+    assert logloss(y, p) == pytest.approx(losses.mean()) and np.isfinite(logloss(y, p))
+    assert [log_loss_one(int(a), float(b)) for a, b in zip(y, p)] == pytest.approx(losses.tolist(), rel=1e-12)
+    assert np.isnan(logloss(y, np.array([np.nan, 0.5, 0.5, 0.5])))  # a NaN score is not clipped into a number
