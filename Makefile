@@ -70,7 +70,7 @@ test: lint kafka-jars prometheus compose vegeta
 
 # Under 2 minutes: no Kafka, no Prometheus, no 100,000-event runs.
 test-fast: lint
-	$(BIN)/python -m pytest -m "not broker and not prometheus and not slow"
+	STREAM_CTR_HYPOTHESIS_QUOTA=1000 $(BIN)/python -m pytest -m "not broker and not prometheus and not slow"
 
 # ruff (lint and format) and mypy, settings in pyproject.toml.
 lint: $(STAMP)
