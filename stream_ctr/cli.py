@@ -25,7 +25,7 @@ def _settings() -> Settings:
 
 
 def cmd_config(args) -> int:
-    print(_settings().describe())
+    print(Settings.markdown() if args.markdown else _settings().describe())
     return 0
 
 
@@ -250,7 +250,9 @@ def cmd_bench(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stream-ctr", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("config", help="list every setting with its env name and default").set_defaults(func=cmd_config)
+    config = sub.add_parser("config", help="list every setting with its env name and default, by section")
+    config.add_argument("--markdown", action="store_true", help="the defaults as the tables of docs/CONFIGURATION.md")
+    config.set_defaults(func=cmd_config)
     sub.add_parser("worker", help="run the personalize worker (Faust)").set_defaults(func=cmd_worker)
     tr = sub.add_parser("trainer", help="run the global trainer (Faust)")
     tr.add_argument(

@@ -431,6 +431,20 @@ class Settings(
         return settings
 
     @staticmethod
+    def markdown() -> str:
+        """Every knob as Markdown tables, one per section: docs/CONFIGURATION.md holds this text (a test checks)."""
+        out = []
+        for section in SECTIONS:
+            out += [f"### {section.__name__}", "", section.__doc__ or "", ""]
+            out += ["| variable | default | meaning |", "|---|---|---|"]
+            for f in dataclasses.fields(section):
+                default = f"`{f.default!r}`" if f.default != "" else "empty"
+                former = f" (formerly `{f.metadata['formerly']}`)" if f.metadata["formerly"] else ""
+                out.append(f"| `{f.metadata['env']}`{former} | {default} | {f.metadata['doc']} |")
+            out.append("")
+        return "\n".join(out)
+
+    @staticmethod
     def section_of(name: str) -> type:
         """The section a knob belongs to.
 
