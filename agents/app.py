@@ -11,7 +11,7 @@ from stream_ctr.config import ConfigError, Settings
 from stream_ctr.learning.state import UserState
 from stream_ctr.topics import MAX_RECORD_BYTES
 
-from . import faust_fixes
+from . import faust_compat
 
 __all__ = ["USER_STATE_CODEC", "create_app", "raw_topic"]
 
@@ -29,20 +29,7 @@ class _UserStateCodec(codecs.Codec):
 
 
 codecs.register(USER_STATE_CODEC, _UserStateCodec())
-faust_fixes.apply()  # every app of this package commits only what its changelog writes made durable
-
-
-def _idempotent_producer() -> None:
-    """Faust turns on aiokafka's idempotent producer only inside transactions; every app of this package sends
-    with it (changelogs, dead letters, exposures, snapshots): a retried send after a lost acknowledgement is
-    written once, not twice. Kafka brokers support it since 0.11."""
-    from faust.transport.drivers import aiokafka as driver
-
-    extra = driver.Producer._settings_extra
-    driver.Producer._settings_extra = lambda self: {**extra(self), "acks": "all", "enable_idempotence": True}
-
-
-_idempotent_producer()
+faust_compat.install()  # checks the installed Faust; create_app puts its work-arounds in every app (app_settings)
 
 
 def create_app(settings: Settings, role: str, web_port: int | None) -> faust.App:
@@ -51,8 +38,7 @@ def create_app(settings: Settings, role: str, web_port: int | None) -> faust.App
         raise ConfigError("KAFKA_BOOTSTRAP: required to run an agent (stream-ctr up sets it for you)")
     return faust.App(
         f"{settings.app_id}-{role}",
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        store=f"{settings.store}://",
+        **faust_compat.app_settings(settings.kafka_bootstrap, settings.store),  # broker, store, TableManager
         autodiscover=False,
         datadir=settings.data_dir or tempfile.mkdtemp(prefix=f"stream-ctr-{role}-"),
         topic_partitions=settings.events_partitions,

@@ -13,7 +13,7 @@ bookkeeping is reused:
 
 - a chunk is acked in the consumer's ack lists only after the handler has returned, that is, after the table
   writes of its events were handed to the producer; Faust's commit flushes the producer (waiting for every write,
-  see :mod:`.faust_fixes`) before it commits those offsets, so an offset is never committed ahead of the state it
+  see :mod:`.faust_compat`) before it commits those offsets, so an offset is never committed ahead of the state it
   covers;
 - records below a partition's read offset (a seek back after recovery) are dropped, as Faust drops them;
 - a fetch that arrives while flow is stopped, or a chunk handled across a rebalance (the generation changed), is
@@ -27,12 +27,13 @@ do not see the batched topic; the worker's own metrics count its events.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import faust
+
+from . import faust_compat
 
 __all__ = ["BatchHandler", "consume_in_batches"]
 
@@ -44,50 +45,21 @@ BatchHandler = Callable[[Sequence], Awaitable[object]]
 
 @dataclass(frozen=True)
 class _Batched:
+    """The fetch loop of an app with a batched topic, as :func:`.faust_compat.set_drain` takes it."""
+
     topic: str
     handler: BatchHandler
     batch_size: int
 
+    async def __call__(self, consumer, fetcher) -> None:
+        await _BatchedDrain(consumer, fetcher, self).run()
+
 
 def consume_in_batches(app: faust.App, topic: faust.TopicT, handler: BatchHandler, batch_size: int) -> None:
     """Consume ``topic`` (a topic of ``app``, subscribed here) through ``handler``, at most ``batch_size`` records
-    at a time. One topic per app."""
-    _patch_consumer()
+    at a time. One topic per app; ``app`` made by :func:`~.app.create_app`."""
     app.topics.add(topic)  # subscribed like an agent's topic: assigned by the group, co-partitioned with tables
-    app._stream_ctr_batched = _Batched(topic.get_topic_name(), handler, batch_size)
-
-
-_patched = False
-
-
-def _patch_consumer() -> None:
-    """Replace ``Consumer._drain_messages`` (the fetcher's loop) for apps with a batched topic; other apps keep
-    Faust's loop. Refuses to start against a Faust whose loop is not the one this module was written for."""
-    global _patched
-    if _patched:
-        return
-    from faust.transport.consumer import Consumer
-
-    drain = Consumer._drain_messages
-    source = inspect.getsource(drain)
-    assert all(
-        s in source
-        for s in (
-            "getmany(timeout=1.0)",
-            "callback(message)",
-            "set_read_offset(tp, offset)",
-            "await self._add_gap(tp, r_offset + 1, offset)",
-        )
-    ), "faust Consumer._drain_messages is not the version agents/batched.py replaces"
-
-    async def _drain_messages(self, fetcher) -> None:
-        batched = getattr(self.app, "_stream_ctr_batched", None)
-        if batched is None:
-            return await drain(self, fetcher)
-        return await _BatchedDrain(self, fetcher, batched).run()
-
-    Consumer._drain_messages = _drain_messages
-    _patched = True
+    faust_compat.set_drain(app, _Batched(topic.get_topic_name(), handler, batch_size))
 
 
 class _BatchedDrain:
@@ -98,7 +70,7 @@ class _BatchedDrain:
         self.app = consumer.app
 
     def _stopping(self) -> bool:
-        return self.consumer._stopped.is_set() or self.fetcher._stopped.is_set() or self.consumer.should_stop
+        return self.consumer.should_stop or self.fetcher.should_stop
 
     async def run(self) -> None:
         consumer = self.consumer
@@ -177,7 +149,7 @@ class _BatchedDrain:
 
     async def _maybe_commit(self) -> None:
         consumer = self.consumer
-        every = consumer._commit_every
+        every = self.app.conf.broker_commit_every
         if every is not None and consumer._n_acked >= every:
             consumer._n_acked = 0
             await consumer.commit()

@@ -34,7 +34,7 @@ from .batch import PersonalizeStep
 from .batched import consume_in_batches
 from .dead_letters import DeadLetters
 from .sensors import TimingSensor
-from .serving import ScoringView
+from .serving import Ranker, Routing, ScoringView
 from .snapshots import SnapshotFollower
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,9 @@ class PersonalizeWorker:
         self.metrics.track_experiment(self.results)
         self.app.sensors.add(TimingSensor(self.metrics))
         self.exposures = raw_topic(self.app, topics.exposures(settings))
+        users = self.table if users is None else users
         self.step = PersonalizeStep(
-            self.table if users is None else users,
+            users,
             self.follower.holder,
             self.metrics,
             self.dead_letters,
@@ -109,9 +110,22 @@ class PersonalizeWorker:
             settings.events_partitions,
             self.staleness,
         )
-        self.scoring = ScoringView(self)
+        self.scoring = self._scoring_view(users)
         self.stalls = StallDetector(settings.stall_after_s)
         self.partitions: dict[str, dict] = {}  # owned partition -> lag and stalled, as of the last lag check
+
+    def _scoring_view(self, users: MutableMapping[str, UserState]) -> ScoringView:
+        ranker = Ranker(
+            self.follower.holder,
+            users,
+            self.experiment,
+            pending=self.pending,
+            results=self.results,
+            exposures=self.exposures,
+            staleness=self.staleness,
+            metrics=self.metrics,
+        )
+        return ScoringView(self.settings, self.metrics.serving, ranker, Routing(self.app, self.table.name))
 
     @property
     def users(self) -> MutableMapping[str, UserState]:
@@ -142,7 +156,17 @@ class PersonalizeWorker:
         app.on_partitions_assigned.connect(self._forget_moved_users)
         app.timer(self.settings.metrics_refresh_s, name="refresh_metrics")(self.refresh_metrics)
         app.timer(min(10.0, self.settings.stall_after_s / 3), name="check_lag")(self.check_lag)
-        views.register_worker_views(self)
+        views.register_worker_views(
+            app,
+            metrics=self.metrics,
+            holder=holder,
+            table=self.table,
+            users=self.users,
+            scoring=self.scoring,
+            experiment=self.experiment,
+            results=self.results,
+            stats=self.stats,
+        )
 
     async def _forget_moved_users(self, sender, assigned, **kwargs) -> None:
         mine = {tp.partition for tp in assigned if tp.topic == self.events.get_topic_name()}

@@ -16,6 +16,8 @@ import faust
 
 from stream_ctr.monitoring.prometheus import WorkerMetrics
 
+from .faust_compat import acked_not_committed
+
 __all__ = ["TimingSensor"]
 
 
@@ -25,8 +27,7 @@ class TimingSensor(faust.Sensor):
         self.metrics = metrics
 
     def on_commit_initiated(self, consumer) -> tuple[float, bool]:
-        # Consumer._acked: the acknowledged offsets not yet committed, per partition (what the commit will write).
-        return time.monotonic(), any(getattr(consumer, "_acked", {}).values())
+        return time.monotonic(), acked_not_committed(consumer)
 
     def on_commit_completed(self, consumer, state: tuple[float, bool]) -> None:
         started, pending = state

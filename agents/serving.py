@@ -6,7 +6,9 @@ request: it asks Faust's router which worker owns the user's key (the assignment
 shares) and forwards the body there unless that is itself; a forwarded request is always served where it lands,
 so a request is forwarded at most once. The owner ranks the candidates with the snapshot in use and the user's
 head of the user's arm (:func:`stream_ctr.serving.scoring.rank_many`), writes the exposure to ``ctr.exposures`` and
-remembers it for attribution (:class:`~stream_ctr.experiments.attribution.PendingExposures`).
+remembers it for attribution (:class:`~stream_ctr.experiments.attribution.PendingExposures`). Three units, each
+given what it uses: :class:`ScoringView` (admission, deadlines, micro-batches), :class:`Routing` (the owner of a
+user, forwarding) and :class:`Ranker` (ranking a batch, logging its exposures).
 
 Under load (docs/ARCHITECTURE.md, "Serving under load"):
 
@@ -46,11 +48,22 @@ from stream_ctr.serving.scoring import (
 )
 
 if TYPE_CHECKING:
-    from .personalize import PersonalizeWorker
+    from collections.abc import Mapping
+
+    import faust
+    from yarl import URL
+
+    from stream_ctr.config import Settings
+    from stream_ctr.experiments.assignment import Experiment
+    from stream_ctr.experiments.attribution import ArmResults, PendingExposures
+    from stream_ctr.learning.state import UserState
+    from stream_ctr.models.snapshot import SnapshotHolder
+    from stream_ctr.monitoring.freshness import Staleness
+    from stream_ctr.monitoring.prometheus import ServingMetrics, WorkerMetrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORWARDED", "ScoringView"]
+__all__ = ["FORWARDED", "Ranker", "Routing", "ScoringView"]
 
 #: Header marking a request another worker forwarded to its owner.
 FORWARDED = "X-Stream-Ctr-Forwarded"
@@ -68,17 +81,93 @@ class Shed(Exception):
         self.status, self.message = status, message
 
 
+class Ranker:
+    """Ranks a batch of queries with the snapshot in use (``holder``) and each user's head (``users``) of the
+    user's arm, logs each exposure to ``exposures`` and remembers it for attribution (``pending``, ``results``)."""
+
+    def __init__(
+        self,
+        holder: SnapshotHolder,
+        users: Mapping[str, UserState],
+        experiment: Experiment,
+        *,
+        pending: PendingExposures,
+        results: ArmResults,
+        exposures: faust.TopicT,
+        staleness: Staleness,
+        metrics: WorkerMetrics,
+    ):
+        self.holder, self.users, self.experiment = holder, users, experiment
+        self.pending, self.results, self.exposures = pending, results, exposures
+        self.staleness, self.metrics = staleness, metrics
+
+    @property
+    def ready(self) -> bool:
+        """Whether there is a model to rank with (the first snapshot arrived)."""
+        return self.holder.current is not None
+
+    def rank(self, queries: list[Query]) -> list[bytes]:
+        """The response bodies of ``queries``, ranked together."""
+        model = self.holder.current
+        unknown = model.encoder.unknown_features
+        assignments = [self.experiment.assign(q.user_id) for q in queries]
+        heads = [head_for(self.users.get(q.user_id), a, model) for q, a in zip(queries, assignments)]
+        rankings = rank_many(queries, model, heads, assignments, self.experiment)
+        self.metrics.serving.batch_requests.observe(len(queries))
+        self.staleness.request(model.snapshot.offsets, model.snapshot.trained_ts, len(queries))
+        self.metrics.unknown_features.inc(model.encoder.unknown_features - unknown)
+        ts = time.time()
+        for q, ranking in zip(queries, rankings):
+            self.pending.add(
+                q.request_id,
+                Served(ranking.arm, ranking.in_experiment, ts, dict(zip(ranking.item_ids, ranking.scores))),
+            )
+            if ranking.in_experiment:
+                self.results.requested(ranking.arm)
+            self.exposures.send_soon(key=q.user_id.encode(), value=orjson.dumps(exposure_record(q, ranking, ts)))
+        return [r.to_json() for r in rankings]
+
+
+class Routing:
+    """Which worker owns a user (Faust's router over the assignment of ``app``'s table ``table_name``, which every
+    worker of the group shares), and forwarding a request there."""
+
+    def __init__(self, app: faust.App, table_name: str):
+        self.app, self.table_name = app, table_name
+
+    def owner(self, user_id: str) -> URL | None:
+        """The URL of the worker owning ``user_id``, or None when it is this one (or the assignment is unknown)."""
+        try:
+            url = self.app.router.key_store(self.table_name, user_id)
+        except KeyError:  # no assignment yet (starting): serve here rather than fail
+            return None
+        me = self.app.conf.canonical_url
+        return None if (url.host, url.port) == (me.host, me.port) else url
+
+    async def forward(self, web, owner: URL, body: bytes):
+        """The owner's answer to ``body``, marked as forwarded (so it is served there, never forwarded again)."""
+        url = owner.with_path("/v1/score")
+        headers = {FORWARDED: "1", "Content-Type": _JSON}
+        try:
+            async with self.app.http_client.post(url, data=body, headers=headers) as resp:
+                return web.bytes(await resp.read(), content_type=resp.content_type, status=resp.status)
+        except (OSError, aiohttp.ClientError) as exc:
+            log.warning("forwarding a score request to %s failed: %s", url, exc)
+            return web.json({"error": f"the worker owning this user ({owner}) is unreachable"}, status=503)
+
+
 class ScoringView:
-    def __init__(self, worker: PersonalizeWorker):
-        self.worker = worker
-        s = worker.settings
-        self.max_in_flight, self.max_batch = s.serving_max_in_flight, s.serving_max_batch
-        self.default_deadline_s = s.serving_deadline_ms / 1000.0
-        self.metrics = worker.metrics.serving
+    """The view's admission, deadlines and micro-batches (limits from ``settings``); ``ranker`` ranks a batch,
+    ``routing`` finds and reaches the owner of a user who is not this worker's."""
+
+    def __init__(self, settings: Settings, metrics: ServingMetrics, ranker: Ranker, routing: Routing):
+        self.ranker, self.routing, self.metrics = ranker, routing, metrics
+        self.max_in_flight, self.max_batch = settings.serving_max_in_flight, settings.serving_max_batch
+        self.default_deadline_s = settings.serving_deadline_ms / 1000.0
         self.in_flight = 0
         self._queue: list[tuple[Query, float, float, asyncio.Future]] = []  # query, arrival, deadline, answer
         self._timer: asyncio.Handle | None = None  # the flush to come, when one is scheduled
-        self.max_lag_s = s.serving_max_lag_ms / 1000.0
+        self.max_lag_s = settings.serving_max_lag_ms / 1000.0
         self.lag = 0.0  # how late the event loop ran its last probe: how long a request waits to be looked at
         self.overloaded = False  # the last two probes both ran past max_lag_s late
         self._probe_due: float | None = None
@@ -113,10 +202,10 @@ class ScoringView:
             query = parse_score_request(body)
         except BadRequest as err:
             return web.json({"error": err.message}, status=err.status)
-        owner = self._owner(query.user_id)
+        owner = self.routing.owner(query.user_id)
         if owner is not None and not request.headers.get(FORWARDED):
-            return await self._forward(web, owner, body)
-        if self.worker.follower.holder.current is None:
+            return await self.routing.forward(web, owner, body)
+        if not self.ranker.ready:
             return web.json({"error": "no model snapshot on ctr.model yet"}, status=503)
         try:
             return web.bytes(await self.score(query, deadline_s), content_type=_JSON)
@@ -170,55 +259,13 @@ class ScoringView:
         if not live:
             return
         try:
-            bodies = self._rank([q for q, *_ in live])
+            bodies = self.ranker.rank([q for q, *_ in live])
         except Exception as exc:  # never leave a client waiting: every request of the batch gets the error
             for *_, answer in live:
                 answer.set_exception(exc)
             return
         for (*_, answer), body in zip(live, bodies):
             answer.set_result(body)
-
-    def _rank(self, queries: list[Query]) -> list[bytes]:
-        """Rank a batch with the snapshot in use, log each exposure and remember it for attribution."""
-        w = self.worker
-        model = w.follower.holder.current
-        unknown = model.encoder.unknown_features
-        assignments = [w.experiment.assign(q.user_id) for q in queries]
-        heads = [head_for(w.users.get(q.user_id), a, model) for q, a in zip(queries, assignments)]
-        rankings = rank_many(queries, model, heads, assignments, w.experiment)
-        self.metrics.batch_requests.observe(len(queries))
-        w.staleness.request(model.snapshot.offsets, model.snapshot.trained_ts, len(queries))
-        w.metrics.unknown_features.inc(model.encoder.unknown_features - unknown)
-        ts = time.time()
-        for q, ranking in zip(queries, rankings):
-            w.pending.add(
-                q.request_id,
-                Served(ranking.arm, ranking.in_experiment, ts, dict(zip(ranking.item_ids, ranking.scores))),
-            )
-            if ranking.in_experiment:
-                w.results.requested(ranking.arm)
-            w.exposures.send_soon(key=q.user_id.encode(), value=orjson.dumps(exposure_record(q, ranking, ts)))
-        return [r.to_json() for r in rankings]
-
-    def _owner(self, user_id: str):
-        """The URL of the worker owning ``user_id``, or None when it is this one (or the assignment is unknown)."""
-        app = self.worker.app
-        try:
-            url = app.router.key_store(self.worker.table.name, user_id)
-        except KeyError:  # no assignment yet (starting): serve here rather than fail
-            return None
-        me = app.conf.canonical_url
-        return None if (url.host, url.port) == (me.host, me.port) else url
-
-    async def _forward(self, web, owner, body: bytes):
-        url = owner.with_path("/v1/score")
-        headers = {FORWARDED: "1", "Content-Type": _JSON}
-        try:
-            async with self.worker.app.http_client.post(url, data=body, headers=headers) as resp:
-                return web.bytes(await resp.read(), content_type=resp.content_type, status=resp.status)
-        except (OSError, aiohttp.ClientError) as exc:
-            log.warning("forwarding a score request to %s failed: %s", url, exc)
-            return web.json({"error": f"the worker owning this user ({owner}) is unreachable"}, status=503)
 
 
 async def _read_body(request) -> bytes:

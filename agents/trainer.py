@@ -82,7 +82,7 @@ class TrainerWorker:
         if worker.speaks:
             app.timer(settings.snapshot_interval_s, name="publish_on_time")(worker.publish_on_time)
         if app.conf.web_enabled:
-            views.register_trainer_views(worker)
+            views.register_trainer_views(app, metrics=worker.metrics, ready=worker.ready, trainer=worker.trainer)
         return worker
 
     async def publish(self, snap: Snapshot) -> None:

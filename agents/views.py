@@ -1,4 +1,5 @@
-"""The HTTP views of both roles, on each Faust app's web server. One small function per view.
+"""The HTTP views of both roles, on each Faust app's web server. One small function per view, each given the
+objects it reads, not the worker.
 
 Worker: ``/metrics`` (Prometheus), ``/healthz``, ``POST /v1/score`` (:mod:`.serving`), ``/v1/users/{user_id}``
 (both routed to the worker that owns the user's partition), ``/v1/experiments``, ``/v1/stats`` and
@@ -8,6 +9,7 @@ Worker: ``/metrics`` (Prometheus), ``/healthz``, ``POST /v1/score`` (:mod:`.serv
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from faust.web import View
@@ -16,8 +18,16 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from stream_ctr.serving.scoring import openapi
 
 if TYPE_CHECKING:
-    from .personalize import PersonalizeWorker
-    from .trainer import TrainerWorker
+    import faust
+
+    from stream_ctr.experiments.assignment import Experiment
+    from stream_ctr.experiments.attribution import ArmResults
+    from stream_ctr.learning.state import UserState
+    from stream_ctr.models.snapshot import SnapshotHolder
+    from stream_ctr.monitoring.prometheus import TrainerMetrics, WorkerMetrics
+    from stream_ctr.trainer.global_trainer import GlobalTrainer
+
+    from .serving import ScoringView
 
 __all__ = ["register_trainer_views", "register_worker_views"]
 
@@ -28,67 +38,97 @@ def _error(web, status: int, message: str):
     return web.json({"error": message}, status=status)
 
 
-def register_worker_views(worker: PersonalizeWorker) -> None:
-    app, metrics, holder = worker.app, worker.metrics, worker.follower.holder
+def register_worker_views(
+    app: faust.App,
+    *,
+    metrics: WorkerMetrics,
+    holder: SnapshotHolder,
+    table: faust.Table,
+    users: Mapping[str, UserState],
+    scoring: ScoringView,
+    experiment: Experiment,
+    results: ArmResults,
+    stats: Callable[[], dict],
+) -> None:
+    """The personalize worker's views; ``users`` is what the worker learns into (``table``, or a stand-in)."""
+    _metrics_view(app, metrics.render)
+    _worker_health(app, holder)
+    _user_view(app, table, users)
+    _score_view(app, scoring)
+    _experiments_view(app, experiment, results)
+    _stats_view(app, metrics, stats)
+    _openapi_view(app)
 
+
+def register_trainer_views(
+    app: faust.App, *, metrics: TrainerMetrics, ready: asyncio.Event, trainer: GlobalTrainer
+) -> None:
+    """The trainer's views: its metrics (``metrics.render``), and healthy once ``ready`` (resumed or started)."""
+    _metrics_view(app, metrics.render)
+
+    @app.page("/healthz")
+    async def healthz(web, request):
+        if not ready.is_set():
+            return web.json({"status": "starting"}, status=503)
+        return web.json({"status": "ok", "model_version": trainer.version, "samples": trainer.samples})
+
+
+def _metrics_view(app: faust.App, render: Callable[[], bytes]) -> None:
     @app.page("/metrics")
     async def metrics_view(web, request):
-        return web.bytes(metrics.render(), content_type=_METRICS_TYPE)
+        return web.bytes(render(), content_type=_METRICS_TYPE)
 
+
+def _worker_health(app: faust.App, holder: SnapshotHolder) -> None:
     @app.page("/healthz")
     async def healthz(web, request):
         if holder.current is None:
             return web.json({"status": "waiting", "reason": "no model snapshot on ctr.model yet"}, status=503)
         return web.json({"status": "ok", "model_version": holder.current.version})
 
+
+def _user_view(app: faust.App, table: faust.Table, users: Mapping[str, UserState]) -> None:
     @app.page("/v1/users/{user_id}")
-    @app.table_route(table=worker.table, match_info="user_id")
+    @app.table_route(table=table, match_info="user_id")
     async def user_view(web, request, user_id: str):
-        state = worker.users.get(user_id)
+        state = users.get(user_id)
         if state is None:
             return _error(web, 404, f"unknown user {user_id!r}: no event of this user was applied")
         return web.json({"user_id": user_id, **state.summary()})
 
+
+def _score_view(app: faust.App, scoring: ScoringView) -> None:
     @app.page("/v1/score")
     class ScoreView(View):
         async def post(self, request):
-            return await worker.scoring.handle(self, request)
+            return await scoring.handle(self, request)
 
+
+def _experiments_view(app: faust.App, experiment: Experiment, results: ArmResults) -> None:
     @app.page("/v1/experiments")
     async def experiments_view(web, request):
-        exp = worker.experiment
         return web.json(
             {
                 "experiments": [
                     {
-                        **exp.to_dict(),
-                        "allocation": [list(a) for a in exp.allocation],
-                        "results_on_this_worker": worker.results.summary(),
+                        **experiment.to_dict(),
+                        "allocation": [list(a) for a in experiment.allocation],
+                        "results_on_this_worker": results.summary(),
                     }
                 ]
             }
         )
 
+
+def _openapi_view(app: faust.App) -> None:
     @app.page("/openapi.json")
     async def openapi_view(web, request):
         return web.json(openapi())
 
+
+def _stats_view(app: faust.App, metrics: WorkerMetrics, stats: Callable[[], dict]) -> None:
     @app.page("/v1/stats")
     async def stats_view(web, request):
         if request.query.get("fresh") == "1":  # a report: recompute now, with the paired CIs, off the loop
             await asyncio.get_running_loop().run_in_executor(None, metrics.refresh, True)
-        return web.json(worker.stats())
-
-
-def register_trainer_views(worker: TrainerWorker) -> None:
-    app = worker.app
-
-    @app.page("/metrics")
-    async def metrics_view(web, request):
-        return web.bytes(worker.metrics.render(), content_type=_METRICS_TYPE)
-
-    @app.page("/healthz")
-    async def healthz(web, request):
-        if not worker.ready.is_set():
-            return web.json({"status": "starting"}, status=503)
-        return web.json({"status": "ok", "model_version": worker.trainer.version, "samples": worker.trainer.samples})
+        return web.json(stats())

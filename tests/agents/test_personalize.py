@@ -11,6 +11,7 @@ import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord
 
+from stream_ctr.agents import faust_compat
 from stream_ctr.agents.personalize import PersonalizeWorker
 from stream_ctr.config import Settings
 from stream_ctr.contracts.events import encode_event, partition_of
@@ -59,7 +60,7 @@ def _drive(worker: PersonalizeWorker, records, expect: int) -> None:
         )
         for key, value in records
     ]
-    batched = worker.app._stream_ctr_batched
+    batched = faust_compat.drain_of(worker.app)
     assert batched.topic == topic
 
     async def run():

@@ -55,8 +55,8 @@ def worker(make_snapshot):
     worker = PersonalizeWorker.build(settings, follow=False, users={})
     worker.app.finalize()
     worker.follower.offer(make_snapshot(settings))
-    worker.exposures = _Exposures()
-    worker.scoring._owner = lambda user_id: None  # no group here: every user is this worker's (routing: broker tier)
+    worker.exposures = worker.scoring.ranker.exposures = _Exposures()
+    worker.scoring.routing.owner = lambda user_id: None  # no group here: every user is this worker's (broker tier)
     return worker
 
 
