@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import MutableMapping, Sequence
+from typing import Any
 
 from stream_ctr.contracts.events import Event, InvalidEvent, parse_record
 from stream_ctr.experiments.assignment import Experiment
@@ -69,8 +70,9 @@ class PersonalizeStep:
             except Exception as exc:
                 await self.dead_letters.internal_error(record, exc)
         model = self.holder.current  # one model for the whole batch: swaps are atomic per batch
-        for (_, record), exc in isolate(parsed, lambda chunk: self._learn(chunk, model), FATAL):
-            await self.dead_letters.internal_error(record, exc)
+        assert model is not None, "personalize waits for the first snapshot before its first batch"
+        for (_, record), error in isolate(parsed, lambda chunk: self._learn(chunk, model), FATAL):
+            await self.dead_letters.internal_error(record, error)
         if parsed:
             self.staleness.events(
                 model.snapshot.offsets,
@@ -81,7 +83,7 @@ class PersonalizeStep:
             )
         self.staleness.passed([r.partition for r in batch], [r.offset for r in batch])  # dead-lettered ones too
 
-    def _learn(self, parsed: Sequence[tuple[Event, object]], model) -> None:
+    def _learn(self, parsed: Sequence[tuple[Event, Any]], model) -> None:
         records = [(event, record.offset) for event, record in parsed]
         partition_of = {event.user_id: record.partition for event, record in parsed}
         unknown = model.encoder.unknown_features

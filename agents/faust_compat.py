@@ -128,8 +128,8 @@ class Producer(faust_aiokafka.Producer):
         if pending:
             await asyncio.wait(pending)
             for f in pending:
-                if f.exception() is not None:
-                    raise f.exception()
+                if (error := f.exception()) is not None:
+                    raise error
         await super().flush()
 
     def _settings_extra(self) -> Mapping[str, Any]:
@@ -280,6 +280,8 @@ async def _unless_rebalanced(recovery: Recovery, coro: Awaitable, timeout: float
 
 class TableManager(faust_manager.TableManager):
     """Faust's table manager, whose recovery is :class:`Recovery` (the ``TableManager`` app setting)."""
+
+    _recovery: Recovery | None
 
     @property
     def recovery(self) -> Recovery:

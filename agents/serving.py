@@ -109,6 +109,7 @@ class Ranker:
     def rank(self, queries: list[Query]) -> list[bytes]:
         """The response bodies of ``queries``, ranked together."""
         model = self.holder.current
+        assert model is not None, "requests are admitted only once ready()"
         unknown = model.encoder.unknown_features
         assignments = [self.experiment.assign(q.user_id) for q in queries]
         heads = [head_for(self.users.get(q.user_id), a, model) for q, a in zip(queries, assignments)]

@@ -180,10 +180,12 @@ class TrainerWorker:
         """A rank's loop: one group step per round, this rank's part being up to its share of the mini-batch
         (:meth:`GlobalTrainer.batch_for` of the group's backlog, split over the ranks). Every rank joins every
         step; while the whole group had nothing, each waits up to ``ROUND_WAIT_MS`` for records first."""
+        assert self.group is not None, "a rank's loop runs in a group"
+        world = self.group.world
         buffer: collections.deque = collections.deque()
         idle = False
         while True:
-            share = -(-self.trainer.batch_for(self._backlog()) // self.group.world)
+            share = -(-self.trainer.batch_for(self._backlog()) // world)
             if len(buffer) < share:
                 wait = ROUND_WAIT_MS if idle and not buffer else 0
                 fetched = await consumer.getmany(timeout_ms=wait, max_records=self._fetch)
@@ -254,8 +256,8 @@ class TrainerWorker:
             failed = learn(parsed, positions)
         self.metrics.batch_size.set(self.trainer.last_batch)
         self.metrics.unknown_features.inc(self.trainer.encoder.unknown_features - unknown)
-        for event, exc in failed:
-            await self.dead_letters.internal_error(record_of[id(event)], exc)
+        for event, error in failed:
+            await self.dead_letters.internal_error(record_of[id(event)], error)
         learned = self.trainer.samples - samples
         if not learned:
             return
