@@ -1,5 +1,5 @@
 """The global trainer as one typed object: mini-batch torch training on all of ``ctr.events``, a model delta on
-``ctr.model.updates`` every K samples (or every ``snapshot_interval_s``), and a full snapshot on ``ctr.model`` and
+``ctr.model.updates`` every K samples (or every ``delta_interval_s``), and a full snapshot on ``ctr.model`` and
 the update chain every ``full_snapshot_every`` deltas and when the stream goes quiet.
 
 Its position in the stream is the newest full snapshot's, not a consumer group's: each snapshot carries the next
@@ -80,7 +80,7 @@ class TrainerWorker:
         app = worker.app
         app.task(worker.run)
         if worker.speaks:
-            app.timer(settings.snapshot_interval_s, name="publish_on_time")(worker.publish_on_time)
+            app.timer(settings.delta_interval_s, name="publish_on_time")(worker.publish_on_time)
         if app.conf.web_enabled:
             views.register_trainer_views(app, metrics=worker.metrics, ready=worker.ready, trainer=worker.trainer)
         return worker
@@ -215,11 +215,11 @@ class TrainerWorker:
 
     async def train_batch(self, records) -> None:
         """Learn the valid events of ``records`` (aiokafka records, any partitions) and advance past all of them,
-        in slices of ``snapshot_every`` samples or one mini-batch (:meth:`GlobalTrainer.batch_for` of the backlog),
+        in slices of ``delta_every`` samples or one mini-batch (:meth:`GlobalTrainer.batch_for` of the backlog),
         whichever is larger: each slice is learned, recorded as trained up to its records, and published as a delta
         when one is due, so the model leaves the trainer a slice at a time, never a whole fetch at once."""
         backlog = max(len(records), self._backlog())
-        size = max(self.settings.snapshot_every, self.trainer.batch_for(backlog))
+        size = max(self.settings.delta_every, self.trainer.batch_for(backlog))
         for lo in range(0, len(records), size):
             await self._train_slice(records[lo : lo + size], backlog - lo)
 
@@ -273,7 +273,7 @@ class TrainerWorker:
         return sum(max(0, end - offsets.get(p, 0)) for p, end in self._highwater.items())
 
     async def publish_on_time(self) -> None:
-        """Every ``snapshot_interval_s``: pending samples go out as a delta; once the stream has been quiet for
+        """Every ``delta_interval_s``: pending samples go out as a delta; once the stream has been quiet for
         ``QUIET_PUBLISH_S``, a full snapshot holds everything trained (where a restart begins)."""
         if not self.ready.is_set() or self.app.should_stop:
             return  # not started, or shutting down (the producer may be gone; restarts begin at the full snapshot)

@@ -317,17 +317,19 @@ class TrainerSettings:
         "largest mini-batch the trainer grows to while it has a backlog (see GlobalTrainer.batch_for)",
         _positive,
     )
-    snapshot_every: int = _knob(
+    delta_every: int = _knob(
         64,
-        "STREAM_CTR_SNAPSHOT_EVERY",
+        "STREAM_CTR_DELTA_EVERY",
         "publish a model delta (the embedding rows that changed) every K samples",
         _positive,
+        formerly="STREAM_CTR_SNAPSHOT_EVERY",
     )
-    snapshot_interval_s: float = _knob(
+    delta_interval_s: float = _knob(
         1.0,
-        "STREAM_CTR_SNAPSHOT_INTERVAL_S",
+        "STREAM_CTR_DELTA_INTERVAL_S",
         "publish a delta of pending samples at least this often, in seconds",
         _positive,
+        formerly="STREAM_CTR_SNAPSHOT_INTERVAL_S",
     )
     dense_every: int = _knob(
         64,

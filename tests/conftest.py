@@ -50,7 +50,7 @@ def settings_factory(kafka):
             web_port=free_port(),
             trainer_web_port=free_port(),
             features="category,segment",
-            snapshot_every=1000,
+            delta_every=1000,
             batch_size=128,
         )
         return Settings.from_env({}, **{**base, **overrides})

@@ -103,7 +103,7 @@ def run_bench(settings: Settings, families: list[str], limit: int) -> tuple[list
         "",
         f"{families[0]} full snapshot: {len(data) / 1e6:.2f} MB, encode + decode + build {dt * 1e3:.0f} ms.",
     ]
-    lines += _delta_lines(trainers[families[0]], stream, settings.snapshot_every)
+    lines += _delta_lines(trainers[families[0]], stream, settings.delta_every)
     refresh = _refresh_seconds()
     lines += [
         "",

@@ -3,7 +3,7 @@
 Events go in time order, in batches of ``batch_size``. Each batch is scored by every arm with the model in use
 (:func:`~stream_ctr.learning.loop.test_then_train`, the worker's own step, which then fine-tunes the heads); then the
 global trainer learns it (:class:`~stream_ctr.trainer.global_trainer.GlobalTrainer`), publishing a delta every
-``snapshot_every`` samples (and a full snapshot every ``full_snapshot_every`` deltas), which the scorer applies
+``delta_every`` samples (and a full snapshot every ``full_snapshot_every`` deltas), which the scorer applies
 from its bytes, as a worker does. The progressive-quality benchmark and the drift detectors' tests run the
 service this way, so their numbers are deterministic.
 """
@@ -42,8 +42,8 @@ def lockstep(settings: Settings, events: Sequence[Event], band_z: float = DriftP
         batch = events[lo : lo + size]
         result = test_then_train([(e, lo + i) for i, e in enumerate(batch)], model, states, params, band_z)
         published = 0
-        for chunk in range(0, len(batch), settings.snapshot_every):  # the trainer publishes as it learns
-            trainer.learn_many(batch[chunk : chunk + settings.snapshot_every])
+        for chunk in range(0, len(batch), settings.delta_every):  # the trainer publishes as it learns
+            trainer.learn_many(batch[chunk : chunk + settings.delta_every])
             delta = trainer.maybe_delta()
             if delta is not None:
                 data = delta.to_bytes()

@@ -64,9 +64,7 @@ def run_quality_bench(
     for family in families or (settings.model_family,):
         for every in cadences:
             # A scorer's batch is scored by one model, so freshness within K samples needs batches of at most K.
-            run = settings.replace(
-                model_family=family, snapshot_every=every, batch_size=min(settings.batch_size, every)
-            )
+            run = settings.replace(model_family=family, delta_every=every, batch_size=min(settings.batch_size, every))
             t0 = time.perf_counter()
             preds, published = _service_progressive(run, events)
             cost = {"eps": len(events) / (time.perf_counter() - t0), "model_bytes": published / len(events)}
@@ -76,7 +74,7 @@ def run_quality_bench(
         rows |= _live_rows(settings, events, live_rate)
     for method in corrections:
         run = settings.replace(
-            correction=method, snapshot_every=min(cadences), batch_size=min(settings.batch_size, min(cadences))
+            correction=method, delta_every=min(cadences), batch_size=min(settings.batch_size, min(cadences))
         )
         preds, _ = _service_progressive(run, events)
         paired = {f"vs_{arm}": _paired_gauc(users, labels, preds["ft_lc"], preds[arm]) for arm in ("ft", "global")}

@@ -305,7 +305,7 @@ def run_demo(settings: Settings, args) -> int:
         "dataset": "ml-100k",
         "timeline": png.name,
         "in_process": in_process_quality(
-            settings.replace(snapshot_every=IN_PROCESS_EVERY, batch_size=IN_PROCESS_EVERY), events
+            settings.replace(delta_every=IN_PROCESS_EVERY, batch_size=IN_PROCESS_EVERY), events
         )["global"],
     }
     report = render_report(final, meta) + ("\n" + closed_loop if closed_loop else "")

@@ -1,5 +1,5 @@
 """The global model's trainer: mini-batch torch training on the merged stream, a model delta every K samples (or
-every ``snapshot_interval_s``) and a full snapshot every ``full_snapshot_every`` deltas.
+every ``delta_interval_s``) and a full snapshot every ``full_snapshot_every`` deltas.
 
 Kafka-free: the Faust trainer agent feeds it batches of events and publishes what :meth:`maybe_delta` and
 :meth:`snapshot` return. The global CTR it publishes is the lifetime click share of everything it has trained on.
@@ -60,7 +60,7 @@ class GlobalTrainer:
         self.clicks = 0
         self.version = 0
         self._pending = 0
-        self._touched: list[np.ndarray] = []  # table rows used since the last delta (bounded by snapshot_every)
+        self._touched: list[np.ndarray] = []  # table rows used since the last delta (bounded by delta_every)
         self._last_delta = time.monotonic()
         self._deltas_since_dense = 0
         self._deltas_since_full = 0
@@ -243,10 +243,10 @@ class GlobalTrainer:
         )
 
     def maybe_delta(self, now: float | None = None) -> Delta | None:
-        """The next delta once ``snapshot_every`` samples are pending, or once any are and ``snapshot_interval_s``
+        """The next delta once ``delta_every`` samples are pending, or once any are and ``delta_interval_s``
         passed since the last delta at monotonic time ``now`` (None: count samples only, as the quality bench)."""
-        due = self._pending >= self.settings.snapshot_every or (
-            now is not None and self._pending > 0 and now - self._last_delta >= self.settings.snapshot_interval_s
+        due = self._pending >= self.settings.delta_every or (
+            now is not None and self._pending > 0 and now - self._last_delta >= self.settings.delta_interval_s
         )
         return self.next_delta() if due else None
 

@@ -195,7 +195,7 @@ def test_valid_but_unusual_events_are_all_applied_and_both_processes_stay_up(set
     the README's own scoring example ranks its candidates."""
     from stream_ctr.data import load_dataset
 
-    settings = settings_factory(features="age,gender,occupation,genres:multi:6", snapshot_every=64)
+    settings = settings_factory(features="age,gender,occupation,genres:multi:6", delta_every=64)
     plain = load_dataset("ml-100k", 1000)
     odd = [replace(e, event_id=f"odd-{i}", features=UNUSUAL[i % len(UNUSUAL)]) for i, e in enumerate(plain)]
     with Stack(settings, tmp_path / "logs") as stack:
@@ -360,7 +360,7 @@ def test_trainer_killed_mid_stream_resumes_at_its_snapshot_and_trains_each_sampl
     group committed past its last snapshot and a kill lost those samples for good.)"""
     import threading
 
-    settings = settings_factory(snapshot_every=700)
+    settings = settings_factory(delta_every=700)
     events = make_events(users=30, events_per_user=150, seed=23).events  # 4,500 at 100/s: ~45 s of stream
     rng = random.Random(7)
     with Stack(settings, tmp_path / "logs", worker=False) as stack:
@@ -394,7 +394,7 @@ def test_broker_killed_and_restarted_mid_stream_worker_and_trainer_resume_exactl
 
     events = make_events(users=40, events_per_user=100, seed=24).events  # 4,000 at 100/s: ~40 s of stream
     with LocalKafka() as broker:
-        settings = settings_factory(kafka_bootstrap=broker.bootstrap, snapshot_every=500)
+        settings = settings_factory(kafka_bootstrap=broker.bootstrap, delta_every=500)
         with Stack(settings, tmp_path / "logs") as stack:
             feeder = threading.Thread(
                 target=replay, args=(events, broker.bootstrap, topics.events(settings).name, 100.0), daemon=True

@@ -149,7 +149,7 @@ def _worker_catches_up(stack: Stack, trainer_url: str, samples: int, timeout: fl
 
 
 def test_worker_follows_the_trainers_deltas_and_a_restarted_trainers_chain(settings_factory, make_events, tmp_path):
-    settings = settings_factory(snapshot_every=32, full_snapshot_every=25)
+    settings = settings_factory(delta_every=32, full_snapshot_every=25)
     events = make_events(users=40, events_per_user=50, seed=9).events  # 2000: ~62 deltas, 2 full snapshots
     with Stack(settings, tmp_path / "logs") as stack:
         trainer_url = stack.url("trainer")

@@ -28,7 +28,7 @@ WORLD = SyntheticConfig(users=80, items=120, seed=5)
 @pytest.fixture(scope="module")
 def two_workers(settings_factory, make_events, tmp_path_factory):
     """Trainer + two personalize workers in one group, each owning some partitions; 2,000 events applied."""
-    settings = settings_factory(snapshot_every=500)
+    settings = settings_factory(delta_every=500)
     with Stack(settings, tmp_path_factory.mktemp("serving-logs")) as stack:
         stack.spawn("worker", "worker2")
         stack.wait_healthy(120, "worker2")

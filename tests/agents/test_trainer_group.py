@@ -59,7 +59,7 @@ def _ranks(agent: int) -> dict[int, int]:
 def test_two_ranks_train_every_sample_once_and_as_well_as_one(settings_factory, make_events, tmp_path):
     # One mini-batch size whatever the backlog: the ranks then differ from one trainer only in which events share a
     # step (a trainer with a backlog takes bigger steps, and how big depends on how fast it runs).
-    settings = settings_factory(snapshot_every=64, full_snapshot_every=20, trainer_batch=32, trainer_batch_max=32)
+    settings = settings_factory(delta_every=64, full_snapshot_every=20, trainer_batch=32, trainer_batch_max=32)
     events = make_events(users=200, events_per_user=100, seed=5).events
     train, held_out = events[:16_000], events[16_000:]
     y = np.array([e.label for e in held_out])
@@ -86,7 +86,7 @@ def test_two_ranks_train_every_sample_once_and_as_well_as_one(settings_factory, 
 
 def test_a_rank_killed_restarts_the_group_from_the_newest_full_snapshot(settings_factory, make_events, tmp_path):
     # Small steps and a full snapshot every 5 deltas: the kill lands mid-stream, with a snapshot to resume from.
-    settings = settings_factory(snapshot_every=64, full_snapshot_every=5, trainer_batch_max=16, trainer_world_size=2)
+    settings = settings_factory(delta_every=64, full_snapshot_every=5, trainer_batch_max=16, trainer_world_size=2)
     events = make_events(users=200, events_per_user=150, seed=6).events
     with Stack(settings, tmp_path / "logs", worker=False) as stack:
         s = stack.settings

@@ -166,7 +166,7 @@ class _Service:
 def service(settings_factory, make_events, tmp_path_factory):
     _need(PROMETHEUS)
     data = make_events(users=USERS, events_per_user=40, seed=11)
-    settings = settings_factory(snapshot_every=1500, metrics_window=2000, metrics_refresh_s=1.0)
+    settings = settings_factory(delta_every=1500, metrics_window=2000, metrics_refresh_s=1.0)
     with Stack(settings, tmp_path_factory.mktemp("stack-logs")) as stack:
         feeders = [
             _Feeder("replay", _replay_chunks(data.events, stack.settings)),

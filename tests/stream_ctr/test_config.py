@@ -85,3 +85,32 @@ def test_an_unreachable_broker_is_one_line_within_seconds(capsys, monkeypatch):
     assert main(["replay", "--limit", "10"]) == 2
     err = capsys.readouterr().err.strip()
     assert time.monotonic() - t0 < 10 and len(err.splitlines()) == 1 and "cannot reach Kafka at 127.0.0.1" in err
+
+
+def test_every_knob_is_in_exactly_one_section_and_every_env_name_is_unique():
+    import dataclasses
+
+    from stream_ctr.config import SECTIONS
+
+    names = [f.name for section in SECTIONS for f in dataclasses.fields(section)]
+    assert sorted(names) == sorted(f.name for f in dataclasses.fields(Settings)) and len(set(names)) == len(names)
+    envs = [f.metadata["env"] for f in dataclasses.fields(Settings)]
+    formers = [f.metadata["formerly"] for f in dataclasses.fields(Settings) if f.metadata["formerly"]]
+    assert len(set(envs + formers)) == len(envs) + len(formers)
+    assert Settings.section_of("delta_every").__name__ == "TrainerSettings"
+    assert isinstance(Settings(), SECTIONS)  # a component may take the one section it reads
+
+
+def test_a_renamed_variable_is_still_read_and_the_new_name_wins():
+    assert Settings.from_env({"STREAM_CTR_SNAPSHOT_EVERY": "32"}).delta_every == 32
+    both = {"STREAM_CTR_SNAPSHOT_EVERY": "32", "STREAM_CTR_DELTA_EVERY": "16"}
+    assert Settings.from_env(both).delta_every == 16
+    with pytest.raises(ConfigError, match="STREAM_CTR_SNAPSHOT_INTERVAL_S"):  # an error names what was set
+        Settings.from_env({"STREAM_CTR_SNAPSHOT_INTERVAL_S": "soon"})
+
+
+def test_the_configuration_document_holds_every_setting_as_generated():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "CONFIGURATION.md").read_text()
+    assert Settings.markdown() in doc, "docs/CONFIGURATION.md is stale: paste `stream-ctr config --markdown`"

@@ -21,7 +21,7 @@ def test_quality_bench_scores_every_event_before_learning_it(make_events):
     from stream_ctr.trainer.global_trainer import GlobalTrainer
 
     events = make_events(users=20, events_per_user=40, seed=3).events
-    settings = Settings(features="category,segment", batch_size=64, snapshot_every=200)
+    settings = Settings(features="category,segment", batch_size=64, delta_every=200)
     preds, published = _service_progressive(settings, events)
     assert {len(p) for p in preds.values()} == {len(events)}
     assert published > 0  # the deltas the scorer applied went through their bytes
@@ -128,7 +128,7 @@ def test_quality_bench_live_rows_come_from_the_running_service(settings_factory)
     from stream_ctr.bench.quality import in_process_quality
     from stream_ctr.data import load_dataset
 
-    settings = settings_factory(snapshot_every=8, batch_size=8)
+    settings = settings_factory(delta_every=8, batch_size=8)
     lines, rows = run_quality_bench(settings, "synthetic", limit=2000, cadences=[8], live_rate=1000)
     live = {name: r for name, r in rows.items() if name.startswith("service live (1,000 events/s")}
     assert len(live) == 3  # one per arm

@@ -19,7 +19,7 @@ from stream_ctr.learning.drift import DriftMonitor, DriftParams, signals, user_z
 from stream_ctr.learning.state import _HEADER, _HEADER_U1, _HEADER_U2, UserState
 
 WORLD = dict(users=1000, items=400, events_per_user=100, taste=3.0, seed=3)
-SETTINGS = Settings(features="category,segment", batch_size=256, snapshot_every=256)
+SETTINGS = Settings(features="category,segment", batch_size=256, delta_every=256)
 
 #: scenario -> (change, signal that must fire (or a prefix: any of them), most events after the change before it does)
 SCENARIOS = {

@@ -12,7 +12,7 @@ from stream_ctr.trainer.global_trainer import GlobalTrainer
 
 
 def _settings(**kw) -> Settings:
-    return Settings(features="category,segment", model_family="deepfm", snapshot_every=16, **kw)
+    return Settings(features="category,segment", model_family="deepfm", delta_every=16, **kw)
 
 
 def _same_tensors(a: dict, b: dict, keys) -> bool:
@@ -65,7 +65,7 @@ def test_a_full_snapshot_of_weights_no_delta_carried_gets_a_version_of_its_own(m
 def test_a_delta_is_due_by_samples_or_by_time(make_events):
     import time
 
-    trainer = GlobalTrainer(_settings(snapshot_interval_s=5.0))  # a delta every 16 samples, or every 5 s
+    trainer = GlobalTrainer(_settings(delta_interval_s=5.0))  # a delta every 16 samples, or every 5 s
     start = time.monotonic()
     assert trainer.maybe_delta(now=start + 60) is None  # nothing pending, however long it has been
     trainer.learn_many(make_events(users=1, events_per_user=1, seed=2).events)
