@@ -253,6 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="list every setting with its env name and default, by section")
     config.add_argument("--markdown", action="store_true", help="the defaults as the tables of docs/CONFIGURATION.md")
     config.set_defaults(func=cmd_config)
+    _add_service_parsers(sub)
+    _add_feed_parsers(sub)
+    _add_bench_parser(sub)
+    _add_study_parsers(sub)
+    add_evaluate(sub)
+    return p
+
+
+def _add_service_parsers(sub) -> None:
+    """The commands that run the service: worker, trainer, a local Kafka, all of it (``up``)."""
     sub.add_parser("worker", help="run the personalize worker (Faust)").set_defaults(func=cmd_worker)
     tr = sub.add_parser("trainer", help="run the global trainer (Faust)")
     tr.add_argument(
@@ -266,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start (or connect to) Kafka, create topics, run worker + trainer")
     up.add_argument("--logs", help="directory for process logs (default: a temp dir)")
     up.set_defaults(func=cmd_up)
+
+
+def _add_feed_parsers(sub) -> None:
+    """The commands that feed it real clicks: ``replay`` and the whole ``demo``."""
     rp = sub.add_parser("replay", help="produce a dataset's clicks to ctr.events")
     rp.add_argument("--dataset", choices=["ml-100k", "synthetic"], default="ml-100k")
     rp.add_argument("--rate", type=_non_negative, default=0.0, help="events per second (0 = as fast as possible)")
@@ -297,7 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dm.add_argument("--sim-seed", type=int, default=0, help="seed of the simulated users' world")
     dm.set_defaults(func=cmd_demo)
-    _add_bench_parser(sub)
+
+
+def _add_study_parsers(sub) -> None:
+    """The commands that study a running service: the closed-loop simulation and the A/B report."""
     sm = sub.add_parser("simulate", help="closed loop: synthetic users request rankings and click on what they see")
     sm.add_argument("--url", help="a worker's base URL (default: STREAM_CTR_WEB_HOST/PORT)")
     sm.add_argument("--requests", type=_positive_int, default=5000)
@@ -312,8 +329,6 @@ def build_parser() -> argparse.ArgumentParser:
     rep = ab.add_parser("report", help="per-arm results with CIs and the sample-ratio check, from the topics")
     rep.add_argument("--experiment", help="experiment file (default: STREAM_CTR_EXPERIMENT or the default one)")
     rep.set_defaults(func=cmd_ab_report)
-    add_evaluate(sub)
-    return p
 
 
 def _number(kind, lowest, what: str):
@@ -340,66 +355,9 @@ def _add_bench_parser(sub) -> None:
     bn.add_argument("--families", default="deepfm,lr,fm,wd,dcn")
     bn.add_argument("--limit", type=_positive_int, default=None, help="use the first N MovieLens events")
     bn.add_argument("--out", help="also write the markdown here")
-    bn.add_argument("--serving", action="store_true", help="also measure the scoring API on a real worker")
-    bn.add_argument("--serving-requests", type=_positive_int, default=2000)
-    bn.add_argument(
-        "--serving-load",
-        action="store_true",
-        help="also drive /v1/score open-loop at stepped rates (vegeta: `make vegeta`), without and with "
-        "events flowing, and report latency quantiles, goodput, shed requests and the capacity; "
-        "then the cost of a request forwarded to another worker",
-    )
-    bn.add_argument(
-        "--load-rates",
-        type=_rates,
-        default="250,500,1000,2000,3000",
-        help="requests/s of --serving-load's steps, comma separated",
-    )
-    bn.add_argument("--load-seconds", type=_positive_float, default=15.0, help="seconds of each --serving-load step")
-    bn.add_argument(
-        "--load-stream-rate",
-        type=_non_negative,
-        default=3000.0,
-        help="events/s flowing during --serving-load's second pass (0: only the pass without events)",
-    )
-    bn.add_argument(
-        "--state", action="store_true", help="also measure state and memory per user and recovery time on a real worker"
-    )
-    bn.add_argument("--users", type=_positive_int, default=100_000, help="distinct users of --state")
-    bn.add_argument("--stores", type=_stores, default="memory,rocksdb", help="table stores of --state")
-    bn.add_argument(
-        "--quality",
-        action="store_true",
-        help="also measure progressive prediction quality per arm against River baselines",
-    )
-    bn.add_argument("--datasets", type=_datasets, default="ml-100k,synthetic", help="datasets of --quality")
-    bn.add_argument(
-        "--cadences",
-        type=_cadences,
-        default="1000,200,8",
-        help="model delta cadences (samples) of --quality, comma separated",
-    )
-    bn.add_argument(
-        "--corrections",
-        type=_corrections,
-        default=(),
-        help="label-correction methods of --quality's ft_lc arm to compare, comma separated "
-        "(e.g. lc,lc_evidence,lc_significant,lc_bias)",
-    )
-    bn.add_argument(
-        "--live-rate",
-        type=float,
-        default=3000.0,
-        metavar="N",
-        help="--quality's live rows: replay the events through Kafka, the worker and the trainer at N "
-        "events/s (0: as fast as the producer goes; negative: no live rows)",
-    )
-    bn.add_argument(
-        "--quality-families",
-        type=_quality_families,
-        default=None,
-        help="model families of --quality, comma separated (default: STREAM_CTR_MODEL_FAMILY)",
-    )
+    _add_bench_serving_args(bn.add_argument_group("serving (--serving, --serving-load)"))
+    _add_bench_state_args(bn.add_argument_group("state (--state)"))
+    _add_bench_quality_args(bn.add_argument_group("quality (--quality)"))
     bn.add_argument(
         "--pipeline",
         action="store_true",
@@ -411,6 +369,75 @@ def _add_bench_parser(sub) -> None:
     )
     bn.add_argument("--no-inprocess", action="store_true", help="skip the in-process measurements")
     bn.set_defaults(func=cmd_bench)
+
+
+def _add_bench_serving_args(group) -> None:
+    group.add_argument("--serving", action="store_true", help="also measure the scoring API on a real worker")
+    group.add_argument("--serving-requests", type=_positive_int, default=2000)
+    group.add_argument(
+        "--serving-load",
+        action="store_true",
+        help="also drive /v1/score open-loop at stepped rates (vegeta: `make vegeta`), without and with "
+        "events flowing, and report latency quantiles, goodput, shed requests and the capacity; "
+        "then the cost of a request forwarded to another worker",
+    )
+    group.add_argument(
+        "--load-rates",
+        type=_rates,
+        default="250,500,1000,2000,3000",
+        help="requests/s of --serving-load's steps, comma separated",
+    )
+    group.add_argument("--load-seconds", type=_positive_float, default=15.0, help="seconds of each --serving-load step")
+    group.add_argument(
+        "--load-stream-rate",
+        type=_non_negative,
+        default=3000.0,
+        help="events/s flowing during --serving-load's second pass (0: only the pass without events)",
+    )
+
+
+def _add_bench_state_args(group) -> None:
+    group.add_argument(
+        "--state", action="store_true", help="also measure state and memory per user and recovery time on a real worker"
+    )
+    group.add_argument("--users", type=_positive_int, default=100_000, help="distinct users of --state")
+    group.add_argument("--stores", type=_stores, default="memory,rocksdb", help="table stores of --state")
+
+
+def _add_bench_quality_args(group) -> None:
+    group.add_argument(
+        "--quality",
+        action="store_true",
+        help="also measure progressive prediction quality per arm against River baselines",
+    )
+    group.add_argument("--datasets", type=_datasets, default="ml-100k,synthetic", help="datasets of --quality")
+    group.add_argument(
+        "--cadences",
+        type=_cadences,
+        default="1000,200,8",
+        help="model delta cadences (samples) of --quality, comma separated",
+    )
+    group.add_argument(
+        "--corrections",
+        type=_corrections,
+        default=(),
+        help="label-correction methods of --quality's ft_lc arm to compare, comma separated "
+        "(e.g. lc,lc_evidence,lc_significant,lc_bias)",
+    )
+    group.add_argument(
+        "--live-rate",
+        type=float,
+        default=3000.0,
+        metavar="N",
+        help="--quality's live rows: replay the events through Kafka, the worker and the trainer at N "
+        "events/s (0: as fast as the producer goes; negative: no live rows)",
+    )
+    group.add_argument(
+        "--quality-families",
+        type=_quality_families,
+        default=None,
+        help="model families of --quality, comma separated (default: STREAM_CTR_MODEL_FAMILY)",
+    )
 
 
 def _choices(*allowed: str):

@@ -63,21 +63,33 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="keep the user id out of the model's features (the paper's shared cloud model)",
     )
-    p.add_argument("--drift", type=float, default=None, help="synthetic only: std of users' prior logits")
-    p.add_argument(
+    _add_synthetic_args(p.add_argument_group("synthetic data (--dataset synthetic)"))
+    _add_protocol_args(p.add_argument_group("protocol and run"))
+    p.set_defaults(func=run)
+    return p
+
+
+def _add_synthetic_args(group) -> None:
+    """What only the synthetic world takes: its drift, a change over time, the regime map."""
+    group.add_argument("--drift", type=float, default=None, help="synthetic only: std of users' prior logits")
+    group.add_argument(
         "--change",
         default=None,
         help="synthetic only: a change of the world over time, KIND:AT:SIZE[:OVER], e.g. ramp:0.3:1.5:0.5 "
         "(every prior logit +1.5, ramped in from 30%% to 80%% of the time span; jump, ramp or flip)",
     )
-    p.add_argument(
+    group.add_argument(
         "--regimes",
         action="store_true",
         help="synthetic only: the regime map, sweeping prior gap, taste, events per user and a global "
         "ramp around a small base world (stream_ctr.evaluate.regimes), each world over --seeds; "
         "writes DIR/regimes.json, regimes.md, regimes*.png",
     )
-    p.add_argument(
+
+
+def _add_protocol_args(group) -> None:
+    """How the split, the correction's p_g, the samples, the cloud model and the run are set."""
+    group.add_argument(
         "--pg",
         default="aligned",
         choices=PG,
@@ -85,23 +97,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "up to each user's fine-tuning step, as in the service) or cloud (click share of the cloud "
         "part, as the earliest result tables under docs/results used)",
     )
-    p.add_argument("--max-users", type=int, default=None, help="evaluate a seeded sample of this many users")
-    p.add_argument(
+    group.add_argument("--max-users", type=int, default=None, help="evaluate a seeded sample of this many users")
+    group.add_argument(
         "--full-users",
         type=int,
         default=200,
         help="users in the full scope's seeded sample (0 = all); the full scope's cloud row uses it too",
     )
-    p.add_argument("--max-epochs", type=int, default=CloudConfig.max_epochs, help="cloud model epochs (early stop)")
-    p.add_argument(
+    group.add_argument("--max-epochs", type=int, default=CloudConfig.max_epochs, help="cloud model epochs (early stop)")
+    group.add_argument(
         "--min-events", type=int, default=Protocol.min_events, help="users with fewer events are skipped (counted)"
     )
-    p.add_argument("--threads", type=int, default=1, help="torch threads (tiny per-user tensors: 1 is fastest)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
-    return p
+    group.add_argument("--threads", type=int, default=1, help="torch threads (tiny per-user tensors: 1 is fastest)")
+    group.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    group.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _fail(msg: str) -> int:

@@ -250,25 +250,30 @@ def from_schema(schema: dict, root: dict | None = None, refine=None, path: str =
         lo, hi = schema.get("minItems", 0), schema.get("maxItems", UNBOUNDED)
         return _many(build(schema.get("items", {}), f"{path}/items"), lo, hi)
     if kind == "object":
-        props = schema.get("properties", {})
-        extra = schema.get("additionalProperties", True)
-        lo, hi = schema.get("minProperties", 0), schema.get("maxProperties", UNBOUNDED)
-        if props:
-            if extra is not False or lo or hi < len(props):
-                raise NotImplementedError(f"{path or '/'}: fixed properties with additional ones")
-            required = set(schema.get("required", ()))
-            strategies = {name: build(sub, f"{path}/properties/{name}") for name, sub in props.items()}
-            return st.fixed_dictionaries(
-                {k: v for k, v in strategies.items() if k in required},
-                optional={k: v for k, v in strategies.items() if k not in required},
-            )
-        name_schema = {"type": "string", **schema.get("propertyNames", {})}
-        names = build(name_schema, f"{path}/propertyNames")
-        values = build(extra if isinstance(extra, dict) else {}, f"{path}/additionalProperties")
-        return _mapping(names, values, lo, hi, name_schema.get("maxLength", UNBOUNDED))
+        return _object(schema, path, build)
     if not kind and schema.keys() <= _ANNOTATIONS:  # {}: any JSON value
         return JSON
     raise NotImplementedError(f"{path or '/'}: type {kind!r} is not supported")
+
+
+def _object(schema: dict, path: str, build):
+    """A JSON object's strategy: fixed properties (some optional), or a map of names to values."""
+    props = schema.get("properties", {})
+    extra = schema.get("additionalProperties", True)
+    lo, hi = schema.get("minProperties", 0), schema.get("maxProperties", UNBOUNDED)
+    if props:
+        if extra is not False or lo or hi < len(props):
+            raise NotImplementedError(f"{path or '/'}: fixed properties with additional ones")
+        required = set(schema.get("required", ()))
+        strategies = {name: build(sub, f"{path}/properties/{name}") for name, sub in props.items()}
+        return st.fixed_dictionaries(
+            {k: v for k, v in strategies.items() if k in required},
+            optional={k: v for k, v in strategies.items() if k not in required},
+        )
+    name_schema = {"type": "string", **schema.get("propertyNames", {})}
+    names = build(name_schema, f"{path}/propertyNames")
+    values = build(extra if isinstance(extra, dict) else {}, f"{path}/additionalProperties")
+    return _mapping(names, values, lo, hi, name_schema.get("maxLength", UNBOUNDED))
 
 
 # --- the contracts and their strategies -----------------------------------------------------------------------------

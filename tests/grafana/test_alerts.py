@@ -517,6 +517,36 @@ class _Http(http.server.ThreadingHTTPServer):
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
 
+def _local_alertmanager_config(path: Path, hooks_url: str) -> None:
+    """The compose Alertmanager config at ``path``, notifying at once, each receiver's webhook on ``hooks_url``."""
+    am = yaml.safe_load(AM_CONFIG.read_text())
+    for route in (am["route"], *am["route"]["routes"]):
+        route["group_wait"] = "1s"  # notify at once
+    for receiver in am["receivers"]:
+        for hook in receiver["webhook_configs"]:
+            assert hook["url"].startswith("http://example.invalid/stream-ctr/"), hook
+            hook["url"] = f"{hooks_url}/{receiver['name']}"
+    path.write_text(yaml.safe_dump(am))
+
+
+def _local_prometheus_config(tmp_path: Path, worker_address: str, am_port: int) -> Path:
+    """The compose Prometheus config, scraping ``worker_address`` for worker and trainer every second and alerting
+    the Alertmanager on ``am_port``."""
+    cfg = _compose_layout(tmp_path)
+    text = cfg.read_text()
+    for old, new in (
+        ("worker:6066", worker_address),
+        ("trainer:6067", worker_address),
+        ("alertmanager:9093", f"127.0.0.1:{am_port}"),
+        ("scrape_interval: 5s", "scrape_interval: 1s"),
+        ("evaluation_interval: 5s", "evaluation_interval: 1s"),
+    ):
+        assert old in text, old
+        text = text.replace(old, new)
+    cfg.write_text(text)
+    return cfg
+
+
 def test_alert_reaches_its_receiver_end_to_end(tmp_path, run_server, run_prometheus):
     """Prometheus with the compose config scrapes a worker in drift, StreamCtrDriftDetected fires, and the
     compose Alertmanager routes it to the warning receiver's webhook (both configs pointed at local ports)."""
@@ -527,30 +557,12 @@ def test_alert_reaches_its_receiver_end_to_end(tmp_path, run_server, run_prometh
     )
     hooks = _Http()
     try:
-        am = yaml.safe_load(AM_CONFIG.read_text())
-        for route in (am["route"], *am["route"]["routes"]):
-            route["group_wait"] = "1s"  # notify at once
-        for receiver in am["receivers"]:
-            for hook in receiver["webhook_configs"]:
-                assert hook["url"].startswith("http://example.invalid/stream-ctr/"), hook
-                hook["url"] = f"{hooks.url}/{receiver['name']}"
-        (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(am))
+        _local_alertmanager_config(tmp_path / "alertmanager.yml", hooks.url)
         am_reservation = reserve_port()  # held until alertmanager stops
         am_port = am_reservation.getsockname()[1]
         am_url = f"http://127.0.0.1:{am_port}"
 
-        cfg = _compose_layout(tmp_path)
-        text = cfg.read_text()
-        for old, new in (
-            ("worker:6066", worker.address),
-            ("trainer:6067", worker.address),
-            ("alertmanager:9093", f"127.0.0.1:{am_port}"),
-            ("scrape_interval: 5s", "scrape_interval: 1s"),
-            ("evaluation_interval: 5s", "evaluation_interval: 1s"),
-        ):
-            assert old in text, old
-            text = text.replace(old, new)
-        cfg.write_text(text)
+        cfg = _local_prometheus_config(tmp_path, worker.address, am_port)
 
         am_argv = [
             ALERTMANAGER,
