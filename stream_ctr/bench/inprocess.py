@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -33,8 +34,33 @@ def run_bench(settings: Settings, families: list[str], limit: int) -> tuple[list
     half = len(events) // 2
     train, stream = events[:half], events[half:]
     lines = [f"# stream-ctr bench: {len(events)} MovieLens-100K events, torch on {settings.device}", ""]
+    trainer_lines, trainers, sps = _trainer_section(settings, families, train)
+    lines += trainer_lines
+    first = trainers[families[0]]
+    ttt = _test_then_train_section(stream, first.snapshot().build(), HeadParams.from_settings(settings), families[0])
+    lines += ttt.lines
+    state_lines, sizes = _state_section(ttt.states)
+    lines += state_lines
+    lines += _snapshot_lines(first, families[0])
+    lines += _delta_lines(first, stream, settings.delta_every)
+    refresh = _refresh_seconds()
+    lines += _refresh_lines(refresh)
+    numbers = {
+        "refresh_s": {str(u): t for u, (t, _) in refresh.items()},
+        "trainer_sps": sps,
+        "test_then_train_eps": {str(b): r for b, r in ttt.rates.items()},
+        "lc_head_eps": max(ttt.heads.values()),
+        "lc_head_eps_shuffled": ttt.shuffled_heads,
+        "state_bytes_per_user_inprocess": float(np.mean(sizes)),
+    }
+    return lines, numbers
 
-    lines += [
+
+def _trainer_section(
+    settings: Settings, families: list[str], train
+) -> tuple[list[str], dict[str, GlobalTrainer], dict[str, float]]:
+    """One pass of mini-batch training per family: the table's lines, the trained trainers and their samples/s."""
+    lines = [
         f"## Global trainer (one pass, batch {settings.trainer_batch})",
         "",
         "| family | samples/s |",
@@ -46,12 +72,26 @@ def run_bench(settings: Settings, families: list[str], limit: int) -> tuple[list
         dt = timed(partial(trainer.learn_many, train))
         trainers[family], sps[family] = trainer, len(train) / dt
         lines.append(f"| {family} | {sps[family]:,.0f} |")
+    return lines, trainers, sps
 
-    model = trainers[families[0]].snapshot().build()
-    params = HeadParams.from_settings(settings)
-    lines += [
+
+@dataclass
+class _TestThenTrain:
+    """What the test-then-train section measured: its lines, events/s and head-only events/s per batch size,
+    head-only events/s on the shuffled stream, and the users' states after the last time-ordered run."""
+
+    lines: list[str]
+    rates: dict[int, float]
+    heads: dict[int, float]
+    shuffled_heads: float
+    states: dict
+
+
+def _test_then_train_section(stream, model, params: HeadParams, family: str) -> _TestThenTrain:
+    """Events/s through test-then-train at several batch sizes in time order, and at 1024 shuffled."""
+    lines = [
         "",
-        f"## Test-then-train ({families[0]}, 3 arms, {len(stream)} events)",
+        f"## Test-then-train ({family}, 3 arms, {len(stream)} events)",
         "",
         "| batch | events/s | forward share |",
         "|---|---|---|",
@@ -71,7 +111,11 @@ def run_bench(settings: Settings, families: list[str], limit: int) -> tuple[list
         f"CTR, label correction and the head steps of 3 arms, all heads of a batch at once): "
         f"{max(heads.values()):,.0f} events/s in time order, {many_heads:,.0f} events/s shuffled."
     )
+    return _TestThenTrain(lines, rates, heads, many_heads, states)
 
+
+def _state_section(states: dict) -> tuple[list[str], list[int]]:
+    """Bytes per user of the binary state codec against JSON of the same state: the lines and the binary sizes."""
     sizes = [len(s.to_bytes()) for s in states.values()]
     as_json = [
         len(
@@ -85,7 +129,7 @@ def run_bench(settings: Settings, families: list[str], limit: int) -> tuple[list
         )
         for s in states.values()
     ]
-    lines += [
+    lines = [
         "",
         "## Per-user state",
         "",
@@ -93,40 +137,36 @@ def run_bench(settings: Settings, families: list[str], limit: int) -> tuple[list
         f"JSON of the same state {np.mean(as_json):.0f} bytes/user: {np.mean(as_json) / np.mean(sizes):.1f}x "
         "smaller.",
     ]
+    return lines, sizes
 
-    snap = trainers[families[0]].snapshot()
+
+def _snapshot_lines(trainer: GlobalTrainer, family: str) -> list[str]:
+    """Bytes of the trainer's full snapshot and its encode + decode + build time."""
+    snap = trainer.snapshot()
     data = snap.to_bytes()
     dt = timed(lambda: Snapshot.from_bytes(snap.to_bytes()).build(), repeat=3)
-    lines += [
+    return [
         "",
         "## Snapshot and delta",
         "",
-        f"{families[0]} full snapshot: {len(data) / 1e6:.2f} MB, encode + decode + build {dt * 1e3:.0f} ms.",
+        f"{family} full snapshot: {len(data) / 1e6:.2f} MB, encode + decode + build {dt * 1e3:.0f} ms.",
     ]
-    lines += _delta_lines(trainers[families[0]], stream, settings.delta_every)
-    refresh = _refresh_seconds()
-    lines += [
+
+
+def _refresh_lines(refresh: dict[int, tuple[float, float]]) -> list[str]:
+    """The table of :func:`_refresh_seconds`."""
+    return [
         "",
         "## Online metrics refresh (window 20,000 rows + lifetime, 3 arms, 4 predictions a user)",
         "",
         "| users | lifetime rows | refresh | with paired CIs (a report) |",
         "|---|---|---|---|",
-    ]
-    lines += [
+    ] + [
         f"| {u:,} | {4 * u:,} | {t:.2f} s | "
         + ("not run (a 500 x users matrix)" if np.isnan(tp) else f"{tp:.2f} s")
         + " |"
         for u, (t, tp) in refresh.items()
     ]
-    numbers = {
-        "refresh_s": {str(u): t for u, (t, _) in refresh.items()},
-        "trainer_sps": sps,
-        "test_then_train_eps": {str(b): r for b, r in rates.items()},
-        "lc_head_eps": max(heads.values()),
-        "lc_head_eps_shuffled": many_heads,
-        "state_bytes_per_user_inprocess": float(np.mean(sizes)),
-    }
-    return lines, numbers
 
 
 def _test_then_train_rates(stream, batch: int, model, params) -> tuple[float, float, float, dict]:

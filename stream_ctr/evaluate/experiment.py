@@ -122,15 +122,7 @@ def _run(events, spec, cfg: EvalConfig, dataset: str) -> Result:
     p_g = data.global_ctr
     scoped = {s: (_sample(data, cfg.full_max_users, cfg.seed + 1) if s == "full" else data) for s in cfg.scopes}
     ft_modes = [m for m in cfg.modes if m != "cloud"]
-    per_user, boots, test_sets = {}, {}, {}
-    for s, d in scoped.items():
-        test_idx = np.concatenate(d.test)
-        users, labels = d.user[test_idx], d.labels[test_idx]
-        u, _, n = per_user_auc(users, labels, np.zeros(len(labels)))  # which users have both classes
-        pos = np.searchsorted(d.evaluated, u)
-        per_user[s] = ScopeUsers([d.user_names[c] for c in u], n, _drift(d, p_g, cfg.shrinkage)[pos])
-        boots[s] = UserBootstrap(n, cfg.n_boot, cfg.seed)
-        test_sets[s] = (test_idx, users, labels)
+    per_user, boots, test_sets = _scope_material(scoped, p_g, cfg)
     rows, timings, epochs = [], {}, {}
     steps = len(cfg.models) * (1 + sum(len(_scope_modes(s, ft_modes)) for s in cfg.scopes))
     bar = tqdm(total=steps, desc=f"evaluate {dataset}", disable=not cfg.progress, leave=False)
@@ -144,25 +136,59 @@ def _run(events, spec, cfg: EvalConfig, dataset: str) -> Result:
         bar.update(1)
         for s, d in scoped.items():
             test_idx, users, labels = test_sets[s]
-            preds = {"cloud": sigmoid(g[test_idx])}
-            choices: dict[str, Choice] = {}
+            cloud = sigmoid(g[test_idx])
             runner = HeadScope(g, h) if s == "head" else FullScope(model, data.ids, data.vals)
-            grid = cfg.head_grid if s == "head" else cfg.full_grid
-            for mode in _scope_modes(s, ft_modes):
-                bar.set_postfix_str(f"{family} {s} {mode}")
-                t0 = time.perf_counter()
-                if mode == "ft_auto":
-                    pick = pick_auto(choices)
-                    preds[mode], choices[mode] = preds[pick], replace(choices[pick], pick=pick)
-                else:
-                    method = MODES[mode]
-                    assert method is not None, "only cloud has no method, and ft_modes leave it out"
-                    preds[mode], choices[mode] = tune_and_fit(runner, d, method, grid, cfg.shrinkage, cfg.pg)
-                timings[f"{family}/{s}/{mode}"] = round(time.perf_counter() - t0, 2)
-                bar.update(1)
+            preds, choices = _fine_tune(family, s, d, runner, cloud, _scope_modes(s, ft_modes), cfg, bar, timings)
             rows += _score(family, s, preds, choices, users, labels, boots[s], per_user[s])
     bar.close()
-    meta = {
+    meta = _meta(cfg, data, scoped, p_g, epochs, timings, t_start)
+    local = np.array([data.labels[data.user == c].mean() for c in data.evaluated])
+    return Result(dataset, rows, meta, local, per_user)
+
+
+def _scope_material(scoped: dict[str, SplitData], p_g: float, cfg: EvalConfig) -> tuple[dict, dict, dict]:
+    """Per scope: the users with both classes in test (:class:`ScopeUsers`), the bootstrap over them, and the test
+    part ``(event indices, users, labels)``."""
+    per_user, boots, test_sets = {}, {}, {}
+    for s, d in scoped.items():
+        test_idx = np.concatenate(d.test)
+        users, labels = d.user[test_idx], d.labels[test_idx]
+        u, _, n = per_user_auc(users, labels, np.zeros(len(labels)))  # which users have both classes
+        pos = np.searchsorted(d.evaluated, u)
+        per_user[s] = ScopeUsers([d.user_names[c] for c in u], n, _drift(d, p_g, cfg.shrinkage)[pos])
+        boots[s] = UserBootstrap(n, cfg.n_boot, cfg.seed)
+        test_sets[s] = (test_idx, users, labels)
+    return per_user, boots, test_sets
+
+
+def _fine_tune(
+    family: str, scope: str, d: SplitData, runner, cloud, modes: list[str], cfg: EvalConfig, bar, timings: dict
+) -> tuple[dict, dict[str, Choice]]:
+    """Test predictions of ``cloud`` (given) and of each of ``modes`` (tuned on validation with ``runner``, then
+    refit per user), and each mode's choice; each mode's seconds go to ``timings``, its step to the progress bar."""
+    preds = {"cloud": cloud}
+    choices: dict[str, Choice] = {}
+    grid = cfg.head_grid if scope == "head" else cfg.full_grid
+    for mode in modes:
+        bar.set_postfix_str(f"{family} {scope} {mode}")
+        t0 = time.perf_counter()
+        if mode == "ft_auto":
+            pick = pick_auto(choices)
+            preds[mode], choices[mode] = preds[pick], replace(choices[pick], pick=pick)
+        else:
+            method = MODES[mode]
+            assert method is not None, "only cloud has no method, and ft_modes leave it out"
+            preds[mode], choices[mode] = tune_and_fit(runner, d, method, grid, cfg.shrinkage, cfg.pg)
+        timings[f"{family}/{scope}/{mode}"] = round(time.perf_counter() - t0, 2)
+        bar.update(1)
+    return preds, choices
+
+
+def _meta(
+    cfg: EvalConfig, data: SplitData, scoped: dict[str, SplitData], p_g: float, epochs, timings, t_start: float
+) -> dict:
+    """The run's settings and facts: the data's sizes, the configuration, cloud epochs and timings."""
+    return {
         "seed": cfg.seed,
         "global_ctr": p_g,
         "n_events": int(len(data.labels)),
@@ -181,8 +207,6 @@ def _run(events, spec, cfg: EvalConfig, dataset: str) -> Result:
         "timings_s": timings,
         "total_s": round(time.perf_counter() - t_start, 1),
     }
-    local = np.array([data.labels[data.user == c].mean() for c in data.evaluated])
-    return Result(dataset, rows, meta, local, per_user)
 
 
 def _quantiles(x: np.ndarray) -> dict:

@@ -294,22 +294,6 @@ def _layout(rows: list[Row]) -> list[dict]:
 
 def dashboard(file: str, description: str, rows: list[Row]) -> dict:
     """A dashboard with the datasource variable, links to the other stream-ctr dashboards and laid-out rows."""
-    links = [
-        {
-            "type": "link",
-            "title": TITLES[other].removeprefix("stream-ctr: "),
-            "url": f"/d/{uid}",
-            "icon": "dashboard",
-            "tooltip": TITLES[other],
-            "keepTime": True,
-            "includeVars": True,
-            "targetBlank": False,
-            "asDropdown": False,
-            "tags": [],
-        }
-        for other, uid in UIDS.items()
-        if other != file
-    ]
     return {
         "uid": UIDS[file],
         "title": TITLES[file],
@@ -325,39 +309,69 @@ def dashboard(file: str, description: str, rows: list[Row]) -> dict:
         "version": 1,
         "fiscalYearStartMonth": 0,
         "liveNow": False,
-        "links": links,
-        "annotations": {
-            "list": [
-                {
-                    "builtIn": 1,
-                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-                    "enable": True,
-                    "hide": True,
-                    "iconColor": "rgba(0, 211, 255, 1)",
-                    "name": "Annotations & Alerts",
-                    "type": "dashboard",
-                }
-            ]
-        },
-        "templating": {
-            "list": [
-                {
-                    "name": "datasource",
-                    "label": "Prometheus",
-                    "type": "datasource",
-                    "query": "prometheus",
-                    "current": {},
-                    "hide": 0,
-                    "includeAll": False,
-                    "multi": False,
-                    "options": [],
-                    "refresh": 1,
-                    "regex": "",
-                    "skipUrlSync": False,
-                }
-            ]
-        },
+        "links": _links(file),
+        "annotations": _annotations(),
+        "templating": _templating(),
         "panels": _layout(rows),
+    }
+
+
+def _links(file: str) -> list[dict]:
+    """Links to the other stream-ctr dashboards, keeping the time range and the datasource."""
+    return [
+        {
+            "type": "link",
+            "title": TITLES[other].removeprefix("stream-ctr: "),
+            "url": f"/d/{uid}",
+            "icon": "dashboard",
+            "tooltip": TITLES[other],
+            "keepTime": True,
+            "includeVars": True,
+            "targetBlank": False,
+            "asDropdown": False,
+            "tags": [],
+        }
+        for other, uid in UIDS.items()
+        if other != file
+    ]
+
+
+def _annotations() -> dict:
+    """Grafana's built-in annotations and alerts, hidden."""
+    return {
+        "list": [
+            {
+                "builtIn": 1,
+                "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                "enable": True,
+                "hide": True,
+                "iconColor": "rgba(0, 211, 255, 1)",
+                "name": "Annotations & Alerts",
+                "type": "dashboard",
+            }
+        ]
+    }
+
+
+def _templating() -> dict:
+    """The one dashboard variable: the Prometheus datasource."""
+    return {
+        "list": [
+            {
+                "name": "datasource",
+                "label": "Prometheus",
+                "type": "datasource",
+                "query": "prometheus",
+                "current": {},
+                "hide": 0,
+                "includeAll": False,
+                "multi": False,
+                "options": [],
+                "refresh": 1,
+                "regex": "",
+                "skipUrlSync": False,
+            }
+        ]
     }
 
 
@@ -436,6 +450,14 @@ def _pipeline_consumer_lag() -> Row:
 def _pipeline_latency_and_trainer() -> Row:
     return row(
         "Latency and trainer",
+        *_worker_latency_panels(),
+        *_trainer_panels(),
+    )
+
+
+def _worker_latency_panels() -> tuple[dict, ...]:
+    """The worker's test-then-train batch latency, and Faust's offset commits and rebalances."""
+    return (
         timeseries(
             "Test-then-train batch latency",
             "How long one personalize batch takes to score with every arm and then learn.",
@@ -464,6 +486,12 @@ def _pipeline_latency_and_trainer() -> Row:
             "s",
             w=6,
         ),
+    )
+
+
+def _trainer_panels() -> tuple[dict, ...]:
+    """The trainer's throughput, batch latency and loss."""
+    return (
         timeseries(
             "Trainer samples / s",
             "How fast the global model trains: samples per second, and invalid events it skipped.",
@@ -562,32 +590,7 @@ def _pipeline_model() -> Row:
             w=6,
             decimals=0,
         ),
-        timeseries(
-            "Model staleness (events behind)",
-            "How many events the model in use had not learned when it scored an event, p50 and p99 over "
-            "the last minutes, and the p99 for scoring requests (alert StreamCtrModelStaleness). It grows "
-            "when the trainer falls behind the stream.",
-            [
-                *(
-                    q(
-                        quantile(
-                            p, sel("stream_ctr_model_staleness_samples_bucket", WORKER, scored="event"), rated=True
-                        ),
-                        f"events p{round(p * 100)}",
-                    )
-                    for p in (0.5, 0.99)
-                ),
-                q(
-                    quantile(
-                        0.99, sel("stream_ctr_model_staleness_samples_bucket", WORKER, scored="request"), rated=True
-                    ),
-                    "requests p99",
-                ),
-            ],
-            "none",
-            w=6,
-            min=0,
-        ),
+        _model_staleness_panel(),
         timeseries(
             "Model age",
             "How stale is the model in use? Seconds since the trainer published the version each "
@@ -606,6 +609,32 @@ def _pipeline_model() -> Row:
             w=6,
             min=0,
         ),
+    )
+
+
+def _model_staleness_panel() -> dict:
+    """Events the model in use had not learned when it scored an event, and when it scored a request."""
+    return timeseries(
+        "Model staleness (events behind)",
+        "How many events the model in use had not learned when it scored an event, p50 and p99 over "
+        "the last minutes, and the p99 for scoring requests (alert StreamCtrModelStaleness). It grows "
+        "when the trainer falls behind the stream.",
+        [
+            *(
+                q(
+                    quantile(p, sel("stream_ctr_model_staleness_samples_bucket", WORKER, scored="event"), rated=True),
+                    f"events p{round(p * 100)}",
+                )
+                for p in (0.5, 0.99)
+            ),
+            q(
+                quantile(0.99, sel("stream_ctr_model_staleness_samples_bucket", WORKER, scored="request"), rated=True),
+                "requests p99",
+            ),
+        ],
+        "none",
+        w=6,
+        min=0,
     )
 
 
@@ -893,6 +922,14 @@ def _ab_shadow_arms() -> Row:
 def _ab_online_experiment() -> Row:
     return row(
         "Online experiment: served rankings per arm (POST /v1/score)",
+        *_ab_outcome_panels(),
+        *_ab_integrity_panels(),
+    )
+
+
+def _ab_outcome_panels() -> tuple[dict, ...]:
+    """What each arm's served rankings got: clicks, traffic and the quality of the served scores."""
+    return (
         timeseries(
             "CTR of served items per arm",
             "Which arm's rankings get clicked? Attributed clicks / attributed impressions per arm: "
@@ -925,6 +962,13 @@ def _ab_online_experiment() -> Row:
             "none",
             decimals=3,
         ),
+    )
+
+
+def _ab_integrity_panels() -> tuple[dict, ...]:
+    """Whether the split can be trusted: users per arm, the sample-ratio check, and the events
+    that could not be attributed."""
+    return (
         stat(
             "Users per arm",
             "How many users each arm has served, counted once per arm: the units of the sample-ratio check.",

@@ -232,7 +232,24 @@ class WorkerMetrics:
     ):
         self.registry = CollectorRegistry()
         r = self.registry
+        # Declared in this order, which is the exposition's order.
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds
+        self._declare_events(r)
+        self._declare_model(r)
+        self._declare_timings(r)
+        self.lag = _LagGauge(r)
+        self.serving = ServingMetrics(r)
+        self.stalled = Gauge(
+            "stream_ctr_partitions_stalled",
+            "Owned partitions with events waiting and no committed progress for STREAM_CTR_STALL_AFTER_S",
+            registry=r,
+        )
+        self._declare_drift(r, arms, drift)
+        self._declare_quality(arms, window, idle_s, active_max)
+        r.register(_WorkerCollector(self))
+
+    def _declare_events(self, r: CollectorRegistry) -> None:
+        """What became of the events consumed: outcome, dead-letter reason, and unknown features."""
         self.events = Counter("stream_ctr_events", "Events consumed by outcome", ["outcome"], registry=r)
         self.dead_letters = Counter(
             "stream_ctr_dead_letter", "Events sent to the dead-letter topic", ["reason"], registry=r
@@ -246,6 +263,9 @@ class WorkerMetrics:
             "Features of applied events and scored candidates that the feature spec does not name (ignored)",
             registry=r,
         )
+
+    def _declare_model(self, r: CollectorRegistry) -> None:
+        """The model in use: its global CTR, version and age, and the snapshots and deltas that moved it."""
         self.global_ctr = Gauge("stream_ctr_global_ctr", "Global CTR p_g of the model in use", registry=r)
         self.model_version = Gauge("stream_ctr_model_version", "Version of the model snapshot in use", registry=r)
         self.swaps = Counter("stream_ctr_model_swaps", "Model snapshots swapped in", registry=r)
@@ -264,6 +284,9 @@ class WorkerMetrics:
         self._published_at = float("nan")
         for gauge in (self.global_ctr, self.model_version):
             gauge.set(float("nan"))  # no model yet: 0 would read as a real CTR or version
+
+    def _declare_timings(self, r: CollectorRegistry) -> None:
+        """How long a batch, an offset commit and a rebalance take."""
         self.batch_seconds = Histogram(
             "stream_ctr_batch_seconds",
             "Time to test-then-train one batch",
@@ -282,13 +305,9 @@ class WorkerMetrics:
             buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120),
             registry=r,
         )
-        self.lag = _LagGauge(r)
-        self.serving = ServingMetrics(r)
-        self.stalled = Gauge(
-            "stream_ctr_partitions_stalled",
-            "Owned partitions with events waiting and no committed progress for STREAM_CTR_STALL_AFTER_S",
-            registry=r,
-        )
+
+    def _declare_drift(self, r: CollectorRegistry, arms, drift: DriftParams) -> None:
+        """The label shift of the ft_lc arm, the drift detectors and the alarms they raised per signal."""
         self.label_shift = Counter(
             "stream_ctr_label_shift",
             "Sum over learned events of |label-corrected target - "
@@ -301,6 +320,10 @@ class WorkerMetrics:
         )
         for signal in signals(arms):
             self.drift_alarms.labels(signal)
+
+    def _declare_quality(self, arms, window: int, idle_s: float, active_max: int) -> None:
+        """The state the scrape-time families (:class:`_WorkerCollector`) read: per-arm online metrics and their
+        last summaries (NaN until the first refresh), and the active users."""
         self.online = OnlineMetrics(arms, window)
         self.active = ActiveUsers(idle_s, active_max)  # per-user |p_u - p_g| and |z|: histograms and a count
         empty = {
@@ -311,7 +334,6 @@ class WorkerMetrics:
         }
         self._summaries: dict[str, dict] = {"window": empty, "lifetime": {**empty, "lifetime_user_share": 1.0}}
         self.refreshed_at = 0.0
-        r.register(_WorkerCollector(self))
 
     def track_experiment(self, results) -> None:
         """Export the per-arm results of the worker's experiment."""

@@ -42,7 +42,21 @@ def _count(x) -> str:
 def render_report(stats: dict, meta: dict) -> str:
     """The demo report as markdown, from the worker's final ``/v1/stats`` and run facts."""
     life = stats["lifetime"]
-    lines = [
+    lines = _run_lines(stats, meta) + _arm_lines(life)
+    lines += _live_vs_inprocess(life["arms"]["global"], meta)
+    if "auto" in life:
+        lines += [
+            "",
+            f"Auto choice of the fine-tuned head to serve (stream_ctr.quality.auto on these shadow arms): "
+            f"**{life['auto']['arm']}**, {life['auto']['reason']}.",
+        ]
+    lines += ["", f"Predictions scored: {life['n']}.", *_user_drift_lines(stats)]
+    return "\n".join(lines + _detector_lines(stats.get("detectors", {}), meta))
+
+
+def _run_lines(stats: dict, meta: dict) -> list[str]:
+    """The title and the facts of the run: events, throughput, the final model and its staleness."""
+    return [
         "# stream-ctr demo report",
         "",
         f"- dataset: {meta['dataset']}, {meta['sent']} events replayed (+{meta['malformed']} malformed records)",
@@ -55,6 +69,12 @@ def render_report(stats: dict, meta: dict) -> str:
         f"(events the model in use had not learned when it scored an event); {stats['staleness']['ahead']} of "
         f"{stats['staleness']['scored']} events scored by a model that had already learned them",
         "",
+    ]
+
+
+def _arm_lines(life: dict) -> list[str]:
+    """Per-arm online metrics of the lifetime scope, and the paired gAUC differences between arms."""
+    lines = [
         "## Per-arm online metrics (test-then-train, every event scored before it is learned)",
         "",
         "| arm | gAUC | AUC | logloss | calibration |",
@@ -76,18 +96,14 @@ def render_report(stats: dict, meta: dict) -> str:
         lo, hi = d["ci"]
         star = " *" if lo > 0 or hi < 0 else ""
         lines.append(f"| {name} | {d['delta']:+.4f}{star} | [{lo:+.4f}, {hi:+.4f}] | {d['users']} |")
-    lines += _live_vs_inprocess(life["arms"]["global"], meta)
-    if "auto" in life:
-        lines += [
-            "",
-            f"Auto choice of the fine-tuned head to serve (stream_ctr.quality.auto on these shadow arms): "
-            f"**{life['auto']['arm']}**, {life['auto']['reason']}.",
-        ]
+    return lines
+
+
+def _user_drift_lines(stats: dict) -> list[str]:
+    """The distribution of |p_u - p_g| across users, its quantiles, and the users beyond their own band."""
     d = stats["drift"]
     edges = [0.0, *d["buckets"]]
-    lines += [
-        "",
-        f"Predictions scored: {life['n']}.",
+    lines = [
         "",
         "## Local vs global CTR drift across users (|p_u - p_g|, p_u shrunk toward p_g)",
         "",
@@ -98,14 +114,13 @@ def render_report(stats: dict, meta: dict) -> str:
         label = f"({edges[i]:.2f}, {edges[i + 1]:.2f}]" if i < len(d["buckets"]) else f"> {edges[-1]:.2f}"
         lines.append(f"| {label} | {count} |")
     q = d["quantiles"]
-    lines += [
+    return lines + [
         "",
         f"Median drift {_fmt(q['0.5'])}, 10th percentile {_fmt(q['0.1'])}, "
         f"90th percentile {_fmt(q['0.9'])}. Users beyond their own band (STREAM_CTR_USER_DRIFT_Z "
         f"sampling stds from p_g): {stats.get('users_drifting', 'n/a')}.",
         "",
     ]
-    return "\n".join(lines + _detector_lines(stats.get("detectors", {}), meta))
 
 
 def _live_vs_inprocess(live: dict, meta: dict) -> list[str]:
