@@ -184,6 +184,33 @@ def cmd_ab_report(args) -> int:
     return 0
 
 
+def cmd_ab_aa(args) -> int:
+    import json
+
+    from stream_ctr.experiments.aa import AAConfig, render_markdown, run_aa
+
+    try:
+        cfg = AAConfig(
+            runs=args.runs,
+            users=args.users,
+            requests=args.requests,
+            peek_every=args.peek_every,
+            lift=args.lift,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        print(f"stream-ctr ab aa: {exc}", file=sys.stderr)
+        return 2
+    out = run_aa(cfg)
+    text = render_markdown(out)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from stream_ctr.service.demo import run_demo
 
@@ -329,6 +356,16 @@ def _add_study_parsers(sub) -> None:
     rep = ab.add_parser("report", help="per-arm results with CIs and the sample-ratio check, from the topics")
     rep.add_argument("--experiment", help="experiment file (default: STREAM_CTR_EXPERIMENT or the default one)")
     rep.set_defaults(func=cmd_ab_report)
+    aa = ab.add_parser("aa", help="simulated A/A and planted-lift runs read continuously: false positives and power")
+    aa.add_argument("--runs", type=_positive_int, default=200, help="A/A runs, and as many planted runs")
+    aa.add_argument("--users", type=_positive_int, default=2000)
+    aa.add_argument("--requests", type=_positive_int, default=40_000, help="requests per run")
+    aa.add_argument("--peek-every", type=_positive_int, default=1000, help="requests between readings")
+    aa.add_argument("--lift", type=_non_negative, default=0.15, help="relative CTR lift planted in arm b")
+    aa.add_argument("--seed", type=int, default=0)
+    aa.add_argument("--json", metavar="FILE", help="write the figures here")
+    aa.add_argument("--out", metavar="FILE", help="write the markdown table here")
+    aa.set_defaults(func=cmd_ab_aa)
 
 
 def _number(kind, lowest, what: str):

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from stream_ctr.contracts.arms import CONTROL
+from stream_ctr.experiments.sequential import sequential_difference
 from stream_ctr.experiments.stats import ratio_difference, ratio_estimate, srm_test
 from stream_ctr.quality.metrics import calibration, gauc, logloss
 
@@ -101,6 +102,8 @@ def analyse(arms: Mapping[str, ArmData], weights: Mapping[str, float]) -> dict:
         if arm != control and control is not None and out[arm]["ctr"] and out[control]["ctr"]:
             a, b = per_user[arm], per_user[control]
             out[arm]["vs_control"] = ratio_difference(a[:, 1], a[:, 0], b[:, 1], b[:, 0])
+            # always valid: may be read at any moment, however often (the fixed CI only once, at a planned size)
+            out[arm]["vs_control_sequence"] = sequential_difference((b[:, 1], b[:, 0]), (a[:, 1], a[:, 0])).sequence
     srm = srm_test({arm: out.get(arm, {"users": 0})["users"] for arm in weights}, weights)
     return {"control": control, "arms": out, "srm": srm}
 
@@ -114,16 +117,18 @@ def render_markdown(result: dict, title: str = "A/B experiment") -> str:
         f"## {title}",
         "",
         "| arm | users | impressions | clicks | CTR [95% CI] | Δ CTR vs "
-        f"{result['control']} [95% CI] | lift | logloss | calibration | gAUC |",
-        "|---|---:|---:|---:|---|---|---|---|---|---|",
+        f"{result['control']} [fixed-horizon 95% CI] | always-valid 95% | lift | logloss | calibration | gAUC |",
+        "|---|---:|---:|---:|---|---|---|---|---|---|---|",
     ]
     for arm, m in result["arms"].items():
         ctr = m["ctr"]
         ctr_s = f"{ctr.value:.4f} [{ctr.ci[0]:.4f}, {ctr.ci[1]:.4f}]" if ctr else "n/a"
         d = m.get("vs_control")
         lift = f"{d.lift:+.1%}" if d else "—"
+        seq = m.get("vs_control_sequence")
+        seq_s = f"[{seq[0]:+.4f}, {seq[1]:+.4f}]{' *' if seq[0] > 0 or seq[1] < 0 else ''}" if seq else "—"
         lines.append(
-            f"| {arm} | {m['users']} | {m['impressions']} | {m['clicks']} | {ctr_s} | {d or '—'} | {lift} | "
+            f"| {arm} | {m['users']} | {m['impressions']} | {m['clicks']} | {ctr_s} | {d or '—'} | {seq_s} | {lift} | "
             f"{_f(m['logloss'])} | {_f(m['calibration'])} | {_f(m['gauc'])} |"
         )
     srm = result["srm"]
@@ -131,7 +136,9 @@ def render_markdown(result: dict, title: str = "A/B experiment") -> str:
     lines += [
         "",
         f"Sample-ratio check of users per arm against the configured weights: chi² = {srm.chi2:.2f}, "
-        f"p = {srm.p_value:.4g} ({verdict}; alarm below p = 0.001). * = the CI excludes 0.",
+        f"p = {srm.p_value:.4g} ({verdict}; alarm below p = 0.001). * = the CI excludes 0. The fixed-horizon CI "
+        "holds only when read once, at a size planned in advance; the always-valid one holds however often the "
+        "experiment is read and may be stopped on (stream_ctr/experiments/sequential.py).",
         "",
     ]
     return "\n".join(lines)
