@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from stream_ctr.contracts.arms import CONTROL
-from stream_ctr.experiments.sequential import sequential_difference
+from stream_ctr.experiments.sequential import SequentialDifference, sequential_difference
 from stream_ctr.experiments.stats import ratio_difference, ratio_estimate, srm_test
 from stream_ctr.quality.metrics import calibration, gauc, logloss
 
@@ -43,6 +43,7 @@ class ArmData:
     row_users: list[str] = field(default_factory=list)
     clicks: list[int] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    before: dict[str, list] = field(default_factory=dict)  # user -> [impressions, clicks] before the first exposure
 
     def add(self, user: str, label: int, score: float) -> None:
         t = self.users.setdefault(user, [0, 0, 0.0])
@@ -57,13 +58,18 @@ class ArmData:
 def collect(
     exposures: Iterable[Mapping], events: Iterable[tuple[Mapping, float]], window_s: float
 ) -> dict[str, ArmData]:
-    """Join exposure records with ``(event, arrival epoch seconds)`` pairs; only in-experiment users count."""
+    """Join exposure records with ``(event, arrival epoch seconds)`` pairs; only in-experiment users count. An
+    event with no ``request_id`` from before its user's first exposure counts toward the user's click rate
+    before the experiment (``ArmData.before``, CUPED's covariate)."""
     served = {}  # request id -> (arm, user, ts, item scores)
+    first: dict[str, tuple[str, float]] = {}  # user -> (arm, time of the first exposure)
     arms: dict[str, ArmData] = {}
     for exp in exposures:
         if not exp["in_experiment"]:
             continue
         arms.setdefault(exp["arm"], ArmData()).requested.add(exp["user_id"])
+        if exp["user_id"] not in first or exp["ts"] < first[exp["user_id"]][1]:
+            first[exp["user_id"]] = (exp["arm"], exp["ts"])
         served[exp["request_id"]] = (
             exp["arm"],
             exp["user_id"],
@@ -71,6 +77,12 @@ def collect(
             {it["item_id"]: it["score"] for it in exp["items"]},
         )
     for event, arrived in events:
+        if event.get("request_id") is None:
+            arm, since = first.get(event["user_id"], ("", 0.0))
+            if arm and event["ts"] < since:
+                t = arms[arm].before.setdefault(event["user_id"], [0, 0])
+                t[0], t[1] = t[0] + 1, t[1] + int(event["label"])
+            continue
         hit = served.get(event.get("request_id"))
         if hit is None or hit[1] != event["user_id"] or not -_SKEW_S <= arrived - hit[2] <= window_s:
             continue
@@ -103,9 +115,22 @@ def analyse(arms: Mapping[str, ArmData], weights: Mapping[str, float]) -> dict:
             a, b = per_user[arm], per_user[control]
             out[arm]["vs_control"] = ratio_difference(a[:, 1], a[:, 0], b[:, 1], b[:, 0])
             # always valid: may be read at any moment, however often (the fixed CI only once, at a planned size)
-            out[arm]["vs_control_sequence"] = sequential_difference((b[:, 1], b[:, 0]), (a[:, 1], a[:, 0])).sequence
+            out[arm]["vs_control_sequence"] = _sequential(arms[control], arms[arm])
     srm = srm_test({arm: out.get(arm, {"users": 0})["users"] for arm in weights}, weights)
     return {"control": control, "arms": out, "srm": srm}
+
+
+def _sequential(control: ArmData, arm: ArmData) -> SequentialDifference:
+    """``arm`` minus ``control`` as an always-valid interval, with CUPED over each user's click rate before their
+    first exposure when some users have one (the others get the mean rate: a pre-experiment value either way)."""
+    users = [list(d.users) for d in (control, arm)]
+    sums = [np.array([d.users[u][:2] for u in us], dtype=float) for d, us in zip((control, arm), users)]
+    known = {u: c / n for d in (control, arm) for u, (n, c) in d.before.items() if n > 0}
+    covariate = None
+    if known:
+        fill = float(np.mean(list(known.values())))
+        covariate = (np.array([known.get(u, fill) for u in users[0]]), np.array([known.get(u, fill) for u in users[1]]))
+    return sequential_difference((sums[0][:, 1], sums[0][:, 0]), (sums[1][:, 1], sums[1][:, 0]), covariate=covariate)
 
 
 def _f(x, fmt: str = "{:.4f}") -> str:
@@ -126,7 +151,11 @@ def render_markdown(result: dict, title: str = "A/B experiment") -> str:
         d = m.get("vs_control")
         lift = f"{d.lift:+.1%}" if d else "—"
         seq = m.get("vs_control_sequence")
-        seq_s = f"[{seq[0]:+.4f}, {seq[1]:+.4f}]{' *' if seq[0] > 0 or seq[1] < 0 else ''}" if seq else "—"
+        seq_s = "—"
+        if seq is not None:
+            lo, hi = seq.sequence
+            cuped = f", CUPED -{seq.variance_reduction:.0%} var" if seq.cuped else ""
+            seq_s = f"[{lo:+.4f}, {hi:+.4f}]{' *' if seq.significant else ''}{cuped}"
         lines.append(
             f"| {arm} | {m['users']} | {m['impressions']} | {m['clicks']} | {ctr_s} | {d or '—'} | {seq_s} | {lift} | "
             f"{_f(m['logloss'])} | {_f(m['calibration'])} | {_f(m['gauc'])} |"
@@ -165,7 +194,6 @@ def read_results(settings, experiment) -> dict:
                 event = parse_record(msg.value, msg.key, msg.partition, settings.events_partitions)
             except InvalidEvent:
                 continue
-            if event.request_id is not None:
-                yield event.to_dict(), msg.timestamp / 1000.0
+            yield event.to_dict(), msg.timestamp / 1000.0  # with no request_id: CUPED's pre-experiment rate
 
     return analyse(collect(exposures(), events(), settings.attribution_window_s), experiment.weights)

@@ -92,3 +92,24 @@ def test_report_ignores_late_events_foreign_users_and_users_outside_coverage():
     arms = collect(exposures, late + foreign + events[6:], window_s=60)
     assert sum(a.users.get("u0", [0])[0] for a in arms.values()) == 30 - 9
     assert sum(int(np.sum([t[0] for t in a.users.values()])) for a in arms.values()) == len(events) - 9
+
+
+def test_report_reads_each_users_clicks_before_the_experiment_as_cupeds_covariate():
+    exposures, events = _records(900, ("global", "ft", "ft_lc"), lift=0.0, seed=1)
+    base = {e["user_id"]: e["items"][0]["score"] for e in exposures}  # each user's own click rate
+    rng = np.random.default_rng(2)
+    before = [
+        ({"user_id": user, "item_id": f"old{k}", "ts": 50.0, "label": int(rng.random() < p)}, 60.0)
+        for user, p in base.items()
+        for k in range(40)
+    ]
+    after = [({"user_id": "u0", "item_id": "later", "ts": 500.0, "label": 1}, 500.0)]  # not before: not counted
+    arms = collect(exposures, before + after + events, window_s=60)
+    assert arms["global"].before["u0"][0] == 40 and sum(n for n, _ in arms["global"].before.values()) == 300 * 40
+    result = analyse(arms, Experiment.default().weights)
+    plain = analyse(collect(exposures, events, window_s=60), Experiment.default().weights)
+    with_cuped, without = result["arms"]["ft"]["vs_control_sequence"], plain["arms"]["ft"]["vs_control_sequence"]
+    assert with_cuped.cuped and not without.cuped and with_cuped.variance_reduction > 0.3
+    width = [s.sequence[1] - s.sequence[0] for s in (with_cuped, without)]
+    assert width[0] < width[1] and not with_cuped.significant  # no lift planted: the interval holds 0
+    assert "always-valid 95%" in render_markdown(result) and "CUPED -" in render_markdown(result)
