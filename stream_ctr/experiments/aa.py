@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from stream_ctr.data.synthetic import SyntheticConfig, SyntheticWorld
-from stream_ctr.experiments.sequential import ALPHA, SequentialDifference, sequential_difference
+from stream_ctr.experiments.sequential import ALPHA, SequentialDifference, sequential_difference, srm_p_value
+from stream_ctr.experiments.stats import SRM_ALPHA, srm_test
 
 __all__ = ["AAConfig", "RunResult", "render_markdown", "run_aa", "simulate_run"]
 
@@ -62,6 +63,8 @@ class RunResult:
     detect_at: float = math.inf  # requests at the first reading whose sequence excluded 0
     detect_at_cuped: float = math.inf
     variance_reduction: float = 0.0  # CUPED's, at the last reading
+    srm_sequential: bool = False  # the always-valid sample-ratio p-value fell below SRM_ALPHA at some reading
+    srm_chi2: bool = False  # ... the chi-square p-value
     readings: list[float] = field(default_factory=list)
 
 
@@ -77,9 +80,14 @@ def simulate_run(cfg: AAConfig, run: int, lift: float) -> RunResult:
     p = probs[users[:, None], rng.integers(cfg.items, size=(cfg.requests, cfg.k))]
     p = np.where(arm_b[users][:, None], np.minimum(p * (1 + lift), 1.0), p)
     clicks = (rng.random(p.shape) < p).sum(axis=1)
+    first_request = np.full(cfg.users, cfg.requests)
+    np.minimum.at(first_request, users, np.arange(cfg.requests))
     result = RunResult()
     for end in range(cfg.peek_every, cfg.requests + 1, cfg.peek_every):
         plain, cuped = _read(cfg, users[:end], clicks[:end], arm_b, covariate)
+        split = _split(first_request < end, arm_b)
+        result.srm_sequential |= srm_p_value(*split) < SRM_ALPHA
+        result.srm_chi2 |= srm_test(*split).alarm
         result.readings.append(plain.delta)
         result.naive |= plain.significant_fixed
         result.fixed_final = plain.significant_fixed
@@ -89,6 +97,12 @@ def simulate_run(cfg: AAConfig, run: int, lift: float) -> RunResult:
         if cuped.significant and not result.sequential_cuped:
             result.sequential_cuped, result.detect_at_cuped = True, end
     return result
+
+
+def _split(seen: np.ndarray, arm_b: np.ndarray) -> tuple[dict[str, int], dict[str, float]]:
+    """Users seen per arm so far (``seen``: a mask over users), and the configured 50/50 weights."""
+    b = int((seen & arm_b).sum())
+    return {"a": int(seen.sum()) - b, "b": b}, {"a": 1.0, "b": 1.0}
 
 
 def _read(cfg: AAConfig, users, clicks, arm_b, covariate) -> tuple[SequentialDifference, SequentialDifference]:
@@ -129,6 +143,8 @@ def run_aa(cfg: AAConfig, progress=None) -> dict:
         "fpr_sequential_cuped": _share([r.sequential_cuped for r in aa]),
         "fpr_naive_peeking": _share([r.naive for r in aa]),
         "fpr_fixed_horizon": _share([r.fixed_final for r in aa]),
+        "srm_false_alarms_sequential": _share([r.srm_sequential for r in aa + planted]),
+        "srm_false_alarms_chi2_peeking": _share([r.srm_chi2 for r in aa + planted]),
         "power_planted": _share([r.sequential_cuped for r in planted]),
         "power_planted_without_cuped": _share([r.sequential for r in planted]),
     }
@@ -152,6 +168,8 @@ def render_markdown(out: dict) -> str:
         ("A/A: the same with CUPED", "fpr_sequential_cuped"),
         ("A/A: 95% fixed-horizon interval, read at every reading (peeking)", "fpr_naive_peeking"),
         ("A/A: 95% fixed-horizon interval, read once at the end", "fpr_fixed_horizon"),
+        ("sample-ratio alarm (p < 0.001) on a correct split, always-valid, any reading", "srm_false_alarms_sequential"),
+        ("sample-ratio alarm (p < 0.001) on a correct split, chi-square, any reading", "srm_false_alarms_chi2_peeking"),
         (f"planted +{out['planted_lift']:.0%}: detected by the sequence with CUPED", "power_planted"),
         (f"planted +{out['planted_lift']:.0%}: detected by the sequence without CUPED", "power_planted_without_cuped"),
     ]

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from stream_ctr.contracts.arms import CONTROL
-from stream_ctr.experiments.sequential import SequentialDifference, sequential_difference
-from stream_ctr.experiments.stats import ratio_difference, ratio_estimate, srm_test
+from stream_ctr.experiments.sequential import SequentialDifference, sequential_difference, srm_p_value
+from stream_ctr.experiments.stats import SRM_ALPHA, ratio_difference, ratio_estimate, srm_test
 from stream_ctr.quality.metrics import calibration, gauc, logloss
 
 __all__ = ["ArmData", "analyse", "collect", "read_results", "render_markdown"]
@@ -116,8 +116,13 @@ def analyse(arms: Mapping[str, ArmData], weights: Mapping[str, float]) -> dict:
             out[arm]["vs_control"] = ratio_difference(a[:, 1], a[:, 0], b[:, 1], b[:, 0])
             # always valid: may be read at any moment, however often (the fixed CI only once, at a planned size)
             out[arm]["vs_control_sequence"] = _sequential(arms[control], arms[arm])
-    srm = srm_test({arm: out.get(arm, {"users": 0})["users"] for arm in weights}, weights)
-    return {"control": control, "arms": out, "srm": srm}
+    users = {arm: out.get(arm, {"users": 0})["users"] for arm in weights}
+    return {
+        "control": control,
+        "arms": out,
+        "srm": srm_test(users, weights),
+        "srm_sequential_p": srm_p_value(users, weights),  # always valid: may be read at every moment
+    }
 
 
 def _sequential(control: ArmData, arm: ArmData) -> SequentialDifference:
@@ -160,12 +165,15 @@ def render_markdown(result: dict, title: str = "A/B experiment") -> str:
             f"| {arm} | {m['users']} | {m['impressions']} | {m['clicks']} | {ctr_s} | {d or '—'} | {seq_s} | {lift} | "
             f"{_f(m['logloss'])} | {_f(m['calibration'])} | {_f(m['gauc'])} |"
         )
-    srm = result["srm"]
-    verdict = "**SRM alarm**: the split does not match the weights" if srm.alarm else "no sample-ratio mismatch"
+    srm, p_any = result["srm"], result["srm_sequential_p"]
+    alarm = p_any < SRM_ALPHA
+    verdict = "**SRM alarm**: the split does not match the weights" if alarm else "no sample-ratio mismatch"
     lines += [
         "",
-        f"Sample-ratio check of users per arm against the configured weights: chi² = {srm.chi2:.2f}, "
-        f"p = {srm.p_value:.4g} ({verdict}; alarm below p = 0.001). * = the CI excludes 0. The fixed-horizon CI "
+        f"Sample-ratio check of users per arm against the configured weights: always-valid (Dirichlet-multinomial) "
+        f"p = {p_any:.4g} ({verdict}; alarm below p = {SRM_ALPHA}); fixed-horizon chi² = {srm.chi2:.2f}, "
+        f"p = {srm.p_value:.4g}{' (below the alarm level at this reading)' if srm.alarm and not alarm else ''}. "
+        "* = the CI excludes 0. The fixed-horizon CI "
         "holds only when read once, at a size planned in advance; the always-valid one holds however often the "
         "experiment is read and may be stopped on (stream_ctr/experiments/sequential.py).",
         "",

@@ -26,6 +26,12 @@ contribution keeps every arm's estimate unbiased and removes the share of its va
 ``corr(metric, x)^2``; ``theta`` is pooled over arms. For a ratio ``R = sum(num) / sum(den)`` the user's
 contribution is its delta-method linearisation ``(num_i - R den_i) / mean(den)``.
 
+**Sequential sample-ratio check** (Lindon and Malek, "Anytime-valid inference for multinomial count data", 2022):
+under the configured split ``p`` the users' arms are a multinomial sequence; against a Dirichlet(``c * p``)
+mixture of alternatives the Bayes factor ``B(c p + n) / B(c p) / prod(p_i^n_i)`` is a test martingale, so
+``min(1, 1 / BF)`` is a p-value that may be read at every new user (:func:`srm_p_value`). The chi-square of
+:func:`stream_ctr.experiments.stats.srm_test` is valid only at one planned reading.
+
 >>> import numpy as np
 >>> round(half_width(se=0.01, units=10_000, alpha=0.05, t_star=10_000) / (1.96 * 0.01), 2)  # the price of peeking
 1.55
@@ -34,13 +40,21 @@ contribution is its delta-method linearisation ``(num_i - R den_i) / mean(den)``
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from stream_ctr.experiments.stats import _Z95
 
-__all__ = ["ALPHA", "SequentialDifference", "half_width", "rho_squared", "sequential_difference"]
+__all__ = [
+    "ALPHA",
+    "SequentialDifference",
+    "half_width",
+    "rho_squared",
+    "sequential_difference",
+    "srm_p_value",
+]
 
 #: Two-sided level of the sequences.
 ALPHA = 0.05
@@ -141,3 +155,26 @@ def sequential_difference(
         cuped=covariate is not None,
         variance_reduction=float(reduction),
     )
+
+
+def srm_p_value(observed: Mapping[str, int], weights: Mapping[str, float], concentration: float = 100.0) -> float:
+    """The always-valid sample-ratio p-value of users per arm against the (normalised) weights.
+
+    >>> srm_p_value({"a": 5_000, "b": 5_000}, {"a": 1, "b": 1})
+    1.0
+    >>> srm_p_value({"a": 5_300, "b": 4_700}, {"a": 1, "b": 1}) < 0.001
+    True
+    """
+    if any(not w > 0 for w in weights.values()) or set(observed) - set(weights):
+        raise ValueError(f"every observed arm needs a weight > 0: {dict(observed)} against {dict(weights)}")
+    total = float(sum(weights.values()))
+    prior = {arm: concentration * w / total for arm, w in weights.items()}
+    n = {arm: int(observed.get(arm, 0)) for arm in weights}
+    log_bf = (
+        math.lgamma(concentration)
+        - math.lgamma(concentration + sum(n.values()))
+        + sum(
+            math.lgamma(prior[a] + n[a]) - math.lgamma(prior[a]) - n[a] * math.log(prior[a] / concentration) for a in n
+        )
+    )
+    return min(1.0, math.exp(-log_bf))

@@ -98,3 +98,23 @@ def test_the_aa_study_reads_peeking_as_it_is_and_is_deterministic():
 def test_a_bad_study_is_refused_naming_the_field():
     with pytest.raises(ValueError, match="peek_every"):
         AAConfig(peek_every=0)
+
+
+def test_the_sample_ratio_p_value_may_be_read_at_every_user_and_still_finds_a_broken_split():
+    from stream_ctr.experiments.sequential import srm_p_value
+    from stream_ctr.experiments.stats import srm_test
+
+    rng = np.random.default_rng(5)
+    weights = {"a": 1.0, "b": 1.0}
+    ever_sequential = ever_chi2 = 0
+    for _ in range(200):
+        b = np.cumsum(rng.random(3_000) < 0.5)  # a correct 50/50 split, read every 30 users
+        reads = [{"a": int(n - k), "b": int(k)} for n, k in zip(range(30, 3_001, 30), b[29::30])]
+        ever_sequential += any(srm_p_value(r, weights) < 0.05 for r in reads)
+        ever_chi2 += any(srm_test(r, weights, alpha=0.05).alarm for r in reads)
+    assert ever_sequential / 200 <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 200) < ever_chi2 / 200
+    broken = {"a": 10_400, "b": 9_600}  # 52/48 where 50/50 was configured
+    assert srm_p_value(broken, weights) < 0.001
+    assert srm_p_value({"a": 300, "b": 600, "c": 300}, {"a": 1, "b": 2, "c": 1}) == 1.0
+    with pytest.raises(ValueError, match="weight"):
+        srm_p_value({"a": 1, "z": 1}, weights)
