@@ -125,7 +125,8 @@ class Ranker:
             )
             if ranking.in_experiment:
                 self.results.requested(ranking.arm)
-            self.exposures.send_soon(key=q.user_id.encode(), value=orjson.dumps(exposure_record(q, ranking, ts)))
+            record = exposure_record(q, ranking, self.experiment.propensity(ranking.arm), ts)
+            self.exposures.send_soon(key=q.user_id.encode(), value=orjson.dumps(record))
         return [r.to_json() for r in rankings]
 
 

@@ -143,6 +143,18 @@ class Experiment:
         total = sum(arm.weight for arm in self.arms)
         return {arm.name: arm.weight / total for arm in self.arms}
 
+    def propensity(self, arm: str) -> float:
+        """The probability that the assignment gives a user ``arm`` (coverage included): the logging propensity
+        an off-policy estimate weighs the arm's exposures by.
+
+        >>> exp = Experiment("e", "s", (Arm("global", 1.0), Arm("ft", 3.0)), coverage=0.5)
+        >>> exp.propensity("ft"), exp.propensity("global"), exp.propensity("other")
+        (0.375, 0.625, 0.0)
+        """
+        covered = round(self.coverage * BUCKETS) / BUCKETS
+        width = sum(hi - lo for name, lo, hi in self.allocation if name == arm) / BUCKETS
+        return covered * width + (1 - covered if arm == CONTROL else 0.0)
+
     @property
     def key(self) -> int:
         """A non-zero 32-bit id of this experiment run (name and salt): what a user's state remembers to be

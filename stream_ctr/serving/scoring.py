@@ -114,6 +114,12 @@ class Exposure(BaseModel):
     in_experiment: bool = Field(description="False: outside coverage, served the control arm, not analysed")
     model_version: int
     ts: float = Field(description="epoch seconds when the ranking was served")
+    propensity: float = Field(
+        gt=0,
+        le=1,
+        description="probability that the experiment's assignment gives this user this arm (coverage included): "
+        "the logging propensity of off-policy estimates",
+    )
     items: list[ExposedItem]
 
 
@@ -311,8 +317,10 @@ def rank(
     return rank_many([request], model, [head_for(state, assignment, model)], [assignment], experiment)[0]
 
 
-def exposure_record(request: Query, ranking: Ranking, ts: float | None = None) -> dict:
-    """The ``ctr.exposures`` value of one ranking (:class:`Exposure`, ``topics/schemas/exposure.schema.json``)."""
+def exposure_record(request: Query, ranking: Ranking, propensity: float, ts: float | None = None) -> dict:
+    """The ``ctr.exposures`` value of one ranking (:class:`Exposure`, ``topics/schemas/exposure.schema.json``);
+    ``propensity``: :meth:`Experiment.propensity <stream_ctr.experiments.assignment.Experiment.propensity>` of its
+    arm."""
     return {
         "request_id": request.request_id,
         "user_id": request.user_id,
@@ -321,6 +329,7 @@ def exposure_record(request: Query, ranking: Ranking, ts: float | None = None) -
         "in_experiment": ranking.in_experiment,
         "model_version": ranking.model_version,
         "ts": time.time() if ts is None else ts,
+        "propensity": propensity,
         "items": [
             {"item_id": i, "score": s, "position": k} for k, (i, s) in enumerate(zip(ranking.item_ids, ranking.scores))
         ],

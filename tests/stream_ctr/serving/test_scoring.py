@@ -195,9 +195,13 @@ def test_exposure_record_follows_the_published_schema(trained):
 
     model, states = trained
     req = _request("u1", 5)
-    exp = exposure_record(req, rank(req, model, states["u1"], Assignment("ft", True, 0), Experiment.default()))
-    record = orjson.loads(orjson.dumps(exp))
+    experiment = Experiment.default()
+    ranking = rank(req, model, states["u1"], Assignment("ft", True, 0), experiment)
+    record = orjson.loads(orjson.dumps(exposure_record(req, ranking, experiment.propensity("ft"))))
     jsonschema.validate(record, topics.schema("exposure"))
+    assert record["propensity"] == pytest.approx(1 / 3, abs=1e-4)  # three arms, equal weights, every user
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**record, "propensity": 0}, topics.schema("exposure"))
     assert [it["position"] for it in record["items"]] == [0, 1, 2, 3, 4]
     assert record["user_id"] == "u1" and record["experiment"] == "label-correction"
 
