@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from stream_ctr.experiments.assignment import Experiment
-from stream_ctr.experiments.stats import srm_test
+from stream_ctr.experiments.sequential import srm_p_value
+from stream_ctr.experiments.stats import SRM_ALPHA, srm_test
 from stream_ctr.quality.metrics import gauc, log_loss_one, user_key
 from stream_ctr.quality.rows import ScoreRows
 
@@ -107,8 +108,13 @@ class ArmResults:
     def refresh(self) -> None:
         self.gauc = {arm: _windowed_gauc(window) for arm, window in self.windows.items()}
 
-    def srm(self):
-        return srm_test({arm: int(t["users"]) for arm, t in self.totals.items()}, self.experiment.weights)
+    def srm(self) -> dict:
+        """The sample-ratio check of this worker's users per arm: ``p_value`` is always valid (read at every
+        scrape; :func:`~stream_ctr.experiments.sequential.srm_p_value`), ``chi2`` and ``p_value_fixed`` the
+        fixed-horizon chi-square (valid at one planned reading)."""
+        users = {arm: int(t["users"]) for arm, t in self.totals.items()}
+        fixed, p = srm_test(users, self.experiment.weights), srm_p_value(users, self.experiment.weights)
+        return {"chi2": float(fixed.chi2), "p_value_fixed": float(fixed.p_value), "p_value": p, "alarm": p < SRM_ALPHA}
 
     def summary(self) -> dict:
         """Per arm: requests, impressions, clicks, users, CTR, logloss, calibration, windowed gAUC; and the SRM."""
@@ -121,12 +127,11 @@ class ArmResults:
                 "calibration": t["score"] / clicks if clicks else None,
                 "gauc": _finite(self.gauc[arm]),
             }
-        srm = self.srm()
         return {
             "experiment": self.experiment.name,
             "arms": arms,
             "unattributed": dict(self.unattributed),
-            "srm": {"chi2": float(srm.chi2), "p_value": float(srm.p_value), "alarm": bool(srm.alarm)},
+            "srm": self.srm(),
         }
 
 

@@ -978,8 +978,8 @@ def _ab_integrity_panels() -> tuple[dict, ...]:
         ),
         stat(
             "Sample-ratio p-value (min over workers)",
-            "Can the A/B results be trusted? Chi-square test of users per arm against the configured "
-            "weights; below 0.001 the split is broken (alert StreamCtrSampleRatioMismatch).",
+            "Can the A/B results be trusted? Always-valid (Dirichlet-multinomial) test of users per arm against the "
+            "configured weights, safe to watch; below 0.001 the split is broken (alert StreamCtrSampleRatioMismatch).",
             [q(f"min({sel('stream_ctr_ab_srm_p_value')})", "p")],
             "none",
             decimals=4,

@@ -186,8 +186,8 @@ class _ExperimentCollector:
         yield un
         yield GaugeMetricFamily(
             "stream_ctr_ab_srm_p_value",
-            "Sample-ratio-mismatch chi-square p-value of the "
-            "users per arm against the configured weights (alarm below 0.001)",
+            "Always-valid sample-ratio-mismatch p-value (Dirichlet-multinomial) of this worker's users per arm "
+            "against the configured weights (alarm below 0.001)",
             value=summary["srm"]["p_value"],
         )
 
