@@ -180,7 +180,8 @@ def cmd_ab_report(args) -> int:
     from stream_ctr.experiments.assignment import Experiment
 
     experiment = Experiment.configured(args.experiment or s.experiment_file)
-    print(render_markdown(read_results(s, experiment), f"A/B experiment {experiment.name!r}"))
+    result = read_results(s, experiment, args.planned_users)
+    print(render_markdown(result, f"A/B experiment {experiment.name!r}"))
     return 0
 
 
@@ -355,6 +356,13 @@ def _add_study_parsers(sub) -> None:
     ab = sub.add_parser("ab", help="online experiment tools").add_subparsers(dest="ab_command", required=True)
     rep = ab.add_parser("report", help="per-arm results with CIs and the sample-ratio check, from the topics")
     rep.add_argument("--experiment", help="experiment file (default: STREAM_CTR_EXPERIMENT or the default one)")
+    rep.add_argument(
+        "--planned-users",
+        type=_positive_int,
+        default=1000,
+        help="users the experiment plans to reach: where its always-valid intervals are tightest (set it before "
+        "the experiment starts, not after reading it)",
+    )
     rep.set_defaults(func=cmd_ab_report)
     aa = ab.add_parser("aa", help="simulated A/A and planted-lift runs read continuously: false positives and power")
     aa.add_argument("--runs", type=_positive_int, default=200, help="A/A runs, and as many planted runs")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from stream_ctr.contracts.arms import CONTROL
-from stream_ctr.experiments.sequential import SequentialDifference, sequential_difference, srm_p_value
+from stream_ctr.experiments.sequential import PLANNED_USERS, SequentialDifference, sequential_difference, srm_p_value
 from stream_ctr.experiments.stats import SRM_ALPHA, ratio_difference, ratio_estimate, srm_test
 from stream_ctr.quality.metrics import calibration, gauc, logloss
 
@@ -92,7 +92,7 @@ def collect(
     return arms
 
 
-def analyse(arms: Mapping[str, ArmData], weights: Mapping[str, float]) -> dict:
+def analyse(arms: Mapping[str, ArmData], weights: Mapping[str, float], planned_users: int = PLANNED_USERS) -> dict:
     """Per-arm CTR with CI, difference to the control with CI, logloss, calibration, gAUC, and the SRM test."""
     out: dict[str, dict[str, Any]] = {}  # arm -> its row (counts, a Ratio or None, metrics, a Difference)
     per_user = {arm: np.array(list(d.users.values()), dtype=float).reshape(-1, 3) for arm, d in arms.items()}
@@ -115,7 +115,7 @@ def analyse(arms: Mapping[str, ArmData], weights: Mapping[str, float]) -> dict:
             a, b = per_user[arm], per_user[control]
             out[arm]["vs_control"] = ratio_difference(a[:, 1], a[:, 0], b[:, 1], b[:, 0])
             # always valid: may be read at any moment, however often (the fixed CI only once, at a planned size)
-            out[arm]["vs_control_sequence"] = _sequential(arms[control], arms[arm])
+            out[arm]["vs_control_sequence"] = _sequential(arms[control], arms[arm], planned_users)
     users = {arm: out.get(arm, {"users": 0})["users"] for arm in weights}
     return {
         "control": control,
@@ -125,7 +125,7 @@ def analyse(arms: Mapping[str, ArmData], weights: Mapping[str, float]) -> dict:
     }
 
 
-def _sequential(control: ArmData, arm: ArmData) -> SequentialDifference:
+def _sequential(control: ArmData, arm: ArmData, planned_users: int) -> SequentialDifference:
     """``arm`` minus ``control`` as an always-valid interval, with CUPED over each user's click rate before their
     first exposure when some users have one (the others get the mean rate: a pre-experiment value either way)."""
     users = [list(d.users) for d in (control, arm)]
@@ -135,7 +135,8 @@ def _sequential(control: ArmData, arm: ArmData) -> SequentialDifference:
     if known:
         fill = float(np.mean(list(known.values())))
         covariate = (np.array([known.get(u, fill) for u in users[0]]), np.array([known.get(u, fill) for u in users[1]]))
-    return sequential_difference((sums[0][:, 1], sums[0][:, 0]), (sums[1][:, 1], sums[1][:, 0]), covariate=covariate)
+    a, b = (sums[0][:, 1], sums[0][:, 0]), (sums[1][:, 1], sums[1][:, 0])
+    return sequential_difference(a, b, covariate=covariate, t_star=planned_users)
 
 
 def _f(x, fmt: str = "{:.4f}") -> str:
@@ -181,8 +182,9 @@ def render_markdown(result: dict, title: str = "A/B experiment") -> str:
     return "\n".join(lines)
 
 
-def read_results(settings, experiment) -> dict:
-    """:func:`analyse` of everything on the settings' ``ctr.exposures`` and ``ctr.events`` for ``experiment``."""
+def read_results(settings, experiment, planned_users: int = PLANNED_USERS) -> dict:
+    """:func:`analyse` of everything on the settings' ``ctr.exposures`` and ``ctr.events`` for ``experiment``;
+    ``planned_users``: where the always-valid intervals are tightest."""
     import orjson
 
     from stream_ctr import topics
@@ -204,4 +206,5 @@ def read_results(settings, experiment) -> dict:
                 continue
             yield event.to_dict(), msg.timestamp / 1000.0  # with no request_id: CUPED's pre-experiment rate
 
-    return analyse(collect(exposures(), events(), settings.attribution_window_s), experiment.weights)
+    arms = collect(exposures(), events(), settings.attribution_window_s)
+    return analyse(arms, experiment.weights, planned_users)
