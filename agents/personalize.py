@@ -18,7 +18,7 @@ import numpy as np
 
 from stream_ctr import topics
 from stream_ctr.broker.lag import StallDetector, group_lag
-from stream_ctr.config import Settings
+from stream_ctr.config import ConfigError, Settings
 from stream_ctr.contracts.arms import ARMS
 from stream_ctr.experiments.assignment import Experiment
 from stream_ctr.experiments.attribution import ArmResults, PendingExposures
@@ -27,6 +27,7 @@ from stream_ctr.learning.heads import HeadParams
 from stream_ctr.learning.state import UserState
 from stream_ctr.monitoring.freshness import Staleness
 from stream_ctr.monitoring.prometheus import DRIFT_BUCKETS, WorkerMetrics
+from stream_ctr.serving.keys import ApiKeys
 
 from . import views
 from .app import USER_STATE_CODEC, create_app, raw_topic
@@ -40,6 +41,16 @@ from .snapshots import SnapshotFollower
 log = logging.getLogger(__name__)
 
 __all__ = ["PersonalizeWorker"]
+
+
+def _api_keys(settings: Settings) -> ApiKeys | None:
+    """The API keys of ``STREAM_CTR_API_KEYS_FILE`` (None: no authentication, on a loopback bind only)."""
+    if not settings.api_keys_file:
+        return None
+    try:
+        return ApiKeys.load(settings.api_keys_file, settings.api_key_rate)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"STREAM_CTR_API_KEYS_FILE: {exc}") from None
 
 
 def _users_table(app: faust.App, settings: Settings) -> faust.Table:
@@ -166,6 +177,7 @@ class PersonalizeWorker:
             experiment=self.experiment,
             results=self.results,
             stats=self.stats,
+            keys=_api_keys(self.settings),
         )
 
     async def _forget_moved_users(self, sender, assigned, **kwargs) -> None:

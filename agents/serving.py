@@ -146,10 +146,13 @@ class Routing:
         me = self.app.conf.canonical_url
         return None if (url.host, url.port) == (me.host, me.port) else url
 
-    async def forward(self, web, owner: URL, body: bytes):
-        """The owner's answer to ``body``, marked as forwarded (so it is served there, never forwarded again)."""
+    async def forward(self, web, owner: URL, body: bytes, authorization: str | None = None):
+        """The owner's answer to ``body``, marked as forwarded (so it is served there, never forwarded again), with
+        the caller's ``authorization`` (the owner checks the key too)."""
         url = owner.with_path("/v1/score")
         headers = {FORWARDED: "1", "Content-Type": _JSON}
+        if authorization:
+            headers["Authorization"] = authorization
         try:
             async with self.app.http_client.post(url, data=body, headers=headers) as resp:
                 return web.bytes(await resp.read(), content_type=resp.content_type, status=resp.status)
@@ -206,7 +209,7 @@ class ScoringView:
             return web.json({"error": err.message}, status=err.status)
         owner = self.routing.owner(query.user_id)
         if owner is not None and not request.headers.get(FORWARDED):
-            return await self.routing.forward(web, owner, body)
+            return await self.routing.forward(web, owner, body, request.headers.get("Authorization"))
         if not self.ranker.ready:
             return web.json({"error": "no model snapshot on ctr.model yet"}, status=503)
         try:

@@ -17,6 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from stream_ctr.serving.scoring import openapi
 
+from .serving import FORWARDED
+
 if TYPE_CHECKING:
     import faust
 
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from stream_ctr.learning.state import UserState
     from stream_ctr.models.snapshot import SnapshotHolder
     from stream_ctr.monitoring.prometheus import TrainerMetrics, WorkerMetrics
+    from stream_ctr.serving.keys import ApiKeys
     from stream_ctr.trainer.global_trainer import GlobalTrainer
 
     from .serving import ScoringView
@@ -49,15 +52,25 @@ def register_worker_views(
     experiment: Experiment,
     results: ArmResults,
     stats: Callable[[], dict],
+    keys: ApiKeys | None = None,
 ) -> None:
-    """The personalize worker's views; ``users`` is what the worker learns into (``table``, or a stand-in)."""
+    """The personalize worker's views; ``users`` is what the worker learns into (``table``, or a stand-in).
+    With ``keys``, every view but ``/metrics``, ``/healthz`` and ``/openapi.json`` needs a key with its scope."""
     _metrics_view(app, metrics.render)
     _worker_health(app, holder)
-    _user_view(app, table, users)
-    _score_view(app, scoring)
-    _experiments_view(app, experiment, results)
-    _stats_view(app, metrics, stats)
+    _user_view(app, table, users, keys)
+    _score_view(app, scoring, keys)
+    _experiments_view(app, experiment, results, keys)
+    _stats_view(app, metrics, stats, keys)
     _openapi_view(app)
+
+
+def _denied(web, request, keys: ApiKeys | None, scope: str, count: bool = True):
+    """The refusal of a request without a key of ``scope`` (401, 403) or over its rate (429); None to serve it."""
+    if keys is None:
+        return None
+    denied = keys.check(request.headers.get("Authorization"), scope, count)
+    return None if denied is None else web.json({"error": denied.message}, status=denied.status, headers=denied.headers)
 
 
 def register_trainer_views(
@@ -87,26 +100,33 @@ def _worker_health(app: faust.App, holder: SnapshotHolder) -> None:
         return web.json({"status": "ok", "model_version": holder.current.version})
 
 
-def _user_view(app: faust.App, table: faust.Table, users: Mapping[str, UserState]) -> None:
+def _user_view(app: faust.App, table: faust.Table, users: Mapping[str, UserState], keys: ApiKeys | None) -> None:
     @app.page("/v1/users/{user_id}")
-    @app.table_route(table=table, match_info="user_id")
+    @app.table_route(table=table, match_info="user_id")  # forwards to the owner with the caller's headers
     async def user_view(web, request, user_id: str):
+        if denied := _denied(web, request, keys, "read_users"):
+            return denied
         state = users.get(user_id)
         if state is None:
             return _error(web, 404, f"unknown user {user_id!r}: no event of this user was applied")
         return web.json({"user_id": user_id, **state.summary()})
 
 
-def _score_view(app: faust.App, scoring: ScoringView) -> None:
+def _score_view(app: faust.App, scoring: ScoringView, keys: ApiKeys | None) -> None:
     @app.page("/v1/score")
     class ScoreView(View):
         async def post(self, request):
+            # a request another worker admitted and forwarded here is checked again, without spending a token
+            if denied := _denied(self, request, keys, "score", count=not request.headers.get(FORWARDED)):
+                return denied
             return await scoring.handle(self, request)
 
 
-def _experiments_view(app: faust.App, experiment: Experiment, results: ArmResults) -> None:
+def _experiments_view(app: faust.App, experiment: Experiment, results: ArmResults, keys: ApiKeys | None) -> None:
     @app.page("/v1/experiments")
     async def experiments_view(web, request):
+        if denied := _denied(web, request, keys, "admin"):
+            return denied
         return web.json(
             {
                 "experiments": [
@@ -126,9 +146,11 @@ def _openapi_view(app: faust.App) -> None:
         return web.json(openapi())
 
 
-def _stats_view(app: faust.App, metrics: WorkerMetrics, stats: Callable[[], dict]) -> None:
+def _stats_view(app: faust.App, metrics: WorkerMetrics, stats: Callable[[], dict], keys: ApiKeys | None) -> None:
     @app.page("/v1/stats")
     async def stats_view(web, request):
+        if denied := _denied(web, request, keys, "admin"):
+            return denied
         if request.query.get("fresh") == "1":  # a report: recompute now, with the paired CIs, off the loop
             await asyncio.get_running_loop().run_in_executor(None, metrics.refresh, True)
         return web.json(stats())

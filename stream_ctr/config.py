@@ -207,6 +207,15 @@ class ServingSettings:
     serving_max_batch: int = _knob(
         16, "STREAM_CTR_SERVING_MAX_BATCH", "scoring requests ranked together in one forward pass", _positive
     )
+    api_keys_file: str = _knob(
+        "",
+        "STREAM_CTR_API_KEYS_FILE",
+        "file of API keys, a line each: '<sha256 hex of the key> <scope>[,<scope>]' (score, read_users, admin); "
+        "empty = no authentication, allowed only on a loopback bind",
+    )
+    api_key_rate: float = _knob(
+        0.0, "STREAM_CTR_API_KEY_RATE", "requests/s each API key may make per worker (0 = no limit)", lambda v: v >= 0
+    )
 
 
 @dataclass(frozen=True)
@@ -513,6 +522,11 @@ class Settings(
             raise ConfigError("STREAM_CTR_TRAINER_WEB_PORT: must be set when STREAM_CTR_WEB_PORT is 65535")
         if self.kafka_bootstrap and ":" not in self.kafka_bootstrap:
             raise ConfigError(f"KAFKA_BOOTSTRAP: expected host:port, got {self.kafka_bootstrap!r}")
+        if not self.api_keys_file and self.web_bind not in ("127.0.0.1", "::1", "localhost"):
+            raise ConfigError(
+                f"STREAM_CTR_WEB_BIND: {self.web_bind!r} would open /v1/score and /v1/users to the network with no "
+                "authentication; set STREAM_CTR_API_KEYS_FILE (or bind 127.0.0.1)"
+            )
 
     def describe(self) -> str:
         """Section by section, one line per knob with its effective value (and the default where it differs),
