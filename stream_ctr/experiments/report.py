@@ -115,7 +115,7 @@ def analyse(arms: Mapping[str, ArmData], weights: Mapping[str, float], planned_u
             a, b = per_user[arm], per_user[control]
             out[arm]["vs_control"] = ratio_difference(a[:, 1], a[:, 0], b[:, 1], b[:, 0])
             # always valid: may be read at any moment, however often (the fixed CI only once, at a planned size)
-            out[arm]["vs_control_sequence"] = _sequential(arms[control], arms[arm], planned_users)
+            out[arm]["vs_control_sequence"] = _sequential(arms[control], arms[arm], (b, a), planned_users)
     users = {arm: out.get(arm, {"users": 0})["users"] for arm in weights}
     return {
         "control": control,
@@ -125,11 +125,13 @@ def analyse(arms: Mapping[str, ArmData], weights: Mapping[str, float], planned_u
     }
 
 
-def _sequential(control: ArmData, arm: ArmData, planned_users: int) -> SequentialDifference:
-    """``arm`` minus ``control`` as an always-valid interval, with CUPED over each user's click rate before their
-    first exposure when some users have one (the others get the mean rate: a pre-experiment value either way)."""
+def _sequential(
+    control: ArmData, arm: ArmData, sums: tuple[np.ndarray, np.ndarray], planned_users: int
+) -> SequentialDifference:
+    """``arm`` minus ``control`` as an always-valid interval from their per-user ``sums`` (rows of ``[impressions,
+    clicks, ...]`` in the order of ``ArmData.users``), with CUPED over each user's click rate before their first
+    exposure when some users have one (the others get the mean rate: a pre-experiment value either way)."""
     users = [list(d.users) for d in (control, arm)]
-    sums = [np.array([d.users[u][:2] for u in us], dtype=float) for d, us in zip((control, arm), users)]
     known = {u: c / n for d in (control, arm) for u, (n, c) in d.before.items() if n > 0}
     covariate = None
     if known:
