@@ -17,11 +17,12 @@ from typing import Any
 from stream_ctr.contracts.events import Event, InvalidEvent, parse_record
 from stream_ctr.experiments.assignment import Experiment
 from stream_ctr.experiments.attribution import ArmResults, PendingExposures
+from stream_ctr.learning.catch_up import CatchUp, positions_of
 from stream_ctr.learning.heads import HeadParams
 from stream_ctr.learning.isolation import isolate
 from stream_ctr.learning.loop import test_then_train
 from stream_ctr.learning.state import UserState
-from stream_ctr.models.snapshot import SnapshotHolder
+from stream_ctr.models.snapshot import ModelSource
 from stream_ctr.monitoring.freshness import Staleness
 from stream_ctr.monitoring.prometheus import WorkerMetrics
 
@@ -34,7 +35,7 @@ class PersonalizeStep:
     def __init__(
         self,
         users: MutableMapping[str, UserState],
-        holder: SnapshotHolder,
+        models: ModelSource,
         metrics: WorkerMetrics,
         dead_letters: DeadLetters,
         params: HeadParams,
@@ -43,9 +44,11 @@ class PersonalizeStep:
         results: ArmResults,
         partitions: int,
         staleness: Staleness,
+        catch_up: CatchUp | None = None,
     ):
         self.users = users  # the Faust table in a worker; any mapping in the in-process tests
-        self.holder = holder
+        self.models = models  # the catch-up's model when it is on, else the trainer's as it arrives
+        self.catch_up = catch_up
         self.metrics = metrics
         self.dead_letters = dead_letters
         self.params = params
@@ -69,7 +72,7 @@ class PersonalizeStep:
                 raise
             except Exception as exc:
                 await self.dead_letters.internal_error(record, exc)
-        model = self.holder.current  # one model for the whole batch: swaps are atomic per batch
+        model = self.models.current  # one model for the whole batch: swaps are atomic per batch
         assert model is not None, "personalize waits for the first snapshot before its first batch"
         for (_, record), error in isolate(parsed, lambda chunk: self._learn(chunk, model), FATAL):
             await self.dead_letters.internal_error(record, error)
@@ -88,7 +91,10 @@ class PersonalizeStep:
         partition_of = {event.user_id: record.partition for event, record in parsed}
         unknown = model.encoder.unknown_features
         with self.metrics.batch_seconds.time():
-            result = test_then_train(records, model, self.users, self.params, self.metrics.band_z)
+            result = test_then_train(records, model, self.users, self.params, self.metrics.band_z, self.catch_up)
+            if self.catch_up is not None:  # the trainer's step, here, on what was just scored
+                positions = positions_of([r.partition for _, r in parsed], [r.offset for _, r in parsed])
+                self.catch_up.learn(result.events, positions, result.user_steps)
         self.metrics.unknown_features.inc(model.encoder.unknown_features - unknown)
         self.metrics.observe(result, partition_of)
         self._count_new_users(self._attribute(result.events))

@@ -22,9 +22,11 @@ from stream_ctr.config import ConfigError, Settings
 from stream_ctr.contracts.arms import ARMS
 from stream_ctr.experiments.assignment import Experiment
 from stream_ctr.experiments.attribution import ArmResults, PendingExposures
+from stream_ctr.learning.catch_up import CatchUp
 from stream_ctr.learning.drift import DriftParams
 from stream_ctr.learning.heads import HeadParams
 from stream_ctr.learning.state import UserState
+from stream_ctr.models.snapshot import ModelSource
 from stream_ctr.monitoring.freshness import Staleness
 from stream_ctr.monitoring.prometheus import DRIFT_BUCKETS, WorkerMetrics
 from stream_ctr.serving.keys import ApiKeys
@@ -101,6 +103,10 @@ class PersonalizeWorker:
             window=2 * settings.full_snapshot_every + 2,
             gate=self.staleness.covers,
         )
+        #: The model in use: the trainer's, plus the worker's own steps on what it scored since (None: off).
+        self.catch_up = CatchUp.from_settings(settings)
+        if self.catch_up is not None:
+            self.follower.holder.listeners.append(self.catch_up.rebase)
         self.dead_letters = DeadLetters(raw_topic(self.app, topics.dead_letters(settings)), self.metrics, "worker")
         self.experiment = Experiment.configured(settings.experiment_file)
         self.pending = PendingExposures(settings.pending_exposures, settings.attribution_window_s)
@@ -111,7 +117,7 @@ class PersonalizeWorker:
         users = self.table if users is None else users
         self.step = PersonalizeStep(
             users,
-            self.follower.holder,
+            self.models,
             self.metrics,
             self.dead_letters,
             HeadParams.from_settings(settings),
@@ -120,6 +126,7 @@ class PersonalizeWorker:
             self.results,
             settings.events_partitions,
             self.staleness,
+            self.catch_up,
         )
         self.scoring = self._scoring_view(users)
         self.stalls = StallDetector(settings.stall_after_s)
@@ -127,7 +134,7 @@ class PersonalizeWorker:
 
     def _scoring_view(self, users: MutableMapping[str, UserState]) -> ScoringView:
         ranker = Ranker(
-            self.follower.holder,
+            self.models,
             users,
             self.experiment,
             pending=self.pending,
@@ -137,6 +144,11 @@ class PersonalizeWorker:
             metrics=self.metrics,
         )
         return ScoringView(self.settings, self.metrics.serving, ranker, Routing(self.app, self.table.name))
+
+    @property
+    def models(self) -> ModelSource:
+        """Where batches and requests take the model in use."""
+        return self.follower.holder if self.catch_up is None else self.catch_up
 
     @property
     def users(self) -> MutableMapping[str, UserState]:
@@ -153,12 +165,12 @@ class PersonalizeWorker:
         return worker
 
     def _register(self, follow: bool) -> None:
-        app, step, holder = self.app, self.step, self.follower.holder
+        app, step, holder, models = self.app, self.step, self.follower.holder, self.models
         if follow:
             app.task(self.follower.run)
 
         async def personalize(records) -> None:
-            while holder.current is None:  # nothing can be scored before the first snapshot
+            while models.current is None:  # nothing can be scored before the first snapshot
                 await asyncio.sleep(0.1)
             await step(records)
 
@@ -234,6 +246,7 @@ class PersonalizeWorker:
                 **{f"p{q}": self.staleness.quantile(q / 100) for q in (50, 90, 99)},
                 "scored": self.staleness.scored,
                 "ahead": self.staleness.ahead,
+                "catch_up_events": self.catch_up.held_events if self.catch_up else None,
             },
             "window": m.summary("window"),
             "lifetime": m.summary("lifetime"),

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from stream_ctr.experiments.assignment import Experiment
     from stream_ctr.experiments.attribution import ArmResults, PendingExposures
     from stream_ctr.learning.state import UserState
-    from stream_ctr.models.snapshot import SnapshotHolder
+    from stream_ctr.models.snapshot import ModelSource
     from stream_ctr.monitoring.freshness import Staleness
     from stream_ctr.monitoring.prometheus import ServingMetrics, WorkerMetrics
 
@@ -82,12 +82,13 @@ class Shed(Exception):
 
 
 class Ranker:
-    """Ranks a batch of queries with the snapshot in use (``holder``) and each user's head (``users``) of the
-    user's arm, logs each exposure to ``exposures`` and remembers it for attribution (``pending``, ``results``)."""
+    """Ranks a batch of queries with the model in use (``models``: the worker's catch-up) and each user's head
+    (``users``) of the user's arm, logs each exposure to ``exposures`` and remembers it for attribution
+    (``pending``, ``results``)."""
 
     def __init__(
         self,
-        holder: SnapshotHolder,
+        models: ModelSource,
         users: Mapping[str, UserState],
         experiment: Experiment,
         *,
@@ -97,18 +98,18 @@ class Ranker:
         staleness: Staleness,
         metrics: WorkerMetrics,
     ):
-        self.holder, self.users, self.experiment = holder, users, experiment
+        self.models, self.users, self.experiment = models, users, experiment
         self.pending, self.results, self.exposures = pending, results, exposures
         self.staleness, self.metrics = staleness, metrics
 
     @property
     def ready(self) -> bool:
         """Whether there is a model to rank with (the first snapshot arrived)."""
-        return self.holder.current is not None
+        return self.models.current is not None
 
     def rank(self, queries: list[Query]) -> list[bytes]:
         """The response bodies of ``queries``, ranked together."""
-        model = self.holder.current
+        model = self.models.current
         assert model is not None, "requests are admitted only once ready()"
         unknown = model.encoder.unknown_features
         assignments = [self.experiment.assign(q.user_id) for q in queries]

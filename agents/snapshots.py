@@ -109,7 +109,7 @@ class SnapshotFollower:
         if delta.base != current.version:
             self.metrics.gaps.inc()
             return False
-        self.holder.current = current.advanced(delta)
+        self.holder.advance(delta)
         self.metrics.delta_applied(delta)
         return True
 

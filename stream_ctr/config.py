@@ -152,6 +152,14 @@ class LearningSettings:
         "one thread avoids contention with the trainer and the broker)",
         _positive,
     )
+    catch_up_events: int = _knob(
+        65536,
+        "STREAM_CTR_CATCH_UP_EVENTS",
+        "the worker's copy of the global model takes the trainer's step on the events it scores until "
+        "a trainer update covers them, for at most this many events (0 = off: score with the trainer's "
+        "model as it arrives; stream_ctr/learning/catch_up.py)",
+        lambda v: v >= 0,
+    )
     store: str = _knob(
         "memory",
         "STREAM_CTR_STORE",

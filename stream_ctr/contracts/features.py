@@ -197,6 +197,12 @@ class HashingEncoder:
             np.array(weight + [0.0] * pad, np.float32).tobytes(),
         )
 
+    def user_rows(self, users: Sequence[str]) -> np.ndarray:
+        """The ids of ``users``' user-id slot (as :meth:`encode` gives them), int64."""
+        if not self.spec.user_id:
+            raise ValueError("this feature spec has no user-id slot")
+        return np.array(self._column("user_id", users, lambda v: self._hash(f"user_id={v}")), dtype=np.int64)
+
     def encode_events(self, events: Sequence) -> tuple[np.ndarray, np.ndarray]:
         return self.encode((e.user_id, e.item_id, e.features) for e in events)
 

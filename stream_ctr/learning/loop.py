@@ -22,6 +22,7 @@ import numpy as np
 
 from stream_ctr.contracts.arms import ARMS, CONTROL, FINE_TUNED
 from stream_ctr.contracts.events import Event
+from stream_ctr.learning.catch_up import CatchUp, UserSteps
 from stream_ctr.learning.correction import correct
 from stream_ctr.learning.drift import DriftParams, user_z
 from stream_ctr.learning.heads import HeadParams, learn_rows, sigmoid
@@ -41,6 +42,7 @@ class BatchResult:
     gaps: dict[str, float] = field(default_factory=dict)  # user -> p_u - p_g after the batch
     z: dict[str, float] = field(default_factory=dict)  # user -> window CTR vs p_g in sampling stds (drift.user_z)
     label_shift: float = 0.0  # sum over applied events of |label-corrected target - label| (the ft_lc arm)
+    user_steps: UserSteps | None = None  # the users' in-order first-order steps, for CatchUp.learn
 
     @property
     def applied(self) -> int:
@@ -64,6 +66,7 @@ def test_then_train(
     states: MutableMapping[str, UserState],
     params: HeadParams,
     band_z: float = DriftParams.user_z,
+    catch_up: CatchUp | None = None,
 ) -> BatchResult:
     """Score then learn on ``records`` (``(event, offset)`` pairs in offset order per user). A user whose window
     CTR lies more than ``band_z`` sampling stds from ``p_g`` is drifting (``UserState.drift_since``).
@@ -72,7 +75,10 @@ def test_then_train(
     one matrix per arm (gather), then scored, corrected and stepped in waves (:func:`_waves`): each user's events
     in order, all users of a wave at once (:func:`learn_rows`), so an event is scored after its user's earlier
     events in the batch were learned; then written back, one state write per user (scatter). The global arm is
-    the model as it stands for the whole batch (it learns in the trainer)."""
+    the model as it stands for the whole batch (it learns in the trainer), except with ``catch_up``: then each
+    user's first-order weight is stepped after each of the user's events too (:class:`~.catch_up.UserSteps`, in
+    ``result.user_steps`` for :meth:`CatchUp.learn <stream_ctr.learning.catch_up.CatchUp.learn>`), and the global
+    arm, like the heads, scores a user's event after the user's earlier events in the batch were learned."""
     result = BatchResult()
     groups, cached = _fresh_by_user(records, states, result)
     if not groups:
@@ -93,12 +99,16 @@ def test_then_train(
     result.users = [e.user_id for e in ordered]
     result.events = ordered
     result.labels.append(y)
-    result.preds[CONTROL].append(sigmoid(g))  # the global model does not learn here: scored as it stands
+    steps = result.user_steps = None if catch_up is None else catch_up.user_steps(users)
     ctrs = [s.ctr.copy() for s in user_states]
-    preds = {arm: np.empty(len(ordered), dtype=np.float32) for arm in FINE_TUNED}
+    preds = {arm: np.empty(len(ordered), dtype=np.float32) for arm in ARMS}
+    if steps is None:
+        preds[CONTROL] = sigmoid(g)  # the global model does not learn here: scored as it stands
     for wave in _waves(counts):
-        result.label_shift += _test_then_train_wave(wave, bounds - counts, y, g, h, p_g, ctrs, heads, preds, params)
-    for arm in FINE_TUNED:
+        result.label_shift += _test_then_train_wave(
+            wave, bounds - counts, y, (g, h), p_g, ctrs, heads, preds, params, steps
+        )
+    for arm in ARMS:
         result.preds[arm].append(preds[arm])
     p_u = np.fromiter((c.estimate(p_g, params.shrinkage) for c in ctrs), dtype=np.float64, count=len(users))
 
@@ -120,25 +130,29 @@ def _test_then_train_wave(
     wave,
     starts: np.ndarray,
     y: np.ndarray,
-    g: np.ndarray,
-    h: np.ndarray,
+    global_out: tuple[np.ndarray, np.ndarray],
     p_g: float,
     ctrs: list,
     heads: dict,
     preds: dict,
     params: HeadParams,
+    steps: UserSteps | None,
 ) -> float:
     """Score wave ``(j, users)`` with every head as it stands, then learn it: the users' rolling CTRs first, so
-    ``p_u`` reflects the sample being fine-tuned on, then each arm's step on its (corrected) targets. Writes the
-    heads in ``heads`` and the CTRs in ``ctrs`` (copies: the batch's states change only at the scatter); returns
-    the wave's label shift of the label-corrected arm."""
+    ``p_u`` reflects the sample being fine-tuned on, then each arm's step on its (corrected) targets, and the
+    users' first-order ``steps`` if any. Writes the heads in ``heads`` and the CTRs in ``ctrs`` (copies: the
+    batch's states change only at the scatter); returns the wave's label shift of the label-corrected arm."""
     j, who = wave
     at = starts[who] + j
+    g, h = global_out
     for u, label in zip(who.tolist(), y[at].tolist()):
         ctrs[u].update(label)
     p_u = np.fromiter((ctrs[u].estimate(p_g, params.shrinkage) for u in who.tolist()), dtype=np.float64, count=len(who))
     seen = np.fromiter((ctrs[u].window_n for u in who.tolist()), dtype=np.float64, count=len(who))
     ones, ga, ha, ya = np.ones(len(who), dtype=np.int64), g[at], h[at], y[at]
+    if steps is not None:  # the global model as it stands after the users' earlier events in the batch
+        ga = ga + steps.logit(who)
+        preds[CONTROL][at] = sigmoid(ga)
     shift = 0.0
     for arm, method in FINE_TUNED.items():
         b, w = heads[arm]
@@ -150,6 +164,8 @@ def _test_then_train_wave(
         b[who], w[who] = bw, ww
         if method != "none":
             shift += float(np.abs(targets.labels - ya).sum())
+    if steps is not None:
+        steps.learn(who, preds[CONTROL][at], ya)
     return shift
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 import orjson
@@ -20,7 +22,7 @@ from stream_ctr.contracts.features import FeatureSpec, HashingEncoder
 from stream_ctr.models import CTRModel, ModelConfig, build_model, infer
 from stream_ctr.models.delta import Delta, is_delta
 
-__all__ = ["LoadedModel", "Snapshot", "SnapshotHolder", "decode_update"]
+__all__ = ["LoadedModel", "ModelSource", "Snapshot", "SnapshotHolder", "decode_update"]
 
 _MAGIC = b"SCTR1"
 
@@ -137,11 +139,20 @@ class LoadedModel:
         return infer(self.model, *self.encoder.encode(rows))
 
 
+class ModelSource(Protocol):
+    """Where a scorer takes the model in use: once per batch (or request), kept for all of it."""
+
+    @property
+    def current(self) -> LoadedModel | None: ...
+
+
 class SnapshotHolder:
-    """Holds the current :class:`LoadedModel`; readers take ``.current`` once per batch (or request) and keep it."""
+    """Holds the current :class:`LoadedModel`; readers take ``.current`` once per batch (or request) and keep it.
+    ``listeners`` are told of every model it takes: ``(model, the delta that made it or None for a whole one)``."""
 
     def __init__(self) -> None:
         self.current: LoadedModel | None = None
+        self.listeners: list[Callable[[LoadedModel, Delta | None], None]] = []
 
     def is_newer(self, version: int) -> bool:
         return self.current is None or version > self.current.version
@@ -151,7 +162,17 @@ class SnapshotHolder:
         if not self.is_newer(loaded.version):
             return False
         self.current = loaded
+        for listener in self.listeners:
+            listener(loaded, None)
         return True
+
+    def advance(self, delta: Delta) -> None:
+        """Move the current model by ``delta`` (based on its version: :meth:`LoadedModel.advanced`)."""
+        if self.current is None:
+            raise ValueError(f"delta v{delta.version} arrived before any model")
+        self.current = self.current.advanced(delta)
+        for listener in self.listeners:
+            listener(self.current, delta)
 
     def offer(self, snapshot: Snapshot) -> bool:
         """Build ``snapshot`` and swap to it if it is newer."""

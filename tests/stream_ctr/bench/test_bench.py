@@ -25,10 +25,18 @@ def test_quality_bench_scores_every_event_before_learning_it(make_events):
     preds, published = _service_progressive(settings, events)
     assert {len(p) for p in preds.values()} == {len(events)}
     assert published > 0  # the deltas the scorer applied went through their bytes
-    # The first batch is scored by the untrained v0 model, in the input order (the step groups it by user).
+    # The first batch: each user's first event in it is scored by the untrained v0 model, in the input order (the
+    # step groups it by user); the user's later ones after the user's own first-order weight learned the earlier
+    # ones (the catch-up's in-order steps). Without the catch-up, all of it by v0.
     v0 = GlobalTrainer(settings).predict_proba(events[:64])
-    assert abs(preds["global"][:64] - v0).max() < 1e-6
+    first = [i for i, e in enumerate(events[:64]) if e.user_id not in {x.user_id for x in events[:i]}]
+    later = sorted(set(range(64)) - set(first))
+    assert first and later
+    assert abs(preds["global"][first] - v0[first]).max() < 1e-6
+    assert abs(preds["global"][later] - v0[later]).max() > 1e-3
     assert abs(preds["global"][-64:] - v0[:1]).max() > 1e-3  # later batches: a trained snapshot
+    plain, _ = _service_progressive(settings.replace(catch_up_events=0), events)
+    assert abs(plain["global"][:64] - v0).max() < 1e-6
     x = _one_hot(events[0], crosses=True)
     assert f"user={events[0].user_id}" in x and f"item={events[0].item_id}" in x
 
