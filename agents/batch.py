@@ -74,19 +74,21 @@ class PersonalizeStep:
                 await self.dead_letters.internal_error(record, exc)
         model = self.models.current  # one model for the whole batch: swaps are atomic per batch
         assert model is not None, "personalize waits for the first snapshot before its first batch"
-        for (_, record), error in isolate(parsed, lambda chunk: self._learn(chunk, model), FATAL):
+        applied: set[int] = set()  # ids of the events scored and learned (not the redeliveries skipped)
+        for (_, record), error in isolate(parsed, lambda chunk: self._learn(chunk, model, applied), FATAL):
             await self.dead_letters.internal_error(record, error)
-        if parsed:
+        scored = [(e, r) for e, r in parsed if id(e) in applied]  # in the order read
+        if scored:
             self.staleness.events(
                 model.snapshot.offsets,
                 model.snapshot.trained_ts,
-                [r.partition for _, r in parsed],
-                [r.offset for _, r in parsed],
-                [e.ts for e, _ in parsed],
+                [r.partition for _, r in scored],
+                [r.offset for _, r in scored],
+                [e.ts for e, _ in scored],
             )
         self.staleness.passed([r.partition for r in batch], [r.offset for r in batch])  # dead-lettered ones too
 
-    def _learn(self, parsed: Sequence[tuple[Event, Any]], model) -> None:
+    def _learn(self, parsed: Sequence[tuple[Event, Any]], model, applied: set[int]) -> None:
         records = [(event, record.offset) for event, record in parsed]
         partition_of = {event.user_id: record.partition for event, record in parsed}
         unknown = model.encoder.unknown_features
@@ -95,6 +97,7 @@ class PersonalizeStep:
             if self.catch_up is not None:  # the trainer's step, here, on what was just scored
                 positions = positions_of([r.partition for _, r in parsed], [r.offset for _, r in parsed])
                 self.catch_up.learn(result.events, positions, result.user_steps)
+        applied.update(id(e) for e in result.events)
         self.metrics.unknown_features.inc(model.encoder.unknown_features - unknown)
         self.metrics.observe(result, partition_of)
         self._count_new_users(self._attribute(result.events))

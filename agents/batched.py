@@ -6,8 +6,10 @@ record. A py-spy profile of the worker draining ``ctr.events`` put that machiner
 time and the worker's own batch step at 10% (docs/BENCHMARKS.md).
 
 :func:`consume_in_batches` registers one topic of an app for batched consumption. The app's consumer then
-drains its fetches itself: the records of that topic (aiokafka ``ConsumerRecord``) go to the handler in chunks of
-at most ``batch_size``, in offset order per partition, and every other topic's records take Faust's usual path
+drains its fetches itself: the records of that topic (aiokafka ``ConsumerRecord``), of every partition a fetch
+brought, go to the handler in chunks (``step_events`` records while the consumer keeps up, up to ``batch_size`` with
+a backlog), in offset order per partition, and every other
+topic's records take Faust's usual path
 (the tables' changelogs during recovery). The guarantees of the per-record path are kept, because its own
 bookkeeping is reused:
 
@@ -43,6 +45,10 @@ log = logging.getLogger(__name__)
 BatchHandler = Callable[[Sequence], Awaitable[object]]
 
 
+#: A fetch of more than this many steps of ``step_events`` (a backlog) is cut into this many steps.
+STEPS_PER_FETCH = 8
+
+
 @dataclass(frozen=True)
 class _Batched:
     """The fetch loop of an app with a batched topic, as :func:`.faust_compat.set_drain` takes it."""
@@ -50,16 +56,36 @@ class _Batched:
     topic: str
     handler: BatchHandler
     batch_size: int
+    step_events: int
+
+    def step_size(self, fetched: int) -> int:
+        """Records per handler call for a fetch of ``fetched``: ``step_events`` while the consumer keeps up (small
+        steps: each is scored after the one before was learned), ``fetched / STEPS_PER_FETCH`` with a backlog
+        (few calls: throughput), never more than ``batch_size``."""
+        return min(self.batch_size, max(self.step_events, -(-fetched // STEPS_PER_FETCH)))
 
     async def __call__(self, consumer, fetcher) -> None:
         await _BatchedDrain(consumer, fetcher, self).run()
 
 
-def consume_in_batches(app: faust.App, topic: faust.TopicT, handler: BatchHandler, batch_size: int) -> None:
-    """Consume ``topic`` (a topic of ``app``, subscribed here) through ``handler``, at most ``batch_size`` records
-    at a time. One topic per app; ``app`` made by :func:`~.app.create_app`."""
+def consume_in_batches(
+    app: faust.App, topic: faust.TopicT, handler: BatchHandler, batch_size: int, step_events: int | None = None
+) -> None:
+    """Consume ``topic`` (a topic of ``app``, subscribed here) through ``handler``, ``step_events`` records at a
+    time while it keeps up and at most ``batch_size`` with a backlog (:meth:`_Batched.step_size`; None: always
+    ``batch_size``). One topic per app; ``app`` made by :func:`~.app.create_app`."""
     app.topics.add(topic)  # subscribed like an agent's topic: assigned by the group, co-partitioned with tables
-    faust_compat.set_drain(app, _Batched(topic.get_topic_name(), handler, batch_size))
+    step = batch_size if step_events is None else step_events
+    faust_compat.set_drain(app, _Batched(topic.get_topic_name(), handler, batch_size, step))
+
+
+def _by_partition(chunk: Sequence, tps: dict) -> dict:
+    """The records of ``chunk`` by their fetch's topic-partition key (``tps``: ``(topic, partition)`` -> key), in
+    their order."""
+    parts: dict = {}
+    for record in chunk:
+        parts.setdefault(tps[record.topic, record.partition], []).append(record)
+    return parts
 
 
 class _BatchedDrain:
@@ -95,7 +121,13 @@ class _BatchedDrain:
                 raise
 
     async def _dispatch(self, records: dict, active) -> None:
+        """Hand the batched topic's fresh records of every partition of the fetch to the handler together (one
+        call per ``batch_size`` records, each partition's in offset order), then ack them per partition; the
+        other topics' records go one by one. One call for all partitions pays the handler's fixed costs once per
+        fetch, and its per-user steps run across the users of every partition at once."""
         consumer, generation = self.consumer, self.app.consumer_generation_id
+        batched: list = []
+        tps: dict = {}  # (topic, partition) -> the fetch's key of it
         for tp, recs in records.items():
             if active is not None and tp not in active and tp not in consumer._buffered_partitions:
                 continue
@@ -106,16 +138,20 @@ class _BatchedDrain:
                 await self._one_by_one(tp, fresh)
                 continue
             self.app.monitor.track_tp_end_offset(tp, consumer.highwater(tp))
-            for start in range(0, len(fresh), self.batched.batch_size):
-                chunk = fresh[start : start + self.batched.batch_size]
-                if not consumer.flow_active or self.app.consumer_generation_id != generation:
-                    return  # rebalancing: the new owner reads it again from the committed offset
-                await self.batched.handler(chunk)
-                await asyncio.sleep(0)  # the snapshot follower and HTTP run here: deltas land between batches
-                if self.app.consumer_generation_id != generation:
-                    return  # handled, but the partition may have moved: not acked, replayed and skipped by offset
-                self._ack(tp, chunk)
-            await self._maybe_commit()
+            tps[tp.topic, tp.partition] = tp
+            batched += fresh
+        size = self.batched.step_size(len(batched))
+        for start in range(0, len(batched), size):
+            chunk = batched[start : start + size]
+            if not consumer.flow_active or self.app.consumer_generation_id != generation:
+                return  # rebalancing: the new owner reads it again from the committed offset
+            await self.batched.handler(chunk)
+            await asyncio.sleep(0)  # the snapshot follower and HTTP run here: deltas land between batches
+            if self.app.consumer_generation_id != generation:
+                return  # handled, but the partition may have moved: not acked, replayed and skipped by offset
+            for tp, part in _by_partition(chunk, tps).items():
+                self._ack(tp, part)
+        await self._maybe_commit()
 
     async def _fresh(self, tp, recs: Sequence) -> list:
         """The records after the partition's read offset; offsets missing between them (compaction, transaction

@@ -107,6 +107,7 @@ class PersonalizeWorker:
         self.catch_up = CatchUp.from_settings(settings)
         if self.catch_up is not None:
             self.follower.holder.listeners.append(self.catch_up.rebase)
+            self.metrics.catch_up_events.set_function(lambda: self.catch_up.held_events if self.catch_up else 0)
         self.dead_letters = DeadLetters(raw_topic(self.app, topics.dead_letters(settings)), self.metrics, "worker")
         self.experiment = Experiment.configured(settings.experiment_file)
         self.pending = PendingExposures(settings.pending_exposures, settings.attribution_window_s)
@@ -174,7 +175,7 @@ class PersonalizeWorker:
                 await asyncio.sleep(0.1)
             await step(records)
 
-        consume_in_batches(app, self.events, personalize, self.settings.batch_size)
+        consume_in_batches(app, self.events, personalize, self.settings.batch_size, self.settings.step_events)
 
         app.on_partitions_assigned.connect(self._forget_moved_users)
         app.timer(self.settings.metrics_refresh_s, name="refresh_metrics")(self.refresh_metrics)

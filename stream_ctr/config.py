@@ -114,6 +114,14 @@ class LearningSettings:
         "max events per personalize step (a fetch is cut into steps of this size)",
         _positive,
     )
+    step_events: int = _knob(
+        24,
+        "STREAM_CTR_STEP_EVENTS",
+        "events per personalize step while the worker keeps up: a fetch is cut into steps of this many, each "
+        "scored after the one before was learned; a fetch of more than 8 such steps (a backlog) is cut into 8, "
+        "of at most STREAM_CTR_BATCH_SIZE events",
+        _positive,
+    )
     ctr_window: int = _knob(
         _HEAD.window, "STREAM_CTR_CTR_WINDOW", "events in each user's rolling CTR window", _positive
     )

@@ -281,6 +281,12 @@ class WorkerMetrics:
             registry=r,
         )
         self.model_age.set_function(self._model_age)
+        self.catch_up_events = Gauge(
+            "stream_ctr_catch_up_events",
+            "Events the worker's model in use has learned by its own steps and the trainer's model not yet "
+            "(STREAM_CTR_CATCH_UP_EVENTS at most)",
+            registry=r,
+        )
         self._published_at = float("nan")
         for gauge in (self.global_ctr, self.model_version):
             gauge.set(float("nan"))  # no model yet: 0 would read as a real CTR or version

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from stream_ctr.agents.batched import _Batched, _BatchedDrain
+from stream_ctr.agents.batched import STEPS_PER_FETCH, _Batched, _BatchedDrain, _by_partition
 
 TP = TopicPartition("t", 0)
 
@@ -31,7 +31,7 @@ def _records(*offsets):
 
 
 def _drain(consumer):
-    return _BatchedDrain(consumer, SimpleNamespace(), _Batched("t", None, 4))
+    return _BatchedDrain(consumer, SimpleNamespace(), _Batched("t", None, 4, 4))
 
 
 def test_records_before_the_read_offset_are_dropped_and_holes_filed_as_gaps():
@@ -48,3 +48,18 @@ def test_a_chunk_is_acked_once_and_only_past_the_committed_offset():
     drain._ack(TP, _records(12, 13))  # a redelivered record is not acked twice
     assert consumer._acked[TP] == [11, 12, 13] and consumer._n_acked == 3
     assert consumer._read_offset[TP] == 13
+
+
+def test_steps_are_small_while_the_consumer_keeps_up_and_grow_with_a_backlog():
+    batched = _Batched("t", None, batch_size=1024, step_events=24)
+    assert batched.step_size(50) == 24  # three steps, each scored after the one before was learned
+    assert batched.step_size(24 * STEPS_PER_FETCH) == 24
+    assert batched.step_size(800) == 100  # a backlog: STEPS_PER_FETCH steps
+    assert batched.step_size(100_000) == 1024  # never more than batch_size
+
+
+def test_a_chunk_of_several_partitions_is_acked_per_partition_in_order():
+    other = TopicPartition("t", 1)
+    chunk = [*_records(5, 6), ConsumerRecord("t", 1, 9, 0, 0, b"k", b"v", None, 1, 1, []), *_records(7)]
+    parts = _by_partition(chunk, {("t", 0): TP, ("t", 1): other})
+    assert {tp: [r.offset for r in recs] for tp, recs in parts.items()} == {TP: [5, 6, 7], other: [9]}
