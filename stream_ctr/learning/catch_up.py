@@ -10,9 +10,9 @@ So the worker takes the trainer's step itself, on the events it has just scored:
 at the trainer's step size (``trainer_lr``), on the rows of the hashed tables those events use, with accumulators of
 its own. Dense layers are not stepped here: they move slowly and come with every ``dense_every``-th delta.
 
-Within a batch the worker scores every event with one model, and at the demo's rate a batch is 20-60 events of a
-partition: often one user's sitting. So the weight that carries a user's own click rate, the first-order weight of
-the user id's row, is stepped event by event instead (:class:`UserSteps`: the loop scores each user's events in
+Within a batch the worker scores every event with one model, and a batch (``STREAM_CTR_STEP_EVENTS``, 24 events
+while the worker keeps up) is often one user's sitting. So the weight that carries a user's own click rate, the
+first-order weight of the user id's row, is stepped event by event instead (:class:`UserSteps`: the loop scores each user's events in
 order, :mod:`stream_ctr.learning.loop`), and the batch step leaves that row alone. A user's later events in a batch
 are then scored by a global model that learned the user's earlier ones, as River's learner does.
 
