@@ -12,9 +12,10 @@ its own. Dense layers are not stepped here: they move slowly and come with every
 
 Within a batch the worker scores every event with one model, and a batch (``STREAM_CTR_STEP_EVENTS``, 24 events
 while the worker keeps up) is often one user's sitting. So the weight that carries a user's own click rate, the
-first-order weight of the user id's row, is stepped event by event instead (:class:`UserSteps`: the loop scores each user's events in
-order, :mod:`stream_ctr.learning.loop`), and the batch step leaves that row alone. A user's later events in a batch
-are then scored by a global model that learned the user's earlier ones, as River's learner does.
+first-order weight of the user id's row, is stepped event by event instead (:class:`UserSteps`: the loop scores
+each user's events in order, :mod:`stream_ctr.learning.loop`), and the batch step leaves that row alone. A user's
+later events in a batch are then scored by a global model that learned the user's earlier ones, as River's learner
+does.
 
 The model in use is always ``trainer's model + C``, where the correction ``C`` is the sum of the local steps whose
 events the trainer's model has not learned yet. Each batch's local step is a :class:`_Record` (the rows, the step,
