@@ -190,6 +190,7 @@ class PersonalizeWorker:
             experiment=self.experiment,
             results=self.results,
             stats=self.stats,
+            erase=self.erase,
             keys=_api_keys(self.settings),
         )
 
@@ -228,6 +229,19 @@ class PersonalizeWorker:
         self.metrics.lag_read(topic, self.app.conf.id, lags, stalled)
         self.partitions = {
             str(p): {"lag": end - committed, "stalled": p in stalled} for p, (committed, end) in lags.items()
+        }
+
+    def erase(self, user_id: str) -> dict:
+        """Erase ``user_id`` from this worker, its owner: its state in the users table (heads, rolling CTR, drift
+        state; deleting it writes a tombstone to the table's compacted changelog, so neither a restart nor the
+        partition's next owner brings it back), its rows in the online metrics and the working set, its pending
+        exposures and its impressions in the experiment's windows. Returns what there was of each."""
+        state = self.users.pop(user_id, None)
+        return {
+            "erased": state is not None,
+            "metric_records": self.metrics.forget_user(user_id),
+            "pending_exposures": self.pending.forget_user(user_id),
+            "experiment_rows": self.results.forget_user(user_id),
         }
 
     def stats(self) -> dict:

@@ -122,7 +122,7 @@ class Ranker:
         for q, ranking in zip(queries, rankings):
             self.pending.add(
                 q.request_id,
-                Served(ranking.arm, ranking.in_experiment, ts, dict(zip(ranking.item_ids, ranking.scores))),
+                Served(ranking.arm, ranking.in_experiment, ts, dict(zip(ranking.item_ids, ranking.scores)), q.user_id),
             )
             if ranking.in_experiment:
                 self.results.requested(ranking.arm)

@@ -1,9 +1,9 @@
 """The HTTP views of both roles, on each Faust app's web server. One small function per view, each given the
 objects it reads, not the worker.
 
-Worker: ``/metrics`` (Prometheus), ``/healthz``, ``POST /v1/score`` (:mod:`.serving`), ``/v1/users/{user_id}``
-(both routed to the worker that owns the user's partition), ``/v1/experiments``, ``/v1/stats`` and
-``/openapi.json``. Trainer: ``/metrics`` and ``/healthz``.
+Worker: ``/metrics`` (Prometheus), ``/healthz``, ``POST /v1/score`` (:mod:`.serving`), ``GET`` and ``DELETE``
+``/v1/users/{user_id}`` (routed to the worker that owns the user's partition, as scoring is), ``/v1/experiments``,
+``/v1/stats`` and ``/openapi.json``. Trainer: ``/metrics`` and ``/healthz``.
 """
 
 from __future__ import annotations
@@ -52,13 +52,14 @@ def register_worker_views(
     experiment: Experiment,
     results: ArmResults,
     stats: Callable[[], dict],
+    erase: Callable[[str], dict],
     keys: ApiKeys | None = None,
 ) -> None:
     """The personalize worker's views; ``users`` is what the worker learns into (``table``, or a stand-in).
     With ``keys``, every view but ``/metrics``, ``/healthz`` and ``/openapi.json`` needs a key with its scope."""
     _metrics_view(app, metrics.render)
     _worker_health(app, holder)
-    _user_view(app, table, users, keys)
+    _user_view(app, table, users, erase, keys)
     _score_view(app, scoring, keys)
     _experiments_view(app, experiment, results, keys)
     _stats_view(app, metrics, stats, keys)
@@ -100,16 +101,32 @@ def _worker_health(app: faust.App, holder: SnapshotHolder) -> None:
         return web.json({"status": "ok", "model_version": holder.current.version})
 
 
-def _user_view(app: faust.App, table: faust.Table, users: Mapping[str, UserState], keys: ApiKeys | None) -> None:
+def _user_view(
+    app: faust.App,
+    table: faust.Table,
+    users: Mapping[str, UserState],
+    erase: Callable[[str], dict],
+    keys: ApiKeys | None,
+) -> None:
+    """``GET`` a user's state (``read_users``), ``DELETE`` it (``admin``: an erasure), each forwarded to the
+    user's owner with the caller's headers."""
+
     @app.page("/v1/users/{user_id}")
-    @app.table_route(table=table, match_info="user_id")  # forwards to the owner with the caller's headers
-    async def user_view(web, request, user_id: str):
-        if denied := _denied(web, request, keys, "read_users"):
-            return denied
-        state = users.get(user_id)
-        if state is None:
-            return _error(web, 404, f"unknown user {user_id!r}: no event of this user was applied")
-        return web.json({"user_id": user_id, **state.summary()})
+    class UserView(View):
+        @app.table_route(table=table, match_info="user_id")
+        async def get(self, request, user_id: str):
+            if denied := _denied(self, request, keys, "read_users"):
+                return denied
+            state = users.get(user_id)
+            if state is None:
+                return _error(self, 404, f"unknown user {user_id!r}: no event of this user was applied")
+            return self.json({"user_id": user_id, **state.summary()})
+
+        @app.table_route(table=table, match_info="user_id")
+        async def delete(self, request, user_id: str):
+            if denied := _denied(self, request, keys, "admin"):
+                return denied
+            return self.json({"user_id": user_id, **erase(user_id)})
 
 
 def _score_view(app: faust.App, scoring: ScoringView, keys: ApiKeys | None) -> None:

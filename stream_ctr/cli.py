@@ -185,6 +185,20 @@ def cmd_ab_report(args) -> int:
     return 0
 
 
+def cmd_users_delete(args) -> int:
+    """Erase a user on the running service (``DELETE /v1/users/{id}``, routed to the owner)."""
+    from stream_ctr.serving.client import ScoringError, erase_user
+
+    key = Path(args.api_key_file).read_text().strip() if args.api_key_file else None
+    try:
+        answer = erase_user(args.url, args.user_id, key)
+    except (ScoringError, OSError) as exc:
+        print(f"stream-ctr: erasing {args.user_id!r} at {args.url} failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer))
+    return 0
+
+
 def cmd_ab_aa(args) -> int:
     import json
 
@@ -283,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.set_defaults(func=cmd_config)
     _add_service_parsers(sub)
     _add_feed_parsers(sub)
+    _add_users_parser(sub)
     _add_bench_parser(sub)
     _add_study_parsers(sub)
     add_evaluate(sub)
@@ -304,6 +319,18 @@ def _add_service_parsers(sub) -> None:
     up = sub.add_parser("up", help="start (or connect to) Kafka, create topics, run worker + trainer")
     up.add_argument("--logs", help="directory for process logs (default: a temp dir)")
     up.set_defaults(func=cmd_up)
+
+
+def _add_users_parser(sub) -> None:
+    """``users delete``: a user's erasure on the running service."""
+    users = sub.add_parser("users", help="a user's data on the running service").add_subparsers(
+        dest="users_command", required=True
+    )
+    delete = users.add_parser("delete", help="erase a user: state, metrics rows, pending exposures (admin key)")
+    delete.add_argument("user_id")
+    delete.add_argument("--url", default="http://127.0.0.1:6066", help="any worker (default %(default)s)")
+    delete.add_argument("--api-key-file", help="a file holding an admin API key (when the API has keys)")
+    delete.set_defaults(func=cmd_users_delete)
 
 
 def _add_feed_parsers(sub) -> None:

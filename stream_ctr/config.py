@@ -81,6 +81,14 @@ class KafkaSettings:
         "stream (one more partition costs a worker nothing measurable)",
         _positive,
     )
+    events_retention_hours: float = _knob(
+        168.0,
+        "STREAM_CTR_EVENTS_RETENTION_HOURS",
+        "hours ctr.events, its dead letters and ctr.exposures keep users' raw records (Kafka retention.ms, set when "
+        "the topics are created): an erasure removes a user's state, and this bounds how long the user's clicks "
+        "stay in the logs",
+        _positive,
+    )
     replication_factor: int = _knob(
         1,
         "STREAM_CTR_REPLICATION_FACTOR",

@@ -57,16 +57,30 @@ class TopicSpec:
         return {k: str(v) for k, v in cfg.items()}
 
 
+def _personal(settings) -> dict:
+    """The config of a topic of users' raw records: kept ``events_retention_hours`` (an erasure removes a user's
+    state, not records already in a log, so this bounds how long they stay)."""
+    return {"retention.ms": int(settings.events_retention_hours * 3_600_000)}
+
+
 def events(settings) -> TopicSpec:
     """Click events, JSON (:class:`stream_ctr.contracts.events.Event`), keyed by user id so a user stays on one
     partition."""
-    return TopicSpec(settings.topic("ctr.events"), "user_id (utf-8)", "Event JSON", settings.events_partitions)
+    return TopicSpec(
+        settings.topic("ctr.events"),
+        "user_id (utf-8)",
+        "Event JSON",
+        settings.events_partitions,
+        config=_personal(settings),
+    )
 
 
 def dead_letters(settings) -> TopicSpec:
     """Events that failed validation: the raw bytes as value, headers ``reason``, ``detail`` and the source
     ``topic``/``partition``/``offset``."""
-    return TopicSpec(settings.topic("ctr.events.dlq"), "original key", "original raw bytes", 1)
+    return TopicSpec(
+        settings.topic("ctr.events.dlq"), "original key", "original raw bytes", 1, config=_personal(settings)
+    )
 
 
 def model(settings) -> TopicSpec:
@@ -99,7 +113,13 @@ def model_updates(settings) -> TopicSpec:
 def exposures(settings) -> TopicSpec:
     """What ``POST /v1/score`` served, one JSON record per request (schema ``exposure``), keyed by user id like
     ``ctr.events``, so a user's exposures and events share a partition number."""
-    return TopicSpec(settings.topic("ctr.exposures"), "user_id (utf-8)", "Exposure JSON", settings.events_partitions)
+    return TopicSpec(
+        settings.topic("ctr.exposures"),
+        "user_id (utf-8)",
+        "Exposure JSON",
+        settings.events_partitions,
+        config=_personal(settings),
+    )
 
 
 def experiments(settings) -> TopicSpec:

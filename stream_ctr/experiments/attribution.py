@@ -41,6 +41,7 @@ class Served(NamedTuple):
     in_experiment: bool
     ts: float
     items: Mapping[str, float]  # item id -> the score it was served with
+    user_id: str = ""  # whose request it was (for an erasure)
 
 
 class PendingExposures:
@@ -58,6 +59,13 @@ class PendingExposures:
         self._served.move_to_end(request_id)
         while len(self._served) > self.capacity:
             self._served.popitem(last=False)
+
+    def forget_user(self, user_id: str) -> int:
+        """Drop the user's pending requests (an erasure); returns how many there were."""
+        gone = [rid for rid, served in self._served.items() if served.user_id == user_id]
+        for rid in gone:
+            del self._served[rid]
+        return len(gone)
 
     def match(self, request_id: str, item_id: str, now: float) -> tuple[Served, float] | str:
         """``(served, score)`` for an event answering ``request_id`` with ``item_id``, or why not."""
@@ -101,6 +109,12 @@ class ArmResults:
         t["score"] += float(score)
         t["logloss"] += log_loss_one(label, score)
         self.windows[arm].append(user_key(user_id), label, (score,))
+
+    def forget_user(self, user_id: str) -> int:
+        """Drop the user's impressions from every arm's window (an erasure; the running totals hold no user);
+        returns how many went."""
+        key = user_key(user_id)
+        return sum(window.forget(key) for window in self.windows.values())
 
     def new_user(self, arm: str) -> None:
         self.totals[arm]["users"] += 1

@@ -61,6 +61,10 @@ class ActiveUsers:
             del self._users[user]
         return len(gone)
 
+    def forget(self, user: str) -> bool:
+        """Drop ``user`` from the working set (an erasure); returns whether it was there."""
+        return self._users.pop(user, None) is not None
+
     def drifts(self) -> np.ndarray:
         """|p_u - p_g| of every active user."""
         return np.fromiter((v[0] for v in self._users.values()), dtype=float, count=len(self._users))

@@ -385,6 +385,11 @@ class WorkerMetrics:
         """Active users beyond their band (|z| > ``band_z``)."""
         return int((self.active.zscores() > self.band_z).sum())
 
+    def forget_user(self, user_id: str) -> int:
+        """Erase a user from every in-memory per-user record of these metrics (the working set, the scored rows of
+        the online metrics); returns how many records went."""
+        return int(self.active.forget(user_id)) + self.online.forget(user_id)
+
     def keep_partitions(self, partitions: set[int]) -> int:
         """After a rebalance: forget the users of partitions this worker no longer owns."""
         return self.active.keep_partitions(partitions)

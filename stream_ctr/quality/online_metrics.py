@@ -107,6 +107,14 @@ class OnlineMetrics:
                 self._pooled[arm].add(labels, p)
             self._n += len(labels)
 
+    def forget(self, user_id: str) -> int:
+        """Drop the user's predictions from the window and the lifetime sample (an erasure; the pooled running
+        sums hold no user); returns how many rows went."""
+        key = user_key(user_id)
+        with self._lock:
+            self._sample.users.discard(key)
+            return self._window.forget(key) + self._sample.rows.forget(key)
+
     def summary(self, scope: str = "window", paired: bool = False) -> dict:
         """``{"n": predictions, "arms": {arm: {gauc, auc, logloss, calibration}}}`` for ``scope``, and with
         ``paired`` the bootstrap CIs of the gAUC differences between arms (a 500 x users matrix: asked for by a

@@ -76,6 +76,26 @@ class ScoreRows:
         s = self.size
         return self.users[:s], self.labels[:s], {c: v[:s] for c, v in self.scores.items()}
 
+    def forget(self, user: int) -> int:
+        """Drop every row of ``user`` (an erasure); returns how many there were. A ring keeps its other rows in
+        time order, packed at the front (not full any more)."""
+        mine = self.view()[0] == user
+        gone = int(mine.sum())
+        if not gone:
+            return 0
+        if not self.ring:
+            self.keep(~mine)
+            return gone
+        full = self.size == self.capacity
+        order = np.r_[self.pos : self.capacity, 0 : self.pos] if full else np.arange(self.size)  # oldest first
+        order = order[~mine[order]]
+        self.users[: len(order)] = self.users[order]
+        self.labels[: len(order)] = self.labels[order]
+        for column in self._columns:
+            column[: len(order)] = column[order]
+        self.size = self.pos = len(order)
+        return gone
+
     def keep(self, mask: np.ndarray) -> None:
         """Keep only the rows held where ``mask`` (one bool per row of :meth:`view`) is true, compacted to the front;
         appending goes on after them. Appended rows only: a ring's write position would lose its meaning."""

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-__all__ = ["ScoringClient", "ScoringError"]
+__all__ = ["ScoringClient", "ScoringError", "erase_user"]
 
 
 class ScoringError(RuntimeError):
@@ -65,6 +65,27 @@ class ScoringClient:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def erase_user(url: str, user_id: str, api_key: str | None = None, timeout: float = 30.0) -> dict:
+    """``DELETE /v1/users/{user_id}`` on the worker at ``url`` (any worker: it is routed to the owner), with an
+    ``admin`` key when the API has keys: what the owner erased. :class:`ScoringError` for any non-200 answer."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/v1/users/{urllib.parse.quote(user_id, safe='')}",
+        method="DELETE",
+        headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            return orjson.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        body = err.read()
+        message = orjson.loads(body).get("error", "") if body.startswith(b"{") else body[:200].decode(errors="replace")
+        raise ScoringError(err.code, message) from None
 
 
 def _seconds(retry_after: str) -> float:

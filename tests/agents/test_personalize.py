@@ -155,3 +155,23 @@ def test_a_record_that_raises_is_dead_lettered_and_the_rest_of_its_batch_applied
             state.ctr.clicks,
             state.ctr.window_labels,
         )
+
+
+def test_erasing_a_user_removes_its_state_metric_rows_and_pending_exposures(worker, make_events):
+    from stream_ctr.experiments.attribution import Served
+
+    events = make_events(users=6, events_per_user=10, seed=2).events
+    _drive(worker, [(e.user_id.encode(), encode_event(e)) for e in events], len(events))
+    gone, other = events[0].user_id, next(e.user_id for e in events if e.user_id != events[0].user_id)
+    worker.pending.add("req-1", Served("global", True, 0.0, {"i1": 0.5}, gone))
+    worker.pending.add("req-2", Served("global", True, 0.0, {"i1": 0.5}, other))
+    rows_before = worker.metrics.online.summary("window")["n"]
+
+    answer = worker.erase(gone)
+    assert answer["erased"] and answer["pending_exposures"] == 1
+    assert answer["metric_records"] == 1 + 2 * sum(e.user_id == gone for e in events)  # working set, window, sample
+    assert gone not in worker.users and other in worker.users
+    assert gone not in set(worker.metrics.active) and other in set(worker.metrics.active)
+    assert worker.metrics.online.summary("window")["n"] == rows_before - sum(e.user_id == gone for e in events)
+    assert len(worker.pending) == 1
+    assert worker.erase(gone) == {"erased": False, "metric_records": 0, "pending_exposures": 0, "experiment_rows": 0}

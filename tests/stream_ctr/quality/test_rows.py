@@ -43,3 +43,18 @@ def test_appended_rows_stop_at_capacity_and_keep_thins_them_in_place():
     assert [r[0] for r in _rows(store)] == [0, 2, 8, 9]  # appending goes on after the kept rows, up to capacity
     with pytest.raises(ValueError):
         ScoreRows(("a",), 3).keep(np.ones(0, bool))
+
+
+def test_forgetting_a_user_drops_its_rows_and_keeps_the_others_in_time_order():
+    ring = ScoreRows(("s",), capacity=5)
+    for n in range(7):  # rows 2..6 held, the ring wrapped: storage order 5, 6, 2, 3, 4
+        ring.append(user=n % 3, label=n % 2, scores=(n / 10,))
+    assert ring.forget(user=2) == 2  # rows 2 and 5
+    users, labels, scores = ring.view()
+    assert users.tolist() == [0, 1, 0] and [round(x, 1) for x in scores["s"].tolist()] == [0.3, 0.4, 0.6]
+    ring.append(user=9, label=1, scores=(0.9,))  # the newest row goes after them
+    assert ring.view()[0].tolist() == [0, 1, 0, 9]
+    assert ring.forget(user=7) == 0
+    appended = ScoreRows(("s",), capacity=5, ring=False)
+    appended.add(np.array([1, 2, 1]), np.zeros(3, np.float32), {"s": np.zeros(3, np.float32)})
+    assert appended.forget(user=1) == 2 and appended.view()[0].tolist() == [2]
