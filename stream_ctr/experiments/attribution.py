@@ -8,9 +8,9 @@ served (bounded in count and age), and an event carrying that ``request_id`` and
 gAUC: memory is bounded by the window, whatever the number of users or events.
 
 >>> pending = PendingExposures(capacity=2, window_s=60)
->>> pending.add("r1", Served("ft", True, ts=100.0, items={"i1": 0.9, "i2": 0.1}))
+>>> pending.add("r1", Served("ft", True, ts=100.0, items={"i1": 0.9, "i2": 0.1}, user_id="u7"))
 >>> pending.match("r1", "i2", now=120.0)
-(Served(arm='ft', in_experiment=True, ts=100.0, items={'i1': 0.9, 'i2': 0.1}), 0.1)
+(Served(arm='ft', in_experiment=True, ts=100.0, items={'i1': 0.9, 'i2': 0.1}, user_id='u7'), 0.1)
 >>> pending.match("r1", "i2", now=170.0), pending.match("r1", "i9", now=120.0), pending.match("r7", "i1", 120.0)
 ('expired', 'item_not_served', 'unknown_request')
 """
