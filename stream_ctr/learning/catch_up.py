@@ -193,10 +193,10 @@ class CatchUp:
         self._publish()
 
     def _drop_oldest(self) -> None:
-        oldest = self._records[0]
+        oldest = self._records.popleft()
         for p, nxt in oldest.positions.items():
             self._gap[p] = max(nxt, self._gap.get(p, 0))
-        self._retire(lambda record: record is oldest)
+        self._take_out(oldest)
 
     def _add_user_steps(self, rows: torch.Tensor, users: UserSteps) -> tuple[torch.Tensor, torch.Tensor]:
         """Write the in-order steps into the first-order table and its accumulators; the ``(rows, step)`` record."""
@@ -237,26 +237,31 @@ class CatchUp:
 
     def _retire(self, done) -> None:
         """Take the local steps of the records ``done`` accepts out of the model in use and of the correction."""
-        if not any(done(r) for r in self._records):
+        kept = deque(r for r in self._records if not done(r))
+        if len(kept) == len(self._records):
             return
-        assert self._model is not None and self._base is not None
-        tables, kept = embedding_tables(self._model), deque[_Record]()
-        with torch.no_grad():
-            for record in self._records:
-                if not done(record):
-                    kept.append(record)
-                    continue
-                self._events -= record.events
-                for key, parts in record.steps.items():
-                    for rows, step in parts:
-                        self._correction[key].index_add_(0, rows, step, alpha=-1.0)
-                        tables[key].weight.index_add_(0, rows, step, alpha=-1.0)
-            if not kept:  # no local step left: the trainer's model exactly, without float residue
-                base = embedding_tables(self._base.model)
-                for key, table in tables.items():
+        for record in self._records:
+            if done(record):
+                self._take_out(record)
+        self._records = kept
+        if not kept:  # no local step left: the trainer's model exactly, without float residue
+            assert self._model is not None and self._base is not None
+            base = embedding_tables(self._base.model)
+            with torch.no_grad():
+                for key, table in embedding_tables(self._model).items():
                     table.weight.copy_(base[key].weight)
                     self._correction[key].zero_()
-        self._records = kept
+
+    def _take_out(self, record: _Record) -> None:
+        """Subtract ``record``'s steps from the model in use and the correction."""
+        assert self._model is not None
+        tables = embedding_tables(self._model)
+        self._events -= record.events
+        with torch.no_grad():
+            for key, parts in record.steps.items():
+                for rows, step in parts:
+                    self._correction[key].index_add_(0, rows, step, alpha=-1.0)
+                    tables[key].weight.index_add_(0, rows, step, alpha=-1.0)
 
     def _publish(self) -> None:
         """:attr:`current`: the model with the trainer's version and counts, and the stream position it has learned

@@ -15,7 +15,7 @@ Entry points, each with at least :data:`QUOTA` generated inputs (every test asse
 3. user ids (``/v1/users/{id}``): a table key (Faust's ``raw`` codec, the partitioner), a state whose summary
    serialises;
 4. ``FeatureSpec`` strings: a spec or a ``ValueError``, and a spec encodes any event;
-5. configuration: ``Settings.from_env`` returns settings or raises ``ConfigError`` naming a variable that was set;
+5. configuration: in ``test_valid_config.py``;
 6. the published schemas against the code: every event and request of 1. and 2. is validated against its schema
    as well, and near misses (a few thousand) are refused by the code exactly when the schema refuses them.
 
@@ -26,11 +26,9 @@ strings and big collections repeat a few drawn items (Hypothesis's cost is per d
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import json
 import math
-import os
 import time
 from collections import Counter
 
@@ -39,12 +37,13 @@ import numpy as np
 import orjson
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from contract_inputs import DEFAULT, NUMERIC_FEATURES, QUOTA, SPEC_POOL, SPEC_TEXT, fast
+from hypothesis import given
 from hypothesis import strategies as st
 from schema_strategies import CHAR, INT64, JSON, UNBOUNDED, cycle, from_schema, many, mapping
 
 from stream_ctr import topics
-from stream_ctr.config import ConfigError, Settings
+from stream_ctr.config import Settings
 from stream_ctr.contracts.arms import ARMS
 from stream_ctr.contracts.events import DLQ_REASONS, InvalidEvent, parse_event, partition_of
 from stream_ctr.contracts.features import FeatureSpec, HashingEncoder
@@ -66,21 +65,7 @@ from stream_ctr.serving.scoring import (
 from stream_ctr.trainer.global_trainer import GlobalTrainer
 
 #: Generated inputs each entry point must see in one run: 10,000 in `make test`, a tenth in `make test-fast`.
-QUOTA = int(os.environ.get("STREAM_CTR_HYPOTHESIS_QUOTA", "10000"))
-#: Examples seen per entry point (each test asserts its own).
 COUNTS: Counter = Counter()
-
-
-def fast(max_examples: int):
-    """Derandomized, database-free Hypothesis settings: the same examples every run, no deadline."""
-    return settings(
-        max_examples=max_examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        print_blob=False,
-        suppress_health_check=list(HealthCheck),
-    )
 
 
 # --- the contracts and their strategies -----------------------------------------------------------------------------
@@ -92,10 +77,8 @@ REQUEST_SCHEMA = OPENAPI["components"]["schemas"]["ScoreRequest"]
 #: The request schema with the OpenAPI document's components beside it, so that its ``$ref``s resolve.
 REQUEST_VALIDATOR = jsonschema.Draft202012Validator({**REQUEST_SCHEMA, "components": OPENAPI["components"]})
 
-DEFAULT = Settings()
 DEFAULT_SPEC = FeatureSpec.parse(DEFAULT.features, DEFAULT.hash_buckets)
 #: A spec where the same names are read as numbers and one wide multi field: numbers reach the model's weights.
-NUMERIC_FEATURES = "age:num,gender,occupation:num,genres:multi:40"
 SPEC_NAMES = tuple(f.name for f in DEFAULT_SPEC.fields)
 NOW = float(int(time.time()))  # ``ts`` may be up to a day ahead of the clock: prose in the schema, so bounded here
 GENRES = (
@@ -483,42 +466,13 @@ def test_valid_user_ids_are_table_keys_with_a_serialisable_summary():
 
 # --- 4. FeatureSpec strings: a spec or a ValueError; a spec encodes any event ----------------------------------------
 
-#: Field names the spec strings and the events both draw from, so that the events carry the specs' fields.
-_POOL = ("age", "gender", "genres", "occupation", "price", "a b", "x|y", "😀", "\x00")
-_NAME = st.one_of(
-    st.sampled_from(_POOL),
-    st.sampled_from(["user_id", "item_id", "", " ", " a b ", " age"]),
-    st.text(CHAR, max_size=6),
-    st.text(st.characters(blacklist_characters=",:"), max_size=6),
-)
-_KIND = st.one_of(st.sampled_from(["cat", "num", "multi", " multi ", "", "Multi", "blob"]), st.text(CHAR, max_size=4))
-_WIDTH = st.one_of(
-    st.integers(-2, 70).map(str),
-    st.text(CHAR, max_size=3),
-    st.sampled_from(["", " 3", "٣", "²", "1.5", "0x3", "+2", "3 ", "9" * 5000]),
-)
-_ITEM = st.one_of(
-    _NAME,
-    st.tuples(_NAME, _KIND).map(":".join),
-    st.tuples(_NAME, st.just("multi"), _WIDTH).map(":".join),
-    st.tuples(_NAME, _KIND, _WIDTH).map(":".join),
-    st.lists(st.text(CHAR, max_size=3), max_size=5).map(":".join),
-)
-#: FeatureSpec strings: well-formed ones, near misses, and any text at all.
-SPEC_TEXT = st.one_of(
-    st.builds(str.join, st.sampled_from([",", ", ", ",,", " , "]), st.lists(_ITEM, max_size=6)),
-    st.text(CHAR, max_size=30),
-    st.just(DEFAULT.features),
-    st.just(NUMERIC_FEATURES),
-)
-
 
 @given(
     texts=st.lists(SPEC_TEXT, min_size=5, max_size=5),
     buckets=st.one_of(st.just(DEFAULT.hash_buckets), st.integers(-1, 1 << 40)),
     user_id=st.booleans(),
     features=st.lists(
-        st.dictionaries(st.one_of(st.sampled_from(_POOL), FEATURE_NAME), FEATURE_VALUE, max_size=8),
+        st.dictionaries(st.one_of(st.sampled_from(SPEC_POOL), FEATURE_NAME), FEATURE_VALUE, max_size=8),
         min_size=1,
         max_size=3,
     ),
@@ -544,114 +498,6 @@ def _specs(texts, buckets, user_id, features):
 def test_feature_spec_strings_parse_or_raise_value_error_and_specs_encode_any_event():
     _specs()
     assert COUNTS["feature specs"] >= QUOTA, COUNTS
-
-
-# --- 5. configuration: Settings or a ConfigError naming the variable --------------------------------------------------
-
-KNOBS = {f.metadata["env"]: f for f in dataclasses.fields(Settings)}
-#: Any text an environment can hold: on POSIX, bytes that are not UTF-8 reach os.environ as lone surrogates.
-_ENV_TEXT = st.text(st.characters(), max_size=12)
-_NUMBER_TEXT = st.one_of(
-    st.integers(-5, 70_000).map(str),
-    st.integers().map(str),
-    st.floats().map(str),
-    st.floats(0, 10).map(repr),
-    st.sampled_from(
-        [
-            "",
-            " ",
-            "0",
-            "-0",
-            "1",
-            "6",
-            "7",
-            "65535",
-            "65536",
-            "nan",
-            "inf",
-            "-inf",
-            "1e309",
-            "1e-400",
-            " 5 ",
-            "5_000",
-            "٣",
-            "²",
-            "0x10",
-            "1,5",
-            "true",
-            "9" * 5000,
-        ]
-    ),
-)
-_VALUES = {
-    "int": st.one_of(_NUMBER_TEXT, _ENV_TEXT),
-    "float": st.one_of(_NUMBER_TEXT, _ENV_TEXT),
-    "str": st.one_of(
-        _ENV_TEXT,
-        SPEC_TEXT,
-        st.sampled_from(
-            [
-                "",
-                "localhost",
-                "localhost:9092",
-                "64,32",
-                "64",
-                "0",
-                "64,-1",
-                "64,,32",
-                "deepfm",
-                "lr",
-                "lc",
-                "lc_bias",
-                "none",
-                "adam",
-                "adagrad",
-                "sgd",
-                "memory",
-                "rocksdb",
-                "cpu",
-                "cuda",
-                "0.0.0.0",
-            ]
-        ),
-    ),
-}
-#: Environments setting a few knobs each (every knob, over the run), each to a value of its type or any text.
-ENV = st.lists(
-    st.one_of([st.tuples(st.just(name), _VALUES[KNOBS[name].type]) for name in sorted(KNOBS)]), max_size=4
-).map(dict)
-
-
-@given(envs=st.lists(ENV, min_size=5, max_size=5))
-@fast(max_examples=QUOTA // 5)
-def _configs(envs):
-    for env in envs:
-        COUNTS["configs"] += 1
-        _config(env)
-
-
-def _config(env: dict):
-    try:
-        settings_ = Settings.from_env(env)
-    except ConfigError as exc:
-        # It starts with a knob's name, and names (there or in the text: a check across two knobs names both) a
-        # variable that was set: defaults alone are valid.
-        message = str(exc)
-        assert message.split(":", 1)[0] in KNOBS, message
-        assert any(name in message for name in env), f"{message!r} names no variable that was set ({sorted(env)})"
-        return
-    for name, raw in env.items():
-        knob = KNOBS[name]
-        assert knob.type != "str" or getattr(settings_, knob.name) == raw
-    assert all(math.isfinite(getattr(settings_, f.name)) for f in KNOBS.values() if f.type == "float")
-    assert Settings.from_env(settings_.to_env()) == settings_
-    FeatureSpec.parse(settings_.features, settings_.hash_buckets)
-    HeadParams.from_settings(settings_)
-
-
-def test_any_config_is_settings_or_a_config_error_naming_the_variable():
-    _configs()
-    assert COUNTS["configs"] >= QUOTA, COUNTS
 
 
 # --- 6. the published schemas against the code ------------------------------------------------------------------------
