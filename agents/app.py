@@ -7,6 +7,7 @@ import tempfile
 import faust
 from faust.serializers import codecs
 
+from stream_ctr.broker.connection import Security
 from stream_ctr.config import ConfigError, Settings
 from stream_ctr.learning.state import UserState
 from stream_ctr.topics import MAX_RECORD_BYTES
@@ -39,6 +40,7 @@ def create_app(settings: Settings, role: str, web_port: int | None) -> faust.App
     return faust.App(
         f"{settings.app_id}-{role}",
         **faust_compat.app_settings(settings.kafka_bootstrap, settings.store),  # broker, store, TableManager
+        broker_credentials=Security.of(settings).faust_credentials(),  # TLS / SASL of every Faust client
         autodiscover=False,
         datadir=settings.data_dir or tempfile.mkdtemp(prefix=f"stream-ctr-{role}-"),
         topic_partitions=settings.events_partitions,

@@ -97,7 +97,7 @@ class PersonalizeWorker:
         self.staleness = Staleness(settings.events_partitions)
         self.metrics.registry.register(self.staleness)
         self.follower = SnapshotFollower(
-            settings.kafka_bootstrap,
+            settings,
             (topics.model(settings).name, topics.model_updates(settings).name),
             self.metrics,
             window=2 * settings.full_snapshot_every + 2,
@@ -213,7 +213,7 @@ class PersonalizeWorker:
         owned = sorted(tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic)
         try:
             lags = await asyncio.get_running_loop().run_in_executor(
-                None, group_lag, self.settings.kafka_bootstrap, self.app.conf.id, topic, owned
+                None, group_lag, self.settings, self.app.conf.id, topic, owned
             )
         except Exception as exc:  # the broker is away: no reading this time, the next one will tell
             log.warning("lag check failed: %s", exc)

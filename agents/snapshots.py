@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_ctr.broker.admin import topic_partitions
+from stream_ctr.broker.connection import Kafka, KafkaTarget
 from stream_ctr.models.delta import Delta, is_delta
 from stream_ctr.models.snapshot import Snapshot, SnapshotHolder, decode_update
 from stream_ctr.monitoring.prometheus import WorkerMetrics
@@ -23,25 +24,25 @@ GATE_POLL_S = 0.005
 __all__ = ["SnapshotFollower", "read_latest_snapshot", "read_newest_version"]
 
 
-async def _assigned_consumer(bootstrap: str, topic: str) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+async def _assigned_consumer(kafka: KafkaTarget, topic: str) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
+    kafka = Kafka.of(kafka)
+    consumer = kafka.aio_consumer(
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",  # a seek before the log start lands on its start
         max_partition_fetch_bytes=MAX_RECORD_BYTES,
         fetch_max_bytes=MAX_RECORD_BYTES,
     )
-    parts = await asyncio.get_running_loop().run_in_executor(None, topic_partitions, bootstrap, topic)
+    parts = await asyncio.get_running_loop().run_in_executor(None, topic_partitions, kafka, topic)
     await consumer.start()
     tps = [TopicPartition(topic, p) for p in parts]
     consumer.assign(tps)
     return consumer, tps
 
 
-async def _last_records(bootstrap: str, topic: str) -> list[bytes]:
+async def _last_records(kafka: KafkaTarget, topic: str) -> list[bytes]:
     """The last record of each partition of ``topic`` (none for an empty partition)."""
-    consumer, tps = await _assigned_consumer(bootstrap, topic)
+    consumer, tps = await _assigned_consumer(kafka, topic)
     try:
         ends = await consumer.end_offsets(tps)
         values = []
@@ -56,15 +57,15 @@ async def _last_records(bootstrap: str, topic: str) -> list[bytes]:
         await consumer.stop()
 
 
-async def read_latest_snapshot(bootstrap: str, topic: str) -> Snapshot | None:
+async def read_latest_snapshot(kafka: KafkaTarget, topic: str) -> Snapshot | None:
     """The newest full snapshot on ``topic`` (``ctr.model``), or None when nothing was ever published."""
-    snaps = [Snapshot.from_bytes(value) for value in await _last_records(bootstrap, topic)]
+    snaps = [Snapshot.from_bytes(value) for value in await _last_records(kafka, topic)]
     return max(snaps, key=lambda snap: snap.version, default=None)
 
 
-async def read_newest_version(bootstrap: str, topic: str) -> int | None:
+async def read_newest_version(kafka: KafkaTarget, topic: str) -> int | None:
     """The version of the last record on the update chain ``topic``, or None when it is empty."""
-    return max((decode_update(value).version for value in await _last_records(bootstrap, topic)), default=None)
+    return max((decode_update(value).version for value in await _last_records(kafka, topic)), default=None)
 
 
 class SnapshotFollower:
@@ -84,13 +85,13 @@ class SnapshotFollower:
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaTarget,
         topics_: tuple[str, str],
         metrics: WorkerMetrics,
         window: int = 2002,
         gate: Callable[[Mapping[int, int]], bool] = lambda offsets: True,
     ):
-        self.bootstrap, (self.model_topic, self.updates_topic), self.metrics = bootstrap, topics_, metrics
+        self.kafka, (self.model_topic, self.updates_topic), self.metrics = Kafka.of(kafka), topics_, metrics
         self.window = window
         self.holder = SnapshotHolder()
         #: Whether an update trained up to these ``ctr.events`` offsets may be used now; the follower waits (and
@@ -115,13 +116,13 @@ class SnapshotFollower:
 
     async def run(self) -> None:
         try:
-            newest = await read_latest_snapshot(self.bootstrap, self.model_topic)
+            newest = await read_latest_snapshot(self.kafka, self.model_topic)
         except Exception:  # a foreign record must not stop scoring: the chain brings the next full snapshot
             log.exception("no readable snapshot on %s; following %s only", self.model_topic, self.updates_topic)
             newest = None
         if newest is not None:
             await self._swap(newest)
-        consumer, tps = await _assigned_consumer(self.bootstrap, self.updates_topic)
+        consumer, tps = await _assigned_consumer(self.kafka, self.updates_topic)
         try:
             for tp, end in (await consumer.end_offsets(tps)).items():
                 consumer.seek(tp, max(end - self.window, 0))  # past retention, aiokafka resets to the earliest

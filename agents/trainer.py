@@ -25,6 +25,7 @@ from functools import partial
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_ctr import topics
+from stream_ctr.broker.connection import Kafka
 from stream_ctr.config import Settings
 from stream_ctr.contracts.events import InvalidEvent, parse_record
 from stream_ctr.models.delta import Delta
@@ -116,9 +117,8 @@ class TrainerWorker:
     async def resume(self) -> None:
         """Resume from the newest full snapshot of the same model config, or start afresh. Either way the versions
         move forward: a scorer may hold any version published before, and only a newer one replaces it."""
-        bootstrap = self.settings.kafka_bootstrap
-        latest = await read_latest_snapshot(bootstrap, topics.model(self.settings).name)
-        newest = await read_newest_version(bootstrap, topics.model_updates(self.settings).name)
+        latest = await read_latest_snapshot(self.settings, topics.model(self.settings).name)
+        newest = await read_newest_version(self.settings, topics.model_updates(self.settings).name)
         if latest is not None and latest.model_cfg == self.trainer.cfg:
             self.trainer.resume_from(latest, newest)
             log.info("resumed from model v%d (newest published v%s)", latest.version, newest)
@@ -141,8 +141,7 @@ class TrainerWorker:
             await asyncio.to_thread(self.trainer.sync_group)
             self.ready.set()
         topic = topics.events(self.settings).name
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+        consumer = Kafka.of(self.settings).aio_consumer(
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -37,7 +37,7 @@ def _broker_settings(why: str, **overrides) -> Settings:
     s = _settings().replace(**overrides)
     if not s.kafka_bootstrap:
         raise ConfigError(f"KAFKA_BOOTSTRAP: {why} (stream-ctr up prints it)")
-    require_broker(s.kafka_bootstrap)
+    require_broker(s)
     return s
 
 
@@ -67,7 +67,7 @@ def cmd_worker(args) -> int:
     settings = _broker_settings("the worker consumes ctr.events")
     torch.set_num_threads(settings.worker_threads)
     worker = PersonalizeWorker.build(settings)
-    register(settings.kafka_bootstrap, topics.experiments(settings).name, worker.experiment)
+    register(settings, topics.experiments(settings).name, worker.experiment)
     # The ~350,000 objects of the imported libraries, out of every full collection: scanning them stalled the
     # event loop, and every scoring request waiting on it, for 150-350 ms every few seconds under load.
     gc.collect()
@@ -152,7 +152,7 @@ def cmd_replay(args) -> int:
     s = _broker_settings("replay needs a broker")
     events = load_dataset(args.dataset, args.limit, args.seed)
     t0 = time.monotonic()
-    sent, bad = replay(events, s.kafka_bootstrap, topics.events(s).name, args.rate, args.malformed_every)
+    sent, bad = replay(events, s, topics.events(s).name, args.rate, args.malformed_every)
     dt = time.monotonic() - t0
     print(f"replayed {sent} {args.dataset} events (+{bad} malformed) in {dt:.1f}s ({sent / dt:.0f}/s)")
     return 0

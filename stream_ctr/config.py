@@ -35,6 +35,7 @@ __all__ = [
     "SECTIONS",
     "ConfigError",
     "ExperimentSettings",
+    "KafkaSecuritySettings",
     "KafkaSettings",
     "LearningSettings",
     "MonitoringSettings",
@@ -110,6 +111,44 @@ class KafkaSettings:
         lambda v: v >= 6,
     )
     heartbeat_s: float = _knob(1.0, "STREAM_CTR_HEARTBEAT_S", "consumer group heartbeat interval", _positive)
+
+
+@dataclass(frozen=True)
+class KafkaSecuritySettings:
+    """How every Kafka client of stream-ctr authenticates and encrypts (docs/SECURITY.md): the Faust apps, the
+    trainer, replay, simulate, reports and admin all connect with these (stream_ctr/broker/connection.py)."""
+
+    kafka_security_protocol: str = _knob(
+        "PLAINTEXT",
+        "STREAM_CTR_KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT, SSL (TLS; with a client certificate: mutual TLS), SASL_PLAINTEXT or SASL_SSL",
+        lambda v: v in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    )
+    kafka_sasl_mechanism: str = _knob(
+        "SCRAM-SHA-512",
+        "STREAM_CTR_KAFKA_SASL_MECHANISM",
+        "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+        lambda v: v in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+    )
+    kafka_sasl_username: str = _knob("", "STREAM_CTR_KAFKA_SASL_USERNAME", "SASL user name")
+    kafka_sasl_password_file: str = _knob(
+        "",
+        "STREAM_CTR_KAFKA_SASL_PASSWORD_FILE",
+        "file whose first line is the SASL password (a file, so the secret never shows in ps or the environment)",
+    )
+    kafka_ssl_cafile: str = _knob(
+        "", "STREAM_CTR_KAFKA_SSL_CAFILE", "PEM file of the CAs that sign the brokers' certificates (empty = system)"
+    )
+    kafka_ssl_certfile: str = _knob(
+        "", "STREAM_CTR_KAFKA_SSL_CERTFILE", "client certificate chain (PEM) for mutual TLS"
+    )
+    kafka_ssl_keyfile: str = _knob("", "STREAM_CTR_KAFKA_SSL_KEYFILE", "private key (PEM) of that certificate")
+    kafka_ssl_check_hostname: int = _knob(
+        1,
+        "STREAM_CTR_KAFKA_SSL_CHECK_HOSTNAME",
+        "1: the broker's certificate must name the host connected to; 0: any certificate the CA signed",
+        lambda v: v in (0, 1),
+    )
 
 
 @dataclass(frozen=True)
@@ -408,12 +447,26 @@ class TrainerSettings:
 
 
 #: The sections, in the order ``stream-ctr config`` and docs/CONFIGURATION.md list them.
-SECTIONS = (KafkaSettings, LearningSettings, ServingSettings, ExperimentSettings, MonitoringSettings, TrainerSettings)
+SECTIONS = (
+    KafkaSettings,
+    KafkaSecuritySettings,
+    LearningSettings,
+    ServingSettings,
+    ExperimentSettings,
+    MonitoringSettings,
+    TrainerSettings,
+)
 
 
 @dataclass(frozen=True)
 class Settings(
-    KafkaSettings, LearningSettings, ServingSettings, ExperimentSettings, MonitoringSettings, TrainerSettings
+    KafkaSettings,
+    KafkaSecuritySettings,
+    LearningSettings,
+    ServingSettings,
+    ExperimentSettings,
+    MonitoringSettings,
+    TrainerSettings,
 ):
     """Every knob of the service: the union of the sections. A component that reads one section may take it by
     that section's type (a :class:`Settings` is each of them)."""
@@ -546,11 +599,38 @@ class Settings(
             raise ConfigError("STREAM_CTR_TRAINER_WEB_PORT: must be set when STREAM_CTR_WEB_PORT is 65535")
         if self.kafka_bootstrap and ":" not in self.kafka_bootstrap:
             raise ConfigError(f"KAFKA_BOOTSTRAP: expected host:port, got {self.kafka_bootstrap!r}")
+        self._validate_kafka_security()
         if not self.api_keys_file and self.web_bind not in ("127.0.0.1", "::1", "localhost"):
             raise ConfigError(
                 f"STREAM_CTR_WEB_BIND: {self.web_bind!r} would open /v1/score and /v1/users to the network with no "
                 "authentication; set STREAM_CTR_API_KEYS_FILE (or bind 127.0.0.1)"
             )
+
+    def _validate_kafka_security(self) -> None:
+        """The security knobs agree with each other, and every file they name can be read (a missing CA or
+        password file fails here, at start, not as a broker timeout a minute later)."""
+        protocol = self.kafka_security_protocol
+        for knob in ("kafka_sasl_password_file", "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+            path = getattr(self, knob)
+            if path and not os.access(path, os.R_OK):
+                raise ConfigError(f"{_env_of(knob)}: {path!r} is not a readable file")
+        if protocol.startswith("SASL_"):
+            for knob in ("kafka_sasl_username", "kafka_sasl_password_file"):
+                if not getattr(self, knob):
+                    raise ConfigError(f"{_env_of(knob)}: required with STREAM_CTR_KAFKA_SECURITY_PROTOCOL={protocol}")
+        elif self.kafka_sasl_username or self.kafka_sasl_password_file:
+            raise ConfigError(
+                f"STREAM_CTR_KAFKA_SASL_USERNAME: SASL credentials are set but STREAM_CTR_KAFKA_SECURITY_PROTOCOL="
+                f"{protocol} would not send them (SASL_SSL, or SASL_PLAINTEXT)"
+            )
+        tls_files = self.kafka_ssl_cafile or self.kafka_ssl_certfile or self.kafka_ssl_keyfile
+        if tls_files and protocol not in ("SSL", "SASL_SSL"):
+            raise ConfigError(
+                f"STREAM_CTR_KAFKA_SECURITY_PROTOCOL: {protocol} does not use TLS, but TLS files are set "
+                "(STREAM_CTR_KAFKA_SSL_*): SSL or SASL_SSL"
+            )
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ConfigError("STREAM_CTR_KAFKA_SSL_KEYFILE: set without STREAM_CTR_KAFKA_SSL_CERTFILE")
 
     def describe(self) -> str:
         """Section by section, one line per knob with its effective value (and the default where it differs),
@@ -563,6 +643,11 @@ class Settings(
                 default = "" if value == f.default else f"  (default {f.default!r})"
                 lines.append(f"{f.metadata['env']:32} = {value!r}{default}\n{'':35}{f.metadata['doc']}")
         return "\n".join(lines)
+
+
+def _env_of(knob: str) -> str:
+    """The environment name of a knob."""
+    return next(f.metadata["env"] for f in dataclasses.fields(Settings) if f.name == knob)
 
 
 def _parse(name: str, type_name: str, raw: Any) -> Any:

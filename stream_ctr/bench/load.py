@@ -168,7 +168,7 @@ def _stream(stack, events, rate: float, stop: threading.Event) -> None:
             part = events[start : start + chunk]
             if cycle:
                 part = [dataclasses.replace(e, event_id=f"{e.event_id}~{cycle}", ts=e.ts + cycle * span) for e in part]
-            replay(part, stack.settings.kafka_bootstrap, topics.events(stack.settings).name, rate)
+            replay(part, stack.settings, topics.events(stack.settings).name, rate)
 
 
 def run_load_bench(
@@ -195,7 +195,7 @@ def run_load_bench(
     bodies = score_bodies(warm, 20_000, candidates)
     lines, numbers = [], {}
     with Stack(settings, Path(tempfile.mkdtemp(prefix="stream-ctr-load-"))) as stack:
-        replay(warm, stack.settings.kafka_bootstrap, topics.events(stack.settings).name)
+        replay(warm, stack.settings, topics.events(stack.settings).name)
         wait_applied(stack, len(warm))  # heads exist for the users asked about
         folder = Path(tempfile.mkdtemp(prefix="stream-ctr-targets-"))
         _targets(stack.worker_url, bodies, folder / "score.jsonl")

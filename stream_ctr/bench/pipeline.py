@@ -26,6 +26,7 @@ import orjson
 
 from stream_ctr import topics
 from stream_ctr.bench.state import publish_v0
+from stream_ctr.broker.connection import Kafka
 from stream_ctr.broker.replay import replay
 from stream_ctr.config import Settings
 from stream_ctr.data import load_dataset
@@ -44,7 +45,7 @@ def run_pipeline_bench(
     logs = Path(tempfile.mkdtemp(prefix="stream-ctr-bench-pipeline-"))
     with Stack(settings, logs, trainer=False, worker=False) as stack:
         s = stack.settings
-        replay(events, s.kafka_bootstrap, topics.events(s).name)
+        replay(events, s, topics.events(s).name)
         publish_v0(s)
         raw = asyncio.run(_raw_consume(s, len(events)))
         drained = {n: _drain(stack, n, len(events)) for n in workers}
@@ -78,11 +79,10 @@ def run_pipeline_bench(
 
 
 async def _raw_consume(settings: Settings, expect: int) -> float:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     topic = topics.events(settings).name
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+    consumer = Kafka.of(settings).aio_consumer(
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

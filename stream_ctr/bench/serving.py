@@ -36,7 +36,7 @@ def run_serving_bench(settings: Settings, requests: int = 2000, candidates: int 
     settings = settings.replace(features=SYNTHETIC_FEATURES)  # the stack moves to free ports if these are taken
     reqs = [_score_request(events, n, candidates) for n in range(requests)]
     with Stack(settings, Path(tempfile.mkdtemp(prefix="stream-ctr-bench-"))) as stack:
-        replay(events[:5000], stack.settings.kafka_bootstrap, topics.events(stack.settings).name)
+        replay(events[:5000], stack.settings, topics.events(stack.settings).name)
         wait_applied(stack, 5000)  # heads exist, the backlog is learned: the steady state is measured
         client = ScoringClient(stack.worker_url)
         for req in reqs[:200]:  # warm-up: connection, first snapshot, code paths

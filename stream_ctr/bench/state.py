@@ -80,7 +80,7 @@ def publish_v0(settings: Settings, version: int = 0) -> None:
     a trainer is healthy once it has it, and a trainer that starts resumes from it when it is the newest."""
     trainer = GlobalTrainer(settings)
     trainer.version = version
-    prod = producer(settings.kafka_bootstrap)
+    prod = producer(settings)
     try:
         prod.send(topics.model(settings).name, key=b"global", value=trainer.snapshot().to_bytes())
         prod.flush()
@@ -101,7 +101,7 @@ def _measure(settings: Settings, users: int, store: str) -> dict:
         stack.wait_healthy(120)
         rss_before = _rss(stack.procs["worker"].pid)
         t0 = time.monotonic()
-        replay(_events(users), s.kafka_bootstrap, topics.events(s).name)
+        replay(_events(users), s, topics.events(s).name)
         wait_applied(stack, users, timeout=users / 200 + 300)
         eps = users / (time.monotonic() - t0)
         rss_after = _rss(stack.procs["worker"].pid)
@@ -122,10 +122,7 @@ def _measure(settings: Settings, users: int, store: str) -> dict:
 def _changelog_bytes(settings: Settings) -> int:
     from stream_ctr.broker.read import read_topic
 
-    return sum(
-        len(m.value or b"")
-        for m in read_topic(settings.kafka_bootstrap, f"{settings.app_id}-personalize-users-changelog")
-    )
+    return sum(len(m.value or b"") for m in read_topic(settings, f"{settings.app_id}-personalize-users-changelog"))
 
 
 def _recovery_seconds(stack: Stack, users: int) -> float:
@@ -138,7 +135,7 @@ def _recovery_seconds(stack: Stack, users: int) -> float:
     def feed():
         offset = users
         while not stop.is_set():
-            replay(_events(8, offset, seed=1), stack.settings.kafka_bootstrap, topics.events(stack.settings).name)
+            replay(_events(8, offset, seed=1), stack.settings, topics.events(stack.settings).name)
             offset += 8
             stop.wait(0.1)
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import contextlib
 import time
 
-from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
+
+from stream_ctr.broker.connection import Kafka, KafkaTarget
 
 __all__ = ["ensure_topics", "topic_partitions"]
 
 
-def ensure_topics(bootstrap: str, specs) -> list[str]:
+def ensure_topics(kafka: KafkaTarget, specs) -> list[str]:
     """Create every topic in ``specs`` that does not exist yet; returns the names created."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    admin = Kafka.of(kafka).admin(request_timeout_ms=30000)
     try:
         existing = set(admin.list_topics())
         new = [
@@ -30,9 +31,9 @@ def ensure_topics(bootstrap: str, specs) -> list[str]:
         admin.close()
 
 
-def topic_partitions(bootstrap: str, topic: str, timeout: float = 20.0) -> list[int]:
+def topic_partitions(kafka: KafkaTarget, topic: str, timeout: float = 20.0) -> list[int]:
     """The partition ids of ``topic``, waiting up to ``timeout`` seconds for it to exist."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    admin = Kafka.of(kafka).admin(request_timeout_ms=30000)
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -22,9 +22,9 @@ import time
 import uuid
 from pathlib import Path
 
-from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from stream_ctr.broker.connection import Kafka, KafkaTarget
 from stream_ctr.process import children
 from stream_ctr.process.net import reserve_port
 from stream_ctr.topics import MAX_RECORD_BYTES
@@ -82,13 +82,14 @@ def ensure_jars(version: str = KAFKA_VERSION) -> Path:
 
 
 class ExternalKafka:
-    """A broker someone else runs: start and stop do nothing."""
+    """A broker someone else runs (with its security, :mod:`.connection`): start and stop do nothing."""
 
-    def __init__(self, bootstrap: str):
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaTarget):
+        self.kafka = Kafka.of(kafka)
+        self.bootstrap = self.kafka.bootstrap
 
     def start(self, timeout: float = 60.0) -> ExternalKafka:
-        wait_ready(self.bootstrap, timeout)
+        wait_ready(self.kafka, timeout)
         return self
 
     def stop(self, timeout: float = 0.0) -> None:
@@ -115,10 +116,16 @@ class LocalKafka:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def _write_config(self, workdir: Path) -> Path:
+    @property
+    def kafka(self) -> Kafka:
+        """How this broker's own checks connect to it (a secured subclass connects as its super user)."""
+        return Kafka(self.bootstrap)
+
+    def _config(self, workdir: Path) -> dict[str, str]:
+        """The broker's ``server.properties``, with the ports reserved (a subclass adds listeners)."""
         self._held = [reserve_port(), reserve_port()]
         self.port, self.controller_port = (sock.getsockname()[1] for sock in self._held)
-        cfg = {
+        return {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
@@ -139,8 +146,14 @@ class LocalKafka:
             "message.max.bytes": str(MAX_RECORD_BYTES),
             "log.cleaner.backoff.ms": "1000",
         }
+
+    def _format_options(self) -> list[str]:
+        """Extra options of ``StorageTool format`` (a subclass adds SCRAM users)."""
+        return []
+
+    def _write_config(self, workdir: Path) -> Path:
         path = workdir / "server.properties"
-        path.write_text("".join(f"{k}={v}\n" for k, v in cfg.items()))
+        path.write_text("".join(f"{k}={v}\n" for k, v in self._config(workdir).items()))
         return path
 
     def _java(self) -> list[str]:
@@ -160,7 +173,15 @@ class LocalKafka:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         # --cluster-id=ID, not "-t ID": a random id may start with "-" and would be read as an option.
         fmt = subprocess.run(
-            [*self._java(), "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)],
+            [
+                *self._java(),
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={cluster_id}",
+                "-c",
+                str(config),
+                *self._format_options(),
+            ],
             capture_output=True,
             text=True,
         )
@@ -175,7 +196,7 @@ class LocalKafka:
             [*self._java(), "kafka.Kafka", str(workdir / "server.properties")], workdir / "kafka.log"
         )
         try:
-            wait_ready(self.bootstrap, timeout, self.proc)
+            wait_ready(self.kafka, timeout, self.proc)
         except (RuntimeError, TimeoutError) as exc:
             tail = self.log_tail()
             self.stop()
@@ -218,8 +239,10 @@ class LocalKafka:
         self.stop()
 
 
-def wait_ready(bootstrap: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+def wait_ready(kafka: KafkaTarget, timeout: float, proc: subprocess.Popen | None = None) -> None:
     """Block until the broker answers a metadata request (or fail with the reason)."""
+    kafka = Kafka.of(kafka)
+    bootstrap = kafka.bootstrap
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     kafka_log = logging.getLogger("kafka")
@@ -234,7 +257,7 @@ def wait_ready(bootstrap: str, timeout: float, proc: subprocess.Popen | None = N
                 time.sleep(0.5)
                 continue
             try:
-                admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+                admin = kafka.admin(request_timeout_ms=3000)
                 try:
                     admin.list_topics()
                     return
@@ -263,11 +286,11 @@ def _listening(bootstrap: str) -> bool:
     return False
 
 
-def require_broker(bootstrap: str, timeout: float = 5.0) -> None:
+def require_broker(kafka: KafkaTarget, timeout: float = 5.0) -> None:
     """Fail fast, in one line, when the configured broker does not answer (commands call this first)."""
-    wait_ready(bootstrap, timeout)
+    wait_ready(kafka, timeout)
 
 
-def broker_for(bootstrap: str = "") -> LocalKafka | ExternalKafka:
-    """``KAFKA_BOOTSTRAP`` set: use that broker; empty: start a local one."""
-    return ExternalKafka(bootstrap) if bootstrap else LocalKafka()
+def broker_for(kafka: KafkaTarget = "") -> LocalKafka | ExternalKafka:
+    """``KAFKA_BOOTSTRAP`` set: use that broker (with the settings' security); empty: start a local one."""
+    return ExternalKafka(kafka) if Kafka.of(kafka).bootstrap else LocalKafka()

@@ -15,19 +15,21 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from kafka import KafkaAdminClient, TopicPartition
+from kafka import TopicPartition
 from kafka.admin import OffsetSpec
 from kafka.errors import KafkaError
+
+from stream_ctr.broker.connection import Kafka, KafkaTarget
 
 __all__ = ["StallDetector", "group_lag"]
 
 
-def group_lag(bootstrap: str, group: str, topic: str, partitions) -> dict[int, tuple[int, int]]:
+def group_lag(kafka: KafkaTarget, group: str, topic: str, partitions) -> dict[int, tuple[int, int]]:
     """``{partition: (committed, end)}`` of ``group`` on ``topic`` (committed 0 where the group has none yet)."""
     tps = [TopicPartition(topic, p) for p in partitions]
     if not tps:
         return {}
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    admin = Kafka.of(kafka).admin(request_timeout_ms=10000)
     try:
         committed = _retrying(lambda: admin.list_group_offsets({group: tps}).get(group, {}))
         ends = admin.list_partition_offsets(dict.fromkeys(tps, OffsetSpec.LATEST))

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from stream_ctr.broker.admin import topic_partitions
+from stream_ctr.broker.connection import Kafka, KafkaTarget
 from stream_ctr.topics import MAX_RECORD_BYTES
 
 __all__ = ["end_offsets", "read_topic"]
 
 
-def read_topic(bootstrap: str, topic: str) -> Iterator:
+def read_topic(kafka: KafkaTarget, topic: str) -> Iterator:
     """Every record of ``topic`` up to the end offsets at the time of the call (kafka-python messages)."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
+    kafka = Kafka.of(kafka)
+    consumer = kafka.consumer(
         group_id=None,
         enable_auto_commit=False,
         max_partition_fetch_bytes=MAX_RECORD_BYTES,
         fetch_max_bytes=MAX_RECORD_BYTES,
     )
     try:
-        tps = [TopicPartition(topic, p) for p in topic_partitions(bootstrap, topic)]
+        tps = [TopicPartition(topic, p) for p in topic_partitions(kafka, topic)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         ends = consumer.end_offsets(tps)
@@ -39,11 +40,12 @@ def read_topic(bootstrap: str, topic: str) -> Iterator:
         consumer.close()
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+def end_offsets(kafka: KafkaTarget, topic: str) -> dict[int, int]:
     """The next offset to be written, per partition of ``topic`` that has had records."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    kafka = Kafka.of(kafka)
+    consumer = kafka.consumer(group_id=None, enable_auto_commit=False)
     try:
-        tps = [TopicPartition(topic, p) for p in topic_partitions(bootstrap, topic)]
+        tps = [TopicPartition(topic, p) for p in topic_partitions(kafka, topic)]
         return {tp.partition: end for tp, end in consumer.end_offsets(tps).items() if end > 0}
     finally:
         consumer.close()

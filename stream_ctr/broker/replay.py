@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from kafka import KafkaProducer
 
+from stream_ctr.broker.connection import Kafka, KafkaTarget
 from stream_ctr.contracts.events import Event, encode_event
 from stream_ctr.topics import MAX_RECORD_BYTES
 
@@ -25,10 +26,9 @@ MALFORMED_SAMPLES: tuple[tuple[bytes | None, bytes], ...] = (
 )
 
 
-def producer(bootstrap: str) -> KafkaProducer:
+def producer(kafka: KafkaTarget) -> KafkaProducer:
     """Acknowledged by all in-sync replicas, in order (one request in flight), records up to the topics' limit."""
-    return KafkaProducer(
-        bootstrap_servers=bootstrap,
+    return Kafka.of(kafka).producer(
         linger_ms=20,
         batch_size=256 * 1024,
         acks="all",
@@ -40,7 +40,7 @@ def producer(bootstrap: str) -> KafkaProducer:
 
 def replay(
     events: Iterable[Event],
-    bootstrap: str,
+    kafka: KafkaTarget,
     topic: str,
     rate: float = 0.0,
     malformed_every: int = 0,
@@ -50,7 +50,7 @@ def replay(
     With ``malformed_every`` = N, one of :data:`MALFORMED_SAMPLES` follows every N-th event. Returns
     ``(events sent, malformed sent)``; every send is acknowledged (flushed) before it returns.
     """
-    prod = producer(bootstrap)
+    prod = producer(kafka)
     sent = bad = 0
     start = time.monotonic()
     try:

@@ -194,13 +194,13 @@ def read_results(settings, experiment, planned_users: int = PLANNED_USERS) -> di
     from stream_ctr.contracts.events import InvalidEvent, parse_record
 
     def exposures():
-        for msg in read_topic(settings.kafka_bootstrap, topics.exposures(settings).name):
+        for msg in read_topic(settings, topics.exposures(settings).name):
             record = orjson.loads(msg.value)
             if record.get("experiment") == experiment.name:
                 yield record
 
     def events():
-        for msg in read_topic(settings.kafka_bootstrap, topics.events(settings).name):
+        for msg in read_topic(settings, topics.events(settings).name):
             try:
                 # The worker's rule: an event it dead-letters (null key, off its partition, ...) is not counted.
                 event = parse_record(msg.value, msg.key, msg.partition, settings.events_partitions)

@@ -29,7 +29,7 @@ def run_closed_loop(
     """Run ``sim`` against the worker at ``url`` (default: the settings' worker); events go to ``ctr.events``."""
     loop = ClosedLoop(SyntheticWorld.from_config(world), sim)
     client = ScoringClient(url or settings.web_url)
-    prod = producer(settings.kafka_bootstrap)
+    prod = producer(settings)
     topic = topics.events(settings).name
     try:
         loop.run(client.score, lambda e: prod.send(topic, key=e.user_id.encode(), value=encode_event(e)), progress)

@@ -184,7 +184,7 @@ class _Producer(threading.Thread):
         try:
             self.sent, self.bad = replay(
                 self.events,
-                self.settings.kafka_bootstrap,
+                self.settings,
                 topics.events(self.settings).name,
                 self.rate,
                 self.malformed_every,

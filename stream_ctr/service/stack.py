@@ -90,9 +90,9 @@ class Stack:
         until both are healthy. On failure, everything started so far is stopped."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self.broker = broker_for(self.settings.kafka_bootstrap).start()
+            self.broker = broker_for(self.settings).start()
             self.settings = self.settings.replace(kafka_bootstrap=self.broker.bootstrap)
-            ensure_topics(self.settings.kafka_bootstrap, topics.declared(self.settings))
+            ensure_topics(self.settings, topics.declared(self.settings))
             if self.want_trainer:
                 self.spawn("trainer")
             if self.want_worker:
