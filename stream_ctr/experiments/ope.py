@@ -60,6 +60,8 @@ __all__ = [
     "ips",
     "on_policy",
     "policy_vector",
+    "render_markdown",
+    "report",
     "reward_model",
     "snips",
 ]
@@ -249,3 +251,55 @@ def evaluate(log: Logged, policy: Policy, model: np.ndarray | None = None) -> li
     """IPS, SNIPS and DR of ``policy`` (DR with :func:`reward_model` unless a ``model`` is given)."""
     model = reward_model(log) if model is None else model
     return [ips(log, policy), snips(log, policy), doubly_robust(log, policy, model)]
+
+
+def report(log: Logged, policy: Policy, model: np.ndarray | None = None) -> dict:
+    """What ``ab ope`` prints: the policy, the three estimates, the arm's on-policy estimate when the policy is
+    one arm (the units it actually served), and the share of units each arm served."""
+    pi = policy_vector(policy, log.arms)
+    served = [a for a, mass in zip(log.arms, pi) if mass > 0]
+    return {
+        "policy": {a: float(m) for a, m in zip(log.arms, pi) if m > 0},
+        "estimates": evaluate(log, policy, model),
+        "on_policy": on_policy(log, served[0]) if len(served) == 1 else None,
+        "served_share": {a: float(np.mean(log.arm == i)) for i, a in enumerate(log.arms)},
+        "units": log.units,
+        "users": log.users,
+    }
+
+
+def _row(e: Estimate, truth: float | None) -> str:
+    cells = [e.estimator, f"{e.value:.4f}", f"[{e.ci[0]:.4f}, {e.ci[1]:.4f}]", f"{e.se:.4f}", f"{e.ess:.0f}"]
+    cells += [str(e.matched), str(e.units), str(e.users)]
+    if truth is not None:
+        cells.append("yes" if e.ci[0] <= truth <= e.ci[1] else "**no**")
+    return "| " + " | ".join(cells) + " |"
+
+
+def render_markdown(result: dict, title: str = "Off-policy estimate") -> str:
+    """The table of :func:`report` (with a ``truth`` key, as the simulation adds, a column says whether each CI
+    holds it).
+
+    >>> log = Logged.from_units(["a", "b", "c", "d"], ["ft", "global", "ft", "global"], [0.5] * 4, [1, 0, 0.5, 0])
+    >>> print(render_markdown(report(log, "ft")).splitlines()[4])
+    | IPS | 0.7500 | [-0.1883, 1.6883] | 0.4787 | 2 | 2 | 4 | 4 |
+    """
+    truth = result.get("truth")
+    policy = ", ".join(f"{a} {m:.0%}" for a, m in result["policy"].items())
+    header = "| estimator | CTR | 95% CI | SE | ESS | matched units | units | users |"
+    rule = "|---|---:|---|---:|---:|---:|---:|---:|"
+    if truth is not None:
+        header, rule = header + " CI holds the truth |", rule + "---|"
+    lines = [f"## {title}: {policy}", "", header, rule]
+    rows = [*result["estimates"], *(e for e in (result.get("on_policy"), result.get("wrong_propensity_ips")) if e)]
+    lines += [_row(e, truth) for e in rows]
+    shares = ", ".join(f"{a} {s:.1%}" for a, s in result["served_share"].items())
+    lines += ["", f"Units (exposures with an attributed impression) served per arm: {shares}."]
+    if truth is not None:
+        se = result["truth_se"]
+        lines.append(f"True CTR of the policy (on-policy simulation): {truth:.4f} (Monte Carlo SE {se:.4f}).")
+    lines.append(
+        "CTR: mean clicks / impressions per request. CIs: normal, delta method over users (the randomisation unit). "
+        "ESS: effective sample size of the importance weights. on-policy: the units that served the arm, unweighted."
+    )
+    return "\n".join(lines) + "\n"

@@ -30,6 +30,7 @@ from stream_ctr.quality.metrics import calibration, gauc, logloss
 
 __all__ = ["ArmData", "analyse", "collect", "read_results", "render_markdown"]
 
+
 @dataclass
 class ArmData:
     """One arm's attributed impressions: per user ``[impressions, clicks, score sum]`` and the rows for gAUC."""
