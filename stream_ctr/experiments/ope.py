@@ -295,6 +295,8 @@ def render_markdown(result: dict, title: str = "Off-policy estimate") -> str:
     lines += [_row(e, truth) for e in rows]
     shares = ", ".join(f"{a} {s:.1%}" for a, s in result["served_share"].items())
     lines += ["", f"Units (exposures with an attributed impression) served per arm: {shares}."]
+    if result.get("logging"):
+        lines.append(f"Logging policy, equal shares of the requests in turn: {'; '.join(result['logging'])}.")
     if truth is not None:
         se = result["truth_se"]
         lines.append(f"True CTR of the policy (on-policy simulation): {truth:.4f} (Monte Carlo SE {se:.4f}).")
