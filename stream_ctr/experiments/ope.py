@@ -94,7 +94,7 @@ class Logged:
     ) -> Logged:
         """Build from one entry per unit; propensities must lie in (0, 1] and rewards be finite."""
         n = len(users)
-        if not n or any(len(x) != n for x in (arms, propensities, rewards, covariate or users)):
+        if not n or any(len(x) != n for x in (arms, propensities, rewards, users if covariate is None else covariate)):
             raise ValueError("need at least one unit, and one user, arm, propensity and reward (and covariate) each")
         names, arm = np.unique(np.asarray(arms, dtype=str), return_inverse=True)
         _, user = np.unique(np.asarray(users, dtype=str), return_inverse=True)
