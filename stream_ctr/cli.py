@@ -226,6 +226,43 @@ def cmd_ab_aa(args) -> int:
     return 0
 
 
+def cmd_ab_ope(args) -> int:
+    from stream_ctr.experiments import ope
+
+    try:
+        if args.simulate:
+            from stream_ctr.experiments.ope_sim import OPESimConfig, run_simulation
+
+            cfg = OPESimConfig(
+                requests=args.requests, users=args.users, truth_requests=args.truth_requests, seed=args.seed
+            )
+            result, title = run_simulation(cfg, args.arm), "Off-policy estimate on the simulator"
+        else:
+            from stream_ctr.experiments.assignment import Experiment
+            from stream_ctr.experiments.exposures import logged_units, read_logs
+
+            s = _broker_settings("ab ope reads ctr.exposures and ctr.events")
+            experiment = Experiment.configured(args.experiment or s.experiment_file)
+            log = logged_units(*read_logs(s, experiment.name), s.attribution_window_s)
+            result, title = ope.report(log, args.arm), f"Off-policy estimate from experiment {experiment.name!r}"
+    except (ConfigError, ExperimentError):
+        raise  # main() says what is wrong with the settings or the experiment file
+    except ValueError as exc:  # no usable exposure yet, or a policy serving an arm never logged
+        print(f"stream-ctr ab ope: {exc}", file=sys.stderr)
+        return 2
+    print(ope.render_markdown(result, title))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=_jsonable) + "\n")
+    return 0
+
+
+def _jsonable(value):
+    """JSON for the dataclasses of a result (estimates)."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
 def cmd_demo(args) -> int:
     from stream_ctr.service.demo import run_demo
 
@@ -401,6 +438,36 @@ def _add_study_parsers(sub) -> None:
     aa.add_argument("--json", metavar="FILE", help="write the figures here")
     aa.add_argument("--out", metavar="FILE", help="write the markdown table here")
     aa.set_defaults(func=cmd_ab_aa)
+    _add_ope_parser(ab)
+
+
+def _add_ope_parser(ab) -> None:
+    ope = ab.add_parser("ope", help="off-policy estimates (IPS, SNIPS, doubly robust) of a policy's CTR from the log")
+    ope.add_argument(
+        "--arm",
+        required=True,
+        type=_policy,
+        help="the policy to evaluate: one arm served to everyone (ft_lc), or a mix of arms (ft=1,ft_lc=1)",
+    )
+    ope.add_argument("--experiment", help="experiment file (default: STREAM_CTR_EXPERIMENT or the default one)")
+    ope.add_argument("--json", metavar="FILE", help="also write the figures here")
+    sim = ope.add_argument_group("--simulate: no Kafka; the closed-loop simulator's log, against the true CTR")
+    sim.add_argument("--simulate", action="store_true", help="estimate from a simulated log and compare with the truth")
+    sim.add_argument("--requests", type=_positive_int, default=8000, help="logged requests")
+    sim.add_argument("--users", type=_positive_int, default=500)
+    sim.add_argument("--truth-requests", type=_positive_int, default=20_000, help="on-policy requests per arm")
+    sim.add_argument("--seed", type=int, default=0)
+    ope.set_defaults(func=cmd_ab_ope)
+
+
+def _policy(text: str) -> str | dict[str, float]:
+    """``ARM`` or ``ARM=WEIGHT,ARM=WEIGHT``."""
+    if "=" not in text:
+        return text
+    try:
+        return {arm.strip(): float(w) for arm, w in (part.split("=") for part in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ARM or ARM=WEIGHT,ARM=WEIGHT, got {text!r}") from None
 
 
 def _number(kind, lowest, what: str):

@@ -23,15 +23,12 @@ from typing import Any
 import numpy as np
 
 from stream_ctr.contracts.arms import CONTROL
+from stream_ctr.experiments.exposures import ExposureIndex, read_logs
 from stream_ctr.experiments.sequential import PLANNED_USERS, SequentialDifference, sequential_difference, srm_p_value
 from stream_ctr.experiments.stats import SRM_ALPHA, ratio_difference, ratio_estimate, srm_test
 from stream_ctr.quality.metrics import calibration, gauc, logloss
 
 __all__ = ["ArmData", "analyse", "collect", "read_results", "render_markdown"]
-
-#: Record timestamps are whole milliseconds, possibly from another host's clock: an event may look a little
-#: older than the exposure it answers.
-_SKEW_S = 1.0
 
 
 @dataclass
@@ -58,37 +55,26 @@ class ArmData:
 def collect(
     exposures: Iterable[Mapping], events: Iterable[tuple[Mapping, float]], window_s: float
 ) -> dict[str, ArmData]:
-    """Join exposure records with ``(event, arrival epoch seconds)`` pairs; only in-experiment users count. An
-    event with no ``request_id`` from before its user's first exposure counts toward the user's click rate
-    before the experiment (``ArmData.before``, CUPED's covariate)."""
-    served = {}  # request id -> (arm, user, ts, item scores)
-    first: dict[str, tuple[str, float]] = {}  # user -> (arm, time of the first exposure)
+    """Join exposure records with ``(event, arrival epoch seconds)`` pairs (:class:`.exposures.ExposureIndex`);
+    only in-experiment users count. An event with no ``request_id`` from before its user's first exposure counts
+    toward the user's click rate before the experiment (``ArmData.before``, CUPED's covariate)."""
+    index = ExposureIndex()
     arms: dict[str, ArmData] = {}
     for exp in exposures:
         if not exp["in_experiment"]:
             continue
         arms.setdefault(exp["arm"], ArmData()).requested.add(exp["user_id"])
-        if exp["user_id"] not in first or exp["ts"] < first[exp["user_id"]][1]:
-            first[exp["user_id"]] = (exp["arm"], exp["ts"])
-        served[exp["request_id"]] = (
-            exp["arm"],
-            exp["user_id"],
-            exp["ts"],
-            {it["item_id"]: it["score"] for it in exp["items"]},
-        )
+        index.add(exp)
     for event, arrived in events:
         if event.get("request_id") is None:
-            arm, since = first.get(event["user_id"], ("", 0.0))
-            if arm and event["ts"] < since:
+            arm = index.first_arm_before(event)
+            if arm:
                 t = arms[arm].before.setdefault(event["user_id"], [0, 0])
                 t[0], t[1] = t[0] + 1, t[1] + int(event["label"])
             continue
-        hit = served.get(event.get("request_id"))
-        if hit is None or hit[1] != event["user_id"] or not -_SKEW_S <= arrived - hit[2] <= window_s:
-            continue
-        score = hit[3].get(event["item_id"])
-        if score is not None:
-            arms[hit[0]].add(event["user_id"], int(event["label"]), score)
+        hit = index.match(event, arrived, window_s)
+        if hit is not None:
+            arms[hit[0].arm].add(event["user_id"], int(event["label"]), hit[1])
     return arms
 
 
@@ -187,26 +173,6 @@ def render_markdown(result: dict, title: str = "A/B experiment") -> str:
 def read_results(settings, experiment, planned_users: int = PLANNED_USERS) -> dict:
     """:func:`analyse` of everything on the settings' ``ctr.exposures`` and ``ctr.events`` for ``experiment``;
     ``planned_users``: where the always-valid intervals are tightest."""
-    import orjson
-
-    from stream_ctr import topics
-    from stream_ctr.broker.read import read_topic
-    from stream_ctr.contracts.events import InvalidEvent, parse_record
-
-    def exposures():
-        for msg in read_topic(settings, topics.exposures(settings).name):
-            record = orjson.loads(msg.value)
-            if record.get("experiment") == experiment.name:
-                yield record
-
-    def events():
-        for msg in read_topic(settings, topics.events(settings).name):
-            try:
-                # The worker's rule: an event it dead-letters (null key, off its partition, ...) is not counted.
-                event = parse_record(msg.value, msg.key, msg.partition, settings.events_partitions)
-            except InvalidEvent:
-                continue
-            yield event.to_dict(), msg.timestamp / 1000.0  # with no request_id: CUPED's pre-experiment rate
-
-    arms = collect(exposures(), events(), settings.attribution_window_s)
+    exposures, events = read_logs(settings, experiment.name)
+    arms = collect(exposures, events, settings.attribution_window_s)
     return analyse(arms, experiment.weights, planned_users)
