@@ -29,15 +29,18 @@ def cmd_config(args) -> int:
     return 0
 
 
-def _broker_settings(why: str, **overrides) -> Settings:
+def _broker_settings(why: str, group: str = "", **overrides) -> Settings:
     """The settings of a command that talks to an existing broker (with ``overrides`` from its flags, checked
-    first): KAFKA_BOOTSTRAP set and answering."""
+    first): KAFKA_BOOTSTRAP set and answering, this process's credentials accepted, and the declared topics (and
+    the consumer group ``<app id>-<group>``) allowed to it."""
+    from stream_ctr import topics
     from stream_ctr.broker.kafka import require_broker
 
     s = _settings().replace(**overrides)
     if not s.kafka_bootstrap:
         raise ConfigError(f"KAFKA_BOOTSTRAP: {why} (stream-ctr up prints it)")
-    require_broker(s)
+    groups = (f"{s.app_id}-{group}",) if group else ()
+    require_broker(s, topics=tuple(t.name for t in topics.declared(s)), groups=groups)
     return s
 
 
@@ -64,7 +67,7 @@ def cmd_worker(args) -> int:
     from stream_ctr.agents.personalize import PersonalizeWorker
     from stream_ctr.experiments.registry import register
 
-    settings = _broker_settings("the worker consumes ctr.events")
+    settings = _broker_settings("the worker consumes ctr.events", group="personalize")
     torch.set_num_threads(settings.worker_threads)
     worker = PersonalizeWorker.build(settings)
     register(settings, topics.experiments(settings).name, worker.experiment)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from kafka.errors import KafkaError
 
+from stream_ctr.broker import preflight
 from stream_ctr.broker.connection import Kafka, KafkaTarget
 from stream_ctr.process import children
 from stream_ctr.process.net import reserve_port
@@ -89,7 +90,7 @@ class ExternalKafka:
         self.bootstrap = self.kafka.bootstrap
 
     def start(self, timeout: float = 60.0) -> ExternalKafka:
-        wait_ready(self.kafka, timeout)
+        require_broker(self.kafka, timeout)
         return self
 
     def stop(self, timeout: float = 0.0) -> None:
@@ -286,9 +287,21 @@ def _listening(bootstrap: str) -> bool:
     return False
 
 
-def require_broker(kafka: KafkaTarget, timeout: float = 5.0) -> None:
-    """Fail fast, in one line, when the configured broker does not answer (commands call this first)."""
-    wait_ready(kafka, timeout)
+def require_broker(
+    kafka: KafkaTarget, timeout: float = 5.0, topics: tuple[str, ...] = (), groups: tuple[str, ...] = ()
+) -> None:
+    """Fail fast, in one line, when the configured broker does not answer, refuses this process's credentials or
+    certificate, or denies it ``topics`` or ``groups`` (:mod:`.preflight`; every command calls this first)."""
+    kafka = Kafka.of(kafka)
+    deadline = time.monotonic() + timeout
+    while not _listening(kafka.bootstrap):
+        if time.monotonic() > deadline:
+            raise BrokerUnreachable(
+                f"cannot reach Kafka at {kafka.bootstrap} within {timeout:.0f}s (nothing listens there); "
+                "is KAFKA_BOOTSTRAP right and the broker up?"
+            )
+        time.sleep(0.5)
+    preflight.check(kafka, topics, groups, timeout=max(timeout, 10.0))
 
 
 def broker_for(kafka: KafkaTarget = "") -> LocalKafka | ExternalKafka:

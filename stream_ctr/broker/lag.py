@@ -21,7 +21,7 @@ from kafka.errors import KafkaError
 
 from stream_ctr.broker.connection import Kafka, KafkaTarget
 
-__all__ = ["StallDetector", "group_lag"]
+__all__ = ["StallDetector", "group_lag", "retrying"]
 
 
 def group_lag(kafka: KafkaTarget, group: str, topic: str, partitions) -> dict[int, tuple[int, int]]:
@@ -31,14 +31,14 @@ def group_lag(kafka: KafkaTarget, group: str, topic: str, partitions) -> dict[in
         return {}
     admin = Kafka.of(kafka).admin(request_timeout_ms=10000)
     try:
-        committed = _retrying(lambda: admin.list_group_offsets({group: tps}).get(group, {}))
+        committed = retrying(lambda: admin.list_group_offsets({group: tps}).get(group, {}))
         ends = admin.list_partition_offsets(dict.fromkeys(tps, OffsetSpec.LATEST))
     finally:
         admin.close()
     return {tp.partition: (max(committed[tp].offset, 0) if tp in committed else 0, ends[tp].offset) for tp in tps}
 
 
-def _retrying(call, attempts: int = 10, pause_s: float = 0.5):
+def retrying(call, attempts: int = 10, pause_s: float = 0.5):
     """``call()``, again after a retriable broker error (e.g. the group coordinator still being elected)."""
     for attempt in range(attempts):
         try:
