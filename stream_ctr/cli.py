@@ -60,6 +60,25 @@ def _run_faust(app) -> int:
     return 0
 
 
+def cmd_acls(args) -> int:
+    from stream_ctr.broker.acls import apply_acls, describe_acl, service_acls
+
+    s = _settings()
+    principal = args.principal or (f"User:{s.kafka_sasl_username}" if s.kafka_sasl_username else "")
+    if not principal.startswith("User:") or principal == "User:":
+        raise ConfigError("--principal: expected User:<name> (or set STREAM_CTR_KAFKA_SASL_USERNAME)")
+    acls = service_acls(s, principal)
+    if args.apply:
+        from stream_ctr.broker.kafka import require_broker
+
+        if not s.kafka_bootstrap:
+            raise ConfigError("KAFKA_BOOTSTRAP: --apply creates the ACLs on a broker")
+        require_broker(s)
+        apply_acls(s, acls)
+    print("\n".join(("created: " if args.apply else "") + describe_acl(acl) for acl in acls))
+    return 0
+
+
 def cmd_worker(args) -> int:
     import torch
 
@@ -356,6 +375,18 @@ def _add_service_parsers(sub) -> None:
     )
     tr.set_defaults(func=cmd_trainer)
     sub.add_parser("kafka", help="run a local Kafka until Ctrl-C").set_defaults(func=cmd_kafka)
+    acls = sub.add_parser("acls", help="the Kafka ACLs the service's principal needs (its topics and groups only)")
+    acls.add_argument(
+        "--principal",
+        help="who gets them, e.g. User:stream-ctr (default: User:<STREAM_CTR_KAFKA_SASL_USERNAME>)",
+    )
+    acls.add_argument(
+        "--apply",
+        action="store_true",
+        help="create them on KAFKA_BOOTSTRAP, connecting with the security settings of a principal allowed to "
+        "alter ACLs (an admin), instead of printing them",
+    )
+    acls.set_defaults(func=cmd_acls)
     up = sub.add_parser("up", help="start (or connect to) Kafka, create topics, run worker + trainer")
     up.add_argument("--logs", help="directory for process logs (default: a temp dir)")
     up.set_defaults(func=cmd_up)

@@ -22,7 +22,7 @@ COMPOSE = ROOT / "docker" / "compose.yml"
 #: The Docker Compose release ``make compose`` builds (its Makefile pin) into the stream-ctr cache.
 COMPOSE_VERSION = re.search(r"^COMPOSE_VERSION\s*:=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
 #: Services that run until stopped (the others do one job and exit).
-LONG_RUNNING = {
+LONG_RUNNING = {  # the one-shot jobs (secrets, acls, topics, replay) run once and exit
     "kafka-1",
     "kafka-2",
     "kafka-3",
@@ -39,24 +39,60 @@ def _services() -> dict:
     return yaml.safe_load(COMPOSE.read_text())["services"]
 
 
-def test_every_service_environment_is_valid_settings():
+def _settings_of(service: dict, secrets: Path) -> Settings:
+    """The settings a service's environment gives, its /secrets files standing for those the secrets service
+    makes (validation reads them)."""
+    env = {k: str(v) for k, v in service["environment"].items()}
+    for key, value in env.items():
+        if value.startswith("/secrets/"):
+            local = secrets / value.removeprefix("/secrets/")
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_text("a secret\n")
+            env[key] = str(local)
+    return Settings.from_env(env)  # raises ConfigError naming the key
+
+
+def test_every_service_environment_is_valid_settings(tmp_path):
     ours = {name: svc for name, svc in _services().items() if svc.get("image") == "stream-ctr:local"}
-    assert {"worker", "trainer", "replay", "topics"} <= set(ours)
+    assert {"worker", "trainer", "replay", "topics", "acls"} <= set(ours)
     for svc in ours.values():
-        env = {k: str(v) for k, v in svc["environment"].items()}
-        Settings.from_env(env)  # raises ConfigError naming the key
+        _settings_of(svc, tmp_path)
 
 
-def test_brokers_can_hold_the_replication_the_topics_ask_for():
+def test_every_kafka_client_uses_sasl_ssl_and_the_brokers_allow_nothing_else(tmp_path):
+    services = _services()
+    ours = {name: svc for name, svc in services.items() if svc.get("image") == "stream-ctr:local"}
+    for name, svc in ours.items():
+        settings = _settings_of(svc, tmp_path)
+        assert settings.kafka_security_protocol == "SASL_SSL" and settings.kafka_ssl_check_hostname, name
+        expected = "admin" if name == "acls" else "stream-ctr"  # only the ACL job is the admin
+        assert settings.kafka_sasl_username == expected, name
+        assert svc["environment"]["STREAM_CTR_KAFKA_SASL_PASSWORD_FILE"] == f"/secrets/kafka/{expected}.password"
+    assert ours["acls"]["command"] == ["acls", "--principal", "User:stream-ctr", "--apply"]
+    assert ours["topics"]["depends_on"]["acls"]["condition"] == "service_completed_successfully"
+    node = (ROOT / "docker" / "security" / "kafka-node.sh").read_text()
+    assert 'echo "listeners=SASL_SSL://:9092,CONTROLLER://:9093,SSL://:9094"' in node
+    assert '"listener.security.protocol.map=SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:SSL"' in node
+    assert "listener.name.ssl.ssl.client.auth=required" in node
+    assert "listener.name.controller.ssl.client.auth=required" in node
+    assert "StandardAuthorizer" in node and "ANONYMOUS" not in node and "PLAINTEXT" not in node
+    for name, svc in services.items():
+        if name.startswith("kafka-"):
+            assert not any(k.endswith("LISTENERS") or "PROTOCOL" in k for k in svc["environment"]), name
+    grafana = services["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/secrets/grafana/admin.password"
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "${GRAFANA_ANONYMOUS:-false}"
+
+
+def test_brokers_can_hold_the_replication_the_topics_ask_for(tmp_path):
     services = _services()
     brokers = {n: s["environment"] for n, s in services.items() if n.startswith("kafka")}
-    settings = Settings.from_env({k: str(v) for k, v in services["worker"]["environment"].items()})
+    settings = _settings_of(services["worker"], tmp_path)
     assert len(brokers) >= settings.replication_factor == 3 and settings.min_insync_replicas == 2
     assert sorted(b["KAFKA_NODE_ID"] for b in brokers.values()) == list(range(1, len(brokers) + 1))
     assert len({b["CLUSTER_ID"] for b in brokers.values()}) == 1
     assert {b["KAFKA_MIN_INSYNC_REPLICAS"] for b in brokers.values()} == {settings.min_insync_replicas}
-    for name, env in brokers.items():
-        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092"
+    for env in brokers.values():
         assert len(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == len(brokers)
     assert settings.kafka_bootstrap.count(",") == len(brokers) - 1
 

@@ -23,7 +23,6 @@ import trustme
 from secured_kafka import SecuredKafka, topic_only_acls
 
 from stream_ctr import topics
-from stream_ctr.broker.acls import service_acls
 from stream_ctr.broker.connection import Kafka, Security
 from stream_ctr.broker.replay import replay
 from stream_ctr.config import Settings
@@ -78,7 +77,12 @@ def test_replay_worker_trainer_and_scoring_over_each_listener(secured, listener,
     keys = tmp_path / "api-keys"
     keys.write_text(f"{hashlib.sha256(API_KEY.encode()).hexdigest()} score,read_users,admin\n")
     settings = _settings(secured, kafka, f"sec-{listener.lower()}", api_keys_file=str(keys))
-    secured.allow(service_acls(settings, "User:stream-ctr"))
+    # The ACLs as an operator gives them: stream-ctr acls --apply, connecting as the admin user.
+    admin = _settings(secured, secured.sasl("admin"), f"sec-{listener.lower()}")
+    env = {**admin.to_env(), "PATH": "/usr/bin:/bin"}
+    cmd = [sys.executable, "-m", "stream_ctr.cli", "acls", "--principal", "User:stream-ctr", "--apply"]
+    applied = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert applied.returncode == 0 and applied.stdout.count("created: ALLOW User:stream-ctr") == 12, applied
     events = make_events(users=20, events_per_user=15, seed=31).events
     with Stack(settings, tmp_path / "logs") as stack:
         replay(events, kafka, topics.events(settings).name)  # the replay producer over the same listener

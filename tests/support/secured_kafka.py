@@ -8,10 +8,11 @@ two client listeners on 127.0.0.1, both over TLS with a certificate of a CA made
   (``ssl.principal.mapping.rules``), so the certificate ``CN=stream-ctr`` and the SCRAM user ``stream-ctr`` are one
   principal with one set of ACLs.
 
-The StandardAuthorizer denies whatever no ACL allows. Super users: ``admin`` (SCRAM, creates the ACLs here),
-``broker`` (its own certificate: the SSL listener is also the inter-broker one) and ``ANONYMOUS``, which the
-broker's own plaintext controller connection needs (the controller listener serves no client; its port is only
-bound on loopback). Every principal's password is in a file under :attr:`SecuredKafka.secrets`.
+The StandardAuthorizer denies whatever no ACL allows. Super users: ``admin`` (SCRAM, creates the ACLs here) and
+``broker``, the broker's own certificate: the SSL listener is also the inter-broker one, and the controller
+listener is TLS with client certificates too, so no anonymous principal needs any right (with a plaintext
+controller listener, ``User:ANONYMOUS`` would have to be a super user). Every principal's password is in a file
+under :attr:`SecuredKafka.secrets`.
 """
 
 from __future__ import annotations
@@ -124,18 +125,19 @@ class SecuredKafka(LocalKafka):
                 "listeners": f"SASL_SSL://127.0.0.1:{self.sasl_port},SSL://127.0.0.1:{self.ssl_port},"
                 f"CONTROLLER://127.0.0.1:{self.controller_port}",
                 "advertised.listeners": f"SASL_SSL://127.0.0.1:{self.sasl_port},SSL://127.0.0.1:{self.ssl_port}",
-                "listener.security.protocol.map": "SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:PLAINTEXT",
+                "listener.security.protocol.map": "SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:SSL",
                 "inter.broker.listener.name": "SSL",
                 "ssl.keystore.type": "PEM",
                 "ssl.keystore.location": str(self.secrets / "broker.keystore.pem"),
                 "ssl.truststore.type": "PEM",
                 "ssl.truststore.location": str(self.secrets / "ca.pem"),
                 "listener.name.ssl.ssl.client.auth": "required",
+                "listener.name.controller.ssl.client.auth": "required",
                 "ssl.principal.mapping.rules": "RULE:^CN=([^,]+).*$/$1/,DEFAULT",
                 "sasl.enabled.mechanisms": "SCRAM-SHA-512",
                 "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": jaas,
                 "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-                "super.users": "User:admin;User:broker;User:ANONYMOUS",
+                "super.users": "User:admin;User:broker",
             }
         )
         return cfg
