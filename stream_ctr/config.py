@@ -25,6 +25,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from stream_ctr.learning.correction import LC_VARIANTS
@@ -32,6 +33,7 @@ from stream_ctr.learning.drift import DriftParams
 from stream_ctr.learning.heads import HeadParams
 
 __all__ = [
+    "CONFIG_FILE",
     "SECTIONS",
     "ConfigError",
     "ExperimentSettings",
@@ -42,10 +44,15 @@ __all__ = [
     "ServingSettings",
     "Settings",
     "TrainerSettings",
+    "read_config_file",
 ]
 
 _HEAD = HeadParams()
 _DRIFT = DriftParams()
+
+
+#: The environment variable naming a file of settings (:func:`read_config_file`), read under the environment.
+CONFIG_FILE = "STREAM_CTR_CONFIG_FILE"
 
 
 class ConfigError(ValueError):
@@ -498,8 +505,11 @@ class Settings(
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Read every knob from ``env`` (default ``os.environ``); ``overrides`` win over both."""
+        """Read every knob from ``env`` (default ``os.environ``), under it the file that
+        ``STREAM_CTR_CONFIG_FILE`` names (:func:`read_config_file`); ``overrides`` win over all."""
         env = os.environ if env is None else env
+        if env.get(CONFIG_FILE):
+            env = {**read_config_file(env[CONFIG_FILE]), **env}
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             name = f.metadata["env"]
@@ -643,6 +653,39 @@ class Settings(
                 default = "" if value == f.default else f"  (default {f.default!r})"
                 lines.append(f"{f.metadata['env']:32} = {value!r}{default}\n{'':35}{f.metadata['doc']}")
         return "\n".join(lines)
+
+
+def read_config_file(path: str) -> dict[str, str]:
+    """The settings of a file of ``NAME=value`` lines (``#`` comments and blank lines skipped; the environment's
+    names, as ``stream-ctr config`` lists them), e.g. a deployment's Kafka security section. A name that is no
+    setting fails with the file and line: a typo would otherwise be silently ignored. Secrets stay in their own
+    files (``STREAM_CTR_KAFKA_SASL_PASSWORD_FILE``, ``STREAM_CTR_API_KEYS_FILE``), never in this one.
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".env", delete=False) as f:
+    ...     _ = f.write("# Kafka\\nSTREAM_CTR_KAFKA_SECURITY_PROTOCOL = SASL_SSL\\n\\n")
+    ...     _ = f.write("STREAM_CTR_KAFKA_SASL_USERNAME=svc\\n")
+    >>> read_config_file(f.name)
+    {'STREAM_CTR_KAFKA_SECURITY_PROTOCOL': 'SASL_SSL', 'STREAM_CTR_KAFKA_SASL_USERNAME': 'svc'}
+    """
+    known = {f.metadata["env"] for f in dataclasses.fields(Settings)}
+    known |= {f.metadata["formerly"] for f in dataclasses.fields(Settings) if f.metadata["formerly"]}
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{CONFIG_FILE}: cannot read {path!r} ({exc.strerror})") from None
+    values = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = (part.strip() for part in line.partition("="))
+        if not sep or name not in known:
+            raise ConfigError(
+                f"{CONFIG_FILE}: {path}:{number}: expected NAME=value with a setting's name, got {line!r}"
+            )
+        values[name] = value
+    return values
 
 
 def _env_of(knob: str) -> str:

@@ -114,3 +114,20 @@ def test_the_configuration_document_holds_every_setting_as_generated():
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "CONFIGURATION.md").read_text()
     assert Settings.markdown() in doc, "docs/CONFIGURATION.md is stale: paste `stream-ctr config --markdown`"
+
+
+def test_a_settings_file_lies_under_the_environment_and_names_a_bad_line(tmp_path):
+    from stream_ctr.config import read_config_file
+
+    path = tmp_path / "stream-ctr.env"
+    path.write_text("# batch\nSTREAM_CTR_BATCH_SIZE=64\nSTREAM_CTR_HEAD_LR = 0.5\n")
+    s = Settings.from_env({"STREAM_CTR_CONFIG_FILE": str(path), "STREAM_CTR_HEAD_LR": "0.25"})
+    assert (s.batch_size, s.head_lr) == (64, 0.25)  # the environment wins over the file
+    path.write_text("STREAM_CTR_BATCH_SIZE=64\nSTREAM_CTR_BACH_SIZE=32\n")
+    with pytest.raises(ConfigError, match=r"STREAM_CTR_CONFIG_FILE: .*stream-ctr.env:2: .*STREAM_CTR_BACH_SIZE"):
+        read_config_file(str(path))
+    with pytest.raises(ConfigError, match="STREAM_CTR_CONFIG_FILE: cannot read"):
+        Settings.from_env({"STREAM_CTR_CONFIG_FILE": str(tmp_path / "missing.env")})
+    path.write_text("STREAM_CTR_BATCH_SIZE=many\n")
+    with pytest.raises(ConfigError, match="STREAM_CTR_BATCH_SIZE: expected int"):
+        Settings.from_env({"STREAM_CTR_CONFIG_FILE": str(path)})
