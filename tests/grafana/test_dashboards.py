@@ -387,11 +387,20 @@ def test_no_user_label_or_value(prometheus, service):
 
 
 def _score_arm(port: int, user: str) -> tuple[str, bool]:
-    body = json.dumps({"user_id": user, "candidates": [{"item_id": "i1", "features": {}}]}).encode()
+    body = json.dumps(
+        {"user_id": user, "request_id": f"guard-{time.monotonic_ns()}", "candidates": [{"item_id": "i1"}]}
+    ).encode()
     req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/score", data=body, method="POST")
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        answer = json.loads(resp.read())
-    return answer["arm"], answer["in_experiment"]
+    for _ in range(40):  # the worker sheds load with 429/503 and Retry-After while it learns
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                answer = json.loads(resp.read())
+            return answer["arm"], answer["in_experiment"]
+        except urllib.error.HTTPError as err:
+            if err.code not in (429, 503):
+                raise
+            time.sleep(0.5)
+    raise AssertionError("/v1/score kept refusing")
 
 
 def _by(prometheus: _Prometheus, expr: str, *labels: str) -> dict[tuple[str, ...], float]:
@@ -404,7 +413,13 @@ def test_live_intervals_then_a_guardrail_stop_reach_the_worker_panels_and_alert(
     from stream_ctr.experiments.assignment import Experiment
     from stream_ctr.experiments.registry import history, stop_arm
 
-    diff = _by(prometheus, 'stream_ctr_ab_ctr_difference{job="stream-ctr-worker"}', "arm", "bound")
+    deadline = time.monotonic() + QUERY_DEADLINE_S
+    while True:  # both arms' intervals scraped (run alone, this test may come first)
+        diff = _by(prometheus, 'stream_ctr_ab_ctr_difference{job="stream-ctr-worker"}', "arm", "bound")
+        if {("ft", "always_valid_lower"), ("ft_lc", "always_valid_lower")} <= set(diff):
+            break
+        assert time.monotonic() < deadline, diff
+        time.sleep(1.0)
     for arm in ("ft", "ft_lc"):  # the live intervals, as the panel shows them: estimate inside, always-valid wider
         lo, hi, est = (diff[(arm, b)] for b in ("always_valid_lower", "always_valid_upper", "estimate"))
         flo, fhi = diff[(arm, "fixed_horizon_lower")], diff[(arm, "fixed_horizon_upper")]
