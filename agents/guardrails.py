@@ -1,14 +1,15 @@
 """The worker's side of the experiment registry: follow ``ctr.experiments`` and enforce the guardrails.
 
-:meth:`ExperimentFollower.follow` reads the experiment's newest definition (every
-``STREAM_CTR_EXPERIMENT_POLL_S``) and applies it when it is the same run with other stops (a stop or a resume
+:meth:`ExperimentFollower.follow` reads the records of ``ctr.experiments`` that are new since its last call (every
+``STREAM_CTR_EXPERIMENT_POLL_S``; an aiokafka consumer of its own, on the event loop, outside any group) and applies
+the newest definition of the running experiment among them when it is the same run with other stops (a stop or a resume
 published by another worker or by ``stream-ctr ab stop|resume``); a definition of another run under the same name
 (a new salt) is left for the next start, which checks it. :meth:`ExperimentFollower.enforce` runs after every
 refresh of the per-arm results: each significant guardrail breach
 (:meth:`~stream_ctr.experiments.attribution.ArmResults.breaches`) stops its arm through ``ctr.experiments``
 (:func:`~stream_ctr.experiments.registry.stop_arm`, audited), applies the new definition here at once and counts
-the stop (``stream_ctr_ab_guardrail_stops_total``). The registry's reads and writes block, so they run off the
-event loop.
+the stop (``stream_ctr_ab_guardrail_stops_total``). The registry's publishing blocks, so it runs off the event
+loop.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+import orjson
+from aiokafka import TopicPartition
+
+from stream_ctr.broker.connection import Kafka
 from stream_ctr.experiments import registry
 from stream_ctr.experiments.assignment import Experiment
 from stream_ctr.experiments.attribution import ArmResults
@@ -40,6 +45,7 @@ class ExperimentFollower:
         self, kafka, topic: str, results: ArmResults, metrics: WorkerMetrics, use: Callable[[Experiment], None], by: str
     ):
         self.kafka, self.topic, self.results, self.metrics, self.use, self.by = kafka, topic, results, metrics, use, by
+        self._consumer = None
 
     async def _off_loop(self, fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
@@ -60,14 +66,36 @@ class ExperimentFollower:
         return True
 
     async def follow(self) -> None:
-        """Read the newest definition and apply it (a failed read is retried at the next tick)."""
+        """Read the new records and apply the newest definition among them (a failed read starts again from the
+        beginning of the topic at the next tick)."""
         try:
-            name = self.results.experiment.name
-            definition = await self._off_loop(registry.last_definition, self.kafka, self.topic, name)
+            definition = await self._newest()
         except Exception as exc:  # the broker is away: the next reading will tell
             log.warning("reading %s failed: %s", self.topic, exc)
+            await self.close()
             return
         self.apply(definition)
+
+    async def _newest(self) -> Experiment | None:
+        if self._consumer is None:
+            consumer = Kafka.of(self.kafka).aio_consumer(group_id=None, enable_auto_commit=False)
+            await consumer.start()
+            self._consumer = consumer
+            tp = TopicPartition(self.topic, 0)  # ctr.experiments has one partition
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+        key, latest = self.results.experiment.name.encode(), None
+        for records in (await self._consumer.getmany(timeout_ms=200)).values():
+            for msg in records:
+                if msg.key == key and msg.value:
+                    latest = msg.value
+        return Experiment.from_dict(orjson.loads(latest)) if latest else None
+
+    async def close(self) -> None:
+        """Stop the follower's consumer (the next :meth:`follow` starts a new one)."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
 
     async def enforce(self) -> list[str]:
         """Stop every arm whose guardrail is breached significantly; returns the arms stopped."""

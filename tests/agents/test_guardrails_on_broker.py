@@ -40,6 +40,16 @@ class _Worker:
         self.used.append(experiment)
 
 
+def _follow(worker: _Worker) -> None:
+    """One tick of the worker's follower, in a loop of its own (then its consumer is closed)."""
+
+    async def tick():
+        await worker.follower.follow()
+        await worker.follower.close()
+
+    asyncio.run(tick())
+
+
 def _cli(settings, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **settings.to_env()}
     return subprocess.run(
@@ -73,7 +83,7 @@ def test_a_breached_guardrail_stops_the_arm_through_ctr_experiments_and_resume_r
     }
     assert stops[("ft_lc", "ctr")] == 1 and stops[("ft", "ctr")] == 0
 
-    asyncio.run(other.follower.follow())  # another worker picks the stop up from the topic
+    _follow(other)  # another worker picks the stop up from the topic
     assert other.results.experiment == published
     ft_lc_user = next(str(u) for u in range(1000) if configured.assign(str(u)).arm == "ft_lc")
     assert other.results.experiment.assign(ft_lc_user).arm == "global"
@@ -86,7 +96,7 @@ def test_a_breached_guardrail_stops_the_arm_through_ctr_experiments_and_resume_r
     assert out.returncode == 0, out.stderr[-2000:]
     resumed = last_definition(s, topic, configured.name)
     assert resumed == configured  # the previous weights, published again
-    asyncio.run(other.follower.follow())
+    _follow(other)
     assert other.results.experiment == configured and other.results.experiment.assign(ft_lc_user).arm == "ft_lc"
 
     audit = history(s, topic, configured.name)
@@ -108,5 +118,5 @@ def test_a_follower_ignores_another_run_under_the_same_name(settings_factory):
     register(s, topic, running)
     register(s, topic, Experiment.from_dict({**GUARDED, "salt": "s2"}))  # someone starts a new run
     worker = _Worker(s, running, "w")
-    asyncio.run(worker.follower.follow())
+    _follow(worker)
     assert worker.results.experiment == running and worker.used == []
