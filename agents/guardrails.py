@@ -77,7 +77,8 @@ class ExperimentFollower:
         self.apply(definition)
 
     async def _newest(self) -> Experiment | None:
-        if self._consumer is None:
+        consumer = self._consumer
+        if consumer is None:
             consumer = Kafka.of(self.kafka).aio_consumer(group_id=None, enable_auto_commit=False)
             await consumer.start()
             self._consumer = consumer
@@ -85,7 +86,7 @@ class ExperimentFollower:
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
         key, latest = self.results.experiment.name.encode(), None
-        for records in (await self._consumer.getmany(timeout_ms=200)).values():
+        for records in (await consumer.getmany(timeout_ms=200)).values():
             for msg in records:
                 if msg.key == key and msg.value:
                     latest = msg.value
