@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import MutableMapping
 
@@ -36,6 +37,7 @@ from .app import USER_STATE_CODEC, create_app, raw_topic
 from .batch import PersonalizeStep
 from .batched import consume_in_batches
 from .dead_letters import DeadLetters
+from .guardrails import ExperimentFollower
 from .sensors import TimingSensor
 from .serving import Ranker, Routing, ScoringView
 from .snapshots import SnapshotFollower
@@ -130,6 +132,14 @@ class PersonalizeWorker:
             self.catch_up,
         )
         self.scoring = self._scoring_view(users)
+        self.registry = ExperimentFollower(
+            settings,
+            topics.experiments(settings).name,
+            self.results,
+            self.metrics,
+            self.use,
+            by=f"guardrail on worker {settings.web_host or socket.gethostname()}:{settings.web_port}",
+        )
         self.stalls = StallDetector(settings.stall_after_s)
         self.partitions: dict[str, dict] = {}  # owned partition -> lag and stalled, as of the last lag check
 
@@ -145,6 +155,11 @@ class PersonalizeWorker:
             metrics=self.metrics,
         )
         return ScoringView(self.settings, self.metrics.serving, ranker, Routing(self.app, self.table.name))
+
+    def use(self, experiment: Experiment) -> None:
+        """Run ``experiment`` from now on: the same run with other stops (a stopped arm's users get the control)."""
+        self.experiment = self.step.experiment = self.results.experiment = experiment
+        self.scoring.ranker.experiment = experiment
 
     @property
     def models(self) -> ModelSource:
@@ -179,6 +194,7 @@ class PersonalizeWorker:
 
         app.on_partitions_assigned.connect(self._forget_moved_users)
         app.timer(self.settings.metrics_refresh_s, name="refresh_metrics")(self.refresh_metrics)
+        app.timer(self.settings.experiment_poll_s, name="follow_experiment")(self.registry.follow)
         app.timer(min(10.0, self.settings.stall_after_s / 3), name="check_lag")(self.check_lag)
         views.register_worker_views(
             app,
@@ -187,7 +203,6 @@ class PersonalizeWorker:
             table=self.table,
             users=self.users,
             scoring=self.scoring,
-            experiment=self.experiment,
             results=self.results,
             stats=self.stats,
             erase=self.erase,
@@ -205,6 +220,7 @@ class PersonalizeWorker:
         """Recompute the per-arm online metrics off the event loop (gAUC over a large scope takes seconds)."""
         await asyncio.get_running_loop().run_in_executor(None, self.metrics.refresh)
         self.results.refresh()
+        await self.registry.enforce()  # a significant guardrail breach stops its arm through ctr.experiments
         self.metrics.active.evict(time.monotonic())  # users who went idle while no batch came (on the loop)
 
     async def check_lag(self) -> None:

@@ -22,7 +22,6 @@ from .serving import FORWARDED
 if TYPE_CHECKING:
     import faust
 
-    from stream_ctr.experiments.assignment import Experiment
     from stream_ctr.experiments.attribution import ArmResults
     from stream_ctr.learning.state import UserState
     from stream_ctr.models.snapshot import SnapshotHolder
@@ -49,7 +48,6 @@ def register_worker_views(
     table: faust.Table,
     users: Mapping[str, UserState],
     scoring: ScoringView,
-    experiment: Experiment,
     results: ArmResults,
     stats: Callable[[], dict],
     erase: Callable[[str], dict],
@@ -61,7 +59,7 @@ def register_worker_views(
     _worker_health(app, holder)
     _user_view(app, table, users, erase, keys)
     _score_view(app, scoring, keys)
-    _experiments_view(app, experiment, results, keys)
+    _experiments_view(app, results, keys)
     _stats_view(app, metrics, stats, keys)
     _openapi_view(app)
 
@@ -139,11 +137,14 @@ def _score_view(app: faust.App, scoring: ScoringView, keys: ApiKeys | None) -> N
             return await scoring.handle(self, request)
 
 
-def _experiments_view(app: faust.App, experiment: Experiment, results: ArmResults, keys: ApiKeys | None) -> None:
+def _experiments_view(app: faust.App, results: ArmResults, keys: ApiKeys | None) -> None:
+    """The running experiment (``results.experiment``: its stops included) and its results on this worker."""
+
     @app.page("/v1/experiments")
     async def experiments_view(web, request):
         if denied := _denied(web, request, keys, "admin"):
             return denied
+        experiment = results.experiment
         return web.json(
             {
                 "experiments": [

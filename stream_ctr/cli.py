@@ -89,7 +89,8 @@ def cmd_worker(args) -> int:
     settings = _broker_settings("the worker consumes ctr.events", group="personalize")
     torch.set_num_threads(settings.worker_threads)
     worker = PersonalizeWorker.build(settings)
-    register(settings, topics.experiments(settings).name, worker.experiment)
+    previous = register(settings, topics.experiments(settings).name, worker.experiment)
+    worker.use(worker.experiment.keeping_stops_of(previous))  # a restart does not undo a guardrail's stop
     # The ~350,000 objects of the imported libraries, out of every full collection: scanning them stalled the
     # event loop, and every scoring request waiting on it, for 150-350 ms every few seconds under load.
     gc.collect()
@@ -204,6 +205,31 @@ def cmd_ab_report(args) -> int:
     experiment = Experiment.configured(args.experiment or s.experiment_file)
     result = read_results(s, experiment, args.planned_users)
     print(render_markdown(result, f"A/B experiment {experiment.name!r}"))
+    return 0
+
+
+def cmd_ab_change(args) -> int:
+    """``ab stop ARM`` / ``ab resume ARM``: publish the running experiment with one arm's weight set to 0, or back
+    to its weight before the stop, with an audit record; every worker applies it within
+    STREAM_CTR_EXPERIMENT_POLL_S. ``ab history``: the audit records."""
+    import getpass
+    import socket
+
+    from stream_ctr import topics
+    from stream_ctr.experiments import registry
+    from stream_ctr.experiments.assignment import Experiment
+
+    s = _broker_settings("ab stop/resume/history use ctr.experiments")
+    name = Experiment.configured(args.experiment or s.experiment_file).name
+    topic = topics.experiments(s).name
+    if args.ab_command == "history":
+        for record in registry.history(s, topic, name):
+            print(json.dumps(record))
+        return 0
+    by = f"{getpass.getuser()}@{socket.gethostname()} (stream-ctr ab {args.ab_command})"
+    change = registry.stop_arm if args.ab_command == "stop" else registry.resume_arm
+    definition = change(s, topic, name, args.arm, reason=args.reason, by=by)
+    print(json.dumps(definition.to_dict()))
     return 0
 
 
@@ -473,6 +499,21 @@ def _add_study_parsers(sub) -> None:
     aa.add_argument("--out", metavar="FILE", help="write the markdown table here")
     aa.set_defaults(func=cmd_ab_aa)
     _add_ope_parser(ab)
+    _add_change_parsers(ab)
+
+
+def _add_change_parsers(ab) -> None:
+    for command, help in (
+        ("stop", "stop an arm of the running experiment: weight 0, its users served the control (audited)"),
+        ("resume", "serve a stopped arm again at its weight before the stop (audited)"),
+        ("history", "the audit records of the experiment's stops and resumes, oldest first (JSON lines)"),
+    ):
+        p = ab.add_parser(command, help=help)
+        p.add_argument("--experiment", help="experiment file (default: STREAM_CTR_EXPERIMENT or the default one)")
+        if command != "history":
+            p.add_argument("arm", help="the arm")
+            p.add_argument("--reason", required=True, help="why (recorded in the definition and the audit record)")
+        p.set_defaults(func=cmd_ab_change)
 
 
 def _add_ope_parser(ab) -> None:

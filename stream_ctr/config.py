@@ -307,6 +307,13 @@ class ExperimentSettings:
         "scoring requests kept for attribution per worker (oldest dropped first)",
         _positive,
     )
+    experiment_poll_s: float = _knob(
+        5.0,
+        "STREAM_CTR_EXPERIMENT_POLL_S",
+        "seconds between a worker's readings of ctr.experiments: how soon it applies an arm stopped or resumed "
+        "elsewhere (by a guardrail on another worker or by stream-ctr ab stop/resume)",
+        _positive,
+    )
 
 
 @dataclass(frozen=True)

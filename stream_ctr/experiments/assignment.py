@@ -12,6 +12,12 @@ their history into a new arm, so :func:`check_transition` refuses it unless the 
 experiment: everybody is reshuffled and the analysis starts afresh). Users outside coverage get the control arm
 and are not analysed.
 
+An arm can be *stopped* (by a guardrail, :mod:`.guardrails`, or by hand): its serving weight becomes 0 and a
+:class:`Stop` records who stopped it, when, why and the weight it had. The arm keeps its bucket range, so no other
+user moves: the stopped arm's users are served the control arm and leave the analysis (like users outside
+coverage); everyone else keeps their arm. Publishing the arm's weight again (:meth:`Experiment.resuming`) brings
+exactly those users back to it.
+
 >>> exp = Experiment.default()
 >>> [a.name for a in exp.arms], exp.coverage
 (['global', 'ft', 'ft_lc'], 1.0)
@@ -27,6 +33,7 @@ stream_ctr.experiments.assignment.ExperimentError: experiment.arms[0].weight: mu
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -36,14 +43,17 @@ from pathlib import Path
 from typing import Any
 
 from stream_ctr.contracts.arms import ARMS, CONTROL
+from stream_ctr.experiments.guardrails import GuardrailError, Guardrails
+from stream_ctr.experiments.sequential import PLANNED_USERS
 
-__all__ = ["BUCKETS", "Arm", "Assignment", "Experiment", "ExperimentError", "bucket", "check_transition"]
+__all__ = ["BUCKETS", "Arm", "Assignment", "Experiment", "ExperimentError", "Stop", "bucket", "check_transition"]
 
 #: Hash buckets a user can fall in; coverage and weights have a resolution of 1 / BUCKETS.
 BUCKETS = 10_000
 
-_TOP_KEYS = {"name": str, "salt": str, "arms": list, "coverage": float}
-_ARM_KEYS = {"name": str, "weight": float}
+_TOP_KEYS = {"name": str, "salt": str, "arms": list, "coverage": float, "guardrails": dict, "planned_users": int}
+_ARM_KEYS = {"name": str, "weight": float, "stopped": dict}
+_STOP_KEYS = {"weight": float, "reason": str, "by": str, "at": str, "guardrail": str}
 
 
 class ExperimentError(ValueError):
@@ -61,24 +71,65 @@ def bucket(salt: str, purpose: str, user_id: str) -> int:
     return int.from_bytes(digest, "big") % BUCKETS
 
 
-def _check_arm(name: Any, weight: Any, key: str) -> None:
+def _check_arm(name: Any, weight: Any, key: str, stopped: bool = False) -> None:
     if not isinstance(name, str) or name not in ARMS:
         raise ExperimentError(f"{key}.name: must be one of {list(ARMS)}, got {name!r}")
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):
         raise ExperimentError(f"{key}.weight: expected a number, got {weight!r}")
-    if not math.isfinite(weight) or weight <= 0:
+    if stopped and weight != 0:
+        raise ExperimentError(f"{key}.weight: a stopped arm has weight 0 (the former is in 'stopped'), got {weight}")
+    if not stopped and (not math.isfinite(weight) or weight <= 0):
         raise ExperimentError(f"{key}.weight: must be > 0, got {weight!r}")
 
 
 @dataclass(frozen=True)
+class Stop:
+    """Why an arm was stopped: its weight before (the bucket share it keeps), the reason, who or what stopped it
+    (``by``), when (``at``, ISO 8601 UTC) and the guardrail metric that did (empty for a stop by hand)."""
+
+    weight: float
+    reason: str
+    by: str
+    at: str
+    guardrail: str = ""
+
+    def __post_init__(self) -> None:
+        w = self.weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
+            raise ExperimentError(f"stopped.weight: must be > 0 (the arm's weight before the stop), got {w!r}")
+        for key in ("reason", "by", "at"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key).strip():
+                raise ExperimentError(f"stopped.{key}: must be a non-empty string, got {getattr(self, key)!r}")
+
+    @classmethod
+    def from_dict(cls, d: Any, key: str) -> Stop:
+        _check_keys(d, key, _STOP_KEYS, optional=("guardrail",))
+        try:
+            return cls(float(d["weight"]), d["reason"], d["by"], d["at"], d.get("guardrail", ""))
+        except ExperimentError as exc:
+            raise ExperimentError(f"{key}.{str(exc).removeprefix('stopped.')}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"weight": self.weight, "reason": self.reason, "by": self.by, "at": self.at}
+        return out | ({"guardrail": self.guardrail} if self.guardrail else {})
+
+
+@dataclass(frozen=True)
 class Arm:
-    """One arm of an experiment; ``weight`` is relative (normalised by the sum over the experiment's arms)."""
+    """One arm of an experiment; ``weight`` is relative (normalised by the sum over the experiment's arms), 0 for
+    an arm ``stopped`` (whose :class:`Stop` keeps the weight that sizes its bucket range)."""
 
     name: str
     weight: float
+    stopped: Stop | None = None
 
     def __post_init__(self) -> None:
-        _check_arm(self.name, self.weight, "arm")
+        _check_arm(self.name, self.weight, "arm", self.stopped is not None)
+
+    @property
+    def allocated(self) -> float:
+        """The weight that sizes the arm's bucket range: stopping an arm does not change it."""
+        return self.stopped.weight if self.stopped is not None else self.weight
 
 
 @dataclass(frozen=True)
@@ -93,12 +144,15 @@ class Assignment:
 
 @dataclass(frozen=True)
 class Experiment:
-    """A named, salted split of users over arms, of which ``coverage`` (in (0, 1]) take part."""
+    """A named, salted split of users over arms, of which ``coverage`` (in (0, 1]) take part; optionally
+    ``guardrails`` the worker enforces and ``planned_users``, where its always-valid intervals are tightest."""
 
     name: str
     salt: str
     arms: tuple[Arm, ...]
     coverage: float = 1.0
+    guardrails: Guardrails | None = None
+    planned_users: int = PLANNED_USERS
     #: ``(arm, first bucket, end bucket)`` per arm, derived from the weights.
     allocation: tuple[tuple[str, int, int], ...] = field(init=False, repr=False, compare=False)
 
@@ -124,12 +178,17 @@ class Experiment:
         c = self.coverage
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c <= 1:
             raise ExperimentError(f"experiment.coverage: must be a number in (0, 1], got {c!r}")
+        if any(arm.stopped is not None and arm.name == CONTROL for arm in self.arms):
+            raise ExperimentError(f"experiment.arms: the control arm {CONTROL!r} cannot be stopped")
+        n = self.planned_users
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+            raise ExperimentError(f"experiment.planned_users: must be an integer >= 2, got {n!r}")
 
     def _allocate(self) -> tuple[tuple[str, int, int], ...]:
-        total = sum(arm.weight for arm in self.arms)
+        total = sum(arm.allocated for arm in self.arms)
         out, cumulative, lo = [], 0.0, 0
         for i, arm in enumerate(self.arms):
-            cumulative += arm.weight
+            cumulative += arm.allocated
             hi = BUCKETS if i == len(self.arms) - 1 else round(cumulative / total * BUCKETS)
             if hi <= lo:
                 raise ExperimentError(f"experiment.arms[{i}].weight: too small to get one of {BUCKETS} buckets")
@@ -139,9 +198,70 @@ class Experiment:
 
     @property
     def weights(self) -> dict[str, float]:
-        """Normalised weights per arm (they sum to 1), e.g. for :func:`stream_ctr.experiments.stats.srm_test`."""
-        total = sum(arm.weight for arm in self.arms)
-        return {arm.name: arm.weight / total for arm in self.arms}
+        """Normalised weights per arm (they sum to 1), e.g. for :func:`stream_ctr.experiments.stats.srm_test`;
+        a stopped arm counts with the weight it had (its bucket share)."""
+        total = sum(arm.allocated for arm in self.arms)
+        return {arm.name: arm.allocated / total for arm in self.arms}
+
+    @property
+    def live_weights(self) -> dict[str, float]:
+        """Normalised weights of the arms not stopped: the split of the users still analysed."""
+        live = {name: w for name, w in self.weights.items() if name not in self.stopped}
+        total = sum(live.values())
+        return {name: w / total for name, w in live.items()}
+
+    @property
+    def stopped(self) -> dict[str, Stop]:
+        """The stopped arms and why."""
+        return {arm.name: arm.stopped for arm in self.arms if arm.stopped is not None}
+
+    def stopping(self, arm: str, stop: Stop) -> Experiment:
+        """This experiment with ``arm`` stopped (weight 0, ``stop`` recorded); its bucket range is kept.
+
+        >>> exp = Experiment.default()
+        >>> stopped = exp.stopping("ft", Stop(1.0, "harms ctr", "test", "2026-01-01T00:00:00Z"))
+        >>> stopped.allocation == exp.allocation, stopped.propensity("ft"), round(stopped.propensity("global"), 4)
+        (True, 0.0, 0.6667)
+        >>> sum(exp.assign(str(u)).arm == "ft" for u in range(300)) > 0
+        True
+        >>> moved = [u for u in range(300) if exp.assign(str(u)) != stopped.assign(str(u))]
+        >>> {exp.assign(str(u)).arm for u in moved}, {stopped.assign(str(u)).arm for u in moved}
+        ({'ft'}, {'global'})
+        >>> stopped.resuming("ft") == exp
+        True
+        """
+        names = [a.name for a in self.arms]
+        if arm not in names:
+            raise ExperimentError(f"experiment.arms: no arm {arm!r} to stop (arms: {names})")
+        current = self.arms[names.index(arm)]
+        if current.stopped is not None:
+            return self
+        if stop.weight != current.weight:
+            stop = Stop(current.weight, stop.reason, stop.by, stop.at, stop.guardrail)
+        arms = tuple(Arm(a.name, 0.0, stop) if a.name == arm else a for a in self.arms)
+        return dataclasses.replace(self, arms=arms)
+
+    def resuming(self, arm: str) -> Experiment:
+        """This experiment with ``arm`` serving again at the weight it had before its stop."""
+        arms = tuple(Arm(a.name, a.allocated) if a.name == arm and a.stopped is not None else a for a in self.arms)
+        if arms == self.arms:
+            raise ExperimentError(f"experiment.arms: arm {arm!r} is not stopped (stopped: {sorted(self.stopped)})")
+        return dataclasses.replace(self, arms=arms)
+
+    def keeping_stops_of(self, previous: Experiment | None) -> Experiment:
+        """This (configured) experiment with the stops of ``previous``, when that is the same run (name, salt and
+        bucket ranges): a restart with the original file does not undo a guardrail's stop."""
+        if previous is None or (previous.name, previous.salt, previous.allocation) != (
+            self.name,
+            self.salt,
+            self.allocation,
+        ):
+            return self
+        out = self
+        for arm, stop in previous.stopped.items():
+            if arm not in out.stopped:
+                out = out.stopping(arm, stop)
+        return out
 
     def propensity(self, arm: str) -> float:
         """The probability that the assignment gives a user ``arm`` (coverage included): the logging propensity
@@ -152,7 +272,9 @@ class Experiment:
         (0.375, 0.625, 0.0)
         """
         covered = round(self.coverage * BUCKETS) / BUCKETS
-        width = sum(hi - lo for name, lo, hi in self.allocation if name == arm) / BUCKETS
+        stopped = self.stopped
+        served = {name: CONTROL if name in stopped else name for name, _, _ in self.allocation}
+        width = sum(hi - lo for name, lo, hi in self.allocation if served[name] == arm) / BUCKETS
         return covered * width + (1 - covered if arm == CONTROL else 0.0)
 
     @property
@@ -169,6 +291,8 @@ class Experiment:
         if bucket(self.salt, "coverage", user_id) >= round(self.coverage * BUCKETS):
             return Assignment(CONTROL, False, arm_bucket)
         arm = next(name for name, lo, hi in self.allocation if lo <= arm_bucket < hi)
+        if arm in self.stopped:  # a stopped arm's users get the control arm and leave the analysis
+            return Assignment(CONTROL, False, arm_bucket)
         return Assignment(arm, True, arm_bucket)
 
     @classmethod
@@ -183,19 +307,34 @@ class Experiment:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Experiment:
-        """Parse the JSON shape of :meth:`to_dict`; ``coverage`` may be left out (1.0)."""
-        _check_keys(d, "experiment", _TOP_KEYS, optional=("coverage",))
+        """Parse the JSON shape of :meth:`to_dict`; ``coverage`` (1.0), ``guardrails`` (none) and
+        ``planned_users`` may be left out."""
+        _check_keys(d, "experiment", _TOP_KEYS, optional=("coverage", "guardrails", "planned_users"))
         arms = []
         for i, raw in enumerate(d["arms"]):
             key = f"experiment.arms[{i}]"
-            _check_keys(raw, key, _ARM_KEYS)
-            _check_arm(raw["name"], raw["weight"], key)
-            arms.append(Arm(raw["name"], float(raw["weight"])))
-        return cls(d["name"], d["salt"], tuple(arms), float(d.get("coverage", 1.0)))
+            _check_keys(raw, key, _ARM_KEYS, optional=("stopped",))
+            stop = Stop.from_dict(raw["stopped"], f"{key}.stopped") if "stopped" in raw else None
+            _check_arm(raw["name"], raw["weight"], key, stop is not None)
+            arms.append(Arm(raw["name"], float(raw["weight"]), stop))
+        try:
+            guardrails = Guardrails.from_dict(d["guardrails"], "experiment.guardrails") if "guardrails" in d else None
+        except GuardrailError as exc:
+            raise ExperimentError(str(exc)) from None
+        planned = d.get("planned_users", PLANNED_USERS)
+        return cls(d["name"], d["salt"], tuple(arms), float(d.get("coverage", 1.0)), guardrails, planned)
 
     def to_dict(self) -> dict[str, Any]:
-        arms = [{"name": arm.name, "weight": arm.weight} for arm in self.arms]
-        return {"name": self.name, "salt": self.salt, "arms": arms, "coverage": self.coverage}
+        arms = [
+            {"name": arm.name, "weight": arm.weight} | ({"stopped": arm.stopped.to_dict()} if arm.stopped else {})
+            for arm in self.arms
+        ]
+        out: dict[str, Any] = {"name": self.name, "salt": self.salt, "arms": arms, "coverage": self.coverage}
+        if self.guardrails is not None:
+            out["guardrails"] = self.guardrails.to_dict()
+        if self.planned_users != PLANNED_USERS:
+            out["planned_users"] = self.planned_users
+        return out
 
     @classmethod
     def load(cls, path: str | Path) -> Experiment:
@@ -239,8 +378,10 @@ def check_transition(previous: Experiment | None, new: Experiment) -> None:
     """Refuse a change that would move users of a running experiment between arms.
 
     The same name and salt is the same running experiment: its arms must keep their bucket ranges (so the
-    weights, their order and the arm set stay; proportional rescaling is harmless). Coverage may ramp. A new
-    salt, or a new name, starts a new experiment and is always allowed.
+    weights, their order and the arm set stay; proportional rescaling is harmless). Coverage may ramp. Stopping
+    an arm (:meth:`Experiment.stopping`: weight 0, its range kept) and resuming it are legal: they move only that
+    arm's users, to the control arm and back. Guardrails and planned users may change. A new salt, or a new
+    name, starts a new experiment and is always allowed.
 
     >>> old = Experiment.default()
     >>> check_transition(old, Experiment(old.name, old.salt, old.arms, coverage=0.5))

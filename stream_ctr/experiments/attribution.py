@@ -4,8 +4,11 @@ The worker that owns a user's partition serves the user's scoring requests (othe
 consumes the user's events, so attribution is local: :class:`PendingExposures` keeps what each recent request
 served (bounded in count and age), and an event carrying that ``request_id`` and one of its items is an
 *impression* of the request's arm, a click if its label is 1. :class:`ArmResults` keeps running per-arm totals
-(requests, impressions, clicks, users, logloss and calibration sums) and a window of served scores per arm for
-gAUC: memory is bounded by the window, whatever the number of users or events.
+(requests, impressions, clicks, users, logloss and calibration sums), a window of served scores per arm for
+gAUC, and per user with an impression three running sums (impressions, clicks, logloss: :class:`UserTallies`,
+keyed by a hash of the user id, 24 bytes of numbers and a dict entry a user) from which each refresh computes
+every treatment arm's always-valid interval against the control (:mod:`.sequential`, the users being the
+randomised units) and the guardrails' decisions (:mod:`.guardrails`).
 
 >>> pending = PendingExposures(capacity=2, window_s=60)
 >>> pending.add("r1", Served("ft", True, ts=100.0, items={"i1": 0.9, "i2": 0.1}, user_id="u7"))
@@ -17,20 +20,68 @@ gAUC: memory is bounded by the window, whatever the number of users or events.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import NamedTuple
 
+import numpy as np
+
+from stream_ctr.contracts.arms import CONTROL
+from stream_ctr.experiments import guardrails as gr
 from stream_ctr.experiments.assignment import Experiment
-from stream_ctr.experiments.sequential import srm_p_value
+from stream_ctr.experiments.sequential import ALPHA, SequentialDifference, sequential_difference, srm_p_value
 from stream_ctr.experiments.stats import SRM_ALPHA, srm_test
 from stream_ctr.quality.metrics import gauc, log_loss_one, user_key
 from stream_ctr.quality.rows import ScoreRows
 
-__all__ = ["ArmResults", "PendingExposures", "Served", "UNATTRIBUTED"]
+__all__ = ["LIVE_METRICS", "ArmResults", "PendingExposures", "Served", "UNATTRIBUTED", "UserTallies"]
 
 #: Why an event with a ``request_id`` was not attributed (a closed set: it is a Prometheus label).
 UNATTRIBUTED = ("unknown_request", "expired", "item_not_served")
+#: The ratio metrics compared live per treatment arm: numerator column of :class:`UserTallies` over impressions.
+LIVE_METRICS = {"ctr": 1, "logloss": 2}
+
+
+class UserTallies:
+    """Per-user running sums of one arm, ``[impressions, clicks, logloss]`` a row, keyed by an integer hash of the
+    user id (:func:`~stream_ctr.quality.metrics.user_key`); grown by doubling.
+
+    >>> t = UserTallies()
+    >>> t.add(7, 1, 0.5); t.add(7, 0, 0.25); t.add(9, 1, 0.1)
+    >>> t.rows().tolist()
+    [[2.0, 1.0, 0.75], [1.0, 1.0, 0.1]]
+    >>> t.forget(7), t.rows().tolist()
+    (True, [[1.0, 1.0, 0.1]])
+    """
+
+    def __init__(self, capacity: int = 64):
+        self.index: dict[int, int] = {}
+        self.data = np.zeros((capacity, 3))
+
+    def add(self, key: int, label: int, loss: float) -> None:
+        row = self.index.get(key)
+        if row is None:
+            row = self.index[key] = len(self.index)
+            if row == len(self.data):
+                self.data = np.concatenate([self.data, np.zeros_like(self.data)])
+        r = self.data[row]
+        r[0] += 1
+        r[1] += label
+        r[2] += loss
+
+    def forget(self, key: int) -> bool:
+        """Zero the user's row (an erasure; it no longer counts as a unit)."""
+        row = self.index.pop(key, None)
+        if row is not None:
+            self.data[row] = 0.0
+            self.index[-1 - row] = row  # the row stays taken, under a key no user has (user keys are >= 0)
+        return row is not None
+
+    def rows(self) -> np.ndarray:
+        """The rows of the users with an impression."""
+        d = self.data[: len(self.index)]
+        return d[d[:, 0] > 0]
 
 
 class Served(NamedTuple):
@@ -98,6 +149,11 @@ class ArmResults:
         self.windows = {arm: ScoreRows(("score",), window) for arm in arms}  # the newest ``window`` impressions
         self.unattributed = dict.fromkeys(UNATTRIBUTED, 0)
         self.gauc = dict.fromkeys(arms, float("nan"))
+        self.tallies = {arm: UserTallies() for arm in arms}
+        #: Treatment arm -> metric -> its difference with the control, as of the last refresh.
+        self.live: dict[str, dict[str, SequentialDifference]] = {}
+        #: Treatment arm -> metric -> the guardrail's interval (None while too few users), as of the last refresh.
+        self.guarded: dict[str, dict[str, tuple[float, float] | None]] = {}
 
     def requested(self, arm: str) -> None:
         self.totals[arm]["requests"] += 1
@@ -107,13 +163,18 @@ class ArmResults:
         t["impressions"] += 1
         t["clicks"] += label
         t["score"] += float(score)
-        t["logloss"] += log_loss_one(label, score)
-        self.windows[arm].append(user_key(user_id), label, (score,))
+        loss = log_loss_one(label, score)
+        t["logloss"] += loss
+        key = user_key(user_id)
+        self.windows[arm].append(key, label, (score,))
+        self.tallies[arm].add(key, label, loss)
 
     def forget_user(self, user_id: str) -> int:
-        """Drop the user's impressions from every arm's window (an erasure; the running totals hold no user);
-        returns how many went."""
+        """Drop the user's impressions from every arm's window and the user's running sums (an erasure; the
+        running totals hold no user); returns how many window rows went."""
         key = user_key(user_id)
+        for tallies in self.tallies.values():
+            tallies.forget(key)
         return sum(window.forget(key) for window in self.windows.values())
 
     def new_user(self, arm: str) -> None:
@@ -121,14 +182,88 @@ class ArmResults:
 
     def refresh(self) -> None:
         self.gauc = {arm: _windowed_gauc(window) for arm, window in self.windows.items()}
+        self.live, self.guarded = self._compare()
+
+    def _compare(self) -> tuple[dict, dict]:
+        """Every treatment arm against the control, per live metric: the always-valid and fixed-horizon
+        intervals (at :data:`~.sequential.ALPHA`) and, for a guardrail's metric, the interval at its level."""
+        exp, guard = self.experiment, self.experiment.guardrails
+        if CONTROL not in self.tallies:
+            return {}, {}
+        treatments = [arm for arm in self.tallies if arm != CONTROL]
+        control = self.tallies[CONTROL].rows()
+        live: dict[str, dict[str, SequentialDifference]] = {}
+        guarded: dict[str, dict[str, tuple[float, float] | None]] = {}
+        for arm in treatments:
+            rows = self.tallies[arm].rows()
+            if min(len(rows), len(control)) < 2:
+                continue
+            live[arm] = {
+                metric: sequential_difference(
+                    (control[:, col], control[:, 0]), (rows[:, col], rows[:, 0]), None, ALPHA, exp.planned_users
+                )
+                for metric, col in LIVE_METRICS.items()
+            }
+            if guard is not None:
+                enough = min(len(rows), len(control)) >= guard.min_users
+                level = guard.comparison_alpha(len(treatments))
+                users = (len(control), len(rows))
+                guarded[arm] = {
+                    m: gr.guardrail_interval(live[arm][m], level, exp.planned_users, users) if enough else None
+                    for m, _ in guard.tolerances
+                }
+        return live, guarded
+
+    def breaches(self) -> list[gr.Breach]:
+        """The guardrails breached significantly at the last refresh, by arms not yet stopped."""
+        guard = self.experiment.guardrails
+        if guard is None:
+            return []
+        return gr.breaches(guard, self.guarded, set(self.experiment.stopped))
+
+    def guardrail_states(self) -> dict[tuple[str, str], int]:
+        """``(arm, metric) -> state`` of every treatment arm and guardrail: breached (1) if the arm was stopped by
+        that guardrail, else waiting (-1) while too few users, else holding (0)."""
+        guard, stopped = self.experiment.guardrails, self.experiment.stopped
+        if guard is None:
+            return {}
+        out = {}
+        for arm in self.tallies:
+            if arm == CONTROL:
+                continue
+            for metric, _ in guard.tolerances:
+                if arm in stopped and stopped[arm].guardrail == metric:
+                    out[(arm, metric)] = gr.BREACHED
+                elif self.guarded.get(arm, {}).get(metric) is None:
+                    out[(arm, metric)] = gr.WAITING
+                else:
+                    out[(arm, metric)] = gr.HOLDING
+        return out
 
     def srm(self) -> dict:
         """The sample-ratio check of this worker's users per arm: ``p_value`` is always valid (read at every
         scrape; :func:`~stream_ctr.experiments.sequential.srm_p_value`), ``chi2`` and ``p_value_fixed`` the
-        fixed-horizon chi-square (valid at one planned reading)."""
-        users = {arm: int(t["users"]) for arm, t in self.totals.items()}
-        fixed, p = srm_test(users, self.experiment.weights), srm_p_value(users, self.experiment.weights)
+        fixed-horizon chi-square (valid at one planned reading). Stopped arms are left out: their users are no
+        longer counted, and the users of the other arms keep the ratio of those arms' weights."""
+        weights = self.experiment.live_weights
+        users = {arm: int(t["users"]) for arm, t in self.totals.items() if arm in weights}
+        fixed, p = srm_test(users, weights), srm_p_value(users, weights)
         return {"chi2": float(fixed.chi2), "p_value_fixed": float(fixed.p_value), "p_value": p, "alarm": p < SRM_ALPHA}
+
+    def live_summary(self) -> dict:
+        """Per treatment arm and metric: the difference with the control and its intervals (JSON-ready)."""
+        out: dict[str, dict] = {}
+        for arm, metrics in self.live.items():
+            out[arm] = {}
+            for metric, d in metrics.items():
+                out[arm][metric] = {
+                    "delta": d.delta,
+                    "always_valid": _finite_pair(d.sequence),
+                    "fixed_horizon": _finite_pair(d.fixed),
+                    "guardrail": self.guarded.get(arm, {}).get(metric),
+                    "users": d.users,
+                }
+        return out
 
     def summary(self) -> dict:
         """Per arm: requests, impressions, clicks, users, CTR, logloss, calibration, windowed gAUC; and the SRM."""
@@ -146,6 +281,9 @@ class ArmResults:
             "arms": arms,
             "unattributed": dict(self.unattributed),
             "srm": self.srm(),
+            "live": self.live_summary(),
+            "stopped": {arm: stop.to_dict() for arm, stop in self.experiment.stopped.items()},
+            "guardrails": [{"arm": a, "metric": m, "state": v} for (a, m), v in self.guardrail_states().items()],
         }
 
 
@@ -156,3 +294,7 @@ def _windowed_gauc(window: ScoreRows) -> float:
 
 def _finite(x: float) -> float | None:
     return None if x != x else x
+
+
+def _finite_pair(pair: tuple[float, float]) -> list[float] | None:
+    return list(pair) if all(math.isfinite(v) for v in pair) else None

@@ -144,9 +144,29 @@ class _WorkerCollector:
         yield from (detected, since)
 
 
+#: The ``bound`` label of the live differences: the estimate, the always-valid (confidence-sequence) and the
+#: fixed-horizon 95% bounds, and the bounds a guardrail decides on (its Bonferroni share of the guardrails' alpha).
+BOUNDS = (
+    "estimate",
+    "always_valid_lower",
+    "always_valid_upper",
+    "fixed_horizon_lower",
+    "fixed_horizon_upper",
+    "guardrail_lower",
+    "guardrail_upper",
+)
+
+
+def _bounds(diff, guard: tuple[float, float] | None) -> dict[str, float]:
+    """The finite values of the :data:`BOUNDS` of one difference."""
+    values = dict(zip(BOUNDS, (diff.delta, *diff.sequence, *diff.fixed, *(guard or (np.nan, np.nan)))))
+    return {k: float(v) for k, v in values.items() if np.isfinite(v)}
+
+
 class _ExperimentCollector:
     """Per-arm results of the online experiment (:class:`~stream_ctr.experiments.attribution.ArmResults`), read at
-    scrape time from its running totals. Labels: ``arm`` and the closed set of unattributed ``reason``s."""
+    scrape time from its running totals and its last refresh. Labels: ``arm``, the closed set of unattributed
+    ``reason``s, the :data:`BOUNDS` of the live differences and the ``guardrail`` metrics (``ctr``, ``logloss``)."""
 
     _COUNTERS = (
         ("requests", "Scoring requests served per arm (users inside coverage)"),
@@ -190,6 +210,40 @@ class _ExperimentCollector:
             "against the configured weights (alarm below 0.001)",
             value=summary["srm"]["p_value"],
         )
+        yield from self._live()
+
+    def _live(self):
+        """The live differences with the control, the guardrails' states and the stopped arms."""
+        results = self.results
+        for metric in ("ctr", "logloss"):
+            g = GaugeMetricFamily(
+                f"stream_ctr_ab_{metric}_difference",
+                f"{metric} of the arm minus the control's on this worker's users (per-user delta method), by bound: "
+                "estimate, always_valid_* (confidence sequence: may be watched and stopped on), fixed_horizon_* "
+                "(95%, valid only read once at a planned size), guardrail_* (what a guardrail decides on)",
+                labels=["arm", "bound"],
+            )
+            for arm, metrics in results.live.items():
+                for bound, value in _bounds(metrics[metric], results.guarded.get(arm, {}).get(metric)).items():
+                    g.add_metric([arm, bound], value)
+            yield g
+        state = GaugeMetricFamily(
+            "stream_ctr_ab_guardrail_state",
+            "Guardrail state per treatment arm and metric: -1 waiting (too few users), 0 holding, 1 breached (the arm "
+            "was stopped by it)",
+            labels=["arm", "guardrail"],
+        )
+        for (arm, metric), value in results.guardrail_states().items():
+            state.add_metric([arm, metric], value)
+        yield state
+        stopped = GaugeMetricFamily(
+            "stream_ctr_ab_arm_stopped",
+            "1 while the arm is stopped (weight 0 on ctr.experiments: its users get the control arm), else 0",
+            labels=["arm"],
+        )
+        for arm in results.totals:
+            stopped.add_metric([arm], float(arm in results.experiment.stopped))
+        yield stopped
 
 
 class ServingMetrics:
@@ -342,7 +396,15 @@ class WorkerMetrics:
         self.refreshed_at = 0.0
 
     def track_experiment(self, results) -> None:
-        """Export the per-arm results of the worker's experiment."""
+        """Export the per-arm results of the worker's experiment, and count the guardrails' stops."""
+        self.guardrail_stops = Counter(
+            "stream_ctr_ab_guardrail_stops",
+            "Arms this worker stopped because a guardrail was breached significantly, per arm and guardrail",
+            ["arm", "guardrail"],
+            registry=self.registry,
+        )
+        for arm, metric in results.guardrail_states():  # every configured (arm, guardrail) exported from the start
+            self.guardrail_stops.labels(arm, metric)
         self.registry.register(_ExperimentCollector(results))
 
     def count(self, outcome: str) -> int:

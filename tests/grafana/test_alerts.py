@@ -223,6 +223,28 @@ tests:
             exp_annotations:
               summary: "sample-ratio mismatch on w1 (p = 0.0002)"
               description: "Users per arm deviate from the experiment's weights; stop reading the A/B results."
+  # w1's guardrail on ft_lc's CTR is breached at 5m (the arm is stopped); ft's holds, ft_lc's logloss waits.
+  - interval: 1m
+    input_series:
+      - series: 'stream_ctr_ab_guardrail_state{job="stream-ctr-worker", instance="w1", arm="ft_lc", guardrail="ctr"}'
+        values: '0x5 1x20'
+      - series: 'stream_ctr_ab_guardrail_state{job="stream-ctr-worker", instance="w2", arm="ft_lc", guardrail="ctr"}'
+        values: '-1x25'
+      - series: 'stream_ctr_ab_guardrail_state{job="stream-ctr-worker", instance="w1", arm="ft", guardrail="ctr"}'
+        values: '0x25'
+      - series: 'stream_ctr_ab_guardrail_state{job="stream-ctr-worker", instance="w1", arm="ft_lc", guardrail="logloss"}'
+        values: '-1x25'
+    alert_rule_test:
+      - eval_time: 4m
+        alertname: StreamCtrGuardrailStoppedArm
+        exp_alerts: []
+      - eval_time: 6m
+        alertname: StreamCtrGuardrailStoppedArm
+        exp_alerts:
+          - exp_labels: {severity: warning, arm: ft_lc, guardrail: ctr}
+            exp_annotations:
+              summary: "arm ft_lc stopped by its ctr guardrail"
+              description: "The arm harmed ctr beyond the experiment's tolerance (always-valid test) and was stopped through ctr.experiments: its users are served the control arm. Why and by whom: stream-ctr ab history; undo: stream-ctr ab resume ARM --reason ..."
   # A worker whose model keeps moving (w2), or whose stream is quiet (w3), is not stale; w4 misses a delta once.
   - interval: 1m
     input_series:

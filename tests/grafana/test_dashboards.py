@@ -6,7 +6,9 @@ are well formed. A module fixture starts the service as ``stream-ctr up`` does
 (:class:`~stream_ctr.service.stack.Stack`: the session's Kafka, the personalize worker and the trainer as processes) and
 keeps synthetic clicks, with malformed records mixed in, flowing into ``ctr.events``. A real ``prometheus`` scrapes both
 processes every second with ``docker/prometheus.yml`` (targets rewritten) and evaluates ``grafana/alerts.yml``. Then
-every panel query of every dashboard must return data (one test per panel).
+every panel query of every dashboard must return data (one test per panel). The service runs the default split with
+guardrails no arm can breach (:data:`EXPERIMENT`); the module's last service test stops an arm through
+``ctr.experiments`` as a guardrail does and follows it to the worker's answers, the panels and the alert.
 """
 
 from __future__ import annotations
@@ -52,6 +54,14 @@ GRAFANA_VARS = {"__rate_interval": "30s", "__interval": "5s", "__range": "5m", "
 _VAR = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 QUERY_DEADLINE_S = 45.0
 USERS = 120
+#: The service's experiment: the default split, with guardrails whose tolerances no arm can breach.
+EXPERIMENT = {
+    "name": "dashboards",
+    "salt": "s1",
+    "arms": [{"name": arm, "weight": 1} for arm in ARMS],
+    "guardrails": {"tolerances": {"ctr": 1.0, "logloss": 100.0}, "min_users": 5},
+    "planned_users": 100,
+}
 
 
 def _need(binary: str) -> None:
@@ -160,13 +170,22 @@ class _Service:
     trainer_port: int
     feeders: list[_Feeder]
     user_ids: set[str]
+    settings: object = None
 
 
 @pytest.fixture(scope="module")
 def service(settings_factory, make_events, tmp_path_factory):
     _need(PROMETHEUS)
     data = make_events(users=USERS, events_per_user=40, seed=11)
-    settings = settings_factory(delta_every=1500, metrics_window=2000, metrics_refresh_s=1.0)
+    experiment = tmp_path_factory.mktemp("experiment") / "experiment.json"
+    experiment.write_text(json.dumps(EXPERIMENT))
+    settings = settings_factory(
+        delta_every=1500,
+        metrics_window=2000,
+        metrics_refresh_s=1.0,
+        experiment_file=str(experiment),
+        experiment_poll_s=1.0,
+    )
     with Stack(settings, tmp_path_factory.mktemp("stack-logs")) as stack:
         feeders = [
             _Feeder("replay", _replay_chunks(data.events, stack.settings)),
@@ -179,7 +198,8 @@ def service(settings_factory, make_events, tmp_path_factory):
             errors = [f.error for f in feeders if f.error]
             assert not errors and time.monotonic() < deadline, errors or stack.stats()
             time.sleep(0.5)
-        yield _Service(stack.settings.web_port, stack.settings.trainer_port, feeders, {e.user_id for e in data.events})
+        users = {e.user_id for e in data.events}
+        yield _Service(stack.settings.web_port, stack.settings.trainer_port, feeders, users, stack.settings)
         for feeder in feeders:
             feeder.stopped.set()
         for feeder in feeders:
@@ -359,8 +379,82 @@ def test_no_user_label_or_value(prometheus, service):
         assert not users & set(values), (name, sorted(users & set(values))[:5])
     # Cardinality does not grow with users: a fixed set of series for 120 users.
     n_series = len(prometheus.api("/api/v1/series", **{"match[]": '{job="stream-ctr-worker"}'})["data"])
-    # ~200 today: fixed families x (arms, scopes, signals, buckets, reasons); the staleness histograms are 60 of them
-    assert n_series < 240, n_series
+    # ~240 today: fixed families x (arms, scopes, signals, buckets, reasons); the staleness histograms are 60 of them
+    assert n_series < 280, n_series
+
+
+# --- (e) a guardrail's stop, from ctr.experiments to the worker's answers, the panels and the alert -----------------
+
+
+def _score_arm(port: int, user: str) -> tuple[str, bool]:
+    body = json.dumps(
+        {"user_id": user, "request_id": f"guard-{time.monotonic_ns()}", "candidates": [{"item_id": "i1"}]}
+    ).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/score", data=body, method="POST")
+    for _ in range(40):  # the worker sheds load with 429/503 and Retry-After while it learns
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                answer = json.loads(resp.read())
+            return answer["arm"], answer["in_experiment"]
+        except urllib.error.HTTPError as err:
+            if err.code not in (429, 503):
+                raise
+            time.sleep(0.5)
+    raise AssertionError("/v1/score kept refusing")
+
+
+def _by(prometheus: _Prometheus, expr: str, *labels: str) -> dict[tuple[str, ...], float]:
+    result = prometheus.query(expr)["data"]["result"]
+    return {tuple(r["metric"][k] for k in labels): float(r["value"][1]) for r in result}
+
+
+@needs_service
+def test_live_intervals_then_a_guardrail_stop_reach_the_worker_panels_and_alert(prometheus, service):
+    from stream_ctr.experiments.assignment import Experiment
+    from stream_ctr.experiments.registry import history, stop_arm
+
+    deadline = time.monotonic() + QUERY_DEADLINE_S
+    while True:  # both arms' intervals scraped (run alone, this test may come first)
+        diff = _by(prometheus, 'stream_ctr_ab_ctr_difference{job="stream-ctr-worker"}', "arm", "bound")
+        if {("ft", "always_valid_lower"), ("ft_lc", "always_valid_lower")} <= set(diff):
+            break
+        assert time.monotonic() < deadline, diff
+        time.sleep(1.0)
+    for arm in ("ft", "ft_lc"):  # the live intervals, as the panel shows them: estimate inside, always-valid wider
+        lo, hi, est = (diff[(arm, b)] for b in ("always_valid_lower", "always_valid_upper", "estimate"))
+        flo, fhi = diff[(arm, "fixed_horizon_lower")], diff[(arm, "fixed_horizon_upper")]
+        assert lo < flo < est < fhi < hi, (arm, lo, flo, est, fhi, hi)
+    states = _by(prometheus, 'stream_ctr_ab_guardrail_state{job="stream-ctr-worker"}', "arm", "guardrail")
+    assert set(states) == {(a, g) for a in ("ft", "ft_lc") for g in ("ctr", "logloss")}
+    assert set(states.values()) <= {-1.0, 0.0}, states  # no arm can breach the service's tolerances
+
+    exp = Experiment.from_dict(EXPERIMENT)
+    user = next(u for u in sorted(service.user_ids) if exp.assign(u).arm == "ft_lc")
+    assert _score_arm(service.port, user) == ("ft_lc", True)
+    s = service.settings
+    stopped = stop_arm(
+        s, topics.experiments(s).name, exp.name, "ft_lc", reason="planted breach", by="tests", guardrail="ctr"
+    )
+    assert stopped.stopped["ft_lc"].weight == 1 and stopped.arms[2].weight == 0
+    assert [(r["action"], r["arm"], r["by"]) for r in history(s, topics.experiments(s).name, exp.name)] == [
+        ("stop", "ft_lc", "tests")
+    ]
+    deadline = time.monotonic() + QUERY_DEADLINE_S
+    while _score_arm(service.port, user) != ("global", False):  # the worker follows ctr.experiments
+        assert time.monotonic() < deadline, "the worker did not apply the stop"
+        time.sleep(0.5)
+    other = next(u for u in sorted(service.user_ids) if exp.assign(u).arm == "ft")
+    assert _score_arm(service.port, other) == ("ft", True)  # nobody else moved
+    while True:
+        arms = _by(prometheus, 'stream_ctr_ab_arm_stopped{job="stream-ctr-worker"}', "arm")
+        states = _by(prometheus, 'stream_ctr_ab_guardrail_state{job="stream-ctr-worker"}', "arm", "guardrail")
+        rules = [r for g in prometheus.api("/api/v1/rules")["data"]["groups"] for r in g["rules"]]
+        firing = {r["name"] for r in rules if r["state"] == "firing"}
+        if arms.get(("ft_lc",)) == 1 and states.get(("ft_lc", "ctr")) == 1 and "StreamCtrGuardrailStoppedArm" in firing:
+            break
+        assert time.monotonic() < deadline, (arms, states, firing)
+        time.sleep(1.0)
+    assert arms == {("global",): 0.0, ("ft",): 0.0, ("ft_lc",): 1.0}
 
 
 # --- (d) the dashboards are generated and well formed (no broker, no Prometheus) -----------------------------------
@@ -410,6 +504,11 @@ REQUIRED = {
         "stream_ctr_ab_users_total",
         "stream_ctr_ab_srm_p_value",
         "stream_ctr_ab_unattributed_total",
+        "stream_ctr_ab_ctr_difference",
+        "stream_ctr_ab_logloss_difference",
+        "stream_ctr_ab_guardrail_state",
+        "stream_ctr_ab_arm_stopped",
+        "stream_ctr_ab_guardrail_stops_total",
         "group_left",
         'arm=~"ft|ft_lc"',
     ),

@@ -6,8 +6,10 @@ from stream_ctr.contracts.arms import ARMS
 from stream_ctr.monitoring.dashboards.panels import (
     FINE_TUNED_GAUC,
     GAUC,
+    WORKER,
     Row,
     dashboard,
+    mapping,
     per_arm_rate,
     q,
     rate,
@@ -146,6 +148,68 @@ def _ab_integrity_panels() -> tuple[dict, ...]:
     )
 
 
+def _difference_panel(metric: str, label: str, w: int) -> dict:
+    name = f"stream_ctr_ab_{metric}_difference"
+    return timeseries(
+        f"{label} difference with control: always-valid and fixed-horizon",
+        f"The {label} of each treatment arm minus the control's, on each worker's users (the randomised units: "
+        "per-user delta method), with its always-valid 95% interval (always_valid_*: a confidence sequence, it "
+        "holds at every reading, so it may be watched and stopped on once it excludes 0) and the fixed-horizon 95% "
+        "interval (fixed_horizon_*: valid only when read once at the planned size; read continuously it lies). "
+        "guardrail_* is the interval a guardrail decides on. Each worker's users are a disjoint sample: one line "
+        "set per worker.",
+        [
+            q(sel(name, WORKER, 'bound!~"guardrail_.*"'), "{{arm}} {{bound}} ({{instance}})"),
+            q(sel(name, WORKER, 'bound=~"guardrail_.*"'), "{{arm}} {{bound}} ({{instance}})"),
+        ],
+        "percentunit" if metric == "ctr" else "none",
+        w=w,
+        decimals=4,
+    )
+
+
+GUARDRAIL_STATES = mapping((-1, "waiting", "blue"), (0, "holding", "green"), (1, "BREACHED: stopped", "red"))
+SERVING_STOPPED = mapping((0, "serving", "green"), (1, "STOPPED", "red"))
+
+
+def _ab_live_inference() -> Row:
+    return row(
+        "Live always-valid intervals and guardrails",
+        _difference_panel("ctr", "CTR", 12),
+        _difference_panel("logloss", "Logloss", 12),
+        stat(
+            "Guardrail state per arm",
+            "Is any arm harming a guarded metric? Per treatment arm and guardrail of the experiment file: waiting "
+            "(too few users on a worker), holding, or BREACHED (its always-valid interval lies beyond the tolerance: "
+            "the arm was stopped through ctr.experiments; alert StreamCtrGuardrailStoppedArm).",
+            [q(f"max by (arm, guardrail) ({sel('stream_ctr_ab_guardrail_state')})", "{{arm}} {{guardrail}}")],
+            "none",
+            w=10,
+            mappings=GUARDRAIL_STATES,
+            thresholds=steps(("blue", None), ("green", 0), ("red", 1)),
+        ),
+        stat(
+            "Stopped arms",
+            "Which arms serve? An arm stopped (weight 0 on ctr.experiments, by a guardrail or stream-ctr ab stop) "
+            "sends its users to the control arm until stream-ctr ab resume.",
+            [q(f"max by (arm) ({sel('stream_ctr_ab_arm_stopped')})", "{{arm}}")],
+            "none",
+            w=7,
+            mappings=SERVING_STOPPED,
+            thresholds=steps(("green", None), ("red", 1)),
+        ),
+        stat(
+            "Guardrail stops",
+            "How many times a guardrail stopped each arm (summed over workers; a stop is published once, by the "
+            "first worker that sees the breach).",
+            [q(f"sum by (arm, guardrail) ({sel('stream_ctr_ab_guardrail_stops_total')})", "{{arm}} {{guardrail}}")],
+            "short",
+            w=7,
+            decimals=0,
+        ),
+    )
+
+
 def ab() -> dict:
     return dashboard(
         "ab.json",
@@ -154,6 +218,7 @@ def ab() -> dict:
         [
             _ab_shadow_arms(),
             _ab_online_experiment(),
+            _ab_live_inference(),
         ],
     )
 
