@@ -31,12 +31,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stream_ctr.evaluate.companions import TrainSet
 from stream_ctr.evaluate.split import SplitData
 from stream_ctr.learning.correction import Targets, correct, shrunk_ctr
 from stream_ctr.learning.heads import UserHead
 from stream_ctr.models import CTRModel
 
-__all__ = ["FullScope", "HeadScope", "SCOPES", "trajectory"]
+__all__ = ["FullScope", "HeadScope", "SCOPES", "train_targets", "trajectory"]
 
 SCOPES = ("head", "full")
 #: Step-size halvings the full scope tries before it gives up a step (2^-12 of the tuned step size).
@@ -103,7 +104,7 @@ class FullScope:
         ids_ev, vals_ev = self.ids[torch.from_numpy(ev)], self.vals[torch.from_numpy(ev)]
         self._touched = torch.unique(ids_tr)
         y, w = torch.from_numpy(targets.labels), torch.from_numpy(np.asarray(targets.weights, np.float32))
-        batch = (ids_tr, vals_tr, y, w, float(targets.logit_offset))
+        batch = (ids_tr, vals_tr, y, w, torch.as_tensor(np.asarray(targets.logit_offset, np.float32)))
         current = self._objective(batch, l2)
         self.losses = [float(current.detach())]  # the objective after each step: never rises
         out, done = [], 0
@@ -167,7 +168,7 @@ class FullScope:
 def trajectory(
     scope,
     data: SplitData,
-    train: Sequence[np.ndarray],
+    train: Sequence[np.ndarray | TrainSet],
     evals: Sequence[np.ndarray],
     method: str,
     lr: float,
@@ -178,14 +179,41 @@ def trajectory(
 ) -> list[np.ndarray]:
     """Fine-tune every user on ``train[k]`` and score ``evals[k]`` after each checkpoint.
 
-    ``p_g`` is one global CTR for every user or one per user (``p_g[k]`` for ``train[k]``,
-    :meth:`SplitData.priors`). Returns one array per checkpoint: the predictions for ``np.concatenate(evals)``.
+    ``train[k]`` is the user's event indices or a :class:`~stream_ctr.evaluate.companions.TrainSet` (its own events
+    plus other users', :mod:`.companions`). ``p_g`` is one global CTR for every user or one per user (``p_g[k]`` for
+    ``train[k]``, :meth:`SplitData.priors`). Returns one array per checkpoint: the predictions for
+    ``np.concatenate(evals)``.
     """
     per_ckpt: list[list[np.ndarray]] = [[] for _ in checkpoints]
     for tr, ev, pg in zip(train, evals, np.broadcast_to(np.asarray(p_g, dtype=float), (len(train),))):
-        y = data.labels[tr]
-        p_u = shrunk_ctr(float(y.sum()), len(y), float(pg), shrinkage)
-        preds = scope.fit_predict(tr, ev, correct(y, p_u, float(pg), method, len(y)), lr, l2, checkpoints)
+        idx, targets = train_targets(data, tr, method, float(pg), shrinkage)
+        preds = scope.fit_predict(idx, ev, targets, lr, l2, checkpoints)
         for acc, p in zip(per_ckpt, preds):
             acc.append(p)
     return [np.concatenate(acc) if acc else np.zeros(0) for acc in per_ckpt]
+
+
+def train_targets(data: SplitData, tr, method: str, pg: float, shrinkage: float) -> tuple[np.ndarray, Targets]:
+    """The events one user trains on and their :class:`Targets`. ``p_u`` is the shrunk CTR of the user's *own*
+    labels; other users' events (a :class:`TrainSet`'s ``extra``) are corrected with their owners' ``p_u`` and
+    weighted by ``extra_weight``."""
+    ts = tr if isinstance(tr, TrainSet) else TrainSet(np.asarray(tr))
+    y = data.labels[ts.own]
+    p_u = shrunk_ctr(float(y.sum()), len(y), pg, shrinkage)
+    own = correct(y, p_u, pg, method, len(y))
+    if len(ts.extra) == 0:
+        return ts.own, own
+    extra = correct(data.labels[ts.extra], ts.extra_pu, pg, method, len(y))
+    n, m = len(ts.own), len(ts.extra)
+
+    def cat(a, b):
+        return np.concatenate([np.broadcast_to(np.asarray(a, np.float32), (n,)), np.broadcast_to(b, (m,))])
+
+    bias = None if own.bias_labels is None else cat(own.bias_labels, data.labels[ts.extra])
+    targets = Targets(
+        cat(own.labels, extra.labels).astype(np.float32),
+        cat(own.weights, np.asarray(extra.weights, np.float32) * ts.extra_weight).astype(np.float32),
+        cat(own.logit_offset, extra.logit_offset) if method in ("logit", "lc_bias") else 0.0,
+        bias,
+    )
+    return np.concatenate([ts.own, ts.extra]), targets
