@@ -28,7 +28,7 @@ BASES: dict[str, tuple[str, ...]] = {
     "ft_lc_coda": ("ft_lc", "cloud"),
     "global_fedavg": ("cloud",),
     "global_centralized": ("cloud",),
-    "global_fedsubavg": ("cloud",),
+    "global_fedsubavg": ("cloud", "global_fedavg"),
 }
 BUCKETS = ("all", "cold", "mid", "warm")
 
