@@ -164,6 +164,6 @@ def test_companion_modes_and_federated_training_run_and_are_compared():
     assert all(np.isfinite(r["gauc"]) for r in result.rows)
     assert result.meta["companions"]["buffer_bytes_per_user"] == buffer_bytes(4, SPEC.n_slots)
     pairs = {(r["mode"], r["base"], r["bucket"]) for r in compare([result], n_boot=50)}
-    assert ("ft_ode", "ft_fifo", "all") in pairs and ("global_fedsubavg", "global_fedavg", "all") in pairs
+    assert ("ft_ode", "ft_fifo", "all") in pairs and ("global_fedavg", "cloud", "all") in pairs  # cloud: fedsubavg
     with pytest.raises(ValueError, match="global-training"):
         replace(cfg, global_training=("fedsgd",))
