@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from stream_ctr.evaluate.config import MODES, CloudConfig
+from stream_ctr.evaluate.config import DEFAULT_MODES, GLOBAL_TRAINING, MODES, CloudConfig
 from stream_ctr.evaluate.split import PG, Protocol
 from stream_ctr.learning.correction import LC_VARIANTS
 
@@ -41,8 +41,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--models", default="lr,fm,wd,deepfm,dcn", help="comma-separated model families")
     p.add_argument(
         "--modes",
-        default=",".join(MODES),
-        help="comma-separated modes (cloud is always included; ft_lc_bias runs in the head scope only)",
+        default=",".join(DEFAULT_MODES),
+        help="comma-separated modes (cloud is always included; ft_lc_bias runs in the head scope only); also "
+        "issue #26's companions: ft_ode, ft_lc_ode, ft_fifo, ft_lc_fifo, ft_reservoir, ft_lc_reservoir (a "
+        "buffer of --buffer-k samples), ft_coda, ft_lc_coda (augmentation from a pool of --pool-size events)",
     )
     p.add_argument("--scope", default="head", help="head | full | head,full")
     p.add_argument("--seed", type=int, default=0)
@@ -63,10 +65,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="keep the user id out of the model's features (the paper's shared cloud model)",
     )
+    _add_companion_args(p.add_argument_group("companions and global training (issue #26)"))
     _add_synthetic_args(p.add_argument_group("synthetic data (--dataset synthetic)"))
     _add_protocol_args(p.add_argument_group("protocol and run"))
     p.set_defaults(func=run)
     return p
+
+
+def _add_companion_args(group) -> None:
+    """The k-sample buffers, CoDA's pool and how the global model is trained."""
+    from stream_ctr.evaluate.companions import CompanionConfig
+
+    group.add_argument(
+        "--global-training",
+        default="centralized",
+        help=f"comma-separated, from {'|'.join(GLOBAL_TRAINING)}: the first trains the global model every mode "
+        "builds on (pooled samples, or per-user submodel updates averaged by FedAvg or FedSubAvg); the others "
+        "are trained too and scored as rows global_<how> on the same users",
+    )
+    group.add_argument("--fed-rounds", type=int, default=150, help="federated rounds (50 clients each)")
+    group.add_argument(
+        "--buffer-k", type=int, default=CompanionConfig.buffer_k, help="samples in a user's ODE/FIFO/reservoir buffer"
+    )
+    group.add_argument(
+        "--pool-size", type=int, default=CompanionConfig.pool_size, help="CoDA's pool of training-period events"
+    )
 
 
 def _add_synthetic_args(group) -> None:
@@ -120,7 +143,9 @@ def _fail(msg: str) -> int:
 
 
 def _config(args):
+    from stream_ctr.evaluate.companions import CompanionConfig
     from stream_ctr.evaluate.experiment import EvalConfig
+    from stream_ctr.evaluate.federated import FederatedConfig
 
     scopes = _csv(args.scope)
     if (args.drift is not None or args.change is not None or args.regimes) and args.dataset != "synthetic":
@@ -138,6 +163,9 @@ def _config(args):
         progress=not args.no_progress,
         threads=args.threads,
         pg=args.pg,
+        companions=CompanionConfig(buffer_k=args.buffer_k, pool_size=args.pool_size),
+        global_training=_csv(args.global_training),
+        federated=FederatedConfig(rounds=args.fed_rounds),
     )
     if not cfg.models or not scopes:
         raise ValueError("--models and --scope must name at least one entry")
@@ -226,6 +254,7 @@ def _write_one(args, out: Path, result, command: str) -> list[Path]:
     from stream_ctr.evaluate.report import write_results
 
     written = list(write_results(out, result.dataset, result.rows, result.meta, command))
+    written += _write_comparisons(out, [result], result.meta["n_boot"], command)
     if not args.no_plots:
         written.append(
             plot_local_ctr(
@@ -252,9 +281,44 @@ def _run_seeds(args, cfg, seeds: list[int], load_seed, command: str) -> int:
     meta = {"wall_s": round(time.perf_counter() - t0, 1), "n_boot": cfg.n_boot, "pg": cfg.pg}
     per_seed = [{"seed": s, "rows": r.rows, "meta": r.meta} for s, r in zip(ms.seeds, ms.results)]
     js, md = write_seeds(args.out, ms.dataset, ms.seeds, ms.rows, per_seed, meta, command)
+    _write_comparisons(args.out, ms.results, cfg.n_boot, command)
     print(md.read_text())
     print(f"wrote {js}, {md} and {len(seeds)} seed folders")
     return 0
+
+
+def _write_comparisons(out: Path, results: list, n_boot: int, command: str) -> list[Path]:
+    """comparisons.json and comparisons.md (issue #26's paired differences, by activity bucket) when the run has
+    companion modes or several global models; nothing otherwise."""
+    import json
+
+    from stream_ctr.evaluate.comparisons import compare, comparisons_table
+    from stream_ctr.evaluate.report import _clean
+
+    rows = compare(results, n_boot)
+    if not rows:
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = [r.meta["seed"] for r in results]
+    text = [
+        f"# Companions (issue #26): {results[0].dataset}, seeds {seeds}",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        "Paired differences of per-user test AUC (gAUC weighting), mode − base; 95% CIs over users"
+        + (" and seeds (two-level bootstrap)" if len(results) > 1 else "")
+        + "; * = the CI excludes 0. Buckets: terciles of users' fine-tune event counts (cold = fewest).",
+        f"Companion settings: {results[0].meta.get('companions')}; global training: "
+        f"{results[0].meta.get('global_training')}, federated {results[0].meta.get('federated')}.",
+        "",
+        comparisons_table(rows),
+        "",
+    ]
+    (out / "comparisons.json").write_text(json.dumps(_clean({"rows": rows, "command": command}), indent=2) + "\n")
+    (out / "comparisons.md").write_text("\n".join(text))
+    return [out / "comparisons.json", out / "comparisons.md"]
 
 
 def _run_regimes(args, cfg, seeds: list[int], command: str) -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from stream_ctr.contracts.arms import FINE_TUNED
 from stream_ctr.learning.correction import METHODS
 
-__all__ = ["MODES", "CloudConfig"]
+__all__ = ["COMPANIONS", "DEFAULT_MODES", "GLOBAL_TRAINING", "MODES", "CloudConfig"]
 
 _ARM_OF_METHOD = {method: arm for arm, method in FINE_TUNED.items()}
 
@@ -25,6 +25,18 @@ MODES: dict[str, str | None] = {
     **{_ARM_OF_METHOD.get(method, f"ft_{method}"): method for method in METHODS},
     "ft_auto": "auto",
 }
+#: The modes a run takes unless ``--modes`` names others: every correction method and ``ft_auto``.
+DEFAULT_MODES: tuple[str, ...] = tuple(MODES)
+#: Issue #26's companion modes -> what the user trains on (:mod:`stream_ctr.evaluate.companions`): a k-sample
+#: buffer kept by ODE's gradient projection, FIFO or a reservoir, or CoDA's augmentation; ``ft_<kind>`` trains on
+#: raw labels, ``ft_lc_<kind>`` on label-corrected ones.
+COMPANIONS: dict[str, str] = {
+    f"{arm}_{kind}": kind for kind in ("ode", "fifo", "reservoir", "coda") for arm in ("ft", "ft_lc")
+}
+MODES.update({mode: ("lc" if mode.startswith("ft_lc_") else "none") for mode in COMPANIONS})
+#: How the global (cloud) model is trained: on pooled samples, or from per-user submodel updates averaged by
+#: FedAvg or FedSubAvg (:mod:`stream_ctr.evaluate.federated`).
+GLOBAL_TRAINING = ("centralized", "fedavg", "fedsubavg")
 
 
 @dataclass(frozen=True)

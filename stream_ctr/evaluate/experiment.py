@@ -17,7 +17,9 @@ import torch
 from tqdm.auto import tqdm
 
 from stream_ctr.evaluate.cloud import train_cloud
-from stream_ctr.evaluate.config import MODES, CloudConfig
+from stream_ctr.evaluate.companions import CompanionConfig, Selector, buffer_bytes
+from stream_ctr.evaluate.config import COMPANIONS, DEFAULT_MODES, GLOBAL_TRAINING, MODES, CloudConfig
+from stream_ctr.evaluate.federated import FederatedConfig, train_federated
 from stream_ctr.evaluate.finetune import SCOPES, FullScope, HeadScope
 from stream_ctr.evaluate.split import PG, Protocol, SplitData, split_events
 from stream_ctr.evaluate.tuning import FULL_GRID, HEAD_GRID, Choice, Grid, tune_and_fit
@@ -36,7 +38,7 @@ __all__ = ["EvalConfig", "MODES", "Result", "run_experiment"]
 @dataclass(frozen=True)
 class EvalConfig:
     models: tuple[str, ...] = tuple(FAMILIES)
-    modes: tuple[str, ...] = tuple(MODES)
+    modes: tuple[str, ...] = DEFAULT_MODES
     scopes: tuple[str, ...] = ("head",)
     seed: int = 0
     cloud: CloudConfig = CloudConfig()
@@ -54,6 +56,11 @@ class EvalConfig:
     # The global CTR correction aligns to: "cloud" (the cloud part's click share) or "aligned" (the running CTR
     # of all events up to the fine-tuning step, as the service has it); see SplitData.priors.
     pg: str = "aligned"  # the service's definition; as good or better on every run (README)
+    companions: CompanionConfig = CompanionConfig()  # buffer k, CoDA's pool (issue #26)
+    # How the global model is trained: the first entry is the model every mode builds on; the others are trained
+    # too and scored as extra rows ``global_<how>`` on the same users (paired with ``cloud``).
+    global_training: tuple[str, ...] = ("centralized",)
+    federated: FederatedConfig = FederatedConfig()
 
     def __post_init__(self):
         if self.pg not in PG:
@@ -66,6 +73,9 @@ class EvalConfig:
             raise ValueError(f"unknown mode(s) {bad}; choose from {list(MODES)}")
         if "ft_auto" in self.modes and "ft" not in self.modes:
             raise ValueError("ft_auto chooses between ft and the label-correction modes: add ft to the modes")
+        bad = [g for g in self.global_training if g not in GLOBAL_TRAINING]
+        if bad or not self.global_training or len(set(self.global_training)) != len(self.global_training):
+            raise ValueError(f"--global-training: name each of {list(GLOBAL_TRAINING)} at most once, got {bad}")
         bad = [s for s in self.scopes if s not in SCOPES]
         if bad:
             raise ValueError(f"unknown scope(s) {bad}; choose from {list(SCOPES)}")
@@ -79,6 +89,7 @@ class ScopeUsers:
     users: list[str]
     weights: np.ndarray
     drift: np.ndarray
+    activity: np.ndarray  # the user's fine-tune events (fit + val): how much local data it has
     auc: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # model -> mode -> per-user AUC
 
 
@@ -130,20 +141,32 @@ def _run(events, spec, cfg: EvalConfig, dataset: str) -> Result:
     for family in cfg.models:
         bar.set_postfix_str(f"{family} cloud")
         t0 = time.perf_counter()
-        model, epochs[family] = train_cloud(data, family, cfg.cloud, cfg.seed)
+        models = {how: _global_model(data, family, cfg, how) for how in cfg.global_training}
+        model, epochs[family] = models[cfg.global_training[0]]
         g, h = infer(model, data.ids, data.vals)
         timings[f"{family}/cloud"] = round(time.perf_counter() - t0, 2)
         bar.update(1)
+        selectors = {kind: Selector(kind, g, h, cfg.companions, cfg.seed) for kind in set(COMPANIONS.values())}
         for s, d in scoped.items():
             test_idx, users, labels = test_sets[s]
             cloud = sigmoid(g[test_idx])
             runner = HeadScope(g, h) if s == "head" else FullScope(model, data.ids, data.vals)
-            preds, choices = _fine_tune(family, s, d, runner, cloud, _scope_modes(s, ft_modes), cfg, bar, timings)
+            modes = _scope_modes(s, ft_modes)
+            preds, choices = _fine_tune(family, s, d, runner, cloud, modes, cfg, bar, timings, selectors)
+            for how in cfg.global_training[1:]:  # the other global models, scored on the same users
+                preds[f"global_{how}"] = sigmoid(infer(models[how][0], data.ids[test_idx], data.vals[test_idx])[0])
             rows += _score(family, s, preds, choices, users, labels, boots[s], per_user[s])
     bar.close()
     meta = _meta(cfg, data, scoped, p_g, epochs, timings, t_start)
     local = np.array([data.labels[data.user == c].mean() for c in data.evaluated])
     return Result(dataset, rows, meta, local, per_user)
+
+
+def _global_model(data: SplitData, family: str, cfg: EvalConfig, how: str):
+    """(model, epochs or rounds kept): the global model trained on pooled samples or by federated rounds."""
+    if how == "centralized":
+        return train_cloud(data, family, cfg.cloud, cfg.seed)
+    return train_federated(data, family, cfg.cloud, how, cfg.seed, cfg.federated)
 
 
 def _scope_material(scoped: dict[str, SplitData], p_g: float, cfg: EvalConfig) -> tuple[dict, dict, dict]:
@@ -155,17 +178,28 @@ def _scope_material(scoped: dict[str, SplitData], p_g: float, cfg: EvalConfig) -
         users, labels = d.user[test_idx], d.labels[test_idx]
         u, _, n = per_user_auc(users, labels, np.zeros(len(labels)))  # which users have both classes
         pos = np.searchsorted(d.evaluated, u)
-        per_user[s] = ScopeUsers([d.user_names[c] for c in u], n, _drift(d, p_g, cfg.shrinkage)[pos])
+        activity = np.array([len(d.ft(k)) for k in range(len(d.evaluated))])[pos]
+        per_user[s] = ScopeUsers([d.user_names[c] for c in u], n, _drift(d, p_g, cfg.shrinkage)[pos], activity)
         boots[s] = UserBootstrap(n, cfg.n_boot, cfg.seed)
         test_sets[s] = (test_idx, users, labels)
     return per_user, boots, test_sets
 
 
 def _fine_tune(
-    family: str, scope: str, d: SplitData, runner, cloud, modes: list[str], cfg: EvalConfig, bar, timings: dict
+    family: str,
+    scope: str,
+    d: SplitData,
+    runner,
+    cloud,
+    modes: list[str],
+    cfg: EvalConfig,
+    bar,
+    timings: dict,
+    selectors: dict[str, Selector],
 ) -> tuple[dict, dict[str, Choice]]:
     """Test predictions of ``cloud`` (given) and of each of ``modes`` (tuned on validation with ``runner``, then
-    refit per user), and each mode's choice; each mode's seconds go to ``timings``, its step to the progress bar."""
+    refit per user; a companion mode trains on what its selector gives), and each mode's choice; each mode's
+    seconds go to ``timings``, its step to the progress bar."""
     preds = {"cloud": cloud}
     choices: dict[str, Choice] = {}
     grid = cfg.head_grid if scope == "head" else cfg.full_grid
@@ -178,7 +212,8 @@ def _fine_tune(
         else:
             method = MODES[mode]
             assert method is not None, "only cloud has no method, and ft_modes leave it out"
-            preds[mode], choices[mode] = tune_and_fit(runner, d, method, grid, cfg.shrinkage, cfg.pg)
+            select = selectors[COMPANIONS[mode]] if mode in COMPANIONS else None
+            preds[mode], choices[mode] = tune_and_fit(runner, d, method, grid, cfg.shrinkage, cfg.pg, select)
         timings[f"{family}/{scope}/{mode}"] = round(time.perf_counter() - t0, 2)
         bar.update(1)
     return preds, choices
@@ -202,6 +237,13 @@ def _meta(
         "n_boot": cfg.n_boot,
         "torch_threads": cfg.threads,
         "grids": {s: vars(cfg.head_grid if s == "head" else cfg.full_grid) for s in cfg.scopes},
+        "companions": {
+            **vars(cfg.companions),
+            "buffer_bytes_per_user": buffer_bytes(cfg.companions.buffer_k, data.spec.n_slots),
+            "pool_events": int(min(cfg.companions.pool_size, len(data.cloud_idx))),
+        },
+        "global_training": list(cfg.global_training),
+        "federated": vars(cfg.federated),
         "pg_aligned": _quantiles(data.priors([data.ft(k) for k in range(len(data.evaluated))], "aligned")),
         "cloud_epochs": epochs,
         "timings_s": timings,
@@ -222,12 +264,13 @@ def _scope_modes(scope: str, modes: list[str]) -> list[str]:
 
 
 def pick_auto(choices: dict[str, Choice]) -> str:
-    """``ft_auto``'s mode: ``ft`` unless a label-correction mode's per-user validation AUC beats ``ft``'s with a
-    CI above 0 (:func:`stream_ctr.quality.auto.choose`, paired over the users with both classes in validation)."""
+    """``ft_auto``'s mode: ``ft`` unless a label-correction or companion mode's per-user validation AUC beats
+    ``ft``'s with a CI above 0 (:func:`stream_ctr.quality.auto.choose`, paired over the users with both classes in
+    validation)."""
     ft = choices["ft"]
     diffs, weights = {}, {}
     for mode, c in choices.items():
-        if MODES.get(mode) not in LC_VARIANTS:
+        if MODES.get(mode) not in LC_VARIANTS and mode not in COMPANIONS:
             continue
         common, i, j = np.intersect1d(ft.val_users, c.val_users, return_indices=True)
         diffs[mode], weights[mode] = c.val_auc[j] - ft.val_auc[i], ft.val_n[i]
@@ -253,6 +296,7 @@ def _score(family, scope, preds, choices, users, labels, boot: UserBootstrap, pu
         if mode != "cloud":
             d = per[mode] - per["cloud"]
             row["vs_cloud"] = {"delta": boot.mean(d), "ci": list(boot.ci(d))}
+        if mode in choices:
             c = choices[mode]
             row["chosen"] = {
                 "lr": c.lr,

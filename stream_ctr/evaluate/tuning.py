@@ -60,22 +60,25 @@ def _users(data: SplitData, parts) -> np.ndarray:
 
 
 def tune_and_fit(
-    scope, data: SplitData, method: str, grid: Grid, shrinkage: float, pg: str = "cloud"
+    scope, data: SplitData, method: str, grid: Grid, shrinkage: float, pg: str = "cloud", select=None
 ) -> tuple[np.ndarray, Choice]:
     """Pick ``(lr, l2, steps)`` by validation gAUC, refit on fit + val, return (test predictions, choice).
 
     ``pg`` names the global CTR correction aligns to (:meth:`SplitData.priors`): for tuning it is taken at the
     end of each user's ``fit`` part, for the final fit at the end of the whole fine-tune part. Test predictions
-    are aligned with ``np.concatenate(data.test)``.
+    are aligned with ``np.concatenate(data.test)``. ``select`` (a :class:`~stream_ctr.evaluate.companions.Selector`)
+    turns each user's own events into what the user trains on (a buffer of k, or an augmented set), for tuning and
+    for the final fit alike; None trains on the events as they are.
     """
     val_users = _users(data, data.val)
     val_labels = np.concatenate([data.labels[v] for v in data.val])
     checkpoints = sorted(grid.steps)
     best: Choice | None = None
     fit_pg = data.priors(data.fit, pg)
+    fit_train = data.fit if select is None else select(data, data.fit, method, fit_pg, shrinkage)
     for lr in grid.lrs:
         for l2 in grid.l2s:
-            preds = trajectory(scope, data, data.fit, data.val, method, lr, l2, checkpoints, shrinkage, fit_pg)
+            preds = trajectory(scope, data, fit_train, data.val, method, lr, l2, checkpoints, shrinkage, fit_pg)
             for steps, p in zip(checkpoints, preds):
                 # A diverged fine-tune (non-finite predictions) is disqualified: ranks would hide the NaNs.
                 score = gauc(val_users, val_labels, p) if np.isfinite(p).all() else np.nan
@@ -85,7 +88,9 @@ def tune_and_fit(
                     best = Choice(lr, l2, steps, float(score), *per_user)
     assert best is not None
     ft_parts = [data.ft(k) for k in range(len(data.evaluated))]
+    ft_pg = data.priors(ft_parts, pg)
+    ft_train = ft_parts if select is None else select(data, ft_parts, method, ft_pg, shrinkage)
     (test_pred,) = trajectory(
-        scope, data, ft_parts, data.test, method, best.lr, best.l2, [best.steps], shrinkage, data.priors(ft_parts, pg)
+        scope, data, ft_train, data.test, method, best.lr, best.l2, [best.steps], shrinkage, ft_pg
     )
     return test_pred, best
