@@ -69,12 +69,16 @@ def test_a_later_epoch_is_a_new_split_of_the_same_run_and_check_transition_allow
     assert one.key != zero.key  # users are counted afresh per epoch
 
 
+def _faster(bandit):
+    return dataclasses.replace(bandit, cadence_s=30.0, epoch=2)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         (lambda one: _epoch(0), "epoch 0 is over"),
         (lambda one: dataclasses.replace(one, arms=(Arm("global", 1), Arm("ft", 1))), "arms of running bandit"),
-        (lambda one: dataclasses.replace(one, bandit=dataclasses.replace(one.bandit, cadence_s=30.0, epoch=2)), "allocation of running"),
+        (lambda one: dataclasses.replace(one, bandit=_faster(one.bandit)), "allocation of running"),
         (lambda one: dataclasses.replace(one, arms=tuple(Arm(a.name, 1.0) for a in one.arms)), "weights of running"),
         (lambda one: dataclasses.replace(one, bandit=None), "is a bandit; a fixed split needs a new salt"),
     ],
