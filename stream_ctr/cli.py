@@ -203,6 +203,11 @@ def cmd_ab_report(args) -> int:
     from stream_ctr.experiments.assignment import Experiment
 
     experiment = Experiment.configured(args.experiment or s.experiment_file)
+    if experiment.bandit is not None:  # its weights change per epoch: no fixed split to test against
+        raise ExperimentError(
+            f"experiment.bandit: {experiment.name!r} is a bandit; ab report's fixed-split tests do not apply "
+            "(use stream-ctr ab ope, which weighs each exposure by the propensity it was served with)"
+        )
     result = read_results(s, experiment, args.planned_users)
     print(render_markdown(result, f"A/B experiment {experiment.name!r}"))
     return 0
