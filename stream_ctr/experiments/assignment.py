@@ -302,11 +302,14 @@ class Experiment:
 
     def continuing(self, previous: Experiment | None) -> Experiment:
         """What a worker starting with this (configured) experiment runs, given ``previous``, the definition on
-        ``ctr.experiments``: ``previous`` when it is a later epoch of the same bandit run (:func:`later_epoch`),
-        else this experiment with the stops of ``previous`` (:meth:`keeping_stops_of`)."""
-        if previous is not None and later_epoch(self, previous, or_same=True):
-            return previous
-        return self.keeping_stops_of(previous)
+        ``ctr.experiments``: this experiment with the stops of ``previous`` (:meth:`keeping_stops_of`); for a
+        bandit run, with the run's registered start, and when ``previous`` is a later epoch (:func:`later_epoch`),
+        with that epoch's weights and stops (coverage, guardrails and planned users stay this file's)."""
+        if previous is None or not later_epoch(self, previous, or_same=True):
+            return self.keeping_stops_of(previous)
+        if previous.epoch > self.epoch:
+            return dataclasses.replace(self, arms=previous.arms, bandit=previous.bandit)
+        return dataclasses.replace(self.keeping_stops_of(previous), bandit=previous.bandit)
 
     def keeping_stops_of(self, previous: Experiment | None) -> Experiment:
         """This (configured) experiment with the stops of ``previous``, when that is the same run (name, salt,

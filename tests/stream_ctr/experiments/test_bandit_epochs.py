@@ -100,6 +100,14 @@ def test_a_restarting_worker_runs_the_newest_epoch_and_keeps_stops_within_it():
     stopped = three.stopping("ft_lc", Stop(1.0, "harms ctr", "test", "2026-01-01T00:00:00Z"))
     assert file.continuing(stopped) == stopped
     assert three.keeping_stops_of(stopped) == stopped
+    ramped = Experiment.from_dict({**BANDIT, "coverage": 1.0, "bandit": {"cadence_s": 60}}).continuing(three)
+    assert (ramped.coverage, ramped.arms, ramped.bandit) == (1.0, three.arms, three.bandit)  # coverage may ramp
+    check_transition(three, ramped)
+    zero = _bandit()
+    assert file.continuing(zero) == zero  # the same epoch: the run's registered start is kept
+    with pytest.raises(ExperimentError, match="weights of running"):  # epoch 0's weights changed in the file
+        check_transition(zero, Experiment.from_dict({**BANDIT, "arms": [{"name": a, "weight": 2 if a == "ft" else 1}
+                                                                       for a in ARMS]}).continuing(zero))  # fmt: skip
     with pytest.raises(ExperimentError, match="allocation of running"):  # the file's cadence changed
         check_transition(three, Experiment.from_dict({**BANDIT, "bandit": {"cadence_s": 30}}).continuing(three))
 
