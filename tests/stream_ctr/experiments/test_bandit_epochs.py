@@ -172,3 +172,12 @@ def offline_settings():
     from stream_ctr.config import Settings
 
     return Settings.from_env({}, kafka_bootstrap="127.0.0.1:9")
+
+
+def test_the_allocator_refuses_an_experiment_without_a_bandit_block(offline_settings):
+    from stream_ctr.experiments.allocator import run
+
+    with pytest.raises(ExperimentError, match="experiment.bandit: 'label-correction' has no bandit block"):
+        run(offline_settings, "t", Experiment.default(), once=True)
+    with pytest.raises(ExperimentError, match="not a registered bandit"):
+        ThompsonAllocation.of(Experiment.from_dict({**BANDIT, "bandit": {"cadence_s": 60}}))  # no start yet
