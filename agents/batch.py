@@ -114,7 +114,7 @@ class PersonalizeStep:
                 self.results.unattributed[match] += 1
                 continue
             served, score = match
-            if served.in_experiment:
+            if served.in_experiment and served.epoch == self.experiment.epoch:  # not a finished epoch's exposure
                 self.results.impression(served.arm, event.user_id, event.label, score)
                 exposed[event.user_id] = served.arm
         return exposed

@@ -2,10 +2,11 @@
 
 :meth:`ExperimentFollower.follow` reads the records of ``ctr.experiments`` that are new since its last call (every
 ``STREAM_CTR_EXPERIMENT_POLL_S``; an aiokafka consumer of its own, on the event loop, outside any group) and applies
-the newest definition of the running experiment among them when it is the same run with other stops (a stop or a resume
-published by another worker or by ``stream-ctr ab stop|resume``); a definition of another run under the same name
-(a new salt) is left for the next start, which checks it. :meth:`ExperimentFollower.enforce` runs after every
-refresh of the per-arm results: each significant guardrail breach
+the newest definition of the running experiment among them when it is the same run with other stops (a stop or a
+resume published by another worker or by ``stream-ctr ab stop|resume``) or a later epoch of the same bandit run
+(published by the allocator, ``stream-ctr ab bandit``: other weights, the epoch's salt); a definition of another run
+under the same name (a new salt), or of an earlier epoch, is left for the next start, which checks it.
+:meth:`ExperimentFollower.enforce` runs after every refresh of the per-arm results: each significant guardrail breach
 (:meth:`~stream_ctr.experiments.attribution.ArmResults.breaches`) stops its arm through ``ctr.experiments``
 (:func:`~stream_ctr.experiments.registry.stop_arm`, audited), applies the new definition here at once and counts
 the stop (``stream_ctr_ab_guardrail_stops_total``). The registry's publishing blocks, so it runs off the event
@@ -23,7 +24,7 @@ from aiokafka import TopicPartition
 
 from stream_ctr.broker.connection import Kafka
 from stream_ctr.experiments import registry
-from stream_ctr.experiments.assignment import Experiment
+from stream_ctr.experiments.assignment import Experiment, ExperimentError, check_transition, later_epoch
 from stream_ctr.experiments.attribution import ArmResults
 from stream_ctr.monitoring.prometheus import WorkerMetrics
 
@@ -33,8 +34,19 @@ __all__ = ["ExperimentFollower"]
 
 
 def same_run(a: Experiment, b: Experiment) -> bool:
-    """Whether ``a`` and ``b`` are the same running experiment (name, salt and bucket ranges)."""
-    return (a.name, a.salt, a.allocation) == (b.name, b.salt, b.allocation)
+    """Whether ``a`` and ``b`` are the same running experiment (name, salt, epoch and bucket ranges)."""
+    return (a.name, a.split_salt, a.allocation) == (b.name, b.split_salt, b.allocation)
+
+
+def next_epoch(current: Experiment, definition: Experiment) -> bool:
+    """Whether ``definition`` is a later epoch of the bandit run ``current`` that may follow it."""
+    if not later_epoch(current, definition):
+        return False
+    try:
+        check_transition(current, definition)
+    except ExperimentError:
+        return False
+    return True
 
 
 class ExperimentFollower:
@@ -51,10 +63,16 @@ class ExperimentFollower:
         return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
 
     def apply(self, definition: Experiment | None) -> bool:
-        """Use ``definition`` if it is the running experiment with other stops; returns whether it was used."""
+        """Use ``definition`` if it is the running experiment with other stops, or a later epoch of the running
+        bandit; returns whether it was used."""
         current = self.results.experiment
         if definition is None or definition == current:
             return False
+        if next_epoch(current, definition):
+            log.warning("experiment %r: epoch %d -> %d, weights %s", current.name, current.epoch, definition.epoch,
+                        {arm: round(w, 4) for arm, w in definition.weights.items()})  # fmt: skip
+            self.use(definition)
+            return True
         if not same_run(definition, current):
             log.warning("%s holds another run of %r (salt %r): kept", self.topic, current.name, definition.salt)
             return False

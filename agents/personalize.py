@@ -157,7 +157,10 @@ class PersonalizeWorker:
         return ScoringView(self.settings, self.metrics.serving, ranker, Routing(self.app, self.table.name))
 
     def use(self, experiment: Experiment) -> None:
-        """Run ``experiment`` from now on: the same run with other stops (a stopped arm's users get the control)."""
+        """Run ``experiment`` from now on: the same run with other stops (a stopped arm's users get the control), or
+        a later epoch of a bandit, whose per-arm results start afresh (:meth:`ArmResults.reset`)."""
+        if experiment.split_salt != self.experiment.split_salt:
+            self.results.reset(experiment)
         self.experiment = self.step.experiment = self.results.experiment = experiment
         self.scoring.ranker.experiment = experiment
 

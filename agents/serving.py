@@ -112,21 +112,20 @@ class Ranker:
         model = self.models.current
         assert model is not None, "requests are admitted only once ready()"
         unknown = model.encoder.unknown_features
-        assignments = [self.experiment.assign(q.user_id) for q in queries]
+        experiment = self.experiment  # one definition for the whole batch: the one its exposures log
+        assignments = [experiment.assign(q.user_id) for q in queries]
         heads = [head_for(self.users.get(q.user_id), a, model) for q, a in zip(queries, assignments)]
-        rankings = rank_many(queries, model, heads, assignments, self.experiment)
+        rankings = rank_many(queries, model, heads, assignments, experiment)
         self.metrics.serving.batch_requests.observe(len(queries))
         self.staleness.request(model.snapshot.offsets, model.snapshot.trained_ts, len(queries))
         self.metrics.unknown_features.inc(model.encoder.unknown_features - unknown)
-        ts = time.time()
+        ts, epoch = time.time(), experiment.epoch
         for q, ranking in zip(queries, rankings):
-            self.pending.add(
-                q.request_id,
-                Served(ranking.arm, ranking.in_experiment, ts, dict(zip(ranking.item_ids, ranking.scores)), q.user_id),
-            )
+            items = dict(zip(ranking.item_ids, ranking.scores))
+            self.pending.add(q.request_id, Served(ranking.arm, ranking.in_experiment, ts, items, q.user_id, epoch))
             if ranking.in_experiment:
                 self.results.requested(ranking.arm)
-            record = exposure_record(q, ranking, self.experiment.propensity(ranking.arm), ts)
+            record = exposure_record(q, ranking, experiment.propensity(ranking.arm), ts)
             self.exposures.send_soon(key=q.user_id.encode(), value=orjson.dumps(record))
         return [r.to_json() for r in rankings]
 

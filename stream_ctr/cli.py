@@ -84,13 +84,13 @@ def cmd_worker(args) -> int:
 
     from stream_ctr import topics
     from stream_ctr.agents.personalize import PersonalizeWorker
-    from stream_ctr.experiments.registry import register
+    from stream_ctr.experiments.registry import registered
 
     settings = _broker_settings("the worker consumes ctr.events", group="personalize")
     torch.set_num_threads(settings.worker_threads)
     worker = PersonalizeWorker.build(settings)
-    previous = register(settings, topics.experiments(settings).name, worker.experiment)
-    worker.use(worker.experiment.keeping_stops_of(previous))  # a restart does not undo a guardrail's stop
+    # A restart does not undo a guardrail's stop, nor go back to an earlier epoch of a bandit.
+    worker.use(registered(settings, topics.experiments(settings).name, worker.experiment))
     # The ~350,000 objects of the imported libraries, out of every full collection: scanning them stalled the
     # event loop, and every scoring request waiting on it, for 150-350 ms every few seconds under load.
     gc.collect()
@@ -203,6 +203,11 @@ def cmd_ab_report(args) -> int:
     from stream_ctr.experiments.assignment import Experiment
 
     experiment = Experiment.configured(args.experiment or s.experiment_file)
+    if experiment.bandit is not None:  # its weights change per epoch: no fixed split to test against
+        raise ExperimentError(
+            f"experiment.bandit: {experiment.name!r} is a bandit; ab report's fixed-split tests do not apply "
+            "(use stream-ctr ab ope, which weighs each exposure by the propensity it was served with)"
+        )
     result = read_results(s, experiment, args.planned_users)
     print(render_markdown(result, f"A/B experiment {experiment.name!r}"))
     return 0
@@ -230,6 +235,25 @@ def cmd_ab_change(args) -> int:
     change = registry.stop_arm if args.ab_command == "stop" else registry.resume_arm
     definition = change(s, topic, name, args.arm, reason=args.reason, by=by)
     print(json.dumps(definition.to_dict()))
+    return 0
+
+
+def cmd_ab_bandit(args) -> int:
+    """``ab bandit``: publish the epochs of the configured bandit experiment on ctr.experiments, each at its
+    boundary, until Ctrl-C or SIGTERM (``--once``: the epoch due now, if any, then exit)."""
+    import threading
+
+    from stream_ctr import topics
+    from stream_ctr.experiments.allocator import run
+    from stream_ctr.experiments.assignment import Experiment
+
+    s = _broker_settings("ab bandit reads ctr.exposures and ctr.events and publishes on ctr.experiments")
+    experiment = Experiment.configured(args.experiment or s.experiment_file)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    published = run(s, topics.experiments(s).name, experiment, once=args.once, stop=stop)
+    if args.once:
+        print(json.dumps(published.to_dict() if published is not None else None))
     return 0
 
 
@@ -500,13 +524,19 @@ def _add_study_parsers(sub) -> None:
     aa.set_defaults(func=cmd_ab_aa)
     _add_ope_parser(ab)
     _add_change_parsers(ab)
+    bandit = ab.add_parser(
+        "bandit", help="allocate a bandit experiment: publish each epoch's Thompson-sampling weights (audited)"
+    )
+    bandit.add_argument("--experiment", help="experiment file (default: STREAM_CTR_EXPERIMENT)")
+    bandit.add_argument("--once", action="store_true", help="publish the epoch due now, if any, print it and exit")
+    bandit.set_defaults(func=cmd_ab_bandit)
 
 
 def _add_change_parsers(ab) -> None:
     for command, help in (
         ("stop", "stop an arm of the running experiment: weight 0, its users served the control (audited)"),
         ("resume", "serve a stopped arm again at its weight before the stop (audited)"),
-        ("history", "the audit records of the experiment's stops and resumes, oldest first (JSON lines)"),
+        ("history", "the audit records of the experiment's stops, resumes and epochs, oldest first (JSON lines)"),
     ):
         p = ab.add_parser(command, help=help)
         p.add_argument("--experiment", help="experiment file (default: STREAM_CTR_EXPERIMENT or the default one)")

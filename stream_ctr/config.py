@@ -311,7 +311,8 @@ class ExperimentSettings:
         5.0,
         "STREAM_CTR_EXPERIMENT_POLL_S",
         "seconds between a worker's readings of ctr.experiments: how soon it applies an arm stopped or resumed "
-        "elsewhere (by a guardrail on another worker or by stream-ctr ab stop/resume)",
+        "elsewhere (by a guardrail on another worker or by stream-ctr ab stop/resume) or a bandit's next epoch "
+        "(published by stream-ctr ab bandit)",
         _positive,
     )
 

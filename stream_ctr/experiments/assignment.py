@@ -18,6 +18,11 @@ user moves: the stopped arm's users are served the control arm and leave the ana
 coverage); everyone else keeps their arm. Publishing the arm's weight again (:meth:`Experiment.resuming`) brings
 exactly those users back to it.
 
+A *bandit* experiment (a ``bandit`` block, :class:`~stream_ctr.experiments.bandit_config.BanditConfig`) is a
+sequence of allocation epochs under one name and salt: epoch ``n`` hashes users with the salt ``{salt}/epoch-{n}``
+(:attr:`Experiment.split_salt`), so users are sticky within an epoch and reshuffled at its end, and each epoch has
+its own weights (:mod:`.bandit`). :func:`check_transition` lets a run move to a later epoch, never back.
+
 >>> exp = Experiment.default()
 >>> [a.name for a in exp.arms], exp.coverage
 (['global', 'ft', 'ft_lc'], 1.0)
@@ -43,15 +48,34 @@ from pathlib import Path
 from typing import Any
 
 from stream_ctr.contracts.arms import ARMS, CONTROL
+from stream_ctr.experiments.bandit_config import BanditConfig, BanditError
 from stream_ctr.experiments.guardrails import GuardrailError, Guardrails
 from stream_ctr.experiments.sequential import PLANNED_USERS
 
-__all__ = ["BUCKETS", "Arm", "Assignment", "Experiment", "ExperimentError", "Stop", "bucket", "check_transition"]
+__all__ = [
+    "BUCKETS",
+    "Arm",
+    "Assignment",
+    "Experiment",
+    "ExperimentError",
+    "Stop",
+    "bucket",
+    "check_transition",
+    "later_epoch",
+]
 
 #: Hash buckets a user can fall in; coverage and weights have a resolution of 1 / BUCKETS.
 BUCKETS = 10_000
 
-_TOP_KEYS = {"name": str, "salt": str, "arms": list, "coverage": float, "guardrails": dict, "planned_users": int}
+_TOP_KEYS = {
+    "name": str,
+    "salt": str,
+    "arms": list,
+    "coverage": float,
+    "guardrails": dict,
+    "planned_users": int,
+    "bandit": dict,
+}
 _ARM_KEYS = {"name": str, "weight": float, "stopped": dict}
 _STOP_KEYS = {"weight": float, "reason": str, "by": str, "at": str, "guardrail": str}
 
@@ -153,6 +177,7 @@ class Experiment:
     coverage: float = 1.0
     guardrails: Guardrails | None = None
     planned_users: int = PLANNED_USERS
+    bandit: BanditConfig | None = None
     #: ``(arm, first bucket, end bucket)`` per arm, derived from the weights.
     allocation: tuple[tuple[str, int, int], ...] = field(init=False, repr=False, compare=False)
 
@@ -183,6 +208,18 @@ class Experiment:
         n = self.planned_users
         if isinstance(n, bool) or not isinstance(n, int) or n < 2:
             raise ExperimentError(f"experiment.planned_users: must be an integer >= 2, got {n!r}")
+        if self.bandit is not None:
+            self._validate_bandit(self.bandit)
+
+    def _validate_bandit(self, bandit: BanditConfig) -> None:
+        if not isinstance(bandit, BanditConfig):
+            raise ExperimentError(f"experiment.bandit: expected a BanditConfig, got {bandit!r}")
+        if len(self.arms) < 2:
+            raise ExperimentError("experiment.arms: a bandit needs two or more arms")
+        if bandit.floor * len(self.arms) > 1:
+            raise ExperimentError(
+                f"experiment.bandit.floor: must be at most 1 / arms = {1 / len(self.arms):.4g}, got {bandit.floor!r}"
+            )
 
     def _allocate(self) -> tuple[tuple[str, int, int], ...]:
         total = sum(arm.allocated for arm in self.arms)
@@ -248,12 +285,38 @@ class Experiment:
             raise ExperimentError(f"experiment.arms: arm {arm!r} is not stopped (stopped: {sorted(self.stopped)})")
         return dataclasses.replace(self, arms=arms)
 
+    @property
+    def epoch(self) -> int:
+        """The allocation epoch this definition serves (0 for a fixed split)."""
+        return 0 if self.bandit is None else self.bandit.epoch
+
+    @property
+    def split_salt(self) -> str:
+        """The salt users are hashed with: ``salt``, or ``{salt}/epoch-{n}`` for epoch ``n`` of a bandit.
+
+        >>> Experiment.from_dict({"name": "b", "salt": "s", "arms": [{"name": "global", "weight": 1},
+        ...     {"name": "ft", "weight": 1}], "bandit": {"cadence_s": 60, "epoch": 2}}).split_salt
+        's/epoch-2'
+        """
+        return self.salt if self.bandit is None else f"{self.salt}/epoch-{self.bandit.epoch}"
+
+    def continuing(self, previous: Experiment | None) -> Experiment:
+        """What a worker starting with this (configured) experiment runs, given ``previous``, the definition on
+        ``ctr.experiments``: this experiment with the stops of ``previous`` (:meth:`keeping_stops_of`); for a
+        bandit run, with the run's registered start, and when ``previous`` is a later epoch (:func:`later_epoch`),
+        with that epoch's weights and stops (coverage, guardrails and planned users stay this file's)."""
+        if previous is None or not later_epoch(self, previous, or_same=True):
+            return self.keeping_stops_of(previous)
+        if previous.epoch > self.epoch:
+            return dataclasses.replace(self, arms=previous.arms, bandit=previous.bandit)
+        return dataclasses.replace(self.keeping_stops_of(previous), bandit=previous.bandit)
+
     def keeping_stops_of(self, previous: Experiment | None) -> Experiment:
-        """This (configured) experiment with the stops of ``previous``, when that is the same run (name, salt and
-        bucket ranges): a restart with the original file does not undo a guardrail's stop."""
-        if previous is None or (previous.name, previous.salt, previous.allocation) != (
+        """This (configured) experiment with the stops of ``previous``, when that is the same run (name, salt,
+        epoch and bucket ranges): a restart with the original file does not undo a guardrail's stop."""
+        if previous is None or (previous.name, previous.split_salt, previous.allocation) != (
             self.name,
-            self.salt,
+            self.split_salt,
             self.allocation,
         ):
             return self
@@ -279,16 +342,17 @@ class Experiment:
 
     @property
     def key(self) -> int:
-        """A non-zero 32-bit id of this experiment run (name and salt): what a user's state remembers to be
-        counted once per experiment."""
-        digest = hashlib.blake2b(f"{self.name}:{self.salt}".encode(), digest_size=4).digest()
+        """A non-zero 32-bit id of this experiment run (name and salt, the epoch's for a bandit): what a user's
+        state remembers to be counted once per experiment (per epoch)."""
+        digest = hashlib.blake2b(f"{self.name}:{self.split_salt}".encode(), digest_size=4).digest()
         return int.from_bytes(digest, "big") or 1
 
     def assign(self, user_id: str) -> Assignment:
         """The user's arm; users outside coverage get :data:`~stream_ctr.contracts.arms.CONTROL` and are not
         analysed."""
-        arm_bucket = bucket(self.salt, "arm", user_id)
-        if bucket(self.salt, "coverage", user_id) >= round(self.coverage * BUCKETS):
+        salt = self.split_salt
+        arm_bucket = bucket(salt, "arm", user_id)
+        if bucket(salt, "coverage", user_id) >= round(self.coverage * BUCKETS):
             return Assignment(CONTROL, False, arm_bucket)
         arm = next(name for name, lo, hi in self.allocation if lo <= arm_bucket < hi)
         if arm in self.stopped:  # a stopped arm's users get the control arm and leave the analysis
@@ -307,9 +371,9 @@ class Experiment:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Experiment:
-        """Parse the JSON shape of :meth:`to_dict`; ``coverage`` (1.0), ``guardrails`` (none) and
-        ``planned_users`` may be left out."""
-        _check_keys(d, "experiment", _TOP_KEYS, optional=("coverage", "guardrails", "planned_users"))
+        """Parse the JSON shape of :meth:`to_dict`; ``coverage`` (1.0), ``guardrails`` (none), ``planned_users``
+        and ``bandit`` (none: a fixed split) may be left out."""
+        _check_keys(d, "experiment", _TOP_KEYS, optional=("coverage", "guardrails", "planned_users", "bandit"))
         arms = []
         for i, raw in enumerate(d["arms"]):
             key = f"experiment.arms[{i}]"
@@ -319,10 +383,11 @@ class Experiment:
             arms.append(Arm(raw["name"], float(raw["weight"]), stop))
         try:
             guardrails = Guardrails.from_dict(d["guardrails"], "experiment.guardrails") if "guardrails" in d else None
-        except GuardrailError as exc:
+            bandit = BanditConfig.from_dict(d["bandit"], "experiment.bandit") if "bandit" in d else None
+        except (GuardrailError, BanditError) as exc:
             raise ExperimentError(str(exc)) from None
         planned = d.get("planned_users", PLANNED_USERS)
-        return cls(d["name"], d["salt"], tuple(arms), float(d.get("coverage", 1.0)), guardrails, planned)
+        return cls(d["name"], d["salt"], tuple(arms), float(d.get("coverage", 1.0)), guardrails, planned, bandit)
 
     def to_dict(self) -> dict[str, Any]:
         arms = [
@@ -334,6 +399,8 @@ class Experiment:
             out["guardrails"] = self.guardrails.to_dict()
         if self.planned_users != PLANNED_USERS:
             out["planned_users"] = self.planned_users
+        if self.bandit is not None:
+            out["bandit"] = self.bandit.to_dict()
         return out
 
     @classmethod
@@ -374,6 +441,24 @@ def _describe(exp: Experiment) -> str:
     return " ".join(f"{name}={weight:.4g}" for name, weight in exp.weights.items())
 
 
+def later_epoch(previous: Experiment, new: Experiment, or_same: bool = False) -> bool:
+    """Whether ``new`` is a later epoch (or, with ``or_same``, the same one) of the bandit run ``previous``: the
+    same name, salt, arms and allocator (:meth:`~.bandit_config.BanditConfig.same_allocator`).
+
+    >>> exp = Experiment.from_dict({"name": "b", "salt": "s", "bandit": {"cadence_s": 60},
+    ...     "arms": [{"name": "global", "weight": 1}, {"name": "ft", "weight": 1}]})
+    >>> nxt = dataclasses.replace(exp, arms=(Arm("global", 1), Arm("ft", 3)), bandit=exp.bandit.at(1))
+    >>> later_epoch(exp, nxt), later_epoch(nxt, exp), later_epoch(exp, exp), later_epoch(exp, exp, or_same=True)
+    (True, False, False, True)
+    """
+    a, b = previous.bandit, new.bandit
+    if a is None or b is None or (previous.name, previous.salt) != (new.name, new.salt):
+        return False
+    if [arm.name for arm in previous.arms] != [arm.name for arm in new.arms] or not a.same_allocator(b):
+        return False
+    return b.epoch > a.epoch or (or_same and b.epoch == a.epoch)
+
+
 def check_transition(previous: Experiment | None, new: Experiment) -> None:
     """Refuse a change that would move users of a running experiment between arms.
 
@@ -382,6 +467,11 @@ def check_transition(previous: Experiment | None, new: Experiment) -> None:
     an arm (:meth:`Experiment.stopping`: weight 0, its range kept) and resuming it are legal: they move only that
     arm's users, to the control arm and back. Guardrails and planned users may change. A new salt, or a new
     name, starts a new experiment and is always allowed.
+
+    A bandit run (same name and salt, a ``bandit`` block) may move to a later epoch (:func:`later_epoch`) with any
+    weights: the epoch's own salt reshuffles everybody. Within an epoch the rules above hold. Going back to an
+    earlier epoch, changing the arms, the cadence, floor, prior or start, or turning a fixed split into a bandit
+    (or back) needs a new salt.
 
     >>> old = Experiment.default()
     >>> check_transition(old, Experiment(old.name, old.salt, old.arms, coverage=0.5))
@@ -392,8 +482,31 @@ def check_transition(previous: Experiment | None, new: Experiment) -> None:
     """
     if previous is None or previous.name != new.name or previous.salt != new.salt:
         return
+    if previous.bandit is not None or new.bandit is not None:
+        _check_epochs(previous, new)
+    if previous.epoch != new.epoch:
+        return
     if previous.allocation != new.allocation:
         raise ExperimentError(
             f"experiment.arms: weights of running experiment {new.name!r} changed "
             f"({_describe(previous)} -> {_describe(new)}); a change of weights needs a new salt"
+        )
+
+
+def _check_epochs(previous: Experiment, new: Experiment) -> None:
+    """Refuse a change of a bandit run (same name and salt) other than a later epoch or a change within one."""
+    a, b, name = previous.bandit, new.bandit, new.name
+    if a is None or b is None:
+        was, now = ("a fixed split", "a bandit") if a is None else ("a bandit", "a fixed split")
+        raise ExperimentError(f"experiment.bandit: running experiment {name!r} is {was}; {now} needs a new salt")
+    if not a.same_allocator(b):
+        raise ExperimentError(
+            f"experiment.bandit: the allocation of running experiment {name!r} changed "
+            f"({a.to_dict()} -> {b.to_dict()}); that needs a new salt"
+        )
+    if [arm.name for arm in previous.arms] != [arm.name for arm in new.arms]:
+        raise ExperimentError(f"experiment.arms: the arms of running bandit {name!r} changed; that needs a new salt")
+    if b.epoch < a.epoch:
+        raise ExperimentError(
+            f"experiment.bandit.epoch: {name!r} runs epoch {a.epoch}; epoch {b.epoch} is over (epochs only advance)"
         )

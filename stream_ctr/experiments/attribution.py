@@ -10,10 +10,15 @@ keyed by a hash of the user id, 24 bytes of numbers and a dict entry a user) fro
 every treatment arm's always-valid interval against the control (:mod:`.sequential`, the users being the
 randomised units) and the guardrails' decisions (:mod:`.guardrails`).
 
+A bandit's results are per epoch: the worker resets them when it moves to a new epoch (:meth:`ArmResults.reset`),
+since each epoch has its own split (users are reshuffled, the weights change) and pooling epochs would compare arms
+over different periods and mix users' arms. An event answering an exposure of a finished epoch is not counted
+(:attr:`Served.epoch`); it is on the topics, where the allocator and ``ab ope`` count it.
+
 >>> pending = PendingExposures(capacity=2, window_s=60)
 >>> pending.add("r1", Served("ft", True, ts=100.0, items={"i1": 0.9, "i2": 0.1}, user_id="u7"))
 >>> pending.match("r1", "i2", now=120.0)
-(Served(arm='ft', in_experiment=True, ts=100.0, items={'i1': 0.9, 'i2': 0.1}, user_id='u7'), 0.1)
+(Served(arm='ft', in_experiment=True, ts=100.0, items={'i1': 0.9, 'i2': 0.1}, user_id='u7', epoch=0), 0.1)
 >>> pending.match("r1", "i2", now=170.0), pending.match("r1", "i9", now=120.0), pending.match("r7", "i1", 120.0)
 ('expired', 'item_not_served', 'unknown_request')
 """
@@ -93,6 +98,7 @@ class Served(NamedTuple):
     ts: float
     items: Mapping[str, float]  # item id -> the score it was served with
     user_id: str = ""  # whose request it was (for an erasure)
+    epoch: int = 0  # the bandit epoch it was served in (0 for a fixed split)
 
 
 class PendingExposures:
@@ -141,7 +147,7 @@ class ArmResults:
     """Running per-arm results of the experiment on this worker (only users inside coverage are analysed)."""
 
     def __init__(self, experiment: Experiment, window: int = 20000):
-        self.experiment = experiment
+        self.experiment, self.window = experiment, window
         arms = [a.name for a in experiment.arms]
         self.totals = {
             arm: dict.fromkeys(("requests", "impressions", "clicks", "users", "score", "logloss"), 0.0) for arm in arms
@@ -154,6 +160,19 @@ class ArmResults:
         self.live: dict[str, dict[str, SequentialDifference]] = {}
         #: Treatment arm -> metric -> the guardrail's interval (None while too few users), as of the last refresh.
         self.guarded: dict[str, dict[str, tuple[float, float] | None]] = {}
+
+    def reset(self, experiment: Experiment) -> None:
+        """Start afresh with ``experiment`` (a bandit's next epoch): every total, window, user sum and interval
+        back to empty. Exported as counters, the per-arm totals restart from 0 (a counter reset to Prometheus).
+
+        >>> from stream_ctr.experiments.assignment import Experiment
+        >>> results = ArmResults(Experiment.default())
+        >>> results.requested("ft"); results.impression("ft", "u1", 1, 0.5)
+        >>> results.reset(Experiment.default())
+        >>> results.totals["ft"]["requests"], len(results.tallies["ft"].rows())
+        (0.0, 0)
+        """
+        self.__init__(experiment, self.window)  # type: ignore[misc]
 
     def requested(self, arm: str) -> None:
         self.totals[arm]["requests"] += 1

@@ -15,9 +15,10 @@ which :func:`~stream_ctr.experiments.assignment.check_transition` allows). Every
 that epoch's :meth:`~stream_ctr.experiments.assignment.Experiment.propensity` of the served arm, coverage
 included; the coverage hash takes the epoch's salt too, so who is covered also changes per epoch.
 
-Not wired into the worker yet: ``agents/serving.py`` serves the fixed :class:`Experiment`; a worker would call
-:meth:`ThompsonAllocation.experiment` with the epoch of each request's time and counts shared by all workers (the
-report's join of ``ctr.exposures`` and ``ctr.events`` up to the epoch's start).
+In the service, an experiment file with a ``bandit`` block (:mod:`.bandit_config`) makes such a run: the
+allocator (``stream-ctr ab bandit``, :mod:`.allocator`) computes each epoch's weights with
+:meth:`ThompsonAllocation.next_definition` from the counts on the topics and publishes the epoch's definition
+on ``ctr.experiments``, which every worker follows.
 
 >>> alloc = ThompsonAllocation("tl", "s1", ("global", "ft", "ft_lc"), cadence_s=3600.0, start_ts=0.0)
 >>> alloc.epoch(7199.0)
@@ -25,12 +26,13 @@ report's join of ``ctr.exposures`` and ``ctr.events`` up to the epoch's start).
 >>> w = alloc.weights(1, clicks={"global": 30, "ft": 60, "ft_lc": 31}, impressions={a: 300 for a in alloc.arms})
 >>> max(w, key=w.get), w["global"] >= alloc.floor
 ('ft', True)
->>> alloc.experiment(1, w).salt
+>>> alloc.experiment(1, w).split_salt
 's1/epoch-1'
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Mapping
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stream_ctr.experiments.assignment import BUCKETS, Arm, Experiment, ExperimentError
+from stream_ctr.experiments.bandit_config import BanditConfig
 
 __all__ = ["ThompsonAllocation", "probability_best"]
 
@@ -118,8 +121,50 @@ class ThompsonAllocation:
         p = probability_best(c, n, self.prior, self.draws, self._seed(epoch))
         return dict(zip(self.arms, _floored(p, self.floor).tolist()))
 
+    @property
+    def config(self) -> BanditConfig:
+        """The ``bandit`` block of this allocation's definitions (at epoch 0)."""
+        return BanditConfig(self.cadence_s, self.floor, self.prior, self.start_ts)
+
     def experiment(self, epoch: int, weights: Mapping[str, float]) -> Experiment:
-        """The fixed split that serves epoch ``epoch``: its :meth:`Experiment.assign` and
+        """The split that serves epoch ``epoch`` (salt ``{salt}/epoch-{epoch}``): its :meth:`Experiment.assign` and
         :meth:`Experiment.propensity` are the ones to serve and log with."""
         arms = tuple(Arm(a, float(weights[a])) for a in self.arms)
-        return Experiment(self.name, f"{self.salt}/epoch-{epoch}", arms, self.coverage)
+        return Experiment(self.name, self.salt, arms, self.coverage, bandit=self.config.at(epoch))
+
+    def boundary(self, epoch: int) -> float:
+        """When epoch ``epoch`` starts (epoch seconds)."""
+        return self.start_ts + epoch * self.cadence_s
+
+    @classmethod
+    def of(cls, experiment: Experiment, draws: int = 10_000) -> ThompsonAllocation:
+        """The allocation of a bandit experiment whose start is known (registered on ``ctr.experiments``)."""
+        b = experiment.bandit
+        if b is None or b.start_ts is None:
+            raise ExperimentError(f"experiment.bandit: {experiment.name!r} is not a registered bandit experiment")
+        arms = tuple(a.name for a in experiment.arms)
+        return cls(experiment.name, experiment.salt, arms, b.cadence_s, b.start_ts, experiment.coverage, b.floor,
+                   b.prior, draws)  # fmt: skip
+
+    def next_definition(
+        self, current: Experiment, epoch: int, clicks: Mapping[str, float], impressions: Mapping[str, float]
+    ) -> Experiment:
+        """The definition of epoch ``epoch`` that follows ``current`` (a definition of this run): the weights of
+        :meth:`weights`, every other part of ``current`` (coverage, guardrails, planned users) kept, and its
+        stopped arms still stopped (a guardrail's stop outlives the epoch; ``ab resume`` lifts it).
+
+        >>> from stream_ctr.experiments.assignment import Stop
+        >>> alloc = ThompsonAllocation("b", "s", ("global", "ft"), cadence_s=60.0, start_ts=0.0)
+        >>> cur = alloc.experiment(0, {"global": 1, "ft": 1})
+        >>> cur = cur.stopping("ft", Stop(1.0, "harms ctr", "test", "2026-01-01T00:00:00Z"))
+        >>> nxt = alloc.next_definition(cur, 2, {"global": 10, "ft": 30}, {"global": 100, "ft": 100})
+        >>> nxt.epoch, nxt.weights, sorted(nxt.stopped)
+        (2, {'global': 0.05, 'ft': 0.95}, ['ft'])
+        """
+        weights = self.weights(epoch, clicks, impressions)
+        arms = tuple(Arm(a.name, weights[a.name]) for a in current.arms)
+        assert current.bandit is not None, "a bandit run's definition"
+        new = dataclasses.replace(current, arms=arms, bandit=current.bandit.at(epoch, self.start_ts))
+        for arm, stop in current.stopped.items():
+            new = new.stopping(arm, stop)
+        return new

@@ -13,20 +13,39 @@ was; every worker follows the topic and applies it. Each also writes an *audit r
 ``<name>/audit/<time>/<arm>`` (so compaction, which keeps the newest record per key, keeps every one of them):
 what was done (``stop`` or ``resume``), to which arm, why, by whom, when, and the weights before and after;
 :func:`history` reads them back.
+
+A bandit experiment's epochs (:mod:`.bandit`) are published by the allocator (``stream-ctr ab bandit``) with
+:func:`publish_epoch`: the epoch's definition under the experiment's key and an audit record (``action: epoch``:
+the epoch, the counts its weights came from, the weights before and after) under ``<name>/audit/epoch-<n>``, one
+key per epoch, so a duplicate publication of an epoch replaces its record instead of adding one. A worker
+(re)starting with the file runs the newest epoch on the topic (:meth:`~.assignment.Experiment.continuing`); the
+first registration of a bandit run records when it started (``bandit.start_ts``), from which the epochs count.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import time
 from typing import Any
 
 import orjson
 
 from stream_ctr.broker.connection import Kafka, KafkaTarget
 from stream_ctr.broker.read import read_topic
-from stream_ctr.experiments.assignment import Experiment, ExperimentError, Stop, check_transition
+from stream_ctr.experiments.assignment import Experiment, ExperimentError, Stop, check_transition, later_epoch
 
-__all__ = ["audit_key", "history", "last_definition", "register", "resume_arm", "stop_arm", "utc_now"]
+__all__ = [
+    "audit_key",
+    "history",
+    "last_definition",
+    "publish_epoch",
+    "register",
+    "registered",
+    "resume_arm",
+    "stop_arm",
+    "utc_now",
+]
 
 
 def utc_now() -> str:
@@ -58,11 +77,15 @@ def history(kafka: KafkaTarget, topic: str, name: str) -> list[dict[str, Any]]:
     return [orjson.loads(m.value) for m in read_topic(kafka, topic) if m.key and m.key.startswith(prefix) and m.value]
 
 
-def _publish(kafka: KafkaTarget, topic: str, experiment: Experiment, audit: dict[str, Any] | None = None) -> None:
+def _publish(
+    kafka: KafkaTarget, topic: str, experiment: Experiment, audit: dict[str, Any] | None = None, key: str = ""
+) -> None:
+    """The definition under the experiment's key, after its audit record (under ``key``, by default
+    :func:`audit_key`)."""
     producer = Kafka.of(kafka).producer(acks="all")
     try:
         if audit is not None:
-            key = audit_key(experiment.name, audit["at"], audit["arm"])
+            key = key or audit_key(experiment.name, audit["at"], audit["arm"])
             producer.send(topic, key=key.encode(), value=orjson.dumps(audit))
         producer.send(topic, key=experiment.name.encode(), value=orjson.dumps(experiment.to_dict()))
         producer.flush()
@@ -70,16 +93,40 @@ def _publish(kafka: KafkaTarget, topic: str, experiment: Experiment, audit: dict
         producer.close()
 
 
-def register(kafka: KafkaTarget, topic: str, experiment: Experiment) -> Experiment | None:
-    """Check ``experiment`` against what ran before under its name, then record it with the stops of the
-    running definition kept. Returns the previous definition; raises
-    :class:`~stream_ctr.experiments.assignment.ExperimentError` for an illegal change."""
+def _register(kafka: KafkaTarget, topic: str, experiment: Experiment) -> tuple[Experiment | None, Experiment]:
     previous = last_definition(kafka, topic, experiment.name)
-    check_transition(previous, experiment)
-    effective = experiment.keeping_stops_of(previous)
+    effective = experiment.continuing(previous)
+    check_transition(previous, effective)
+    if effective.bandit is not None and effective.bandit.start_ts is None:  # a new bandit run starts now
+        effective = dataclasses.replace(effective, bandit=effective.bandit.at(effective.epoch, time.time()))
     if previous != effective:
         _publish(kafka, topic, effective)
-    return previous
+    return previous, effective
+
+
+def register(kafka: KafkaTarget, topic: str, experiment: Experiment) -> Experiment | None:
+    """Check ``experiment`` against what ran before under its name, then record what runs from now
+    (:func:`registered`). Returns the previous definition; raises
+    :class:`~stream_ctr.experiments.assignment.ExperimentError` for an illegal change."""
+    return _register(kafka, topic, experiment)[0]
+
+
+def registered(kafka: KafkaTarget, topic: str, experiment: Experiment) -> Experiment:
+    """Like :func:`register`, but returns what runs from now: ``experiment`` with the stops of the running
+    definition kept, or the running epoch of the same bandit run, with the run's start recorded."""
+    return _register(kafka, topic, experiment)[1]
+
+
+def publish_epoch(kafka: KafkaTarget, topic: str, new: Experiment, audit: dict[str, Any]) -> bool:
+    """Publish ``new``, an epoch of a bandit run, with its ``audit`` record, unless the topic holds that epoch or
+    a later one already (another allocator was first). Returns whether it published; raises
+    :class:`ExperimentError` when ``new`` cannot follow the running definition."""
+    previous = last_definition(kafka, topic, new.name)
+    if previous is not None and later_epoch(new, previous, or_same=True):
+        return False
+    check_transition(previous, new)
+    _publish(kafka, topic, new, audit, key=f"{new.name}/audit/epoch-{new.epoch}")
+    return True
 
 
 def _change(kafka: KafkaTarget, topic: str, name: str, arm: str, action: str, change, reason: str, by: str):

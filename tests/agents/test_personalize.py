@@ -175,3 +175,55 @@ def test_erasing_a_user_removes_its_state_metric_rows_and_pending_exposures(work
     assert worker.metrics.online.summary("window")["n"] == rows_before - sum(e.user_id == gone for e in events)
     assert len(worker.pending) == 1
     assert worker.erase(gone) == {"erased": False, "metric_records": 0, "pending_exposures": 0, "experiment_rows": 0}
+
+
+class _RecordingExposures:
+    """Stands in for ``ctr.exposures``: what the ranker logs."""
+
+    def __init__(self):
+        self.records: list[dict] = []
+
+    def send_soon(self, key: bytes, value: bytes) -> None:
+        self.records.append(orjson.loads(value))
+
+
+def test_a_later_bandit_epoch_is_served_logged_with_its_propensities_and_counted_on_its_own(make_snapshot, tmp_path):
+    from stream_ctr.contracts.events import Event
+    from stream_ctr.experiments.bandit import ThompsonAllocation
+    from stream_ctr.serving.scoring import Query
+
+    path = tmp_path / "bandit.json"
+    arms = [{"name": arm, "weight": 1} for arm in ("global", "ft", "ft_lc")]
+    path.write_bytes(orjson.dumps({"name": "b", "salt": "s", "arms": arms, "bandit": {"cadence_s": 60, "start_ts": 0}}))
+    settings = Settings.from_env(
+        {}, kafka_bootstrap="127.0.0.1:9", features="category,segment", hash_buckets=2048, experiment_file=str(path)
+    )
+    worker = PersonalizeWorker.build(settings, follow=False, users={})
+    worker.app.finalize()
+    worker.follower.offer(make_snapshot(settings))
+    worker.dead_letters.topic = _RecordingTopic()
+    worker.scoring.ranker.exposures = logged = _RecordingExposures()
+    zero = worker.experiment
+
+    def rank(user: str, rid: str) -> dict:
+        worker.scoring.ranker.rank([Query(user, rid, ["i1", "i2"], [{"category": "c1"}, {"category": "c2"}])])
+        return logged.records[-1]
+
+    old = rank("u-old", "r-old")  # served in epoch 0
+    assert old["propensity"] == pytest.approx(zero.propensity(old["arm"]))
+    one = ThompsonAllocation.of(zero).next_definition(zero, 1, {"ft": 90, "global": 10}, {"ft": 100, "global": 100})
+    assert worker.registry.apply(one)  # what the follower does with the allocator's definition
+    assert worker.experiment == worker.step.experiment == worker.scoring.ranker.experiment == one
+    assert worker.results.experiment == one and worker.results.totals["ft"]["requests"] == 0  # reset per epoch
+
+    served = [rank(f"u{n}", f"r{n}") for n in range(200)]
+    assert [s["arm"] for s in served] == [one.assign(f"u{n}").arm for n in range(200)]
+    assert all(s["propensity"] == pytest.approx(one.propensity(s["arm"])) for s in served)
+    assert {round(s["propensity"], 4) for s in served} == {round(one.propensity(arm), 4) for arm in one.weights}
+    assert sum(s["arm"] == "ft" for s in served) > 150 and one.propensity("ft") > 0.8
+    # An event answering the finished epoch's exposure is not counted in the new epoch's results; one answering
+    # this epoch's is.
+    late, now = Event("e-old", "u-old", "i1", 1.0, 1, {}, "r-old"), Event("e-new", "u0", "i1", 1.0, 1, {}, "r0")
+    _drive(worker, [(e.user_id.encode(), encode_event(e)) for e in (late, now)], 2)
+    impressions = {arm: t["impressions"] for arm, t in worker.results.totals.items()}
+    assert sum(impressions.values()) == 1 and impressions[served[0]["arm"]] == 1
