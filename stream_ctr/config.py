@@ -630,7 +630,7 @@ class Settings(
         protocol = self.kafka_security_protocol
         for knob in ("kafka_sasl_password_file", "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
             path = getattr(self, knob)
-            if path and not os.access(path, os.R_OK):
+            if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
                 raise ConfigError(f"{_env_of(knob)}: {path!r} is not a readable file")
         if protocol.startswith("SASL_"):
             for knob in ("kafka_sasl_username", "kafka_sasl_password_file"):
@@ -641,11 +641,11 @@ class Settings(
                 f"STREAM_CTR_KAFKA_SASL_USERNAME: SASL credentials are set but STREAM_CTR_KAFKA_SECURITY_PROTOCOL="
                 f"{protocol} would not send them (SASL_SSL, or SASL_PLAINTEXT)"
             )
-        tls_files = self.kafka_ssl_cafile or self.kafka_ssl_certfile or self.kafka_ssl_keyfile
+        tls_files = [k for k in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile") if getattr(self, k)]
         if tls_files and protocol not in ("SSL", "SASL_SSL"):
             raise ConfigError(
-                f"STREAM_CTR_KAFKA_SECURITY_PROTOCOL: {protocol} does not use TLS, but TLS files are set "
-                "(STREAM_CTR_KAFKA_SSL_*): SSL or SASL_SSL"
+                f"{_env_of(tls_files[0])}: set, but STREAM_CTR_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS "
+                "(SSL or SASL_SSL)"
             )
         if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
             raise ConfigError("STREAM_CTR_KAFKA_SSL_KEYFILE: set without STREAM_CTR_KAFKA_SSL_CERTFILE")
