@@ -43,7 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--modes",
         default=",".join(DEFAULT_MODES),
         help="comma-separated modes (cloud is always included; ft_lc_bias runs in the head scope only); also "
-        "issue #26's companions: ft_ode, ft_lc_ode, ft_fifo, ft_lc_fifo, ft_reservoir, ft_lc_reservoir (a "
+        "the companion methods: ft_ode, ft_lc_ode, ft_fifo, ft_lc_fifo, ft_reservoir, ft_lc_reservoir (a "
         "buffer of --buffer-k samples), ft_coda, ft_lc_coda (augmentation from a pool of --pool-size events)",
     )
     p.add_argument("--scope", default="head", help="head | full | head,full")
@@ -65,7 +65,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="keep the user id out of the model's features (the paper's shared cloud model)",
     )
-    _add_companion_args(p.add_argument_group("companions and global training (issue #26)"))
+    _add_companion_args(p.add_argument_group("companions (ODE, CoDA) and global training (FedAvg, FedSubAvg)"))
     _add_synthetic_args(p.add_argument_group("synthetic data (--dataset synthetic)"))
     _add_protocol_args(p.add_argument_group("protocol and run"))
     p.set_defaults(func=run)
@@ -288,7 +288,7 @@ def _run_seeds(args, cfg, seeds: list[int], load_seed, command: str) -> int:
 
 
 def _write_comparisons(out: Path, results: list, n_boot: int, command: str) -> list[Path]:
-    """comparisons.json and comparisons.md (issue #26's paired differences, by activity bucket) when the run has
+    """comparisons.json and comparisons.md (the companions' paired differences, by activity bucket) when the run has
     companion modes or several global models; nothing otherwise."""
     import json
 
@@ -301,7 +301,7 @@ def _write_comparisons(out: Path, results: list, n_boot: int, command: str) -> l
     out.mkdir(parents=True, exist_ok=True)
     seeds = [r.meta["seed"] for r in results]
     text = [
-        f"# Companions (issue #26): {results[0].dataset}, seeds {seeds}",
+        f"# Companions (ODE, CoDA, FedSubAvg): {results[0].dataset}, seeds {seeds}",
         "",
         "```",
         command,

@@ -1,4 +1,4 @@
-"""What a user fine-tunes on, beside its whole fine-tune part (issue #26): a k-sample on-device buffer (ODE, FIFO,
+"""What a user fine-tunes on, beside its whole fine-tune part: a k-sample on-device buffer (ODE, FIFO,
 reservoir) or the local part augmented with other users' look-alike samples (CoDA).
 
 Each is a *selection*: given each user's own training events (``fit`` while tuning, ``fit + val`` at the final

@@ -56,7 +56,7 @@ class EvalConfig:
     # The global CTR correction aligns to: "cloud" (the cloud part's click share) or "aligned" (the running CTR
     # of all events up to the fine-tuning step, as the service has it); see SplitData.priors.
     pg: str = "aligned"  # the service's definition; as good or better on every run (README)
-    companions: CompanionConfig = CompanionConfig()  # buffer k, CoDA's pool (issue #26)
+    companions: CompanionConfig = CompanionConfig()  # buffer k, CoDA's pool
     # How the global model is trained: the first entry is the model every mode builds on; the others are trained
     # too and scored as extra rows ``global_<how>`` on the same users (paired with ``cloud``).
     global_training: tuple[str, ...] = ("centralized",)

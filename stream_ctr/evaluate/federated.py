@@ -1,4 +1,4 @@
-"""The global model trained from per-user submodel updates instead of pooled samples (issue #26): FedAvg and
+"""The global model trained from per-user submodel updates instead of pooled samples: FedAvg and
 FedSubAvg, offline, as ``stream-ctr evaluate --global-training fedavg|fedsubavg``.
 
 Every user with events in the cloud part is a client holding those events. A round samples ``clients`` of them

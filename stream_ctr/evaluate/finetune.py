@@ -11,7 +11,7 @@ logit offset) that :func:`stream_ctr.learning.correction.correct` returns, mean 
 :func:`stream_ctr.learning.correction.shrunk_ctr` of the labels being trained on. No randomness: a user's result depends
 only on its data, the cloud model and ``(lr, l2, steps)``.
 
-The full scope's descent *backtracks* (issue #26, item 3): a step that does not lower the user's objective
+The full scope's descent *backtracks*: a step that does not lower the user's objective
 (cross-entropy + L2 pull) is undone and retried at half the step size, so the objective never rises. Without it,
 DCN-v2 copies fine-tuned on corrected labels at step size 0.5 diverged to NaN for a few users (a confident cloud
 model, soft labels far from its predictions, and cross layers whose curvature grows with the weights). A step that
