@@ -16,13 +16,14 @@ True
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from stream_ctr.learning.correction import Targets
 
-__all__ = ["HeadParams", "UserHead", "head_logits", "learn_rows", "sigmoid"]
+__all__ = ["HeadParams", "UserHead", "head_logits", "learn_rows", "learn_wave", "sigmoid"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,8 @@ class HeadParams:
 
 
 def sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
+    # np.minimum/np.maximum are np.clip without its Python wrappers: this runs once per arm per wave.
+    return 1.0 / (1.0 + np.exp(-np.minimum(np.maximum(z, -30.0), 30.0)))
 
 
 def head_logits(b: np.ndarray, w: np.ndarray, rows: np.ndarray | slice, g: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -95,6 +97,36 @@ def learn_rows(
         err_bias = err if targets.bias_labels is None else wts * (sigmoid(logit) - targets.bias_labels)
         b -= (lr * (mean(err_bias) + l2 * b)).astype(np.float32)
         w -= (lr * (mean(h * err[:, None]) + l2 * w)).astype(np.float32)
+
+
+def learn_wave(
+    b: np.ndarray,
+    w: np.ndarray,
+    g: np.ndarray,
+    h: np.ndarray,
+    logit: np.ndarray,
+    targets: Sequence[Targets],
+    lr: float,
+    l2: float,
+    steps: int,
+) -> None:
+    """:func:`learn_rows` for one event a head and ``A`` arms stacked, in place: head ``i`` of arm ``a`` (bias
+    ``b [A, n]``, weights ``w [A, n, d]``) takes ``steps`` steps on event ``i`` (``g [n]``, ``h [n, d]``) and
+    ``targets[a]``; ``logit [A, n]`` is every head's logit as it stands (the one the wave scored with). One set of
+    array calls for every arm: test-then-train runs this once per wave, and in time order (a user's sitting) a wave
+    is often one event, so the calls' fixed costs are the price of an event."""
+    y, wts = np.array([t.labels for t in targets]), np.array([t.weights for t in targets])
+    shifted = any(not isinstance(t.logit_offset, float) or t.logit_offset for t in targets)
+    offset = np.array([np.broadcast_to(t.logit_offset, y.shape[1:]) for t in targets]) if shifted else 0.0
+    own_bias = any(t.bias_labels is not None for t in targets)
+    bias_y = np.array([t.labels if t.bias_labels is None else t.bias_labels for t in targets]) if own_bias else y
+    for step in range(steps):
+        if step:
+            logit = g + b + np.einsum("nd,and->an", h, w)
+        err = wts * (sigmoid(logit + offset if shifted else logit) - y)
+        err_bias = wts * (sigmoid(logit) - bias_y) if own_bias else err
+        b -= (lr * (err_bias + l2 * b)).astype(np.float32)
+        w -= (lr * (h * err[..., None] + l2 * w)).astype(np.float32)
 
 
 class UserHead:

@@ -25,7 +25,7 @@ from stream_ctr.contracts.events import Event
 from stream_ctr.learning.catch_up import CatchUp, UserSteps
 from stream_ctr.learning.correction import correct
 from stream_ctr.learning.drift import DriftParams, user_z
-from stream_ctr.learning.heads import HeadParams, learn_rows, sigmoid
+from stream_ctr.learning.heads import HeadParams, learn_wave, sigmoid
 from stream_ctr.learning.state import UserState
 from stream_ctr.models.snapshot import LoadedModel
 
@@ -96,6 +96,8 @@ def test_then_train(
     # so the caller may retry its records (stream_ctr.learning.isolation) without learning any of them twice.
     user_states = [cached[uid] or UserState.new(params.window, model.rep_dim, tuple(FINE_TUNED)) for uid in users]
     heads = {arm: _gather(user_states, arm, model.rep_dim) for arm in FINE_TUNED}
+    stacked = (np.stack([b for b, _ in heads.values()]), np.stack([w for _, w in heads.values()]))  # [A, U], [A, U, d]
+    heads = {arm: (stacked[0][a], stacked[1][a]) for a, arm in enumerate(FINE_TUNED)}  # views of the stacks
     result.users = [e.user_id for e in ordered]
     result.events = ordered
     result.labels.append(y)
@@ -106,7 +108,7 @@ def test_then_train(
         preds[CONTROL] = sigmoid(g)  # the global model does not learn here: scored as it stands
     for wave in _waves(counts):
         result.label_shift += _test_then_train_wave(
-            wave, bounds - counts, y, (g, h), p_g, ctrs, heads, preds, params, steps
+            wave, bounds - counts, y, (g, h), p_g, ctrs, stacked, preds, params, steps
         )
     for arm in ARMS:
         result.preds[arm].append(preds[arm])
@@ -133,14 +135,15 @@ def _test_then_train_wave(
     global_out: tuple[np.ndarray, np.ndarray],
     p_g: float,
     ctrs: list,
-    heads: dict,
+    heads: tuple[np.ndarray, np.ndarray],
     preds: dict,
     params: HeadParams,
     steps: UserSteps | None,
 ) -> float:
     """Score wave ``(j, users)`` with every head as it stands, then learn it: the users' rolling CTRs first, so
-    ``p_u`` reflects the sample being fine-tuned on, then each arm's step on its (corrected) targets, and the
-    users' first-order ``steps`` if any. Writes the heads in ``heads`` and the CTRs in ``ctrs`` (copies: the
+    ``p_u`` reflects the sample being fine-tuned on, then every arm's step on its (corrected) targets at once
+    (``heads``: the fine-tuned arms' biases ``[A, U]`` and weights ``[A, U, d]``, in :data:`FINE_TUNED` order), and
+    the users' first-order ``steps`` if any. Writes the heads in ``heads`` and the CTRs in ``ctrs`` (copies: the
     batch's states change only at the scatter); returns the wave's label shift of the label-corrected arm."""
     j, who = wave
     at = starts[who] + j
@@ -149,21 +152,20 @@ def _test_then_train_wave(
         ctrs[u].update(label)
     p_u = np.fromiter((ctrs[u].estimate(p_g, params.shrinkage) for u in who.tolist()), dtype=np.float64, count=len(who))
     seen = np.fromiter((ctrs[u].window_n for u in who.tolist()), dtype=np.float64, count=len(who))
-    ones, ga, ha, ya = np.ones(len(who), dtype=np.int64), g[at], h[at], y[at]
+    ga, ha, ya = g[at], h[at], y[at]
     if steps is not None:  # the global model as it stands after the users' earlier events in the batch
         ga = ga + steps.logit(who)
         preds[CONTROL][at] = sigmoid(ga)
-    shift = 0.0
-    for arm, method in FINE_TUNED.items():
-        b, w = heads[arm]
-        bw, ww = b[who], w[who]
-        preds[arm][at] = sigmoid(ga + bw + np.einsum("nd,nd->n", ha, ww))
-        method = params.correction if method == "lc" else method  # the label-corrected arm's variant
-        targets = correct(ya, p_u, p_g, method, seen)
-        learn_rows(bw, ww, ones, ga, ha, targets, params.lr, params.l2, params.steps)
-        b[who], w[who] = bw, ww
-        if method != "none":
-            shift += float(np.abs(targets.labels - ya).sum())
+    b, w = heads
+    bw, ww = b[:, who], w[:, who]
+    logit = ga + bw + np.einsum("nd,and->an", ha, ww)
+    for arm, probs in zip(FINE_TUNED, sigmoid(logit)):
+        preds[arm][at] = probs
+    methods = [params.correction if method == "lc" else method for method in FINE_TUNED.values()]  # lc: the variant
+    targets = [correct(ya, p_u, p_g, method, seen) for method in methods]
+    learn_wave(bw, ww, ga, ha, logit, targets, params.lr, params.l2, params.steps)
+    b[:, who], w[:, who] = bw, ww
+    shift = sum(float(np.abs(t.labels - ya).sum()) for t, method in zip(targets, methods) if method != "none")
     if steps is not None:
         steps.learn(who, preds[CONTROL][at], ya)
     return shift
