@@ -4,7 +4,8 @@ user activity, and how do the global models compare (``global_<how>`` rows again
 Each comparison is ``mode - base`` of the per-user test AUC (gAUC's weighting), over one seed or several, with the
 two-level bootstrap of :mod:`.seeds` (one seed: a plain paired user bootstrap). **Activity buckets**: a seed's
 users (those with both classes in test) are cut at the terciles of their fine-tune event counts into ``cold``
-(the third with the fewest local events), ``mid`` and ``warm``; a bucket's CI resamples its own users.
+(the third with the fewest local events), ``mid`` and ``warm``; a bucket's CI resamples its own users. A
+bucket empty in any seed is left out.
 """
 
 from __future__ import annotations
@@ -34,7 +35,12 @@ BUCKETS = ("all", "cold", "mid", "warm")
 
 
 def _bucket_masks(activity: np.ndarray) -> dict[str, np.ndarray]:
-    lo, hi = np.quantile(activity, [1 / 3, 2 / 3]) if len(activity) else (0.0, 0.0)
+    """Users by activity tercile; where every user has the same count (a synthetic world) there are no terciles,
+    so ``cold``, ``mid`` and ``warm`` are empty (and not reported) rather than ``cold`` holding everyone."""
+    if len(activity) == 0 or np.ptp(activity) == 0:
+        none = np.zeros(len(activity), bool)
+        return {"all": np.ones(len(activity), bool), "cold": none, "mid": none, "warm": none}
+    lo, hi = np.quantile(activity, [1 / 3, 2 / 3])
     return {
         "all": np.ones(len(activity), bool),
         "cold": activity <= lo,

@@ -167,3 +167,39 @@ def test_companion_modes_and_federated_training_run_and_are_compared():
     assert ("ft_ode", "ft_fifo", "all") in pairs and ("global_fedavg", "cloud", "all") in pairs  # cloud: fedsubavg
     with pytest.raises(ValueError, match="global-training"):
         replace(cfg, global_training=("fedsgd",))
+
+
+def test_several_seeds_pool_the_companion_comparisons_over_users_and_seeds(tmp_path, monkeypatch):
+    """``--seeds`` with companion modes and several global models writes comparisons.md/.json in the summary
+    folder, pooled over the seeds (two-level CIs), as well as each seed's own in DIR/seed-N."""
+    import json
+
+    import stream_ctr.evaluate.datasets as ds
+    from stream_ctr.data import SyntheticConfig
+
+    from .test_experiment import _cli
+
+    monkeypatch.setattr(
+        ds, "SYNTHETIC", SyntheticConfig(users=40, items=60, events_per_user=30, dim=2, categories=6, taste=3.0)
+    )
+    out = tmp_path / "out"
+    argv = ["--dataset", "synthetic", "--models", "fm", "--modes", "ft,ft_ode,ft_fifo,ft_coda"]
+    argv += ["--global-training", "centralized,fedavg,fedsubavg", "--fed-rounds", "3", "--buffer-k", "4"]
+    argv += ["--pool-size", "200", "--max-epochs", "2", "--bootstrap", "50", "--no-progress", "--no-plots"]
+    assert _cli([*argv, "--seeds", "0,1", "--out", str(out)]) == 0
+
+    pooled = json.loads((out / "comparisons.json").read_text())["rows"]
+    per_seed = [json.loads((out / f"seed-{s}" / "comparisons.json").read_text())["rows"] for s in (0, 1)]
+    key = ("fm", "head", "global_fedsubavg", "global_fedavg", "all")
+
+    def pick(rows):
+        return next(r for r in rows if (r["model"], r["scope"], r["mode"], r["base"], r["bucket"]) == key)
+
+    row, seeds = pick(pooled), [pick(rows) for rows in per_seed]
+    assert row["delta"] == pytest.approx(np.mean([s["delta"] for s in seeds]))  # the mean over seeds
+    assert row["users"] == sum(s["users"] for s in seeds)  # both seeds' users
+    assert row["ci"][0] <= row["delta"] <= row["ci"][1]
+    assert {(r["mode"], r["base"]) for r in pooled} >= {("ft_ode", "ft_fifo"), ("ft_coda", "ft")}
+    assert {r["bucket"] for r in pooled} == {"all"}  # every synthetic user has as many events: no terciles
+    md = (out / "comparisons.md").read_text()
+    assert "seeds [0, 1]" in md and "users and seeds" in md and "| fm | head | global_fedsubavg − global_fedavg |" in md
