@@ -111,3 +111,28 @@ def test_one_event_a_head_steps_as_each_head_alone(method):
         learn_rows(bb, ww, np.array([2]), g[[i, i]], h[[i, i]], one, 0.1, 0.01, 3)
         np.testing.assert_allclose(fast_b[i], bb[0], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(fast_w[i], ww[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("methods", [("none", "lc"), ("none", "lc_bias"), ("logit", "reweight"), ("lc", "none")])
+def test_arms_stepped_together_step_as_each_arm_alone(methods):
+    """learn_wave (every arm of a wave at once, test-then-train's hot path) against learn_rows for each arm on its
+    own targets: the arms do not mix, offsets and the bias's own labels stay with their arm, steps > 1 included."""
+    from stream_ctr.learning.correction import correct
+    from stream_ctr.learning.heads import head_logits, learn_rows, learn_wave
+
+    rng = np.random.default_rng(7)
+    n, d = 6, 4
+    g, h = rng.normal(size=n).astype(np.float32), rng.normal(size=(n, d)).astype(np.float32)
+    y = (rng.random(n) < 0.4).astype(np.float32)
+    targets = [correct(y, rng.uniform(0.1, 0.9, n), 0.45, m, np.full(n, 30.0)) for m in methods]
+    b = rng.normal(size=(len(methods), n)).astype(np.float32)
+    w = rng.normal(size=(len(methods), n, d)).astype(np.float32)
+    together_b, together_w = b.copy(), w.copy()
+    logit = np.stack([head_logits(b[a], w[a], slice(None), g, h) for a in range(len(methods))])
+    learn_wave(together_b, together_w, g, h, logit, targets, 0.1, 0.01, 3)
+    for a, t in enumerate(targets):
+        alone_b, alone_w = b[a].copy(), w[a].copy()
+        learn_rows(alone_b, alone_w, np.ones(n, dtype=np.int64), g, h, t, 0.1, 0.01, 3)
+        np.testing.assert_allclose(together_b[a], alone_b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(together_w[a], alone_w, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(together_b, b)  # they did learn
