@@ -1,5 +1,5 @@
-"""Issue #26's questions as paired differences: does a companion mode beat the mode it builds on, overall and by
-user activity, and how do the global models compare (``global_<how>`` rows against ``cloud``).
+"""The companion methods' questions as paired differences: does a companion mode beat the mode it builds on,
+overall and by user activity, and how do the global models compare (``global_<how>`` rows against ``cloud``).
 
 Each comparison is ``mode - base`` of the per-user test AUC (gAUC's weighting), over one seed or several, with the
 two-level bootstrap of :mod:`.seeds` (one seed: a plain paired user bootstrap). **Activity buckets**: a seed's

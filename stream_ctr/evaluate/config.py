@@ -27,9 +27,9 @@ MODES: dict[str, str | None] = {
 }
 #: The modes a run takes unless ``--modes`` names others: every correction method and ``ft_auto``.
 DEFAULT_MODES: tuple[str, ...] = tuple(MODES)
-#: Issue #26's companion modes -> what the user trains on (:mod:`stream_ctr.evaluate.companions`): a k-sample
-#: buffer kept by ODE's gradient projection, FIFO or a reservoir, or CoDA's augmentation; ``ft_<kind>`` trains on
-#: raw labels, ``ft_lc_<kind>`` on label-corrected ones.
+#: The companion modes -> what the user trains on (:mod:`stream_ctr.evaluate.companions`): a k-sample buffer kept
+#: by ODE's gradient projection, FIFO or a reservoir, or CoDA's augmentation; ``ft_<kind>`` trains on raw labels,
+#: ``ft_lc_<kind>`` on label-corrected ones.
 COMPANIONS: dict[str, str] = {
     f"{arm}_{kind}": kind for kind in ("ode", "fifo", "reservoir", "coda") for arm in ("ft", "ft_lc")
 }

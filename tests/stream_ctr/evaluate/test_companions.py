@@ -1,6 +1,6 @@
-"""Issue #26's companions, offline: the ODE buffer keeps the highest-projection samples, FIFO and reservoir keep what
-they should, CoDA's filter keeps look-alike samples, FedSubAvg differs from FedAvg exactly on sparse rows, and the
-modes and the global-training option run end to end."""
+"""The companion methods (ODE, CoDA, FedSubAvg), offline: the ODE buffer keeps the highest-projection samples,
+FIFO and reservoir keep what they should, CoDA's filter keeps look-alike samples, FedSubAvg differs from FedAvg
+exactly on sparse rows, and the modes and the global-training option run end to end."""
 
 from __future__ import annotations
 

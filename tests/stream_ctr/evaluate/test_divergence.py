@@ -1,4 +1,5 @@
-"""Issue #26, item 3: DCN-v2 copies fine-tuned on corrected labels diverged (NaN predictions, logloss undefined).
+"""Full-scope fine-tuning backtracks instead of diverging. DCN-v2 copies fine-tuned on corrected labels had diverged
+(NaN predictions, logloss undefined).
 
 Cause: in the full scope, full-batch gradient descent at the tuned step size (0.5) on corrected labels. The cloud
 model is confident about a low-CTR user (logits down to -12); correction lifts the user's skips to soft labels near
