@@ -79,10 +79,7 @@ def learn_rows(
     y, wts = targets.labels, targets.weights
     rows: np.ndarray | slice
     if len(counts) == len(y) and (counts == 1).all():  # one event a head (test-then-train's waves): no sums
-        rows = slice(None)  # head i is event i: views, no gather
-
-        def mean(x):
-            return x
+        rows, mean = slice(None), _same  # head i is event i: views, no gather, no sums
     else:
         rows = np.repeat(np.arange(len(counts)), counts)
         starts = np.cumsum(counts) - counts
@@ -91,12 +88,10 @@ def learn_rows(
         def mean(x):
             return np.add.reduceat(x, starts, axis=0) / n.reshape(-1, *([1] * (x.ndim - 1)))
 
-    for _ in range(steps):
-        logit = head_logits(b, w, rows, g, h)
-        err = wts * (sigmoid(logit + targets.logit_offset) - y)
-        err_bias = err if targets.bias_labels is None else wts * (sigmoid(logit) - targets.bias_labels)
-        b -= (lr * (mean(err_bias) + l2 * b)).astype(np.float32)
-        w -= (lr * (mean(h * err[:, None]) + l2 * w)).astype(np.float32)
+    def logits():
+        return head_logits(b, w, rows, g, h)
+
+    _descend(b, w, h, logits(), logits, y, wts, targets.logit_offset, targets.bias_labels, mean, lr, l2, steps)
 
 
 def learn_wave(
@@ -119,14 +114,30 @@ def learn_wave(
     shifted = any(not isinstance(t.logit_offset, float) or t.logit_offset for t in targets)
     offset = np.array([np.broadcast_to(t.logit_offset, y.shape[1:]) for t in targets]) if shifted else 0.0
     own_bias = any(t.bias_labels is not None for t in targets)
-    bias_y = np.array([t.labels if t.bias_labels is None else t.bias_labels for t in targets]) if own_bias else y
+    bias_y = np.array([t.labels if t.bias_labels is None else t.bias_labels for t in targets]) if own_bias else None
+
+    def logits():
+        return g + b + np.einsum("nd,and->an", h, w)
+
+    _descend(b, w, h, logit, logits, y, wts, offset, bias_y, _same, lr, l2, steps)
+
+
+def _same(x):
+    return x
+
+
+def _descend(b, w, h, logit, logits, y, wts, offset, bias_y, mean, lr: float, l2: float, steps: int) -> None:
+    """The heads' gradient steps, in place, for :func:`learn_rows` and :func:`learn_wave`: weighted cross-entropy
+    on soft labels ``y`` at the logit plus ``offset`` for the weights, on ``bias_y`` (None: ``y``) at the plain
+    logit for the bias; ``logit`` is the heads' logit now, ``logits()`` recomputes it after a step, and ``mean``
+    takes an event-aligned array to the heads' (a segment mean, or the identity for one event a head)."""
     for step in range(steps):
         if step:
-            logit = g + b + np.einsum("nd,and->an", h, w)
-        err = wts * (sigmoid(logit + offset if shifted else logit) - y)
-        err_bias = wts * (sigmoid(logit) - bias_y) if own_bias else err
-        b -= (lr * (err_bias + l2 * b)).astype(np.float32)
-        w -= (lr * (h * err[..., None] + l2 * w)).astype(np.float32)
+            logit = logits()
+        err = wts * (sigmoid(logit + offset) - y)
+        err_bias = err if bias_y is None else wts * (sigmoid(logit) - bias_y)
+        b -= (lr * (mean(err_bias) + l2 * b)).astype(np.float32)
+        w -= (lr * (mean(h * err[..., None]) + l2 * w)).astype(np.float32)
 
 
 class UserHead:

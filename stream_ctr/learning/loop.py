@@ -106,9 +106,10 @@ def test_then_train(
     preds = {arm: np.empty(len(ordered), dtype=np.float32) for arm in ARMS}
     if steps is None:
         preds[CONTROL] = sigmoid(g)  # the global model does not learn here: scored as it stands
+    methods = [params.correction if method == "lc" else method for method in FINE_TUNED.values()]  # lc: the variant
     for wave in _waves(counts):
         result.label_shift += _test_then_train_wave(
-            wave, bounds - counts, y, (g, h), p_g, ctrs, stacked, preds, params, steps
+            wave, bounds - counts, y, (g, h), p_g, ctrs, stacked, preds, params, methods, steps
         )
     for arm in ARMS:
         result.preds[arm].append(preds[arm])
@@ -138,13 +139,15 @@ def _test_then_train_wave(
     heads: tuple[np.ndarray, np.ndarray],
     preds: dict,
     params: HeadParams,
+    methods: list[str],
     steps: UserSteps | None,
 ) -> float:
     """Score wave ``(j, users)`` with every head as it stands, then learn it: the users' rolling CTRs first, so
     ``p_u`` reflects the sample being fine-tuned on, then every arm's step on its (corrected) targets at once
-    (``heads``: the fine-tuned arms' biases ``[A, U]`` and weights ``[A, U, d]``, in :data:`FINE_TUNED` order), and
-    the users' first-order ``steps`` if any. Writes the heads in ``heads`` and the CTRs in ``ctrs`` (copies: the
-    batch's states change only at the scatter); returns the wave's label shift of the label-corrected arm."""
+    (``heads``: the fine-tuned arms' biases ``[A, U]`` and weights ``[A, U, d]``, ``methods``: their corrections,
+    in :data:`FINE_TUNED` order), and the users' first-order ``steps`` if any. Writes the heads in ``heads`` and the
+    CTRs in ``ctrs`` (copies: the batch's states change only at the scatter); returns the wave's label shift of the
+    label-corrected arm."""
     j, who = wave
     at = starts[who] + j
     g, h = global_out
@@ -161,7 +164,6 @@ def _test_then_train_wave(
     logit = ga + bw + np.einsum("nd,and->an", ha, ww)
     for arm, probs in zip(FINE_TUNED, sigmoid(logit)):
         preds[arm][at] = probs
-    methods = [params.correction if method == "lc" else method for method in FINE_TUNED.values()]  # lc: the variant
     targets = [correct(ya, p_u, p_g, method, seen) for method in methods]
     learn_wave(bw, ww, ga, ha, logit, targets, params.lr, params.l2, params.steps)
     b[:, who], w[:, who] = bw, ww
