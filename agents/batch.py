@@ -16,7 +16,7 @@ from typing import Any
 
 from stream_ctr.contracts.events import Event, InvalidEvent, parse_record
 from stream_ctr.experiments.assignment import Experiment
-from stream_ctr.experiments.attribution import ArmResults, PendingExposures
+from stream_ctr.experiments.attribution import ArmResults, PendingExposures, WaitingEvents
 from stream_ctr.learning.catch_up import CatchUp, positions_of
 from stream_ctr.learning.heads import HeadParams
 from stream_ctr.learning.isolation import isolate
@@ -29,6 +29,11 @@ from stream_ctr.monitoring.prometheus import WorkerMetrics
 from .dead_letters import FATAL, DeadLetters
 
 __all__ = ["PersonalizeStep"]
+
+#: How long an event naming an unknown request waits for the request's exposure (a scorer's, through Kafka).
+WAIT_FOR_EXPOSURE_S = 5.0
+#: Most events waiting so at once (the oldest stop waiting first: counted as unknown_request).
+WAITING_EVENTS = 10_000
 
 
 class PersonalizeStep:
@@ -55,6 +60,8 @@ class PersonalizeStep:
         self.experiment, self.pending, self.results = experiment, pending, results
         self.partitions = partitions  # of ctr.events: a user's events must be on the user's partition
         self.staleness = staleness
+        #: Events naming a request not (yet) pending here: a scorer's exposure still on its way through Kafka.
+        self.waiting = WaitingEvents(WAIT_FOR_EXPOSURE_S, WAITING_EVENTS)
 
     async def __call__(self, batch: Sequence) -> None:
         """Process ``batch``, records of ``ctr.events`` in offset order per partition (aiokafka ``ConsumerRecord``
@@ -110,14 +117,23 @@ class PersonalizeStep:
             if event.request_id is None:
                 continue
             match = self.pending.match(event.request_id, event.item_id, now)
-            if isinstance(match, str):
+            if match == "unknown_request":
+                self.waiting.park(event.request_id, event, event.user_id, now)
+            elif isinstance(match, str):
                 self.results.unattributed[match] += 1
-                continue
-            served, score = match
-            if served.in_experiment and served.epoch == self.experiment.epoch:  # not a finished epoch's exposure
-                self.results.impression(served.arm, event.user_id, event.label, score)
-                exposed[event.user_id] = served.arm
+            else:
+                served, score = match
+                if served.in_experiment and served.epoch == self.experiment.epoch:  # not a finished epoch's exposure
+                    self.results.impression(served.arm, event.user_id, event.label, score)
+                    exposed[event.user_id] = served.arm
+        self.results.unattributed["unknown_request"] += self.waiting.expire(now)
         return exposed
+
+    def exposure_arrived(self, request_id: str) -> None:
+        """A scorer's exposure of ``request_id`` is pending now: attribute the events that were waiting for it."""
+        events = self.waiting.take(request_id)
+        if events:
+            self._count_new_users(self._attribute(events))
 
     def _count_new_users(self, exposed: dict[str, str]) -> None:
         """Count each user once among its arm's users (for the sample-ratio check), remembered in its state."""

@@ -51,10 +51,17 @@ def next_epoch(current: Experiment, definition: Experiment) -> bool:
 
 class ExperimentFollower:
     """Applies the registry's definitions of ``results.experiment`` through ``use``; ``by`` names this worker in
-    the stops it publishes."""
+    the stops it publishes. ``metrics`` counts the stops :meth:`enforce` publishes (None: a scorer, which only
+    follows)."""
 
     def __init__(
-        self, kafka, topic: str, results: ArmResults, metrics: WorkerMetrics, use: Callable[[Experiment], None], by: str
+        self,
+        kafka,
+        topic: str,
+        results: ArmResults,
+        metrics: WorkerMetrics | None,
+        use: Callable[[Experiment], None],
+        by: str,
     ):
         self.kafka, self.topic, self.results, self.metrics, self.use, self.by = kafka, topic, results, metrics, use, by
         self._consumer = None
@@ -136,7 +143,8 @@ class ExperimentFollower:
                 log.error("%s; the stop could not be published: %s", breach.reason, exc)
                 continue
             log.warning("experiment %r: %s; arm %s stopped by %s", name, breach.reason, breach.arm, self.by)
-            self.metrics.guardrail_stops.labels(breach.arm, breach.metric).inc()
+            if self.metrics is not None:
+                self.metrics.guardrail_stops.labels(breach.arm, breach.metric).inc()
             self.apply(definition)
             stopped.append(breach.arm)
         return stopped

@@ -34,6 +34,7 @@ from stream_ctr.serving.keys import ApiKeys
 
 from . import views
 from .app import USER_STATE_CODEC, create_app, raw_topic
+from .attribution import ScorerExposures
 from .batch import PersonalizeStep
 from .batched import consume_in_batches
 from .dead_letters import DeadLetters
@@ -44,10 +45,10 @@ from .snapshots import SnapshotFollower
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PersonalizeWorker"]
+__all__ = ["PersonalizeWorker", "users_changelog"]
 
 
-def _api_keys(settings: Settings) -> ApiKeys | None:
+def api_keys(settings: Settings) -> ApiKeys | None:
     """The API keys of ``STREAM_CTR_API_KEYS_FILE`` (None: no authentication, on a loopback bind only)."""
     if not settings.api_keys_file:
         return None
@@ -57,6 +58,11 @@ def _api_keys(settings: Settings) -> ApiKeys | None:
         raise ConfigError(f"STREAM_CTR_API_KEYS_FILE: {exc}") from None
 
 
+def users_changelog(settings: Settings) -> str:
+    """The users table's changelog topic (compacted: each user's newest state; read by scorer processes too)."""
+    return f"{settings.app_id}-personalize-users-changelog"
+
+
 def _users_table(app: faust.App, settings: Settings) -> faust.Table:
     # use_partitioner: changelog records go to the partition of the key, which is the user's events partition
     # (same key bytes, same murmur2 partitioner), so batches that mix partitions keep tables co-partitioned.
@@ -64,7 +70,7 @@ def _users_table(app: faust.App, settings: Settings) -> faust.Table:
     # here: keys as utf-8 (the same bytes as the events' keys), values in the compact state codec. acks=False is
     # Faust's own setting for changelogs: no consumer offsets are tracked for them (producer acks are "all").
     changelog = app.topic(
-        f"{app.conf.id}-users-changelog",
+        users_changelog(settings),
         key_type=str,
         key_serializer="raw",
         value_serializer=USER_STATE_CODEC,
@@ -132,6 +138,15 @@ class PersonalizeWorker:
             self.catch_up,
         )
         self.scoring = self._scoring_view(users)
+        self.owned: set[int] = set()  # the partitions of ctr.events this worker owns, as of the last rebalance
+        self.scorer_exposures = ScorerExposures(
+            settings,
+            topics.exposures(settings).name,
+            self.pending,
+            self.results,
+            lambda: self.owned,
+            self.step.exposure_arrived,
+        )
         self.registry = ExperimentFollower(
             settings,
             topics.experiments(settings).name,
@@ -187,6 +202,7 @@ class PersonalizeWorker:
         app, step, holder, models = self.app, self.step, self.follower.holder, self.models
         if follow:
             app.task(self.follower.run)
+            app.task(self.scorer_exposures.run)
 
         async def personalize(records) -> None:
             while models.current is None:  # nothing can be scored before the first snapshot
@@ -209,11 +225,12 @@ class PersonalizeWorker:
             results=self.results,
             stats=self.stats,
             erase=self.erase,
-            keys=_api_keys(self.settings),
+            keys=api_keys(self.settings),
         )
 
     async def _forget_moved_users(self, sender, assigned, **kwargs) -> None:
         mine = {tp.partition for tp in assigned if tp.topic == self.events.get_topic_name()}
+        self.owned = mine
         self.staleness.keep(mine)
         forgotten = self.metrics.keep_partitions(mine)
         if forgotten:
@@ -260,6 +277,7 @@ class PersonalizeWorker:
             "erased": state is not None,
             "metric_records": self.metrics.forget_user(user_id),
             "pending_exposures": self.pending.forget_user(user_id),
+            "waiting_events": self.step.waiting.forget_user(user_id),
             "experiment_rows": self.results.forget_user(user_id),
         }
 

@@ -59,14 +59,16 @@ if TYPE_CHECKING:
     from stream_ctr.learning.state import UserState
     from stream_ctr.models.snapshot import ModelSource
     from stream_ctr.monitoring.freshness import Staleness
-    from stream_ctr.monitoring.prometheus import ServingMetrics, WorkerMetrics
+    from stream_ctr.monitoring.prometheus import ScorerMetrics, ServingMetrics, WorkerMetrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORWARDED", "Ranker", "Routing", "ScoringView"]
+__all__ = ["FORWARDED", "SERVED_BY", "Ranker", "Routing", "ScoringView"]
 
 #: Header marking a request another worker forwarded to its owner.
 FORWARDED = "X-Stream-Ctr-Forwarded"
+#: Kafka header of an exposure a scorer process served: its name (the user's worker attributes it).
+SERVED_BY = "served-by"
 _JSON = "application/json"
 PROBE_EVERY_S = 0.005
 #: How long a batch waits for requests still being read to join it (only when there are such requests).
@@ -84,7 +86,8 @@ class Shed(Exception):
 class Ranker:
     """Ranks a batch of queries with the model in use (``models``: the worker's catch-up) and each user's head
     (``users``) of the user's arm, logs each exposure to ``exposures`` and remembers it for attribution
-    (``pending``, ``results``)."""
+    (``pending``, ``results``). A scorer process has no ``pending`` (it attributes nothing): its exposures carry
+    the header :data:`SERVED_BY` naming it, and the user's worker attributes them from ``ctr.exposures``."""
 
     def __init__(
         self,
@@ -92,15 +95,17 @@ class Ranker:
         users: Mapping[str, UserState],
         experiment: Experiment,
         *,
-        pending: PendingExposures,
-        results: ArmResults,
+        pending: PendingExposures | None,
+        results: ArmResults | None,
         exposures: faust.TopicT,
-        staleness: Staleness,
-        metrics: WorkerMetrics,
+        staleness: Staleness | None,
+        metrics: WorkerMetrics | ScorerMetrics,
+        served_by: str | None = None,
     ):
         self.models, self.users, self.experiment = models, users, experiment
         self.pending, self.results, self.exposures = pending, results, exposures
         self.staleness, self.metrics = staleness, metrics
+        self._headers = None if served_by is None else [(SERVED_BY, served_by.encode())]
 
     @property
     def ready(self) -> bool:
@@ -117,16 +122,18 @@ class Ranker:
         heads = [head_for(self.users.get(q.user_id), a, model) for q, a in zip(queries, assignments)]
         rankings = rank_many(queries, model, heads, assignments, experiment)
         self.metrics.serving.batch_requests.observe(len(queries))
-        self.staleness.request(model.snapshot.offsets, model.snapshot.trained_ts, len(queries))
+        if self.staleness is not None:  # a scorer reads no events: it has no staleness of its own to count
+            self.staleness.request(model.snapshot.offsets, model.snapshot.trained_ts, len(queries))
         self.metrics.unknown_features.inc(model.encoder.unknown_features - unknown)
         ts, epoch = time.time(), experiment.epoch
         for q, ranking in zip(queries, rankings):
-            items = dict(zip(ranking.item_ids, ranking.scores))
-            self.pending.add(q.request_id, Served(ranking.arm, ranking.in_experiment, ts, items, q.user_id, epoch))
-            if ranking.in_experiment:
+            if self.pending is not None:
+                items = dict(zip(ranking.item_ids, ranking.scores))
+                self.pending.add(q.request_id, Served(ranking.arm, ranking.in_experiment, ts, items, q.user_id, epoch))
+            if ranking.in_experiment and self.results is not None:
                 self.results.requested(ranking.arm)
             record = exposure_record(q, ranking, experiment.propensity(ranking.arm), ts)
-            self.exposures.send_soon(key=q.user_id.encode(), value=orjson.dumps(record))
+            self.exposures.send_soon(key=q.user_id.encode(), value=orjson.dumps(record), headers=self._headers)
         return [r.to_json() for r in rankings]
 
 
@@ -163,9 +170,10 @@ class Routing:
 
 class ScoringView:
     """The view's admission, deadlines and micro-batches (limits from ``settings``); ``ranker`` ranks a batch,
-    ``routing`` finds and reaches the owner of a user who is not this worker's."""
+    ``routing`` finds and reaches the owner of a user who is not this worker's (None: a scorer process, which
+    serves every user itself)."""
 
-    def __init__(self, settings: Settings, metrics: ServingMetrics, ranker: Ranker, routing: Routing):
+    def __init__(self, settings: Settings, metrics: ServingMetrics, ranker: Ranker, routing: Routing | None):
         self.ranker, self.routing, self.metrics = ranker, routing, metrics
         self.max_in_flight, self.max_batch = settings.serving_max_in_flight, settings.serving_max_batch
         self.default_deadline_s = settings.serving_deadline_ms / 1000.0
@@ -207,7 +215,7 @@ class ScoringView:
             query = parse_score_request(body)
         except BadRequest as err:
             return web.json({"error": err.message}, status=err.status)
-        owner = self.routing.owner(query.user_id)
+        owner = None if self.routing is None else self.routing.owner(query.user_id)
         if owner is not None and not request.headers.get(FORWARDED):
             return await self.routing.forward(web, owner, body, request.headers.get("Authorization"))
         if not self.ranker.ready:

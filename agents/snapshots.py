@@ -13,7 +13,7 @@ from stream_ctr.broker.admin import topic_partitions
 from stream_ctr.broker.connection import Kafka, KafkaTarget
 from stream_ctr.models.delta import Delta, is_delta
 from stream_ctr.models.snapshot import Snapshot, SnapshotHolder, decode_update
-from stream_ctr.monitoring.prometheus import WorkerMetrics
+from stream_ctr.monitoring.prometheus import ModelMetrics
 from stream_ctr.topics import MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
@@ -21,10 +21,11 @@ log = logging.getLogger(__name__)
 #: How often a held-back update asks its gate again, in seconds.
 GATE_POLL_S = 0.005
 
-__all__ = ["SnapshotFollower", "read_latest_snapshot", "read_newest_version"]
+__all__ = ["SnapshotFollower", "assigned_consumer", "read_latest_snapshot", "read_newest_version"]
 
 
-async def _assigned_consumer(kafka: KafkaTarget, topic: str) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
+async def assigned_consumer(kafka: KafkaTarget, topic: str) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
+    """A started consumer outside any group, every partition of ``topic`` assigned (and those partitions)."""
     kafka = Kafka.of(kafka)
     consumer = kafka.aio_consumer(
         group_id=None,
@@ -42,7 +43,7 @@ async def _assigned_consumer(kafka: KafkaTarget, topic: str) -> tuple[AIOKafkaCo
 
 async def _last_records(kafka: KafkaTarget, topic: str) -> list[bytes]:
     """The last record of each partition of ``topic`` (none for an empty partition)."""
-    consumer, tps = await _assigned_consumer(kafka, topic)
+    consumer, tps = await assigned_consumer(kafka, topic)
     try:
         ends = await consumer.end_offsets(tps)
         values = []
@@ -87,7 +88,7 @@ class SnapshotFollower:
         self,
         kafka: KafkaTarget,
         topics_: tuple[str, str],
-        metrics: WorkerMetrics,
+        metrics: ModelMetrics,
         window: int = 2002,
         gate: Callable[[Mapping[int, int]], bool] = lambda offsets: True,
     ):
@@ -122,7 +123,7 @@ class SnapshotFollower:
             newest = None
         if newest is not None:
             await self._swap(newest)
-        consumer, tps = await _assigned_consumer(self.kafka, self.updates_topic)
+        consumer, tps = await assigned_consumer(self.kafka, self.updates_topic)
         try:
             for tp, end in (await consumer.end_offsets(tps)).items():
                 consumer.seek(tp, max(end - self.window, 0))  # past retention, aiokafka resets to the earliest

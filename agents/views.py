@@ -3,7 +3,8 @@ objects it reads, not the worker.
 
 Worker: ``/metrics`` (Prometheus), ``/healthz``, ``POST /v1/score`` (:mod:`.serving`), ``GET`` and ``DELETE``
 ``/v1/users/{user_id}`` (routed to the worker that owns the user's partition, as scoring is), ``/v1/experiments``,
-``/v1/stats`` and ``/openapi.json``. Trainer: ``/metrics`` and ``/healthz``.
+``/v1/stats`` and ``/openapi.json``. Scorer: ``/metrics``, ``/healthz``, ``POST /v1/score`` and ``/openapi.json``.
+Trainer: ``/metrics`` and ``/healthz``.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ if TYPE_CHECKING:
     from stream_ctr.experiments.attribution import ArmResults
     from stream_ctr.learning.state import UserState
     from stream_ctr.models.snapshot import SnapshotHolder
-    from stream_ctr.monitoring.prometheus import TrainerMetrics, WorkerMetrics
+    from stream_ctr.monitoring.prometheus import ScorerMetrics, TrainerMetrics, WorkerMetrics
     from stream_ctr.serving.keys import ApiKeys
     from stream_ctr.trainer.global_trainer import GlobalTrainer
 
     from .serving import ScoringView
 
-__all__ = ["register_trainer_views", "register_worker_views"]
+__all__ = ["register_scorer_views", "register_trainer_views", "register_worker_views"]
 
 _METRICS_TYPE = CONTENT_TYPE_LATEST.split(";")[0]
 
@@ -61,6 +62,28 @@ def register_worker_views(
     _score_view(app, scoring, keys)
     _experiments_view(app, results, keys)
     _stats_view(app, metrics, stats, keys)
+    _openapi_view(app)
+
+
+def register_scorer_views(
+    app: faust.App,
+    *,
+    metrics: ScorerMetrics,
+    ready: Callable[[], str | None],
+    scoring: ScoringView,
+    keys: ApiKeys | None = None,
+) -> None:
+    """A scorer process's views; healthy while ``ready()`` says nothing against it. With ``keys``, scoring needs a
+    key with the ``score`` scope, as on a worker."""
+    _metrics_view(app, metrics.render)
+
+    @app.page("/healthz")
+    async def healthz(web, request):
+        if reason := ready():
+            return web.json({"status": "waiting", "reason": reason}, status=503)
+        return web.json({"status": "ok", "model_version": scoring.ranker.models.current.version})
+
+    _score_view(app, scoring, keys)
     _openapi_view(app)
 
 

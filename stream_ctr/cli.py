@@ -98,6 +98,19 @@ def cmd_worker(args) -> int:
     return _run_faust(worker.app)
 
 
+def cmd_scorer(args) -> int:
+    import torch
+
+    from stream_ctr.agents.scorer import Scorer
+
+    settings = _broker_settings("a scorer follows the model and the users' heads")
+    torch.set_num_threads(settings.worker_threads)
+    scorer = Scorer.build(settings)
+    gc.collect()
+    gc.freeze()  # as the worker: the libraries' objects out of every full collection
+    return _run_faust(scorer.app)
+
+
 def cmd_trainer(args) -> int:
     """The trainer; with ``--world-size N`` (or STREAM_CTR_TRAINER_WORLD_SIZE) > 1 the elastic agent of N ranks,
     each of them this command again in the group the agent made (:mod:`stream_ctr.trainer.distributed`)."""
@@ -378,6 +391,7 @@ def cmd_bench(args) -> int:
             args.load_rates,
             args.load_seconds,
             stream_rates=(0.0, args.load_stream_rate) if args.load_stream_rate > 0 else (0.0,),
+            scorers=args.load_scorers,
         )[0]
     if args.quality:
         for dataset in args.datasets:
@@ -416,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_service_parsers(sub) -> None:
     """The commands that run the service: worker, trainer, a local Kafka, all of it (``up``)."""
     sub.add_parser("worker", help="run the personalize worker (Faust)").set_defaults(func=cmd_worker)
+    sub.add_parser(
+        "scorer", help="serve POST /v1/score beside the workers from the model and the users' heads (no learning)"
+    ).set_defaults(func=cmd_scorer)
     tr = sub.add_parser("trainer", help="run the global trainer (Faust)")
     tr.add_argument(
         "--world-size",
@@ -632,6 +649,13 @@ def _add_bench_serving_args(group) -> None:
         help="requests/s of --serving-load's steps, comma separated",
     )
     group.add_argument("--load-seconds", type=_positive_float, default=15.0, help="seconds of each --serving-load step")
+    group.add_argument(
+        "--load-scorers",
+        type=_non_negative_int,
+        default=1,
+        help="then start this many scorer processes (stream-ctr scorer) beside the worker and send the same steps "
+        "to them in turn (0: the worker only)",
+    )
     group.add_argument(
         "--load-stream-rate",
         type=_non_negative,

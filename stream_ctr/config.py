@@ -277,6 +277,13 @@ class ServingSettings:
     serving_max_batch: int = _knob(
         16, "STREAM_CTR_SERVING_MAX_BATCH", "scoring requests ranked together in one forward pass", _positive
     )
+    scorer_users: int = _knob(
+        250_000,
+        "STREAM_CTR_SCORER_USERS",
+        "users whose heads a scorer process (stream-ctr scorer) holds from the users changelog; past it the least "
+        "recently used goes, and is scored as a new user until its next change",
+        _positive,
+    )
     api_keys_file: str = _knob(
         "",
         "STREAM_CTR_API_KEYS_FILE",

@@ -82,14 +82,16 @@ def score_bodies(events, n: int, candidates: int = 100, seed: int = 0) -> list[b
     return bodies
 
 
-def _targets(url: str, bodies: list[bytes], path: Path) -> None:
+def _targets(url: str | list[str], bodies: list[bytes], path: Path) -> None:
+    """Vegeta's targets: ``bodies`` posted to ``/v1/score`` of ``url`` (several: in turn, one body each)."""
+    urls = [url] if isinstance(url, str) else url
     with path.open("wb") as f:
-        for body in bodies:
+        for n, body in enumerate(bodies):
             f.write(
                 orjson.dumps(
                     {
                         "method": "POST",
-                        "url": f"{url}/v1/score",
+                        "url": f"{urls[n % len(urls)]}/v1/score",
                         "header": {"Content-Type": ["application/json"]},
                         "body": base64.b64encode(body).decode(),
                     }
@@ -178,12 +180,14 @@ def run_load_bench(
     candidates: int = 100,
     stream_rates=(0.0, 3000.0),
     routed_rate: int = 200,
+    scorers: int = 0,
 ) -> tuple[list[str], dict]:
     """Step through ``rates`` against a fresh stack's worker, once per rate of ``stream_rates``: MovieLens events/s
     flowing through the same worker meanwhile (0: none). The baseline, in the same run: ``GET /healthz`` of the
-    same server at the highest rate (what HTTP alone costs here). Last, with ``routed_rate`` > 0, a second worker
-    joins and the first is asked, at that rate, for users it owns and then for users the second owns (each
-    forwarded once): what the hop costs."""
+    same server at the highest rate (what HTTP alone costs here). With ``scorers`` > 0, that many scorer processes
+    (``stream-ctr scorer``) start beside the worker and the same steps are sent to them instead, in turn. Last,
+    with ``routed_rate`` > 0, a second worker joins and the first is asked, at that rate, for users it owns and
+    then for users the second owns (each forwarded once): what the hop costs."""
     from stream_ctr import topics
     from stream_ctr.bench.timing import wait_applied
     from stream_ctr.broker.replay import replay
@@ -204,9 +208,21 @@ def run_load_bench(
         attack(vegeta, folder / "score.jsonl", 200, 3)  # warm-up: connections, code paths
         floor = summarize(max(rates), seconds, attack(vegeta, folder / "health.jsonl", max(rates), seconds))
         for stream_rate in stream_rates:
-            rows = _steps(stack, vegeta, folder / "score.jsonl", rates, seconds, rest, stream_rate)
+            rows = _steps(stack, vegeta, folder / "score.jsonl", rates, seconds, rest, stream_rate, ["worker"])
             lines += render(rows, candidates, stream_rate, seconds)
             numbers[f"stream_{stream_rate:.0f}"] = {"rows": rows, "capacity_rps": capacity(rows)}
+        if scorers > 0:
+            names = [f"scorer{n + 1}" for n in range(scorers)]
+            for name in names:
+                stack.spawn("scorer", name)
+            for name in names:
+                stack.wait_healthy(120, name)
+            _targets([stack.url(name) for name in names], bodies, folder / "scorers.jsonl")
+            attack(vegeta, folder / "scorers.jsonl", 200, 3)  # warm-up
+            for stream_rate in stream_rates:
+                rows = _steps(stack, vegeta, folder / "scorers.jsonl", rates, seconds, rest, stream_rate, names)
+                lines += render(rows, candidates, stream_rate, seconds, scorers)
+                numbers[f"scorers_{scorers}_stream_{stream_rate:.0f}"] = {"rows": rows, "capacity_rps": capacity(rows)}
         if routed_rate > 0:
             numbers["routed"] = _routed(stack, vegeta, bodies, folder, routed_rate, seconds)
             lines += render_routed(numbers["routed"])
@@ -220,18 +236,21 @@ def run_load_bench(
     return lines, numbers
 
 
-def _steps(stack, vegeta: str, targets: Path, rates, seconds: float, events, stream_rate: float) -> list[dict]:
+def _steps(
+    stack, vegeta: str, targets: Path, rates, seconds: float, events, stream_rate: float, serving: list[str]
+) -> list[dict]:
+    """One row per rate; ``worker_cores``: the CPU the ``serving`` processes (by stack name) used meanwhile."""
     stop = threading.Event()
     feeder = threading.Thread(target=_stream, args=(stack, events, stream_rate, stop), daemon=True)
     if stream_rate > 0:
         feeder.start()
     rows = []
-    pid = stack.procs["worker"].pid
+    pids = [stack.procs[name].pid for name in serving]
     try:
         for rate in rates:
-            cpu0, t0 = cpu_seconds(pid), time.monotonic()
+            cpu0, t0 = sum(map(cpu_seconds, pids)), time.monotonic()
             row = summarize(rate, seconds, attack(vegeta, targets, rate, seconds))
-            row["worker_cores"] = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+            row["worker_cores"] = (sum(map(cpu_seconds, pids)) - cpu0) / (time.monotonic() - t0)
             rows.append(row)
             time.sleep(1.0)  # let a backlog of the previous rate drain
     finally:
@@ -295,15 +314,18 @@ def render_routed(routed: dict) -> list[str]:
     ]
 
 
-def render(rows: list[dict], candidates: int, stream_rate: float, seconds: float) -> list[str]:
+def render(rows: list[dict], candidates: int, stream_rate: float, seconds: float, scorers: int = 0) -> list[str]:
+    """The table of one pass: served by the worker, or (``scorers`` > 0) by that many scorers beside it."""
     flowing = f"MovieLens events flowing at {stream_rate:,.0f}/s" if stream_rate > 0 else "no events flowing"
+    who = f"{scorers} scorer process{'es' if scorers > 1 else ''} beside one worker" if scorers else "one worker"
+    server = "scorers'" if scorers else "worker"
     lines = [
         "",
         f"## Scoring under open-loop load (vegeta, {candidates} candidates a request, {seconds:.0f} s a rate, "
-        f"one worker, {flowing}, {os.cpu_count()} cores)",
+        f"served by {who}, {flowing}, {os.cpu_count()} cores)",
         "",
         "| requests/s offered | p50 ms | p99 ms | p99.9 ms | 200s/s | 200 share | shed (429/503), p99 ms | "
-        "timeouts | other | worker CPU (cores) | 200s/s per worker core |",
+        f"timeouts | other | {server} CPU (cores) | 200s/s per serving core |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

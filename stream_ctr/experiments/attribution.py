@@ -40,7 +40,15 @@ from stream_ctr.experiments.stats import SRM_ALPHA, srm_test
 from stream_ctr.quality.metrics import gauc, log_loss_one, user_key
 from stream_ctr.quality.rows import ScoreRows
 
-__all__ = ["LIVE_METRICS", "ArmResults", "PendingExposures", "Served", "UNATTRIBUTED", "UserTallies"]
+__all__ = [
+    "LIVE_METRICS",
+    "ArmResults",
+    "PendingExposures",
+    "Served",
+    "UNATTRIBUTED",
+    "UserTallies",
+    "WaitingEvents",
+]
 
 #: Why an event with a ``request_id`` was not attributed (a closed set: it is a Prometheus label).
 UNATTRIBUTED = ("unknown_request", "expired", "item_not_served")
@@ -141,6 +149,67 @@ class PendingExposures:
             if now - oldest.ts <= 2 * self.window_s:  # a grace period, so "expired" is reported, not "unknown"
                 return
             self._served.popitem(last=False)
+
+
+class WaitingEvents:
+    """Events naming a request this worker holds no exposure of yet, kept ``wait_s`` seconds (at most ``capacity``
+    of them) for the exposure to arrive.
+
+    A scorer process (``stream-ctr scorer``) serves without attributing; the user's worker learns of what it served
+    from ``ctr.exposures``, and a client may answer a ranking before that record reaches the worker. Such an event
+    waits here; :meth:`take` hands it back when the exposure arrives (a join over a short window). One that waited
+    ``wait_s``, or was pushed out by newer ones, is an ``unknown_request`` (:meth:`expire` counts them).
+
+    >>> waiting = WaitingEvents(wait_s=5.0, capacity=2)
+    >>> waiting.park("r1", "e1", "u1", now=100.0); waiting.park("r1", "e2", "u1", now=101.0)
+    >>> waiting.take("r1"), waiting.take("r1")
+    (['e1', 'e2'], [])
+    >>> waiting.park("r2", "e3", "u1", now=100.0); waiting.expire(now=104.0), waiting.expire(now=105.5)
+    (0, 1)
+    """
+
+    def __init__(self, wait_s: float, capacity: int):
+        self.wait_s, self.capacity = wait_s, capacity
+        self._events: OrderedDict[str, list] = OrderedDict()  # request id -> [(parked at, event, user id)]
+        self._count = 0
+        self._gone = 0  # pushed out by newer ones since the last expire()
+
+    def __len__(self) -> int:
+        return self._count
+
+    def park(self, request_id: str, event, user_id: str, now: float) -> None:
+        self._events.setdefault(request_id, []).append((now, event, user_id))
+        self._count += 1
+        while self._count > self.capacity:
+            self._gone += self._drop(next(iter(self._events)))
+
+    def take(self, request_id: str) -> list:
+        """The events waiting for ``request_id`` (none: an empty list), no longer waiting."""
+        waited = self._events.pop(request_id, [])
+        self._count -= len(waited)
+        return [event for _, event, _ in waited]
+
+    def expire(self, now: float) -> int:
+        """How many events stopped waiting unmatched since the last call (waited ``wait_s``, or pushed out)."""
+        gone, self._gone = self._gone, 0
+        while self._events:
+            request_id, waited = next(iter(self._events.items()))
+            if now - waited[0][0] < self.wait_s:
+                break
+            gone += self._drop(request_id)
+        return gone
+
+    def forget_user(self, user_id: str) -> int:
+        """Drop the user's waiting events (an erasure); returns how many there were."""
+        gone = 0
+        for request_id in [rid for rid, waited in self._events.items() if waited[0][2] == user_id]:
+            gone += self._drop(request_id)
+        return gone
+
+    def _drop(self, request_id: str) -> int:
+        n = len(self._events.pop(request_id))
+        self._count -= n
+        return n
 
 
 class ArmResults:

@@ -29,7 +29,15 @@ from stream_ctr.learning.drift import DriftMonitor, DriftParams, signals
 from stream_ctr.monitoring.active_users import ActiveUsers
 from stream_ctr.quality.online_metrics import OnlineMetrics
 
-__all__ = ["DRIFT_BUCKETS", "Z_BUCKETS", "ServingMetrics", "TrainerMetrics", "WorkerMetrics"]
+__all__ = [
+    "DRIFT_BUCKETS",
+    "Z_BUCKETS",
+    "ModelMetrics",
+    "ScorerMetrics",
+    "ServingMetrics",
+    "TrainerMetrics",
+    "WorkerMetrics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +288,50 @@ class ServingMetrics:
             self.shed.labels(reason)
 
 
-class WorkerMetrics:
+class ModelMetrics:
+    """The model a process scores with (a worker's, a scorer's) as its snapshot follower reports it."""
+
+    def _declare_model(self, r: CollectorRegistry) -> None:
+        """The model in use: its global CTR, version and age, and the snapshots and deltas that moved it."""
+        self.global_ctr = Gauge("stream_ctr_global_ctr", "Global CTR p_g of the model in use", registry=r)
+        self.model_version = Gauge("stream_ctr_model_version", "Version of the model snapshot in use", registry=r)
+        self.swaps = Counter("stream_ctr_model_swaps", "Model snapshots swapped in", registry=r)
+        self.deltas = Counter("stream_ctr_model_deltas", "Model deltas applied to the model in use", registry=r)
+        self.gaps = Counter(
+            "stream_ctr_model_delta_gaps",
+            "Model deltas skipped because one before them was missed (the model waits for the next full snapshot)",
+            registry=r,
+        )
+        self.model_age = Gauge(
+            "stream_ctr_model_age_seconds",
+            "Seconds since the trainer published the model version in use (NaN before the first)",
+            registry=r,
+        )
+        self.model_age.set_function(self._model_age)
+        self._published_at = float("nan")
+        for gauge in (self.global_ctr, self.model_version):
+            gauge.set(float("nan"))  # no model yet: 0 would read as a real CTR or version
+
+    def model_swapped(self, snapshot) -> None:
+        """A newer :class:`~stream_ctr.models.snapshot.Snapshot` is in use."""
+        self.swaps.inc()
+        self._model_is(snapshot)
+
+    def delta_applied(self, delta) -> None:
+        """The model in use moved by a :class:`~stream_ctr.models.delta.Delta`."""
+        self.deltas.inc()
+        self._model_is(delta)
+
+    def _model_is(self, update) -> None:
+        self.model_version.set(update.version)
+        self.global_ctr.set(update.global_ctr)
+        self._published_at = update.published_at or float("nan")
+
+    def _model_age(self) -> float:
+        return time.time() - self._published_at
+
+
+class WorkerMetrics(ModelMetrics):
     def __init__(
         self, arms, window: int, idle_s: float = 3600.0, active_max: int = 250_000, drift: DriftParams = DEFAULT_DRIFT
     ):
@@ -290,6 +341,12 @@ class WorkerMetrics:
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds
         self._declare_events(r)
         self._declare_model(r)
+        self.catch_up_events = Gauge(
+            "stream_ctr_catch_up_events",
+            "Events the worker's model in use has learned by its own steps and the trainer's model not yet "
+            "(STREAM_CTR_CATCH_UP_EVENTS at most)",
+            registry=r,
+        )
         self._declare_timings(r)
         self.lag = _LagGauge(r)
         self.serving = ServingMetrics(r)
@@ -317,33 +374,6 @@ class WorkerMetrics:
             "Features of applied events and scored candidates that the feature spec does not name (ignored)",
             registry=r,
         )
-
-    def _declare_model(self, r: CollectorRegistry) -> None:
-        """The model in use: its global CTR, version and age, and the snapshots and deltas that moved it."""
-        self.global_ctr = Gauge("stream_ctr_global_ctr", "Global CTR p_g of the model in use", registry=r)
-        self.model_version = Gauge("stream_ctr_model_version", "Version of the model snapshot in use", registry=r)
-        self.swaps = Counter("stream_ctr_model_swaps", "Model snapshots swapped in", registry=r)
-        self.deltas = Counter("stream_ctr_model_deltas", "Model deltas applied to the model in use", registry=r)
-        self.gaps = Counter(
-            "stream_ctr_model_delta_gaps",
-            "Model deltas skipped because one before them was missed (the model waits for the next full snapshot)",
-            registry=r,
-        )
-        self.model_age = Gauge(
-            "stream_ctr_model_age_seconds",
-            "Seconds since the trainer published the model version in use (NaN before the first)",
-            registry=r,
-        )
-        self.model_age.set_function(self._model_age)
-        self.catch_up_events = Gauge(
-            "stream_ctr_catch_up_events",
-            "Events the worker's model in use has learned by its own steps and the trainer's model not yet "
-            "(STREAM_CTR_CATCH_UP_EVENTS at most)",
-            registry=r,
-        )
-        self._published_at = float("nan")
-        for gauge in (self.global_ctr, self.model_version):
-            gauge.set(float("nan"))  # no model yet: 0 would read as a real CTR or version
 
     def _declare_timings(self, r: CollectorRegistry) -> None:
         """How long a batch, an offset commit and a rebalance take."""
@@ -411,24 +441,6 @@ class WorkerMetrics:
         """Events consumed with ``outcome`` (``applied``, ``duplicate``, ``dead_letter``) so far."""
         return int(self.registry.get_sample_value("stream_ctr_events_total", {"outcome": outcome}) or 0)
 
-    def model_swapped(self, snapshot) -> None:
-        """A newer :class:`~stream_ctr.models.snapshot.Snapshot` is in use."""
-        self.swaps.inc()
-        self._model_is(snapshot)
-
-    def delta_applied(self, delta) -> None:
-        """The model in use moved by a :class:`~stream_ctr.models.delta.Delta`."""
-        self.deltas.inc()
-        self._model_is(delta)
-
-    def _model_is(self, update) -> None:
-        self.model_version.set(update.version)
-        self.global_ctr.set(update.global_ctr)
-        self._published_at = update.published_at or float("nan")
-
-    def _model_age(self) -> float:
-        return time.time() - self._published_at
-
     def observe(self, result, partition_of: dict[str, int] | None = None) -> None:
         """Account for one :class:`~stream_ctr.learning.loop.BatchResult` (predictions, drift, outcome counts);
         ``partition_of`` maps the batch's users to their source partitions."""
@@ -475,6 +487,44 @@ class WorkerMetrics:
 
     def summary(self, scope: str) -> dict:
         return self._summaries[scope]
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class ScorerMetrics(ModelMetrics):
+    """A scorer process's metrics (``stream-ctr scorer``): the model it scores with, its scoring load
+    (:class:`ServingMetrics`, the same series a worker exports) and its replica of the users' heads."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        ProcessCollector(registry=r)
+        self._declare_model(r)
+        self.serving = ServingMetrics(r)
+        self.unknown_features = Counter(
+            "stream_ctr_unknown_features",
+            "Features of scored candidates that the feature spec does not name (ignored)",
+            registry=r,
+        )
+        self.replica_users = Gauge(
+            "stream_ctr_scorer_replica_users",
+            "Users whose heads this scorer holds (STREAM_CTR_SCORER_USERS at most)",
+            registry=r,
+        )
+        self.replica_records = Counter(
+            "stream_ctr_scorer_replica_records", "Users changelog records this scorer has read", registry=r
+        )
+        self.replica_evicted = Counter(
+            "stream_ctr_scorer_replica_evicted",
+            "Users dropped from this scorer's replica to stay within its bound",
+            registry=r,
+        )
+        self.replica_lag = Gauge(
+            "stream_ctr_scorer_replica_lag_records",
+            "Users changelog records written and not yet read by this scorer, all partitions (at its last read)",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

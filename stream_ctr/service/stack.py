@@ -38,7 +38,9 @@ __all__ = ["Stack", "get_json"]
 log = logging.getLogger(__name__)
 
 #: The setting that carries each role's HTTP port.
-PORT_SETTING = {"worker": "web_port", "trainer": "trainer_web_port"}
+PORT_SETTING = {"worker": "web_port", "trainer": "trainer_web_port", "scorer": "web_port"}
+#: The roles whose process of the same name has its port in the stack's settings (a scorer takes any free one).
+OWN_PORTS = ("worker", "trainer")
 #: Times a process is started again on a fresh port because its port was taken, before the stack gives up.
 PORT_ATTEMPTS = 5
 #: Seconds workers and trainers get to stop after SIGTERM, together, before SIGKILL; then the same for the broker.
@@ -116,7 +118,7 @@ class Stack:
         in use. A restart under the same name appends to its log and keeps its volume."""
         name = name or role
         wanted = overrides.pop(PORT_SETTING[role], None) or self.ports.get(name)
-        if not wanted and name == role:
+        if not wanted and name == role in OWN_PORTS:
             wanted = self.settings.trainer_port if role == "trainer" else self.settings.web_port
         self._specs[name] = (role, overrides)
         return self._launch(name, self._hold(wanted or 0))
@@ -136,7 +138,7 @@ class Stack:
         role, overrides = self._specs[name]
         setting = PORT_SETTING[role]
         self.ports[name] = port
-        if name == role:
+        if name == role in OWN_PORTS:  # the stack's own worker and trainer: their ports are in its settings
             self.settings = self.settings.replace(**{setting: port})
         overrides = {**overrides, setting: port}
         if not self.settings.data_dir and "data_dir" not in overrides:  # a volume per process, kept over restarts

@@ -174,7 +174,13 @@ def test_erasing_a_user_removes_its_state_metric_rows_and_pending_exposures(work
     assert gone not in set(worker.metrics.active) and other in set(worker.metrics.active)
     assert worker.metrics.online.summary("window")["n"] == rows_before - sum(e.user_id == gone for e in events)
     assert len(worker.pending) == 1
-    assert worker.erase(gone) == {"erased": False, "metric_records": 0, "pending_exposures": 0, "experiment_rows": 0}
+    assert worker.erase(gone) == {
+        "erased": False,
+        "metric_records": 0,
+        "pending_exposures": 0,
+        "waiting_events": 0,
+        "experiment_rows": 0,
+    }
 
 
 class _RecordingExposures:
@@ -183,7 +189,7 @@ class _RecordingExposures:
     def __init__(self):
         self.records: list[dict] = []
 
-    def send_soon(self, key: bytes, value: bytes) -> None:
+    def send_soon(self, key: bytes, value: bytes, headers=None) -> None:
         self.records.append(orjson.loads(value))
 
 

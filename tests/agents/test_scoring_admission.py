@@ -20,7 +20,7 @@ class _Exposures:
     def __init__(self):
         self.sent: list[dict] = []
 
-    def send_soon(self, key: bytes, value: bytes) -> None:
+    def send_soon(self, key: bytes, value: bytes, headers=None) -> None:
         self.sent.append(orjson.loads(value))
 
 

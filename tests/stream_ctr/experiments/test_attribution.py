@@ -113,3 +113,16 @@ def test_report_reads_each_users_clicks_before_the_experiment_as_cupeds_covariat
     width = [s.sequence[1] - s.sequence[0] for s in (with_cuped, without)]
     assert width[0] < width[1] and not with_cuped.significant  # no lift planted: the interval holds 0
     assert "always-valid 95%" in render_markdown(result) and "CUPED -" in render_markdown(result)
+
+
+def test_events_wait_for_their_exposure_a_while_and_then_count_as_unknown():
+    from stream_ctr.experiments.attribution import WaitingEvents
+
+    waiting = WaitingEvents(wait_s=5.0, capacity=3)
+    for n, rid in enumerate(["r1", "r2", "r2", "r3"]):  # the 4th pushes r1's event out: gone, counted
+        waiting.park(rid, f"e{n}", f"u{rid}", now=100.0 + n)
+    assert len(waiting) == 3 and waiting.expire(now=103.0) == 1
+    assert waiting.take("r1") == [] and waiting.take("r2") == ["e1", "e2"] and len(waiting) == 1
+    assert waiting.forget_user("ur3") == 1 and len(waiting) == 0
+    waiting.park("r4", "e4", "u4", now=200.0)
+    assert waiting.expire(now=204.9) == 0 and waiting.expire(now=205.0) == 1 and waiting.take("r4") == []
