@@ -104,18 +104,7 @@ class PersonalizeWorker:
         )
         self.staleness = Staleness(settings.events_partitions)
         self.metrics.registry.register(self.staleness)
-        self.follower = SnapshotFollower(
-            settings,
-            (topics.model(settings).name, topics.model_updates(settings).name),
-            self.metrics,
-            window=2 * settings.full_snapshot_every + 2,
-            gate=self.staleness.covers,
-        )
-        #: The model in use: the trainer's, plus the worker's own steps on what it scored since (None: off).
-        self.catch_up = CatchUp.from_settings(settings)
-        if self.catch_up is not None:
-            self.follower.holder.listeners.append(self.catch_up.rebase)
-            self.metrics.catch_up_events.set_function(lambda: self.catch_up.held_events if self.catch_up else 0)
+        self.follower, self.catch_up = self._follow_model(settings)
         self.dead_letters = DeadLetters(raw_topic(self.app, topics.dead_letters(settings)), self.metrics, "worker")
         self.experiment = Experiment.configured(settings.experiment_file)
         self.pending = PendingExposures(settings.pending_exposures, settings.attribution_window_s)
@@ -144,7 +133,7 @@ class PersonalizeWorker:
             topics.exposures(settings).name,
             self.pending,
             self.results,
-            lambda: self.owned,
+            self._owned,
             self.step.exposure_arrived,
         )
         self.registry = ExperimentFollower(
@@ -170,6 +159,25 @@ class PersonalizeWorker:
             metrics=self.metrics,
         )
         return ScoringView(self.settings, self.metrics.serving, ranker, Routing(self.app, self.table.name))
+
+    def _follow_model(self, settings: Settings) -> tuple[SnapshotFollower, CatchUp | None]:
+        """The trainer's model as published (the follower's holder), and the model in use: the trainer's plus the
+        worker's own steps on what it scored since (the catch-up; None: off)."""
+        follower = SnapshotFollower(
+            settings,
+            (topics.model(settings).name, topics.model_updates(settings).name),
+            self.metrics,
+            window=2 * settings.full_snapshot_every + 2,
+            gate=self.staleness.covers,
+        )
+        catch_up = CatchUp.from_settings(settings)
+        if catch_up is not None:
+            follower.holder.listeners.append(catch_up.rebase)
+            self.metrics.catch_up_events.set_function(lambda: catch_up.held_events)
+        return follower, catch_up
+
+    def _owned(self) -> set[int]:
+        return self.owned
 
     def use(self, experiment: Experiment) -> None:
         """Run ``experiment`` from now on: the same run with other stops (a stopped arm's users get the control), or

@@ -159,11 +159,14 @@ def cmd_up(args) -> int:
     from stream_ctr.service.stack import Stack
 
     logs = Path(args.logs or tempfile.mkdtemp(prefix="stream-ctr-logs-"))
-    with Stack(_settings(), logs) as stack:
+    with Stack(_settings(), logs, scorers=args.scorers) as stack:
         s = stack.settings
+        scorers = "".join(
+            f"{name:<11}{stack.url(name)}  (/v1/score /metrics /healthz)\n" for name in stack.scorer_names
+        )
         print(
             f"Kafka      {s.kafka_bootstrap}\nworker     {stack.worker_url}  (/metrics /healthz /v1/stats "
-            f"/v1/users/<id>)\ntrainer    {s.trainer_url}  (/metrics /healthz)\nlogs       {logs}\n"
+            f"/v1/users/<id>)\n{scorers}trainer    {s.trainer_url}  (/metrics /healthz)\nlogs       {logs}\n"
             f"replay:    KAFKA_BOOTSTRAP={s.kafka_bootstrap} stream-ctr replay --dataset ml-100k\n"
             "Ctrl-C stops everything.",
             flush=True,
@@ -456,6 +459,12 @@ def _add_service_parsers(sub) -> None:
     acls.set_defaults(func=cmd_acls)
     up = sub.add_parser("up", help="start (or connect to) Kafka, create topics, run worker + trainer")
     up.add_argument("--logs", help="directory for process logs (default: a temp dir)")
+    up.add_argument(
+        "--scorers",
+        type=_non_negative_int,
+        default=0,
+        help="also run this many scorer processes: /v1/score beside the worker, learning nothing (stream-ctr scorer)",
+    )
     up.set_defaults(func=cmd_up)
 
 

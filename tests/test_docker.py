@@ -27,6 +27,7 @@ LONG_RUNNING = {  # the one-shot jobs (secrets, acls, topics, replay) run once a
     "kafka-2",
     "kafka-3",
     "worker",
+    "scorer",
     "trainer",
     "trainer-replica",
     "prometheus",
@@ -148,7 +149,7 @@ def test_rendered_stack_has_healthchecks_restarts_volumes_and_alertmanager():
     assert out.returncode == 0, out.stderr
     stack = json.loads(out.stdout)
     services = stack["services"]
-    for name, port in (("worker", 6066), ("trainer", 6067)):
+    for name, port in (("worker", 6066), ("scorer", 6066), ("trainer", 6067)):
         check = services[name]["healthcheck"]
         assert f"http://localhost:{port}/healthz" in " ".join(check["test"]), (name, check)
         assert check["test"][0] == "CMD" and check["test"][1] == "python", (name, check)  # the image has no curl

@@ -212,17 +212,7 @@ def run_load_bench(
             lines += render(rows, candidates, stream_rate, seconds)
             numbers[f"stream_{stream_rate:.0f}"] = {"rows": rows, "capacity_rps": capacity(rows)}
         if scorers > 0:
-            names = [f"scorer{n + 1}" for n in range(scorers)]
-            for name in names:
-                stack.spawn("scorer", name)
-            for name in names:
-                stack.wait_healthy(120, name)
-            _targets([stack.url(name) for name in names], bodies, folder / "scorers.jsonl")
-            attack(vegeta, folder / "scorers.jsonl", 200, 3)  # warm-up
-            for stream_rate in stream_rates:
-                rows = _steps(stack, vegeta, folder / "scorers.jsonl", rates, seconds, rest, stream_rate, names)
-                lines += render(rows, candidates, stream_rate, seconds, scorers)
-                numbers[f"scorers_{scorers}_stream_{stream_rate:.0f}"] = {"rows": rows, "capacity_rps": capacity(rows)}
+            lines += _scorer_steps(stack, vegeta, bodies, folder, rates, seconds, rest, stream_rates, scorers, numbers)
         if routed_rate > 0:
             numbers["routed"] = _routed(stack, vegeta, bodies, folder, routed_rate, seconds)
             lines += render_routed(numbers["routed"])
@@ -258,6 +248,24 @@ def _steps(
         if feeder.is_alive():
             feeder.join(timeout=10)
     return rows
+
+
+def _scorer_steps(stack, vegeta, bodies, folder: Path, rates, seconds, events, stream_rates, scorers, numbers) -> list:
+    """Start ``scorers`` scorer processes beside the worker and step through ``rates`` against them, in turn."""
+    names = [f"scorer{n + 1}" for n in range(scorers)]
+    for name in names:  # started here, not by the stack: the worker's passes run without them
+        stack.spawn("scorer", name)
+    for name in names:
+        stack.wait_healthy(120, name)
+    _targets([stack.url(name) for name in names], bodies, folder / "scorers.jsonl")
+    attack(vegeta, folder / "scorers.jsonl", 200, 3)  # warm-up
+    lines = []
+    for stream_rate in stream_rates:
+        rows = _steps(stack, vegeta, folder / "scorers.jsonl", rates, seconds, events, stream_rate, names)
+        lines += render(rows, candidates=len(orjson.loads(bodies[0])["candidates"]), stream_rate=stream_rate,
+                        seconds=seconds, scorers=scorers)  # fmt: skip
+        numbers[f"scorers_{scorers}_stream_{stream_rate:.0f}"] = {"rows": rows, "capacity_rps": capacity(rows)}
+    return lines
 
 
 def _routed(stack, vegeta: str, bodies: list[bytes], folder: Path, rate: int, seconds: float) -> dict:

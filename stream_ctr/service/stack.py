@@ -67,10 +67,10 @@ class Stack:
     ``procs`` maps each process name to its process and ``ports`` to its HTTP port; ``settings`` carries the
     broker's address and the ports of the stack's own worker and trainer."""
 
-    def __init__(self, settings: Settings, log_dir: Path, trainer: bool = True, worker: bool = True):
+    def __init__(self, settings: Settings, log_dir: Path, trainer: bool = True, worker: bool = True, scorers: int = 0):
         self.settings = settings
         self.log_dir = Path(log_dir)
-        self.want_trainer, self.want_worker = trainer, worker
+        self.want_trainer, self.want_worker, self.want_scorers = trainer, worker, scorers
         self.broker: LocalKafka | ExternalKafka | None = None
         self.procs: dict[str, subprocess.Popen] = {}
         self.ports: dict[str, int] = {}
@@ -82,6 +82,11 @@ class Stack:
     def worker_url(self) -> str:
         return self.url("worker")
 
+    @property
+    def scorer_names(self) -> list[str]:
+        """The names of the stack's own scorer processes (``scorer1`` ...)."""
+        return [f"scorer{n + 1}" for n in range(self.want_scorers)]
+
     def url(self, name: str = "worker") -> str:
         """Base URL of process ``name``: on the port the stack gave it (before that, the configured one)."""
         port = self.ports.get(name) or (self.settings.trainer_port if name == "trainer" else self.settings.web_port)
@@ -89,7 +94,7 @@ class Stack:
 
     def start(self, timeout: float = 120.0) -> Stack:
         """Start (or reach) the broker, create the topics, start the trainer and the worker (as wanted) and wait
-        until both are healthy. On failure, everything started so far is stopped."""
+        until both are healthy, then the scorers. On failure, everything started so far is stopped."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.broker = broker_for(self.settings).start()
@@ -100,6 +105,10 @@ class Stack:
             if self.want_worker:
                 self.spawn("worker")
             for name in list(self.procs):
+                self.wait_healthy(timeout, name)
+            for name in self.scorer_names:  # after the worker: they read the users changelog it creates
+                self.spawn("scorer", name)
+            for name in self.scorer_names:
                 self.wait_healthy(timeout, name)
         except BaseException:
             self.stop()

@@ -183,7 +183,7 @@ tests:
             exp_annotations:
               summary: "p99 model staleness is 49.6k events"
               description: "Events are scored by a global model that has not learned the last 10,000+ events before them: the trainer cannot keep up. Check trainer samples/s and its mini-batch size on the Pipeline dashboard; raise STREAM_CTR_TRAINER_BATCH_MAX or give the trainer more CPU."
-  # w1 ranks 100 requests/s and sheds 5/s from minute 10 (4.8%); w2 sheds 1 in 1,000 throughout.
+  # w1 and the scorer s1 rank 100 requests/s and shed 5/s from minute 10 (4.8%); w2 sheds 1 in 1,000 throughout.
   - interval: 1m
     input_series:
       - series: 'stream_ctr_serving_batch_requests_sum{job="stream-ctr-worker", instance="w1"}'
@@ -194,6 +194,10 @@ tests:
         values: '0+6000x40'
       - series: 'stream_ctr_serving_shed_total{job="stream-ctr-worker", instance="w2", reason="deadline"}'
         values: '0+6x40'
+      - series: 'stream_ctr_serving_batch_requests_sum{job="stream-ctr-scorer", instance="s1"}'
+        values: '0+6000x40'
+      - series: 'stream_ctr_serving_shed_total{job="stream-ctr-scorer", instance="s1", reason="over_capacity"}'
+        values: '0x10 0+300x30'
     alert_rule_test:
       - eval_time: 12m
         alertname: StreamCtrScoringShed
@@ -204,7 +208,11 @@ tests:
           - exp_labels: {severity: warning, instance: w1}
             exp_annotations:
               summary: "w1 sheds 4.762% of scoring requests"
-              description: "The worker refuses scoring requests (429) or drops them past their deadline (503): more traffic than it can rank. Add workers (more partitions' owners), or raise STREAM_CTR_SERVING_MAX_IN_FLIGHT if its CPU is not busy; see docs/results/serving-load.md for capacity per core."
+              description: &shed "The process refuses scoring requests (429) or drops them past their deadline (503): more traffic than it can rank. Add scorer processes (stream-ctr scorer) or workers, or raise STREAM_CTR_SERVING_MAX_IN_FLIGHT if its CPU is not busy; see docs/results/serving-load.md for capacity per core."
+          - exp_labels: {severity: warning, instance: s1}
+            exp_annotations:
+              summary: "s1 sheds 4.762% of scoring requests"
+              description: *shed
   # The experiment's split breaks on w1 after 5m (p drops below 0.001); w2 stays healthy.
   - interval: 1m
     input_series:

@@ -15,6 +15,8 @@ GRID_COLUMNS = 24
 RATE = "$__rate_interval"
 
 WORKER = 'job="stream-ctr-worker"'
+#: Every process that serves ``/v1/score``: the workers and the scorer processes beside them.
+SERVING = 'job=~"stream-ctr-worker|stream-ctr-scorer"'
 TRAINER = 'job="stream-ctr-trainer"'
 ANY_JOB = 'job=~"stream-ctr-worker|stream-ctr-trainer"'
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from stream_ctr.monitoring.dashboards.panels import (
     ANY_JOB,
     EVENTS,
+    SERVING,
     TRAINER,
     UP_DOWN,
     WORKER,
@@ -160,17 +161,17 @@ def _trainer_panels() -> tuple[dict, ...]:
 
 
 def _pipeline_serving() -> Row:
-    served = rate(sel("stream_ctr_serving_batch_requests_sum"))
+    served = rate(sel("stream_ctr_serving_batch_requests_sum", SERVING))
     return row(
         "Serving: /v1/score",
         timeseries(
             "Scoring requests / s",
-            "Requests ranked, and requests shed (alert StreamCtrScoringShed): over_capacity = refused 429 at "
-            "the door (more than STREAM_CTR_SERVING_MAX_IN_FLIGHT held), deadline = dropped 503 after "
-            "waiting past X-Deadline-Ms.",
+            "Requests ranked by the workers and scorer processes, and requests shed (alert "
+            "StreamCtrScoringShed): over_capacity = refused 429 at the door (more than "
+            "STREAM_CTR_SERVING_MAX_IN_FLIGHT held), deadline = dropped 503 after waiting past X-Deadline-Ms.",
             [
                 q(f"sum({served})", "ranked"),
-                q(f"sum by (reason) ({rate(sel('stream_ctr_serving_shed_total'))})", "shed {{reason}}"),
+                q(f"sum by (reason) ({rate(sel('stream_ctr_serving_shed_total', SERVING))})", "shed {{reason}}"),
             ],
             "reqps",
             w=8,
@@ -179,16 +180,17 @@ def _pipeline_serving() -> Row:
         timeseries(
             "Scoring queue time and event-loop lag",
             "Time from a request's body being read to its ranking starting (p50, p99), and how late each "
-            "worker's event loop runs (requests are refused while it is past STREAM_CTR_SERVING_MAX_LAG_MS).",
+            "worker's or scorer's event loop runs (requests are refused while it is past "
+            "STREAM_CTR_SERVING_MAX_LAG_MS).",
             [
                 *(
                     q(
-                        quantile(p, sel("stream_ctr_serving_queue_seconds_bucket"), rated=True),
+                        quantile(p, sel("stream_ctr_serving_queue_seconds_bucket", SERVING), rated=True),
                         f"queued p{round(p * 100)}",
                     )
                     for p in (0.5, 0.99)
                 ),
-                q(f"max({sel('stream_ctr_serving_loop_lag_seconds')})", "loop lag (worst worker)"),
+                q(f"max({sel('stream_ctr_serving_loop_lag_seconds', SERVING)})", "loop lag (worst process)"),
             ],
             "s",
             w=8,
@@ -198,7 +200,7 @@ def _pipeline_serving() -> Row:
             "Requests per forward pass",
             "How many scoring requests share one encoding and forward pass (micro-batching): 1 when "
             "traffic is light, more as it grows.",
-            [q(f"sum({served}) / sum({rate(sel('stream_ctr_serving_batch_requests_count'))})", "mean")],
+            [q(f"sum({served}) / sum({rate(sel('stream_ctr_serving_batch_requests_count', SERVING))})", "mean")],
             "none",
             w=8,
             min=0,

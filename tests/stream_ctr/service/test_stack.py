@@ -54,13 +54,13 @@ def _role(pid: int) -> str:
     return "kafka" if "kafka.Kafka" in argv else argv[-1]
 
 
-def _start_up(tmp_path: Path, env: dict) -> tuple[subprocess.Popen, dict[str, str]]:
-    """``stream-ctr up`` ready: its process and the URLs it printed (``worker``, ``trainer``)."""
+def _start_up(tmp_path: Path, env: dict, *args: str) -> tuple[subprocess.Popen, dict[str, str]]:
+    """``stream-ctr up *args`` ready: its process and the URLs it printed (``worker``, ``trainer``, ``scorerN``)."""
     out = tmp_path / "up.out"
     # Ctrl-C's default disposition in the child: a test run started in the background of a non-interactive shell
     # ignores SIGINT, and a child would inherit that and never see the Ctrl-C a test sends.
     up = subprocess.Popen(
-        [sys.executable, "-m", "stream_ctr.cli", "up", "--logs", str(tmp_path / "logs")],
+        [sys.executable, "-m", "stream_ctr.cli", "up", "--logs", str(tmp_path / "logs"), *args],
         env=env,
         stdout=open(out, "wb"),  # noqa: SIM115 (the child keeps it; closed with the test's tmp_path)
         stderr=subprocess.STDOUT,
@@ -73,7 +73,7 @@ def _start_up(tmp_path: Path, env: dict) -> tuple[subprocess.Popen, dict[str, st
             up.kill()
             raise AssertionError(f"stream-ctr up did not become ready:\n{text[-3000:]}")
         time.sleep(0.3)
-    return up, dict(re.findall(r"^(worker|trainer) +(http://\S+)", text, re.M))
+    return up, dict(re.findall(r"^(worker|trainer|scorer\d+) +(http://\S+)", text, re.M))
 
 
 def _cleanup(up: subprocess.Popen, pids: list[int]) -> None:
@@ -92,10 +92,11 @@ def up_env(settings_factory):
 
 
 def test_up_runs_the_service_and_ctrl_c_stops_everything_it_started(up_env, tmp_path):
-    up, urls = _start_up(tmp_path, up_env())
+    up, urls = _start_up(tmp_path, up_env(), "--scorers", "1")
     kids = _descendants(up.pid)
     try:
-        assert sorted(_role(k) for k in kids) == ["trainer", "worker"]
+        assert sorted(_role(k) for k in kids) == ["scorer", "trainer", "worker"]
+        assert get_json(f"{urls['scorer1']}/healthz")[0] == 200
         assert get_json(f"{urls['worker']}/healthz")[0] == 200
         assert get_json(f"{urls['worker']}/v1/stats")[1]["applied"] == 0
         assert get_json(f"{urls['trainer']}/healthz")[0] == 200
@@ -106,7 +107,7 @@ def test_up_runs_the_service_and_ctrl_c_stops_everything_it_started(up_env, tmp_
     finally:
         _cleanup(up, kids)
     assert not [k for k in kids if _alive(k)]
-    for url in urls.values():  # worker and trainer are gone, their ports free
+    for url in urls.values():  # worker, scorer and trainer are gone, their ports free
         with pytest.raises(OSError):
             get_json(f"{url}/healthz", timeout=2)
 
