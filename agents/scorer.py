@@ -67,7 +67,7 @@ class Scorer:
         )
         self.users = HeadsReplica(settings.scorer_users)
         self._evicted = 0  # the replica's evictions counted in the metrics so far
-        self.changelog = users_changelog(settings)
+        self.changelog, self.app_id = users_changelog(settings), settings.app_id
         self.caught_up = asyncio.Event()  # the replica has read what the changelog held at start
         self.experiment = Experiment.configured(settings.experiment_file)
         # The follower reads and replaces the running experiment here; a scorer counts no results in it.
@@ -121,7 +121,12 @@ class Scorer:
     async def follow_heads(self) -> None:
         """Read every partition of the users changelog from its start into the replica, forever."""
         kafka, loop = Kafka.of(self.settings), asyncio.get_running_loop()
-        parts = await loop.run_in_executor(None, topic_partitions, kafka, self.changelog)
+        while True:  # a worker creates the changelog when it first starts: unhealthy, not failed, until then
+            try:
+                parts = await loop.run_in_executor(None, topic_partitions, kafka, self.changelog)
+                break
+            except RuntimeError:
+                log.warning("waiting for %s: start a personalize worker of app id %s", self.changelog, self.app_id)
         consumer = kafka.aio_consumer(group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
         await consumer.start()
         try:
