@@ -86,7 +86,8 @@ lint-types: $(STAMP)
 bench: $(STAMP) kafka-jars
 	$(BIN)/stream-ctr bench --json reports/bench.json --out reports/bench.md
 
-# /v1/score under open-loop load, without and with the demo's events flowing (about 3 minutes).
+# /v1/score under open-loop load, without and with the demo's events flowing, on the worker then on a scorer
+# process beside it (about 9 minutes).
 bench-load: $(STAMP) kafka-jars vegeta
 	STREAM_CTR_VEGETA=$(VEGETA) $(BIN)/stream-ctr bench --no-inprocess --serving-load --out reports/load.md
 

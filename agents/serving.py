@@ -12,11 +12,12 @@ user, forwarding) and :class:`Ranker` (ranking a batch, logging its exposures).
 
 Under load (docs/ARCHITECTURE.md, "Serving under load"):
 
-- **Admission.** At most ``serving_max_in_flight`` requests are held at once, and none is taken while the event
-  loop stays more than ``serving_max_lag_ms`` late (two probes in a row, 5 ms apart: requests not yet looked at
-  wait that long; one late probe is a learning batch that held the loop once, not overload); past either, a
-  request is answered 429 with ``Retry-After`` before its body is read, so overload costs a refusal, not a
-  queue every client waits in.
+- **Admission.** At most ``serving_max_in_flight`` requests are held at once, and no more are taken while the
+  event loop stays more than ``serving_max_lag_ms`` late with requests held (two probes in a row, 5 ms apart:
+  requests not yet looked at wait that long; one late probe is a learning batch that held the loop once, not
+  overload; with none held, the lateness is learning's and a refusal would free nothing); past either, a request
+  is answered 429 with ``Retry-After`` before its body is read, so overload costs a refusal, not a queue every
+  client waits in.
 - **Micro-batching.** Requests held together are ranked together: one encoding and one forward pass over all
   their candidates (up to ``serving_max_batch`` requests). A request alone is ranked at once; while others are
   being read, the batch waits up to ``LINGER_S`` (1 ms) for them to join.
@@ -190,7 +191,9 @@ class ScoringView:
         if self._probe_loop is not asyncio.get_running_loop():
             self._probe_loop, self._probe_due = asyncio.get_running_loop(), None
             self._probe()
-        if self.in_flight >= self.max_in_flight or self.overloaded:
+        # A late loop refuses only while requests are held: with none, refusing frees nothing (learning, not
+        # serving, made it late) and the request would only be retried into the same wait.
+        if self.in_flight >= self.max_in_flight or (self.overloaded and self.in_flight > 0):
             self.metrics.shed.labels("over_capacity").inc()
             return web.json(
                 {

@@ -138,7 +138,8 @@ def test_requests_batched_together_are_ranked_as_each_would_be_alone(worker, mak
 
 def test_while_the_event_loop_stays_late_new_requests_are_refused(worker):
     """The probe measures how late the loop runs. One late probe (a learning batch held the loop once) refuses
-    nothing; two in a row past serving_max_lag_ms (20 ms) and the door answers 429, until the loop catches up."""
+    nothing; two in a row past serving_max_lag_ms (20 ms) and the door answers 429 while requests are held, until
+    the loop catches up. With none held the lateness is learning's: the request is served, not refused."""
     import time
 
     async def blocked(ms: float) -> None:
@@ -154,13 +155,19 @@ def test_while_the_event_loop_stays_late_new_requests_are_refused(worker):
         answers.append(await view.handle(_Web(), _Request(_body("u1", "b"))))  # once late: served
         await blocked(50)
         lags.append(view.lag)
-        answers.append(await view.handle(_Web(), _Request(_body("u1", "c"))))  # late twice: refused
+        answers.append(await view.handle(_Web(), _Request(_body("u1", "c"))))  # late twice, none held: served
+        await blocked(50)
+        await blocked(50)
+        lags.append(view.lag)
+        view.in_flight += 1  # a request held (its body being read)
+        answers.append(await view.handle(_Web(), _Request(_body("u1", "d"))))  # late twice, one held: refused
+        view.in_flight -= 1
         await asyncio.sleep(0.02)  # a few on-time probes
-        answers.append(await view.handle(_Web(), _Request(_body("u1", "d"))))
+        answers.append(await view.handle(_Web(), _Request(_body("u1", "e"))))
         return answers, lags
 
     answers, lags = asyncio.run(run())
     assert min(lags) > 0.02
-    assert [a[0] for a in answers] == [200, 200, 429, 200]
-    assert "behind" in answers[2][1]["error"] and answers[2][2]["Retry-After"] == "1"
+    assert [a[0] for a in answers] == [200, 200, 200, 429, 200]
+    assert "behind" in answers[3][1]["error"] and answers[3][2]["Retry-After"] == "1"
     assert _metric(worker, "stream_ctr_serving_loop_lag_seconds") < 0.02
