@@ -270,8 +270,8 @@ class ServingSettings:
     serving_max_lag_ms: float = _knob(
         20.0,
         "STREAM_CTR_SERVING_MAX_LAG_MS",
-        "while the worker's event loop runs this late (it probes every 5 ms), new "
-        "scoring requests are answered 429 at once: overload sheds instead of queueing",
+        "while the serving event loop runs this late (it probes every 5 ms) with scoring requests held, new "
+        "ones are answered 429 at once: overload sheds instead of queueing",
         _positive,
     )
     serving_max_batch: int = _knob(
