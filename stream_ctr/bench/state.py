@@ -106,7 +106,7 @@ def _measure(settings: Settings, users: int, store: str) -> dict:
         eps = users / (time.monotonic() - t0)
         rss_after = _rss(stack.procs["worker"].pid)
         disk = sum(f.stat().st_size for f in (logs / "worker.data").rglob("*") if f.is_file())
-        state_bytes = _changelog_bytes(s) / users
+        state_bytes = _changelog_bytes(s, users) / users
         recovery = _recovery_seconds(stack, users)
     return {
         "eps": eps,
@@ -119,10 +119,18 @@ def _measure(settings: Settings, users: int, store: str) -> dict:
     }
 
 
-def _changelog_bytes(settings: Settings) -> int:
+def _changelog_bytes(settings: Settings, users: int, timeout: float = 60.0) -> int:
+    """Bytes of the newest changelog record of each user, once the changelog holds one for all ``users``: a batch
+    is counted as applied before its changelog writes are flushed, so reading at once can miss the last ones."""
     from stream_ctr.broker.read import read_topic
 
-    return sum(len(m.value or b"") for m in read_topic(settings, f"{settings.app_id}-personalize-users-changelog"))
+    deadline = time.monotonic() + timeout
+    while True:
+        changelog = f"{settings.app_id}-personalize-users-changelog"
+        newest = {m.key: len(m.value or b"") for m in read_topic(settings, changelog)}
+        if len(newest) >= users or time.monotonic() > deadline:
+            return sum(newest.values())
+        time.sleep(0.5)
 
 
 def _recovery_seconds(stack: Stack, users: int) -> float:
