@@ -31,8 +31,9 @@ __all__ = ["ScorerExposures"]
 
 
 class ScorerExposures:
-    """Scorer-served exposures of the partitions ``owned()`` returns, into ``pending`` and ``results``; each
-    request id taken is passed to ``arrived`` (the events already waiting for it are attributed there)."""
+    """Scorer-served exposures of the partitions in ``owned`` (the worker's, set at each rebalance), into
+    ``pending`` and ``results``; each request id taken is passed to ``arrived`` (the events already waiting for it
+    are attributed there)."""
 
     def __init__(
         self,
@@ -40,17 +41,16 @@ class ScorerExposures:
         topic: str,
         pending: PendingExposures,
         results: ArmResults,
-        owned: Callable[[], set[int]],
         arrived: Callable[[str], None] = lambda request_id: None,
     ):
-        self.kafka, self.topic, self.pending, self.results, self.owned = kafka, topic, pending, results, owned
-        self.arrived = arrived
+        self.kafka, self.topic, self.pending, self.results, self.arrived = kafka, topic, pending, results, arrived
+        self.owned: set[int] = set()  # partitions of ctr.events (and so of ctr.exposures) the worker owns
         self.taken = 0  # scorer-served exposures taken into pending so far
         self.unreadable = 0
 
     def take(self, partition: int, headers, value: bytes) -> bool:
         """One ``ctr.exposures`` record; returns whether it was a scorer's exposure of an owned partition, taken."""
-        if partition not in self.owned() or not any(name == SERVED_BY for name, _ in headers or ()):
+        if partition not in self.owned or not any(name == SERVED_BY for name, _ in headers or ()):
             return False
         try:
             record = orjson.loads(value)

@@ -127,14 +127,8 @@ class PersonalizeWorker:
             self.catch_up,
         )
         self.scoring = self._scoring_view(users)
-        self.owned: set[int] = set()  # the partitions of ctr.events this worker owns, as of the last rebalance
         self.scorer_exposures = ScorerExposures(
-            settings,
-            topics.exposures(settings).name,
-            self.pending,
-            self.results,
-            self._owned,
-            self.step.exposure_arrived,
+            settings, topics.exposures(settings).name, self.pending, self.results, self.step.exposure_arrived
         )
         self.registry = ExperimentFollower(
             settings,
@@ -175,9 +169,6 @@ class PersonalizeWorker:
             follower.holder.listeners.append(catch_up.rebase)
             self.metrics.catch_up_events.set_function(lambda: catch_up.held_events)
         return follower, catch_up
-
-    def _owned(self) -> set[int]:
-        return self.owned
 
     def use(self, experiment: Experiment) -> None:
         """Run ``experiment`` from now on: the same run with other stops (a stopped arm's users get the control), or
@@ -238,7 +229,7 @@ class PersonalizeWorker:
 
     async def _forget_moved_users(self, sender, assigned, **kwargs) -> None:
         mine = {tp.partition for tp in assigned if tp.topic == self.events.get_topic_name()}
-        self.owned = mine
+        self.scorer_exposures.owned = mine
         self.staleness.keep(mine)
         forgotten = self.metrics.keep_partitions(mine)
         if forgotten:

@@ -81,7 +81,8 @@ def test_a_scorer_exposure_is_pending_on_the_users_worker_as_if_the_worker_had_s
     assert all(headers == [(SERVED_BY, b"scorer a")] for _, headers, _ in log.sent)
 
     pending, results = PendingExposures(1000, 600.0), ArmResults(Experiment.default())
-    taken = ScorerExposures(None, "ctr.exposures", pending, results, lambda: set(range(PARTITIONS)))
+    taken = ScorerExposures(None, "ctr.exposures", pending, results)
+    taken.owned = set(range(PARTITIONS))
     assert all(taken.take(*record) for record in log.sent)
     now = time.time()
     for q in queries:
@@ -98,7 +99,8 @@ def test_only_scorer_exposures_of_owned_partitions_are_taken(holder):
     _ranker(holder, None, None, log, served_by="scorer a").rank(_queries(40))
     owned = {0, 2}
     pending = PendingExposures(1000, 600.0)
-    taken = ScorerExposures(None, "ctr.exposures", pending, ArmResults(Experiment.default()), lambda: owned)
+    taken = ScorerExposures(None, "ctr.exposures", pending, ArmResults(Experiment.default()))
+    taken.owned = owned
     kept = [taken.take(*record) for record in log.sent]
     assert kept == [partition in owned for partition, _, _ in log.sent] and any(kept) and not all(kept)
     assert len(pending) == sum(kept)
@@ -110,6 +112,7 @@ def test_only_scorer_exposures_of_owned_partitions_are_taken(holder):
 @pytest.mark.parametrize("value", [b"{", b"[]", b'{"request_id": "r"}', b'{"items": 3}'])
 def test_an_unreadable_scorer_exposure_is_skipped_and_counted(value):
     pending = PendingExposures(10, 600.0)
-    taken = ScorerExposures(None, "ctr.exposures", pending, ArmResults(Experiment.default()), lambda: {0})
+    taken = ScorerExposures(None, "ctr.exposures", pending, ArmResults(Experiment.default()))
+    taken.owned = {0}
     assert not taken.take(0, [(SERVED_BY, b"scorer a")], value)
     assert len(pending) == 0 and taken.unreadable == 1

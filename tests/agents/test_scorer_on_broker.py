@@ -9,7 +9,7 @@ import urllib.request
 
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from scoring_http import metric_sum, score_request
 
 from stream_ctr import topics
 from stream_ctr.broker.replay import replay
@@ -44,27 +44,11 @@ def stack(settings_factory, make_events, tmp_path_factory):
         yield stack
 
 
-def _request(user: str, rid: str) -> dict:
-    return {
-        "user_id": user,
-        "request_id": rid,
-        "candidates": [
-            {"item_id": f"i{k}", "features": {"category": f"c{k % 12}", "segment": "s1"}} for k in range(40)
-        ],
-    }
-
-
-def _metric(url: str, name: str) -> float:
-    with urllib.request.urlopen(f"{url}/metrics") as resp:
-        text = resp.read().decode()
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
-
-
 def _agree(clients, user: str, tag: str, attempts: int = 40) -> tuple[dict, dict]:
     """The worker's and the scorer's answers for ``user``, asked again (a moment later) until they rank with the
     same model version and the same head, or ``attempts`` run out."""
     for attempt in range(attempts):
-        a, b = (c.score(_request(user, f"{tag}-{user}-{attempt}-{i}")) for i, c in enumerate(clients))
+        a, b = (c.score(score_request(user, f"{tag}-{user}-{attempt}-{i}")) for i, c in enumerate(clients))
         a["request_id"] = b["request_id"] = None
         if a == b:
             break
@@ -74,7 +58,7 @@ def _agree(clients, user: str, tag: str, attempts: int = 40) -> tuple[dict, dict
 
 def test_a_scorer_ranks_every_user_as_the_users_worker(stack):
     clients = [ScoringClient(stack.worker_url), ScoringClient(stack.url("scorer"))]
-    assert _metric(stack.url("scorer"), "stream_ctr_scorer_replica_users") == len(USERS)
+    assert metric_sum(stack.url("scorer"), "stream_ctr_scorer_replica_users") == len(USERS)
     arms = set()
     for user in USERS:
         a, b = _agree(clients, user, "same")
@@ -87,7 +71,7 @@ def test_a_scorer_ranks_every_user_as_the_users_worker(stack):
 def test_an_erased_user_is_scored_as_new_by_the_scorer_too(stack):
     clients = [ScoringClient(stack.worker_url), ScoringClient(stack.url("scorer"))]
     user = next(u for u in USERS if Experiment.default().assign(u).arm == "ft")
-    before = clients[1].score(_request(user, "erase-before"))
+    before = clients[1].score(score_request(user, "erase-before"))
     req = urllib.request.Request(f"{stack.worker_url}/v1/users/{user}", method="DELETE")
     with urllib.request.urlopen(req) as resp:
         assert orjson.loads(resp.read())["erased"] is True
@@ -111,15 +95,15 @@ def test_bad_requests_to_a_scorer_are_4xx_with_a_message(stack):
 def test_the_users_worker_attributes_the_events_of_rankings_a_scorer_served(stack):
     worker = stack.worker_url
     names = ("stream_ctr_ab_requests_total", "stream_ctr_ab_impressions_total", "stream_ctr_ab_unattributed_total")
-    base = {name: _metric(worker, name) for name in names}
+    base = {name: metric_sum(worker, name) for name in names}
     sim = SimConfig(requests=300, candidates=30, k=4, seed=3, start_ts=time.time())
     loop = run_closed_loop(stack.settings, sim, SyntheticConfig(users=80, items=120, seed=5), url=stack.url("scorer"))
     assert loop.report()["overall"]["requests"] == 300
     deadline = time.monotonic() + 120
-    while _metric(worker, "stream_ctr_ab_impressions_total") < base["stream_ctr_ab_impressions_total"] + 300 * 4:
-        assert time.monotonic() < deadline, {name: _metric(worker, name) - base[name] for name in names}
+    while metric_sum(worker, "stream_ctr_ab_impressions_total") < base["stream_ctr_ab_impressions_total"] + 300 * 4:
+        assert time.monotonic() < deadline, {name: metric_sum(worker, name) - base[name] for name in names}
         time.sleep(0.5)
-    got = {name: _metric(worker, name) - base[name] for name in names}
+    got = {name: metric_sum(worker, name) - base[name] for name in names}
     assert got == {
         "stream_ctr_ab_requests_total": 300,
         "stream_ctr_ab_impressions_total": 1200,

@@ -7,7 +7,7 @@ import time
 
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from scoring_http import metric_sum, score_request
 
 from stream_ctr import topics
 from stream_ctr.broker.replay import replay
@@ -42,16 +42,6 @@ def two_workers(settings_factory, make_events, tmp_path_factory):
         yield stack, urls
 
 
-def _request(user: str, rid: str) -> dict:
-    return {
-        "user_id": user,
-        "request_id": rid,
-        "candidates": [
-            {"item_id": f"i{k}", "features": {"category": f"c{k % 12}", "segment": "s1"}} for k in range(40)
-        ],
-    }
-
-
 def _results(url: str) -> dict:
     return get_json(f"{url}/v1/experiments")[1]["experiments"][0]["results_on_this_worker"]
 
@@ -64,7 +54,7 @@ def test_a_request_to_either_worker_gets_the_owners_answer(two_workers):
     sent = 0
     for user in users:
         for attempt in range(3):  # a new snapshot may land between the two requests: then ask both again
-            a, b = (c.score(_request(user, f"route-{user}-{attempt}-{i}")) for i, c in enumerate(clients))
+            a, b = (c.score(score_request(user, f"route-{user}-{attempt}-{i}")) for i, c in enumerate(clients))
             sent += 2
             if a["model_version"] == b["model_version"]:
                 break
@@ -93,20 +83,14 @@ def test_bad_requests_over_http_are_4xx_with_a_message(two_workers):
     assert client.post(b"{}", path="/v1/nothing-here")[0] == 404
     assert get_json(f"{urls[0]}/v1/score")[0] == 405
     assert get_json(f"{urls[0]}/openapi.json")[1]["paths"]["/v1/score"]["post"]
-    cold = client.score(_request("brand-new-user", "cold-1"))
+    cold = client.score(score_request("brand-new-user", "cold-1"))
     assert len(cold["items"]) == 40 and cold["model_version"] >= 0
-
-
-def _metric(url: str, name: str) -> float:
-    with __import__("urllib.request").request.urlopen(f"{url}/metrics") as resp:
-        text = resp.read().decode()
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
 
 
 def test_closed_loop_per_arm_results_add_up_to_the_exposures_sent(two_workers):
     stack, urls = two_workers
     base = {
-        name: sum(_metric(u, name) for u in urls)
+        name: sum(metric_sum(u, name) for u in urls)
         for name in ("stream_ctr_ab_requests_total", "stream_ctr_ab_impressions_total")
     }
     sim = SimConfig(requests=600, candidates=30, k=4, seed=3, start_ts=time.time())
@@ -114,14 +98,14 @@ def test_closed_loop_per_arm_results_add_up_to_the_exposures_sent(two_workers):
     assert loop.report()["overall"]["requests"] == 600
     deadline = time.monotonic() + 120
     while (
-        sum(_metric(u, "stream_ctr_ab_impressions_total") for u in urls)
+        sum(metric_sum(u, "stream_ctr_ab_impressions_total") for u in urls)
         < base["stream_ctr_ab_impressions_total"] + 600 * 4
     ):
         assert time.monotonic() < deadline, "events of the closed loop were not all attributed"
         time.sleep(0.5)
-    got = {name: sum(_metric(u, name) for u in urls) - base[name] for name in base}
+    got = {name: sum(metric_sum(u, name) for u in urls) - base[name] for name in base}
     assert got == {"stream_ctr_ab_requests_total": 600, "stream_ctr_ab_impressions_total": 2400}
-    assert sum(_metric(u, "stream_ctr_ab_unattributed_total") for u in urls) == 0
+    assert sum(metric_sum(u, "stream_ctr_ab_unattributed_total") for u in urls) == 0
     # The report read back from the topics sees the same exposures and every attributed event.
     result = read_results(stack.settings, Experiment.default())
     sim_arms = loop.report()["arms"]
