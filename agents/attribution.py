@@ -6,7 +6,8 @@ each exposure to ``ctr.exposures`` with the header :data:`~agents.serving.SERVED
 ``ctr.events``, so a user's exposures and events share a partition number. :meth:`ScorerExposures.run` (a task of
 the worker) follows every partition of ``ctr.exposures`` from its end at start and keeps the scorer-served ones
 of the partitions this worker owns: each becomes a pending exposure and a request of its arm, exactly as if the
-worker had served it (with the worker's current bandit epoch: the record does not carry one).
+worker had served it, in the bandit epoch the record names (a record from before records named one: the
+worker's current epoch).
 
 A client can answer a ranking before its exposure reaches the worker: such an event waits a few seconds for it
 (:class:`~stream_ctr.experiments.attribution.WaitingEvents`) and is attributed when it arrives.
@@ -61,7 +62,7 @@ class ScorerExposures:
                 float(record["ts"]),
                 items,
                 record["user_id"],
-                self.results.experiment.epoch,
+                int(record.get("epoch", self.results.experiment.epoch)),
             )
             request_id = record["request_id"]
         except (ValueError, KeyError, TypeError) as exc:

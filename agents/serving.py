@@ -133,7 +133,7 @@ class Ranker:
                 self.pending.add(q.request_id, Served(ranking.arm, ranking.in_experiment, ts, items, q.user_id, epoch))
             if ranking.in_experiment and self.results is not None:
                 self.results.requested(ranking.arm)
-            record = exposure_record(q, ranking, experiment.propensity(ranking.arm), ts)
+            record = exposure_record(q, ranking, experiment.propensity(ranking.arm), ts, epoch)
             self.exposures.send_soon(key=q.user_id.encode(), value=orjson.dumps(record), headers=self._headers)
         return [r.to_json() for r in rankings]
 

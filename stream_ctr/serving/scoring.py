@@ -120,6 +120,9 @@ class Exposure(BaseModel):
         description="probability that the experiment's assignment gives this user this arm (coverage included): "
         "the logging propensity of off-policy estimates",
     )
+    epoch: int = Field(
+        0, ge=0, description="the bandit epoch it was served in (0 for a fixed split); older records have none"
+    )
     items: list[ExposedItem]
 
 
@@ -317,10 +320,12 @@ def rank(
     return rank_many([request], model, [head_for(state, assignment, model)], [assignment], experiment)[0]
 
 
-def exposure_record(request: Query, ranking: Ranking, propensity: float, ts: float | None = None) -> dict:
+def exposure_record(
+    request: Query, ranking: Ranking, propensity: float, ts: float | None = None, epoch: int = 0
+) -> dict:
     """The ``ctr.exposures`` value of one ranking (:class:`Exposure`, ``topics/schemas/exposure.schema.json``);
     ``propensity``: :meth:`Experiment.propensity <stream_ctr.experiments.assignment.Experiment.propensity>` of its
-    arm."""
+    arm; ``epoch``: the experiment's bandit epoch."""
     return {
         "request_id": request.request_id,
         "user_id": request.user_id,
@@ -330,6 +335,7 @@ def exposure_record(request: Query, ranking: Ranking, propensity: float, ts: flo
         "model_version": ranking.model_version,
         "ts": time.time() if ts is None else ts,
         "propensity": propensity,
+        "epoch": epoch,
         "items": [
             {"item_id": i, "score": s, "position": k} for k, (i, s) in enumerate(zip(ranking.item_ids, ranking.scores))
         ],

@@ -49,12 +49,12 @@ def _queries(n: int):
     ]
 
 
-def _ranker(holder, pending, results, exposures, served_by=None):
+def _ranker(holder, pending, results, exposures, served_by=None, experiment=None):
     metrics = ScorerMetrics() if served_by else WorkerMetrics(("global", "ft", "ft_lc"), 100)
     return Ranker(
         holder,
         {},
-        Experiment.default(),
+        experiment or Experiment.default(),
         pending=pending,
         results=results,
         exposures=exposures,
@@ -116,3 +116,26 @@ def test_an_unreadable_scorer_exposure_is_skipped_and_counted(value):
     taken.owned = {0}
     assert not taken.take(0, [(SERVED_BY, b"scorer a")], value)
     assert len(pending) == 0 and taken.unreadable == 1
+
+
+def _bandit_epoch(n: int) -> Experiment:
+    arms = [{"name": arm, "weight": 1} for arm in ("global", "ft", "ft_lc")]
+    return Experiment.from_dict({"name": "b", "salt": "s", "arms": arms, "bandit": {"cadence_s": 60, "epoch": n}})
+
+
+def test_a_scorer_exposure_keeps_the_epoch_it_was_served_in_when_the_worker_has_moved_on(holder):
+    log = _Exposures()
+    _ranker(holder, None, None, log, served_by="scorer a", experiment=_bandit_epoch(1)).rank(_queries(20))
+    pending = PendingExposures(1000, 600.0)
+    taken = ScorerExposures(None, "ctr.exposures", pending, ArmResults(_bandit_epoch(2)))
+    taken.owned = set(range(PARTITIONS))
+    assert all(taken.take(*record) for record in log.sent)
+    now = time.time()
+    served = [pending.match(f"r{k}", "i0", now) for k in range(20)]
+    assert {s[0].epoch for s in served if isinstance(s, tuple)} == {1} and all(isinstance(s, tuple) for s in served)
+
+    # A record written before exposures named their epoch is taken in the worker's current one.
+    partition, headers, value = log.sent[0]
+    record = {k: v for k, v in orjson.loads(value).items() if k != "epoch"} | {"request_id": "old"}
+    assert taken.take(partition, headers, orjson.dumps(record))
+    assert pending.match("old", "i0", now)[0].epoch == 2

@@ -203,7 +203,10 @@ def test_exposure_record_follows_the_published_schema(trained):
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**record, "propensity": 0}, topics.schema("exposure"))
     assert [it["position"] for it in record["items"]] == [0, 1, 2, 3, 4]
-    assert record["user_id"] == "u1" and record["experiment"] == "label-correction"
+    assert record["user_id"] == "u1" and record["experiment"] == "label-correction" and record["epoch"] == 0
+    jsonschema.validate(exposure_record(req, ranking, 0.5, epoch=3), topics.schema("exposure"))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**record, "epoch": -1}, topics.schema("exposure"))
 
 
 def test_openapi_describes_the_endpoint():
