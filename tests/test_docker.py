@@ -153,6 +153,10 @@ def test_rendered_stack_has_healthchecks_restarts_volumes_and_alertmanager():
         check = services[name]["healthcheck"]
         assert f"http://localhost:{port}/healthz" in " ".join(check["test"]), (name, check)
         assert check["test"][0] == "CMD" and check["test"][1] == "python", (name, check)  # the image has no curl
+    # Scorer replicas reach the host through one port each, so replicas cannot outnumber the range.
+    (scorer_port,) = services["scorer"]["ports"]
+    low, high = map(int, scorer_port["published"].split("-"))
+    assert scorer_port["target"] == 6066 and high - low + 1 >= 8, scorer_port
     for name in ("worker", "trainer"):  # the replay starts once both hold a model
         assert services["replay"]["depends_on"][name]["condition"] == "service_healthy"
     assert {n for n, s in services.items() if s.get("restart") == "unless-stopped"} == LONG_RUNNING
