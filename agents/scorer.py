@@ -13,16 +13,22 @@ as many of them as there are cores to spare (docs/ARCHITECTURE.md, "Scorer proce
   :data:`~agents.serving.SERVED_BY`; the user's worker reads them there and attributes the user's events to them
   (:class:`~agents.attribution.ScorerExposures`);
 - **the experiment**: the worker's definition at start, then every stop, resume or bandit epoch published on
-  ``ctr.experiments`` (:class:`~agents.guardrails.ExperimentFollower`).
+  ``ctr.experiments`` (:class:`~agents.guardrails.ExperimentFollower`);
+- **staleness**: how many events of ``ctr.events`` the model it serves has not learned, per request
+  (:class:`~stream_ctr.monitoring.freshness.Staleness`, the worker's histograms, ``scored="request"``), against
+  the end offsets of ``ctr.events`` read every :data:`STREAM_POLL_S` (:meth:`Scorer.follow_stream`): a scorer reads
+  no events, so it counts as read every event written by the last poll.
 
 ``/healthz`` answers 200 once there is a model and the replica has read the changelog up to where it ended when
-the scorer started: before that a user's ranking would lack the user's head.
+the scorer started (before that a user's ranking would lack the user's head), with the model version and the
+requests' staleness quantiles.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 
 from aiokafka import TopicPartition
@@ -33,6 +39,7 @@ from stream_ctr.broker.connection import Kafka
 from stream_ctr.config import Settings
 from stream_ctr.experiments.assignment import Experiment
 from stream_ctr.experiments.attribution import ArmResults
+from stream_ctr.monitoring.freshness import Staleness
 from stream_ctr.monitoring.prometheus import ScorerMetrics
 from stream_ctr.serving.replica import HeadsReplica
 
@@ -41,7 +48,7 @@ from .app import create_app, raw_topic
 from .guardrails import ExperimentFollower
 from .personalize import api_keys, users_changelog
 from .serving import Ranker, ScoringView
-from .snapshots import SnapshotFollower
+from .snapshots import SnapshotFollower, assigned_consumer
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,9 @@ __all__ = ["Scorer"]
 
 #: Most changelog records a scorer reads at once (a read between two batches of requests).
 READ_RECORDS = 2000
+#: Seconds between two reads of ``ctr.events``' end offsets: a request's staleness misses at most the events
+#: written in that time (300 at 3,000 events/s).
+STREAM_POLL_S = 0.1
 
 
 class Scorer:
@@ -59,6 +69,8 @@ class Scorer:
         self.app = create_app(settings, "scorer", settings.web_port)
         self.name = f"{settings.advertised_host}:{settings.web_port}"
         self.metrics = ScorerMetrics()
+        self.staleness = Staleness(settings.events_partitions)
+        self.metrics.registry.register(self.staleness)
         self.follower = SnapshotFollower(
             settings,
             (topics.model(settings).name, topics.model_updates(settings).name),
@@ -82,7 +94,7 @@ class Scorer:
             pending=None,
             results=None,
             exposures=raw_topic(self.app, topics.exposures(settings)),
-            staleness=None,
+            staleness=self.staleness,
             metrics=self.metrics,
             served_by=f"scorer {self.name} ({socket.gethostname()})",
         )
@@ -101,11 +113,13 @@ class Scorer:
     def _register(self) -> None:
         self.app.task(self.follower.run)
         self.app.task(self.follow_heads)
+        self.app.task(self.follow_stream)
         self.app.timer(self.settings.experiment_poll_s, name="follow_experiment")(self.registry.follow)
         views.register_scorer_views(
             self.app,
             metrics=self.metrics,
             ready=self.ready,
+            details=self.details,
             scoring=self.scoring,
             keys=api_keys(self.settings),
         )
@@ -117,6 +131,18 @@ class Scorer:
         if not self.caught_up.is_set():
             return f"reading the users' heads from {self.changelog}"
         return None
+
+    def details(self) -> dict:
+        """What a ready scorer's ``/healthz`` says: the model version and the staleness of the requests served."""
+        s, model = self.staleness, self.follower.holder.current
+        quantiles = {f"p{q}": s.quantile(q / 100, "request") for q in (50, 90, 99)}
+        return {
+            "model_version": None if model is None else model.version,
+            "staleness": {
+                **{k: None if math.isnan(v) else v for k, v in quantiles.items()},  # NaN: no request yet
+                "requests": int(s.counts["request"].samples.sum()),
+            },
+        }
 
     async def follow_heads(self) -> None:
         """Read every partition of the users changelog from its start into the replica, forever."""
@@ -150,6 +176,19 @@ class Scorer:
                 if not self.caught_up.is_set() and await _reached(consumer, start_ends):
                     log.info("heads replica caught up: %d users from %s", len(self.users), self.changelog)
                     self.caught_up.set()
+        finally:
+            await consumer.stop()
+
+    async def follow_stream(self) -> None:
+        """Every :data:`STREAM_POLL_S`: the end offsets of ``ctr.events``, as read positions of the staleness."""
+        consumer, tps = await assigned_consumer(self.settings, topics.events(self.settings).name)
+        try:
+            while True:
+                ends = await consumer.end_offsets(tps)
+                written = [(tp.partition, end - 1) for tp, end in ends.items() if end > 0]
+                if written:
+                    self.staleness.passed(*zip(*written))
+                await asyncio.sleep(STREAM_POLL_S)
         finally:
             await consumer.stop()
 

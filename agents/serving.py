@@ -123,7 +123,7 @@ class Ranker:
         heads = [head_for(self.users.get(q.user_id), a, model) for q, a in zip(queries, assignments)]
         rankings = rank_many(queries, model, heads, assignments, experiment)
         self.metrics.serving.batch_requests.observe(len(queries))
-        if self.staleness is not None:  # a scorer reads no events: it has no staleness of its own to count
+        if self.staleness is not None:
             self.staleness.request(model.snapshot.offsets, model.snapshot.trained_ts, len(queries))
         self.metrics.unknown_features.inc(model.encoder.unknown_features - unknown)
         ts, epoch = time.time(), experiment.epoch

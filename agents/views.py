@@ -70,18 +70,19 @@ def register_scorer_views(
     *,
     metrics: ScorerMetrics,
     ready: Callable[[], str | None],
+    details: Callable[[], dict],
     scoring: ScoringView,
     keys: ApiKeys | None = None,
 ) -> None:
-    """A scorer process's views; healthy while ``ready()`` says nothing against it. With ``keys``, scoring needs a
-    key with the ``score`` scope, as on a worker."""
+    """A scorer process's views; healthy while ``ready()`` says nothing against it, and then saying ``details()``.
+    With ``keys``, scoring needs a key with the ``score`` scope, as on a worker."""
     _metrics_view(app, metrics.render)
 
     @app.page("/healthz")
     async def healthz(web, request):
         if reason := ready():
             return web.json({"status": "waiting", "reason": reason}, status=503)
-        return web.json({"status": "ok", "model_version": scoring.ranker.models.current.version})
+        return web.json({"status": "ok", **details()})
 
     _score_view(app, scoring, keys)
     _openapi_view(app)

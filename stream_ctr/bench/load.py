@@ -32,7 +32,16 @@ import orjson
 from stream_ctr.config import Settings
 from stream_ctr.data import load_dataset
 
-__all__ = ["DEFAULT_RATES", "capacity", "cpu_seconds", "find_vegeta", "run_load_bench", "score_bodies", "summarize"]
+__all__ = [
+    "DEFAULT_RATES",
+    "capacity",
+    "cpu_seconds",
+    "find_vegeta",
+    "request_staleness",
+    "run_load_bench",
+    "score_bodies",
+    "summarize",
+]
 
 DEFAULT_RATES = (250, 500, 1000, 2000, 3000)
 #: A rate is within capacity when its p99 is at most this and at least ``CAPACITY_SUCCESS`` of the answers are 200.
@@ -149,6 +158,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def request_staleness(urls: list[str]) -> tuple[float, int]:
+    """``(sum, count)`` of the staleness (events of ``ctr.events`` the model had not learned) of every scoring
+    request the processes at ``urls`` answered so far, from their ``/metrics``."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total, count = 0.0, 0
+    for url in urls:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.labels.get("scored") == "request" and s.name.startswith("stream_ctr_model_staleness_samples_"):
+                    total += s.value if s.name.endswith("_sum") else 0.0
+                    count += int(s.value) if s.name.endswith("_count") else 0
+    return total, count
+
+
 def capacity(rows: list[dict]) -> int:
     """The highest rate whose p99 and share of 200s are within the targets (0 when none is)."""
     good = [r["rate"] for r in rows if r["p99_ms"] <= CAPACITY_P99_MS and r["ok_share"] >= CAPACITY_SUCCESS]
@@ -236,11 +264,14 @@ def _steps(
         feeder.start()
     rows = []
     pids = [stack.procs[name].pid for name in serving]
+    urls = [stack.url(name) for name in serving]
     try:
         for rate in rates:
-            cpu0, t0 = sum(map(cpu_seconds, pids)), time.monotonic()
+            cpu0, t0, stale0 = sum(map(cpu_seconds, pids)), time.monotonic(), request_staleness(urls)
             row = summarize(rate, seconds, attack(vegeta, targets, rate, seconds))
             row["worker_cores"] = (sum(map(cpu_seconds, pids)) - cpu0) / (time.monotonic() - t0)
+            (total, n), (total0, n0) = request_staleness(urls), stale0
+            row["staleness_mean"] = (total - total0) / (n - n0) if n > n0 else float("nan")
             rows.append(row)
             time.sleep(1.0)  # let a backlog of the previous rate drain
     finally:
@@ -333,19 +364,22 @@ def render(rows: list[dict], candidates: int, stream_rate: float, seconds: float
         f"served by {who}, {flowing}, {os.cpu_count()} cores)",
         "",
         "| requests/s offered | p50 ms | p99 ms | p99.9 ms | 200s/s | 200 share | shed (429/503), p99 ms | "
-        f"timeouts | other | {server} CPU (cores) | 200s/s per serving core |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"timeouts | other | {server} CPU (cores) | 200s/s per serving core | model staleness, mean events |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         per_core = r["goodput"] / r["worker_cores"] if r["worker_cores"] > 0 else float("nan")
         lines.append(
             f"| {r['rate']:,} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['p999_ms']:.1f} | "
             f"{r['goodput']:,.0f} | {r['ok_share']:.1%} | {r['shed']:,}, {r['shed_p99_ms']:.1f} | "
-            f"{r['timeouts']:,} | {r['other']:,} | {r['worker_cores']:.2f} | {per_core:,.0f} |"
+            f"{r['timeouts']:,} | {r['other']:,} | {r['worker_cores']:.2f} | {per_core:,.0f} | "
+            f"{r.get('staleness_mean', float('nan')):,.0f} |"
         )
     lines += [
         "",
         f"Capacity (highest rate with p99 <= {CAPACITY_P99_MS:.0f} ms and >= {CAPACITY_SUCCESS:.0%} 200s): "
-        f"{capacity(rows):,} requests/s.",
+        f"{capacity(rows):,} requests/s. Model staleness: the events of `ctr.events` the model that answered a "
+        "request had not learned, averaged over the step's requests (a worker counts those it has read, a scorer "
+        "those written).",
     ]
     return lines

@@ -109,3 +109,29 @@ def test_the_users_worker_attributes_the_events_of_rankings_a_scorer_served(stac
         "stream_ctr_ab_impressions_total": 1200,
         "stream_ctr_ab_unattributed_total": 0,
     }
+
+
+def _request_staleness(client, url: str, rid: str) -> float:
+    """The staleness (events its model had not learned) the scorer counted for one request, from its histogram."""
+    before = [metric_sum(url, f"stream_ctr_model_staleness_samples_{s}") for s in ("sum", "count")]
+    client.score(score_request(USERS[0], rid))
+    after = [metric_sum(url, f"stream_ctr_model_staleness_samples_{s}") for s in ("sum", "count")]
+    assert after[1] - before[1] == 1
+    return after[0] - before[0]
+
+
+def test_a_scorers_requests_count_every_written_event_its_model_has_not_learned(stack, make_events):
+    """Last in this module: it stops the trainer, so that the model served stays where it is."""
+    url, client = stack.url("scorer"), ScoringClient(stack.url("scorer"))
+    stack.kill("trainer")
+    start = _request_staleness(client, url, "stale-0")
+    more = make_events(users=40, events_per_user=3, seed=7).events
+    replay(more, stack.settings.kafka_bootstrap, topics.events(stack.settings).name)
+    deadline, seen = time.monotonic() + 30, start
+    while seen < start + len(more):  # the scorer reads the stream's end offsets every 0.1 s
+        assert time.monotonic() < deadline, (start, seen)
+        time.sleep(0.2)
+        seen = _request_staleness(client, url, f"stale-{seen}")
+    assert seen == start + len(more)
+    health = get_json(f"{url}/healthz")[1]
+    assert health["staleness"]["requests"] >= 2 and health["staleness"]["p99"] >= start

@@ -248,12 +248,13 @@ def _pipeline_model() -> Row:
 
 
 def _model_staleness_panel() -> dict:
-    """Events the model in use had not learned when it scored an event, and when it scored a request."""
+    """Events the model in use had not learned when it scored an event, and when it scored a request (workers and
+    scorer processes: a scorer serves the trainer's model without a worker's catch-up)."""
     return timeseries(
         "Model staleness (events behind)",
         "How many events the model in use had not learned when it scored an event, p50 and p99 over "
-        "the last minutes, and the p99 for scoring requests (alert StreamCtrModelStaleness). It grows "
-        "when the trainer falls behind the stream.",
+        "the last minutes, and the p99 for scoring requests, workers and scorers (alert StreamCtrModelStaleness). "
+        "It grows when the trainer falls behind the stream.",
         [
             *(
                 q(
@@ -263,7 +264,7 @@ def _model_staleness_panel() -> dict:
                 for p in (0.5, 0.99)
             ),
             q(
-                quantile(0.99, sel("stream_ctr_model_staleness_samples_bucket", WORKER, scored="request"), rated=True),
+                quantile(0.99, sel("stream_ctr_model_staleness_samples_bucket", SERVING, scored="request"), rated=True),
                 "requests p99",
             ),
         ],

@@ -164,18 +164,27 @@ def test_load_bench_drives_the_real_worker_open_loop_with_and_without_events(set
     from stream_ctr.bench.load import run_load_bench
 
     lines, r = run_load_bench(
-        settings_factory(), rates=(20, 60), seconds=2, candidates=20, stream_rates=(0, 300), routed_rate=30
+        settings_factory(),
+        rates=(20, 60),
+        seconds=2,
+        candidates=20,
+        stream_rates=(0, 300),
+        routed_rate=30,
+        scorers=1,
     )
-    for phase in ("stream_0", "stream_300"):
+    for phase in ("stream_0", "stream_300", "scorers_1_stream_0", "scorers_1_stream_300"):
         rows = r[phase]["rows"]
         assert [row["rate"] for row in rows] == [20, 60]
         for row in rows:
             assert row["sent"] == pytest.approx(2 * row["rate"], abs=2) and row["timeouts"] == 0
-            assert row["ok_share"] > 0.95 and 0 < row["p50_ms"] <= row["p99_ms"] <= row["p999_ms"]
-            assert 0 < row["worker_cores"] < 2  # the worker was busy ranking, and it is one process
+            assert row["ok_share"] > 0.95 and 0 < row["p50_ms"] <= row["p99_ms"] <= row["p999_ms"], (phase, row)
+            assert 0 < row["worker_cores"] < 2  # the server was busy ranking, and it is one process
+            assert row["staleness_mean"] >= 0  # every step's requests counted how far behind their model was
         assert r[phase]["capacity_rps"] in (0, 20, 60)
+    # Events flowing at 300/s and models published every 1,000 samples: some requests meet an unlearned backlog.
+    assert max(row["staleness_mean"] for row in r["scorers_1_stream_300"]["rows"]) > 0
     assert r["healthz"]["ok_share"] == 1.0 and r["healthz"]["sent"] >= 110
-    assert sum("Scoring under open-loop load" in line for line in lines) == 2
+    assert sum("Scoring under open-loop load" in line for line in lines) == 4
     # Then a second worker: requests for the first worker's users and for the second's (forwarded), both answered
     for part in ("local", "forwarded"):
         assert r["routed"][part]["sent"] == pytest.approx(60, abs=2) and r["routed"][part]["ok_share"] == 1.0
