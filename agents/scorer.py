@@ -32,6 +32,7 @@ import math
 import socket
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from stream_ctr import topics
 from stream_ctr.broker.admin import topic_partitions
@@ -184,7 +185,12 @@ class Scorer:
         consumer, tps = await assigned_consumer(self.settings, topics.events(self.settings).name)
         try:
             while True:
-                ends = await consumer.end_offsets(tps)
+                try:
+                    ends = await consumer.end_offsets(tps)
+                except KafkaError as exc:  # the broker away: the last positions stand until it answers again
+                    log.warning("could not read the end offsets of %s: %r", tps[0].topic, exc)
+                    await asyncio.sleep(1.0)
+                    continue
                 written = [(tp.partition, end - 1) for tp, end in ends.items() if end > 0]
                 if written:
                     self.staleness.passed(*zip(*written))
