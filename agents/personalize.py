@@ -13,6 +13,7 @@ import logging
 import socket
 import time
 from collections.abc import MutableMapping
+from functools import partial
 
 import faust
 import numpy as np
@@ -40,7 +41,7 @@ from .batched import consume_in_batches
 from .dead_letters import DeadLetters
 from .guardrails import ExperimentFollower
 from .sensors import TimingSensor
-from .serving import Ranker, Routing, ScoringView
+from .serving import Ranker, Routing, ScoringView, follow_stream_ends
 from .snapshots import SnapshotFollower
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,7 @@ class PersonalizeWorker:
         if follow:
             app.task(self.follower.run)
             app.task(self.scorer_exposures.run)
+            app.task(partial(follow_stream_ends, self.settings, topics.events(self.settings).name, self.staleness))
 
         async def personalize(records) -> None:
             while models.current is None:  # nothing can be scored before the first snapshot

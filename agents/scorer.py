@@ -14,10 +14,9 @@ as many of them as there are cores to spare (docs/ARCHITECTURE.md, "Scorer proce
   (:class:`~agents.attribution.ScorerExposures`);
 - **the experiment**: the worker's definition at start, then every stop, resume or bandit epoch published on
   ``ctr.experiments`` (:class:`~agents.guardrails.ExperimentFollower`);
-- **staleness**: how many events of ``ctr.events`` the model it serves has not learned, per request
-  (:class:`~stream_ctr.monitoring.freshness.Staleness`, the worker's histograms, ``scored="request"``), against
-  the end offsets of ``ctr.events`` read every :data:`STREAM_POLL_S` (:meth:`Scorer.follow_stream`): a scorer reads
-  no events, so it counts as read every event written by the last poll.
+- **staleness**: how many events of ``ctr.events`` the model it serves has not learned, per request, as on a
+  worker (:class:`~stream_ctr.monitoring.freshness.Staleness`, ``scored="request"``): against the end offsets of
+  ``ctr.events`` (:func:`~agents.serving.follow_stream_ends`).
 
 ``/healthz`` answers 200 once there is a model and the replica has read the changelog up to where it ended when
 the scorer started (before that a user's ranking would lack the user's head), with the model version and the
@@ -30,9 +29,9 @@ import asyncio
 import logging
 import math
 import socket
+from functools import partial
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 
 from stream_ctr import topics
 from stream_ctr.broker.admin import topic_partitions
@@ -48,8 +47,8 @@ from . import views
 from .app import create_app, raw_topic
 from .guardrails import ExperimentFollower
 from .personalize import api_keys, users_changelog
-from .serving import Ranker, ScoringView
-from .snapshots import SnapshotFollower, assigned_consumer
+from .serving import Ranker, ScoringView, follow_stream_ends
+from .snapshots import SnapshotFollower
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +56,6 @@ __all__ = ["Scorer"]
 
 #: Most changelog records a scorer reads at once (a read between two batches of requests).
 READ_RECORDS = 2000
-#: Seconds between two reads of ``ctr.events``' end offsets: a request's staleness misses at most the events
-#: written in that time (300 at 3,000 events/s).
-STREAM_POLL_S = 0.1
 
 
 class Scorer:
@@ -114,7 +110,7 @@ class Scorer:
     def _register(self) -> None:
         self.app.task(self.follower.run)
         self.app.task(self.follow_heads)
-        self.app.task(self.follow_stream)
+        self.app.task(partial(follow_stream_ends, self.settings, topics.events(self.settings).name, self.staleness))
         self.app.timer(self.settings.experiment_poll_s, name="follow_experiment")(self.registry.follow)
         views.register_scorer_views(
             self.app,
@@ -177,24 +173,6 @@ class Scorer:
                 if not self.caught_up.is_set() and await _reached(consumer, start_ends):
                     log.info("heads replica caught up: %d users from %s", len(self.users), self.changelog)
                     self.caught_up.set()
-        finally:
-            await consumer.stop()
-
-    async def follow_stream(self) -> None:
-        """Every :data:`STREAM_POLL_S`: the end offsets of ``ctr.events``, as read positions of the staleness."""
-        consumer, tps = await assigned_consumer(self.settings, topics.events(self.settings).name)
-        try:
-            while True:
-                try:
-                    ends = await consumer.end_offsets(tps)
-                except KafkaError as exc:  # the broker away: the last positions stand until it answers again
-                    log.warning("could not read the end offsets of %s: %r", tps[0].topic, exc)
-                    await asyncio.sleep(1.0)
-                    continue
-                written = [(tp.partition, end - 1) for tp, end in ends.items() if end > 0]
-                if written:
-                    self.staleness.passed(*zip(*written))
-                await asyncio.sleep(STREAM_POLL_S)
         finally:
             await consumer.stop()
 

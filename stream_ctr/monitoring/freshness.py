@@ -15,8 +15,11 @@ An event the model has already learned (``offsets[p] > o``: the trainer ran ahea
 before it is learned, so its prediction flatters the progressive metrics; such events are counted as **ahead**
 (``stream_ctr_model_ahead_events_total``), and a report of quality says how many there were.
 
-A scoring request is an event at the worker's read position: its samples are the same sum over every partition,
-its seconds the newest event time read minus ``trained_ts``.
+A scoring request is answered at the end of the stream: its samples are the same sum over every partition, of
+the newer of the read position and the partition's end offset when it was last read (:meth:`Staleness.stream_ends`,
+every 0.1 s by :func:`agents.serving.follow_stream_ends`), so events written and not yet read count too (a worker
+behind the stream, or a scorer, which reads none); its seconds are the newest event time read minus
+``trained_ts``.
 
 :class:`Staleness` keeps both as Prometheus histograms (``stream_ctr_model_staleness_samples`` and ``..._seconds``,
 label ``scored`` = ``event`` | ``request``) in fixed memory: exact counts of every sample staleness up to
@@ -64,6 +67,7 @@ class Staleness:
     def __init__(self, partitions: int):
         self.partitions = partitions
         self.read = np.full(partitions, -1, dtype=np.int64)  # next offset after the newest read; -1: not read
+        self.written = np.full(partitions, -1, dtype=np.int64)  # each partition's end offset, as last read
         self.newest_ts = 0.0
         self.counts = {scored: _Counts() for scored in SCORED}
         self.scored = 0  # events counted
@@ -112,6 +116,12 @@ class Staleness:
         mine = (part >= 0) & (part < self.partitions)
         np.maximum.at(self.read, part[mine], off[mine] + 1)
 
+    def stream_ends(self, ends: Mapping[int, int]) -> None:
+        """The end offsets of partitions of ``ctr.events``, just read: the position a request is answered at."""
+        for p, end in ends.items():
+            if 0 <= p < self.partitions:
+                self.written[p] = max(self.written[p], end)
+
     def covers(self, model_offsets: Mapping[int, int]) -> bool:
         """Whether this worker has read every event that a model at ``model_offsets`` learned, on each partition it
         reads: a worker that applies only such models scores every event before its model learns it."""
@@ -121,7 +131,7 @@ class Staleness:
 
     def request(self, model_offsets: Mapping[int, int], trained_ts: float, n: int = 1) -> tuple[int, float]:
         """The staleness of ``n`` scoring requests answered now with that model, counted and returned."""
-        samples = self._behind(self.read[None, :], self._trained(model_offsets))
+        samples = self._behind(np.maximum(self.read, self.written)[None, :], self._trained(model_offsets))
         seconds = max(self.newest_ts - trained_ts, 0.0) if trained_ts > 0 and self.newest_ts else float("nan")
         self.counts["request"].add(np.repeat(samples, n), np.full(n, seconds))
         return int(samples[0]), seconds

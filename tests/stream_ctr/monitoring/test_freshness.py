@@ -53,3 +53,16 @@ def test_records_passed_move_the_read_position_and_gate_newer_models():
     assert s.read.tolist() == [8, 3]
     assert s.covers({0: 8, 1: 3}) and not s.covers({0: 9, 1: 0})
     assert Staleness(2).covers({0: 100})  # partitions never read hold nothing back
+
+
+def test_a_request_counts_the_events_written_and_not_yet_read():
+    s = Staleness(2)
+    s.events({0: 5, 1: 0}, 100.0, [0, 1], [9, 0], [101, 102])  # read up to 9 on p0 and 0 on p1
+    assert s.request({0: 5, 1: 0}, 100.0)[0] == 5 + 1
+    s.stream_ends({0: 14, 1: 1})  # 4 more on p0 written and unread; p1 read to its end
+    assert s.request({0: 5, 1: 0}, 100.0)[0] == 9 + 1
+    s.stream_ends({0: 12, 7: 3})  # an older answer moves nothing back; an unknown partition is ignored
+    assert s.request({0: 5, 1: 0}, 100.0)[0] == 9 + 1
+    s.passed([0], [20])  # read past the last end read: the read position counts
+    assert s.request({0: 5, 1: 0}, 100.0)[0] == 16 + 1
+    assert s.covers({0: 21}) and not s.covers({0: 22})  # the model gate stays on what was read
