@@ -296,7 +296,7 @@ class PersonalizeWorker:
             "metrics_refreshed_at": m.refreshed_at,
             "global_ctr": current.snapshot.global_ctr if current else None,
             "staleness": {
-                **{f"p{q}": self.staleness.quantile(q / 100) for q in (50, 90, 99)},
+                **self.staleness.quantiles(),
                 "scored": self.staleness.scored,
                 "ahead": self.staleness.ahead,
                 "catch_up_events": self.catch_up.held_events if self.catch_up else None,

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import socket
 from functools import partial
 
@@ -131,14 +130,10 @@ class Scorer:
 
     def details(self) -> dict:
         """What a ready scorer's ``/healthz`` says: the model version and the staleness of the requests served."""
-        s, model = self.staleness, self.follower.holder.current
-        quantiles = {f"p{q}": s.quantile(q / 100, "request") for q in (50, 90, 99)}
+        model = self.follower.holder.current
         return {
             "model_version": None if model is None else model.version,
-            "staleness": {
-                **{k: None if math.isnan(v) else v for k, v in quantiles.items()},  # NaN: no request yet
-                "requests": int(s.counts["request"].samples.sum()),
-            },
+            "staleness": {**self.staleness.quantiles("request"), "requests": self.staleness.counted("request")},
         }
 
     async def follow_heads(self) -> None:

@@ -105,7 +105,7 @@ class Ranker:
         pending: PendingExposures | None,
         results: ArmResults | None,
         exposures: faust.TopicT,
-        staleness: Staleness | None,
+        staleness: Staleness,
         metrics: WorkerMetrics | ScorerMetrics,
         served_by: str | None = None,
     ):
@@ -129,8 +129,7 @@ class Ranker:
         heads = [head_for(self.users.get(q.user_id), a, model) for q, a in zip(queries, assignments)]
         rankings = rank_many(queries, model, heads, assignments, experiment)
         self.metrics.serving.batch_requests.observe(len(queries))
-        if self.staleness is not None:
-            self.staleness.request(model.snapshot.offsets, model.snapshot.trained_ts, len(queries))
+        self.staleness.request(model.snapshot.offsets, model.snapshot.trained_ts, len(queries))
         self.metrics.unknown_features.inc(model.encoder.unknown_features - unknown)
         ts, epoch = time.time(), experiment.epoch
         for q, ranking in zip(queries, rankings):

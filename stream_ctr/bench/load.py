@@ -379,7 +379,6 @@ def render(rows: list[dict], candidates: int, stream_rate: float, seconds: float
         "",
         f"Capacity (highest rate with p99 <= {CAPACITY_P99_MS:.0f} ms and >= {CAPACITY_SUCCESS:.0%} 200s): "
         f"{capacity(rows):,} requests/s. Model staleness: the events of `ctr.events` the model that answered a "
-        "request had not learned, averaged over the step's requests (a worker counts those it has read, a scorer "
-        "those written).",
+        "request had not learned, up to the end of the topic, averaged over the step's requests.",
     ]
     return lines

@@ -124,9 +124,8 @@ def _changelog_bytes(settings: Settings, users: int, timeout: float = 60.0) -> i
     is counted as applied before its changelog writes are flushed, so reading at once can miss the last ones."""
     from stream_ctr.broker.read import read_topic
 
-    deadline = time.monotonic() + timeout
+    deadline, changelog = time.monotonic() + timeout, f"{settings.app_id}-personalize-users-changelog"
     while True:
-        changelog = f"{settings.app_id}-personalize-users-changelog"
         newest = {m.key: len(m.value or b"") for m in read_topic(settings, changelog)}
         if len(newest) >= users or time.monotonic() > deadline:
             return sum(newest.values())

@@ -28,6 +28,7 @@ label ``scored`` = ``event`` | ``request``) in fixed memory: exact counts of eve
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -157,6 +158,15 @@ class Staleness:
         if not total:
             return float("nan")
         return float(np.searchsorted(np.cumsum(counts), q * total, side="left"))
+
+    def quantiles(self, scored: str = "event") -> dict[str, float | None]:
+        """p50, p90 and p99 of the sample stalenesses counted (None before the first), for a JSON answer."""
+        values = {f"p{q}": self.quantile(q / 100, scored) for q in (50, 90, 99)}
+        return {k: None if math.isnan(v) else v for k, v in values.items()}
+
+    def counted(self, scored: str = "event") -> int:
+        """How many stalenesses of ``scored`` were counted."""
+        return int(self.counts[scored].samples.sum())
 
     def collect(self):
         """The two histograms, for a Prometheus collector."""

@@ -16,6 +16,7 @@ from stream_ctr.contracts.events import partition_of
 from stream_ctr.experiments.assignment import Experiment
 from stream_ctr.experiments.attribution import ArmResults, PendingExposures
 from stream_ctr.models.snapshot import SnapshotHolder
+from stream_ctr.monitoring.freshness import Staleness
 from stream_ctr.monitoring.prometheus import ScorerMetrics, WorkerMetrics
 from stream_ctr.serving.scoring import parse_score_request
 
@@ -58,7 +59,7 @@ def _ranker(holder, pending, results, exposures, served_by=None, experiment=None
         pending=pending,
         results=results,
         exposures=exposures,
-        staleness=None,
+        staleness=Staleness(PARTITIONS),
         metrics=metrics,
         served_by=served_by,
     )

@@ -40,6 +40,8 @@ def test_quantiles_are_exact_and_the_histogram_agrees():
     s = Staleness(1)
     s.events({0: 0}, 1.0, [0] * 1000, np.arange(1000), np.full(1000, 2.0))  # stalenesses 0..999
     assert (s.quantile(0.5), s.quantile(0.99)) == (499.0, 989.0)
+    assert s.quantiles() == {"p50": 499.0, "p90": 899.0, "p99": 989.0} and s.counted() == 1000
+    assert s.quantiles("request") == {"p50": None, "p90": None, "p99": None} and s.counted("request") == 0
     samples = next(iter(s.collect()))
     buckets = {
         x.labels["le"]: x.value for x in samples.samples if x.name.endswith("_bucket") and x.labels["scored"] == "event"
